@@ -1,0 +1,76 @@
+#include "proxy/backend/backend_registry.h"
+
+#include <algorithm>
+
+namespace memzone::backend {
+
+BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
+                                 std::string local_zone, BackendStats& stats)
+    : base_(base), flush_list_(flush_list), local_zone_(std::move(local_zone)), stats_(stats) {}
+
+BackendRegistry::~BackendRegistry() {
+  for (auto& [address, server] : servers_) server->retire();
+}
+
+void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) {
+  ServerOptions options;
+  options.connection.connect_timeout_ms = topology->connect_timeout_ms;
+  options.connection.request_timeout_ms = topology->request_timeout_ms;
+  options.health = topology->health;
+
+  auto view = std::make_unique<TopologyView>();
+  std::map<std::string, std::shared_ptr<BackendServer>> next;
+  for (const topology::Pool& pool : topology->pools) {
+    PoolView pv{&pool, {}, 0};
+    for (uint32_t z = 0; z < pool.zones.size(); ++z) {
+      const topology::Zone& zone = pool.zones[z];
+      if (zone.name == local_zone_) pv.local_zone = z;
+      ZoneView zv{&zone, {}};
+      for (const topology::Backend& b : zone.backends) {
+        auto& slot = next[b.address];
+        if (!slot) {
+          auto it = servers_.find(b.address);
+          if (it != servers_.end()) {
+            slot = it->second;
+            slot->setOptions(options);
+          } else {
+            slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_);
+          }
+          view->servers.push_back(slot);
+        }
+        zv.servers.push_back(slot.get());
+      }
+      pv.zones.push_back(std::move(zv));
+    }
+    view->pools.push_back(std::move(pv));
+  }
+  view->topology = std::move(topology);
+  servers_.swap(next);  // servers only in `next` now are referenced by older views alone
+
+  if (current_ != nullptr) {
+    current_->retired = true;
+    TopologyView* old = current_;
+    current_ = nullptr;
+    if (old->inflight == 0) dropView(old);
+  }
+  current_ = view.get();
+  views_.push_back(std::move(view));
+}
+
+void BackendRegistry::dropView(TopologyView* view) {
+  // Servers that only this view referenced are drained now: nothing started on it is pending.
+  for (auto& server : view->servers) {
+    if (server.use_count() == 1) server->retire();
+  }
+  views_.erase(std::remove_if(views_.begin(), views_.end(),
+                              [view](const auto& v) { return v.get() == view; }),
+               views_.end());
+}
+
+std::vector<BackendServer*> BackendRegistry::allServers() const {
+  std::vector<BackendServer*> out;
+  for (const auto& [address, server] : servers_) out.push_back(server.get());
+  return out;
+}
+
+}  // namespace memzone::backend

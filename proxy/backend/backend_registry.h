@@ -1,0 +1,68 @@
+// The backend servers of one worker, keyed by address, and the worker's resolved view of a
+// topology (pool -> zone -> server index -> BackendServer*). Applying a new topology keeps the
+// servers (and their connections) whose address survives, creates the new ones, and retires
+// the removed ones once no request started on an older view still uses them.
+// Worker thread only; no locks, no atomics.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/backend/backend_server.h"
+#include "proxy/topology/topology.h"
+
+namespace memzone::backend {
+
+struct ZoneView {
+  const topology::Zone* zone;
+  std::vector<BackendServer*> servers;  // same order as zone->backends
+};
+
+struct PoolView {
+  const topology::Pool* pool;
+  std::vector<ZoneView> zones;  // same order as pool->zones
+  uint32_t local_zone = 0;      // index of the proxy's zone (the first zone if it has none)
+};
+
+// Requests pin the view they started on (`inflight`) so a swap never changes their ring.
+struct TopologyView {
+  std::shared_ptr<const topology::Topology> topology;
+  std::vector<PoolView> pools;
+  uint64_t inflight = 0;
+  bool retired = false;
+  std::vector<std::shared_ptr<BackendServer>> servers;  // keeps every referenced server alive
+};
+
+class BackendRegistry {
+ public:
+  BackendRegistry(event::EventBase& base, FlushList& flush_list, std::string local_zone,
+                  BackendStats& stats);
+  ~BackendRegistry();
+
+  // Builds the view for `topology` and makes it current.
+  void apply(std::shared_ptr<const topology::Topology> topology);
+  TopologyView* current() { return current_; }
+
+  void pin(TopologyView* view) { ++view->inflight; }
+  void unpin(TopologyView* view) {
+    if (--view->inflight == 0 && view->retired) dropView(view);
+  }
+
+  // Every server of every pool and zone of the current view (flush_all, stats).
+  std::vector<BackendServer*> allServers() const;
+
+ private:
+  void dropView(TopologyView* view);
+
+  event::EventBase& base_;
+  FlushList& flush_list_;
+  std::string local_zone_;
+  BackendStats& stats_;
+  std::map<std::string, std::shared_ptr<BackendServer>> servers_;
+  TopologyView* current_ = nullptr;
+  std::vector<std::unique_ptr<TopologyView>> views_;
+};
+
+}  // namespace memzone::backend

@@ -1,0 +1,117 @@
+#include "proxy/config/proxy_flags.h"
+
+#include <charconv>
+
+namespace memzone::config {
+namespace {
+
+bool parseUnsigned(const std::string& s, unsigned long long min, unsigned long long max,
+                   unsigned long long& out) {
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && ec == std::errc() && ptr == s.data() + s.size() && out >= min && out <= max;
+}
+
+}  // namespace
+
+std::string proxyUsage() {
+  return "usage: memzone-proxy --listen HOST:PORT --zone ZONE [--threads N]\n"
+         "                     (--config FILE | --controller HOST:PORT)\n"
+         "                     [--metrics-listen HOST:PORT] [--state-dir DIR]\n"
+         "                     [--max-item-size BYTES] [--max-connections N]\n"
+         "                     [--drain-timeout SECONDS]\n"
+         "\n"
+         "  --listen           address for memcached clients (default 0.0.0.0:11211)\n"
+         "  --zone             this proxy's zone: reads go here first (default: NODE_NAME's\n"
+         "                     zone from the controller, else the first zone of each pool)\n"
+         "  --threads          worker threads (default: one per core)\n"
+         "  --config           static topology YAML (no controller); SIGHUP reloads it\n"
+         "  --max-item-size    largest value accepted (default 1048576)\n"
+         "  --max-connections  client connections per worker (default 65536)\n"
+         "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
+         "  --help, --version\n";
+}
+
+FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
+  FlagsResult result;
+  ProxyOptions& o = result.options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    bool has_inline = false;
+    if (auto eq = flag.find('='); flag.starts_with("--") && eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      has_inline = true;
+    }
+    if (flag == "--help" || flag == "-h") {
+      result.help = true;
+      return result;
+    }
+    if (flag == "--version") {
+      result.version = true;
+      return result;
+    }
+    static const char* kValued[] = {"--listen", "--zone", "--threads", "--config",
+                                    "--controller", "--metrics-listen", "--state-dir",
+                                    "--max-item-size", "--max-connections", "--drain-timeout"};
+    bool known = false;
+    for (const char* k : kValued) known |= flag == k;
+    if (!known) {
+      result.error = "unknown flag " + flag + " (see --help)";
+      return result;
+    }
+    if (!has_inline) {
+      if (i + 1 >= args.size()) {
+        result.error = flag + " needs a value";
+        return result;
+      }
+      value = args[++i];
+    }
+    unsigned long long n = 0;
+    if (flag == "--listen") {
+      o.listen = value;
+    } else if (flag == "--zone") {
+      o.zone = value;
+    } else if (flag == "--threads") {
+      if (!parseUnsigned(value, 1, 256, n)) {
+        result.error = "--threads must be from 1 to 256";
+        return result;
+      }
+      o.threads = static_cast<unsigned>(n);
+    } else if (flag == "--config") {
+      o.config_path = value;
+    } else if (flag == "--controller") {
+      o.controller = value;
+    } else if (flag == "--metrics-listen") {
+      o.metrics_listen = value;
+    } else if (flag == "--state-dir") {
+      o.state_dir = value;
+    } else if (flag == "--max-item-size") {
+      if (!parseUnsigned(value, 1024, 1ull << 30, n)) {
+        result.error = "--max-item-size must be from 1024 to 1073741824 bytes";
+        return result;
+      }
+      o.max_item_size = n;
+    } else if (flag == "--max-connections") {
+      if (!parseUnsigned(value, 1, 10000000, n)) {
+        result.error = "--max-connections must be from 1 to 10000000";
+        return result;
+      }
+      o.max_connections = n;
+    } else if (flag == "--drain-timeout") {
+      if (!parseUnsigned(value, 0, 3600, n)) {
+        result.error = "--drain-timeout must be from 0 to 3600 seconds";
+        return result;
+      }
+      o.drain_timeout_s = static_cast<unsigned>(n);
+    }
+  }
+  if (o.config_path.empty() == o.controller.empty()) {
+    result.error = "exactly one of --config or --controller is required";
+  } else if (!o.controller.empty()) {
+    result.error = "--controller: this build serves static topologies only; use --config";
+  }
+  return result;
+}
+
+}  // namespace memzone::config

@@ -1,0 +1,33 @@
+// Command-line flags of memzone-proxy (DESIGN.md §2).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace memzone::config {
+
+struct ProxyOptions {
+  std::string listen = "0.0.0.0:11211";
+  std::string zone;
+  unsigned threads = 0;  // 0: one per core
+  std::string config_path;
+  std::string controller;
+  std::string metrics_listen;
+  std::string state_dir;
+  size_t max_item_size = 1024 * 1024;
+  size_t max_connections = 65536;
+  unsigned drain_timeout_s = 10;
+};
+
+struct FlagsResult {
+  ProxyOptions options;
+  std::string error;  // one line; exit 2
+  bool help = false;
+  bool version = false;
+};
+
+FlagsResult parseProxyFlags(const std::vector<std::string>& args);
+std::string proxyUsage();
+
+}  // namespace memzone::config

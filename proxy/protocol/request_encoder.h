@@ -1,0 +1,32 @@
+// Builds the bytes the proxy sends to a backend for a client request. An unmodified request
+// is forwarded as the client's original bytes; only `noreply` and meta `q` are removed,
+// because the proxy needs every reply to keep its pipeline in step (it applies them itself).
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "proxy/common/byte_buffer.h"
+#include "proxy/protocol/reply_parser.h"
+#include "proxy/protocol/request.h"
+
+namespace memzone::protocol {
+
+ReplyShape replyShapeFor(Command command);
+
+// The request for one backend, as the client sent it minus noreply/q.
+void encodeForward(const Request& request, ByteBuffer& out);
+
+// "<get|gets|gat|gats> [exptime] k1 k2 ...\r\n" for a subset of a multi-key request's keys.
+void encodeRetrieval(const Request& request, std::span<const std::string_view> keys,
+                     ByteBuffer& out);
+
+// Plain commands the proxy originates itself.
+void encodeSet(std::string_view key, std::string_view flags, std::string_view exptime,
+               std::string_view data, ByteBuffer& out);
+void encodeDelete(std::string_view key, ByteBuffer& out);
+
+// Meta protocol `q`: the reply memcached would suppress in quiet mode.
+bool quietSuppresses(Command command, ReplyCode code);
+
+}  // namespace memzone::protocol

@@ -1,0 +1,170 @@
+#include "proxy/server/client_connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace memzone::server {
+
+using protocol::ParseStatus;
+
+ClientConnection::ClientConnection(int fd, event::EventBase& base, FlushList& flush_list,
+                                   const protocol::RequestParser& parser,
+                                   RequestDispatcher& dispatcher, RequestPool& pool,
+                                   ProxyStats& stats, ConnectionLimits limits,
+                                   CloseCallback on_close)
+    : fd_(fd),
+      flush_list_(flush_list),
+      parser_(parser),
+      dispatcher_(dispatcher),
+      pool_(pool),
+      stats_(stats),
+      limits_(limits),
+      on_close_(std::move(on_close)),
+      io_(base, fd, [this](bool r, bool w) { onIo(r, w); }) {
+  stats_.curr_connections.add();
+  stats_.total_connections.add();
+  io_.want(true, false);
+}
+
+ClientConnection::~ClientConnection() {
+  flush_list_.forget(this);
+  io_.want(false, false);
+  // Requests still waiting on backends finish on their own and go back to the pool.
+  while (!fifo_.empty()) {
+    fifo_.front()->releaseByOwner(pool_);
+    fifo_.pop_front();
+  }
+  if (fd_ >= 0) ::close(fd_);
+  stats_.curr_connections.sub();
+}
+
+void ClientConnection::onIo(bool readable, bool writable) {
+  if (readable) readRequests();
+  if (!closed_ && writable) writeOutput();
+  flush_list_.run();
+}
+
+bool ClientConnection::overloaded() const {
+  return fifo_.size() >= limits_.max_pending_requests || output_.size() >= limits_.max_output_bytes;
+}
+
+void ClientConnection::readRequests() {
+  for (int round = 0; round < 4 && !read_closed_ && !overloaded(); ++round) {
+    char* dst = input_.prepare(16 * 1024);
+    ssize_t n = ::recv(fd_, dst, input_.writableBytes(), 0);
+    if (n == 0) {
+      read_closed_ = true;  // answer what was asked, then close
+      break;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EINTR) continue;
+      close();
+      return;
+    }
+    stats_.bytes_read.add(static_cast<uint64_t>(n));
+    input_.commit(static_cast<size_t>(n));
+    parseRequests();
+    if (closed_) return;
+  }
+  takeReadyReplies();
+  flush_list_.schedule(this);
+  updateInterest();
+}
+
+void ClientConnection::parseRequests() {
+  size_t used = 0;
+  std::string_view in = input_.view();
+  while (used < in.size() && !read_closed_ && !overloaded()) {
+    if (swallow_ > 0) {
+      size_t n = std::min(swallow_, in.size() - used);
+      swallow_ -= n;
+      used += n;
+      continue;
+    }
+    protocol::ParseResult r = parser_.parse(in.substr(used), request_);
+    if (r.status == ParseStatus::kNeedMore) break;
+    if (r.status == ParseStatus::kOk) {
+      if (request_.command == protocol::Command::kQuit) {
+        read_closed_ = true;  // memcached closes without a reply
+        used += r.consumed;
+        break;
+      }
+      fifo_.push_back(dispatcher_.dispatch(request_, this));
+    } else {
+      stats_.client_errors.add();
+      fifo_.push_back(dispatcher_.localReply(r.reply, this));
+      if (r.status == ParseStatus::kSwallow) swallow_ = r.swallow;
+      if (r.status == ParseStatus::kFatal) {
+        read_closed_ = true;
+        break;
+      }
+    }
+    used += r.consumed;
+  }
+  input_.consume(used);
+  input_.shrinkIfAbove(256 * 1024);
+}
+
+void ClientConnection::takeReadyReplies() {
+  while (!fifo_.empty() && fifo_.front()->ready()) {
+    ClientRequest* r = fifo_.front();
+    output_.append(r->reply());
+    fifo_.pop_front();
+    r->releaseByOwner(pool_);
+  }
+}
+
+void ClientConnection::flushNow() {
+  if (closed_) return;
+  bool was_overloaded = overloaded();
+  takeReadyReplies();
+  writeOutput();
+  if (closed_) return;
+  // Requests left unparsed while we were overloaded can go now.
+  if (was_overloaded && !overloaded() && !input_.empty() && !read_closed_) {
+    parseRequests();
+    takeReadyReplies();
+    writeOutput();
+  }
+  if (!closed_) updateInterest();
+}
+
+void ClientConnection::writeOutput() {
+  while (!output_.empty()) {
+    std::string_view out = output_.view();
+    ssize_t n = ::send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      stats_.bytes_written.add(static_cast<uint64_t>(n));
+      output_.consume(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0 && errno == EINTR) continue;
+    close();
+    return;
+  }
+  output_.shrinkIfAbove(1 << 20);
+  if (read_closed_ && fifo_.empty() && output_.empty()) close();
+}
+
+void ClientConnection::updateInterest() {
+  if (closed_) return;
+  io_.want(!read_closed_ && !overloaded(), !output_.empty());
+}
+
+void ClientConnection::drain() {
+  read_closed_ = true;
+  flush_list_.schedule(this);
+}
+
+void ClientConnection::close() {
+  if (closed_) return;
+  closed_ = true;
+  io_.want(false, false);
+  on_close_(this);  // the worker destroys us after the current callback
+}
+
+}  // namespace memzone::server

@@ -1,0 +1,47 @@
+// Turns a parsed client request into a ClientRequest: answers proxy-local commands, routes
+// keys (prefix -> pool -> the local zone's ring -> server) and sends the backend requests.
+// Worker thread only.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "proxy/backend/backend_registry.h"
+#include "proxy/protocol/request.h"
+#include "proxy/server/client_request.h"
+#include "proxy/server/proxy_stats.h"
+
+namespace memzone::server {
+
+// Renders the proxy-wide `stats` reply (summed over every worker); any thread.
+using StatsRenderer = std::function<void(ByteBuffer& out)>;
+
+class RequestDispatcher {
+ public:
+  RequestDispatcher(backend::BackendRegistry& registry, RequestPool& pool, ProxyStats& stats,
+                    StatsRenderer render_stats);
+
+  // Never returns null; the request is ready at once or will call its owner back.
+  ClientRequest* dispatch(const protocol::Request& request, RequestOwner* owner);
+  // A request the parser rejected, answered in order with `reply` (may be empty).
+  ClientRequest* localReply(std::string_view reply, RequestOwner* owner);
+
+ private:
+  void dispatchSingle(const protocol::Request& request, ClientRequest* r,
+                      backend::TopologyView* view);
+  void dispatchMultiGet(const protocol::Request& request, ClientRequest* r,
+                        backend::TopologyView* view);
+  void dispatchFlushAll(const protocol::Request& request, ClientRequest* r,
+                        backend::TopologyView* view);
+  backend::BackendServer* serverFor(std::string_view key, backend::TopologyView* view) const;
+  void send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
+            const protocol::Request& request);
+
+  backend::BackendRegistry& registry_;
+  RequestPool& pool_;
+  ProxyStats& stats_;
+  StatsRenderer render_stats_;
+  ByteBuffer scratch_;
+};
+
+}  // namespace memzone::server

@@ -1,0 +1,97 @@
+#include "proxy/server/stats_text.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "proxy/server/worker.h"
+
+namespace memzone::server {
+namespace {
+
+void stat(ByteBuffer& out, std::string_view name, uint64_t value) {
+  char line[160];
+  int n = snprintf(line, sizeof(line), "STAT %.*s %llu\r\n", static_cast<int>(name.size()),
+                   name.data(), static_cast<unsigned long long>(value));
+  out.append(std::string_view(line, static_cast<size_t>(n)));
+}
+
+void stat(ByteBuffer& out, std::string_view name, std::string_view value) {
+  out.append("STAT ");
+  out.append(name);
+  out.append(' ');
+  out.append(value);
+  out.append("\r\n");
+}
+
+}  // namespace
+
+void renderStats(StatsContext& context, ByteBuffer& out) {
+  using protocol::Command;
+  uint64_t commands[protocol::kCommandCount] = {};
+  uint64_t hits = 0, misses = 0, client_errors = 0, server_errors = 0, curr = 0, total = 0,
+           rejected = 0, bytes_read = 0, bytes_written = 0, backend_requests = 0, mark_downs = 0,
+           servers_down = 0, probes = 0;
+  uint64_t failures[backend::kBackendFailureCount] = {};
+  for (const Worker* w : context.workers) {
+    const ProxyStats& s = w->stats();
+    for (int c = 0; c < protocol::kCommandCount; ++c) commands[c] += s.commands[c].get();
+    hits += s.get_hits.get();
+    misses += s.get_misses.get();
+    client_errors += s.client_errors.get();
+    server_errors += s.server_errors.get();
+    curr += s.curr_connections.get();
+    total += s.total_connections.get();
+    rejected += s.rejected_connections.get();
+    bytes_read += s.bytes_read.get();
+    bytes_written += s.bytes_written.get();
+    const backend::BackendStats& b = w->backendStats();
+    backend_requests += b.requests.get();
+    mark_downs += b.mark_down_events.get();
+    servers_down += b.servers_down.get();
+    probes += b.probes.get();
+    for (int f = 0; f < backend::kBackendFailureCount; ++f) {
+      failures[f] += b.connection_failures[f].get();
+    }
+  }
+  auto count = [&](Command c) { return commands[static_cast<int>(c)]; };
+  std::time_t now = std::time(nullptr);
+  stat(out, "pid", static_cast<uint64_t>(getpid()));
+  stat(out, "uptime", static_cast<uint64_t>(now - context.started));
+  stat(out, "time", static_cast<uint64_t>(now));
+  stat(out, "version", "1.6.0-memzone-" MEMZONE_VERSION);
+  stat(out, "pointer_size", uint64_t{8 * sizeof(void*)});
+  stat(out, "threads", uint64_t{context.threads});
+  stat(out, "curr_connections", curr);
+  stat(out, "total_connections", total);
+  stat(out, "rejected_connections", rejected);
+  stat(out, "cmd_get", count(Command::kGet) + count(Command::kGets) + count(Command::kGat) +
+                           count(Command::kGats) + count(Command::kMetaGet));
+  stat(out, "cmd_set", count(Command::kSet) + count(Command::kAdd) + count(Command::kReplace) +
+                           count(Command::kAppend) + count(Command::kPrepend) +
+                           count(Command::kCas) + count(Command::kMetaSet));
+  stat(out, "cmd_touch", count(Command::kTouch) + count(Command::kGat) + count(Command::kGats));
+  stat(out, "cmd_flush", count(Command::kFlushAll));
+  stat(out, "cmd_delete", count(Command::kDelete) + count(Command::kMetaDelete));
+  stat(out, "cmd_incr_decr", count(Command::kIncr) + count(Command::kDecr) +
+                                 count(Command::kMetaArithmetic));
+  stat(out, "get_hits", hits);
+  stat(out, "get_misses", misses);
+  stat(out, "bytes_read", bytes_read);
+  stat(out, "bytes_written", bytes_written);
+  stat(out, "proxy_client_errors", client_errors);
+  stat(out, "proxy_server_errors", server_errors);
+  stat(out, "proxy_backend_requests", backend_requests);
+  for (int f = 0; f < backend::kBackendFailureCount; ++f) {
+    std::string name = "proxy_backend_failures_";
+    name += backend::failureName(static_cast<backend::BackendFailure>(f));
+    stat(out, name, failures[f]);
+  }
+  stat(out, "proxy_backend_mark_down_events", mark_downs);
+  stat(out, "proxy_backend_servers_down", servers_down);
+  stat(out, "proxy_backend_probes", probes);
+  stat(out, "proxy_topology_version", context.topologyVersion());
+  out.append("END\r\n");
+}
+
+}  // namespace memzone::server

@@ -1,0 +1,37 @@
+// The proxy's answer to the memcached `stats` command: counters summed over all workers,
+// in memcached's "STAT name value" form, memcached's names where one exists.
+#pragma once
+
+#include <ctime>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "proxy/common/byte_buffer.h"
+
+namespace memzone::server {
+
+class Worker;
+
+struct StatsContext {
+  std::time_t started = 0;
+  unsigned threads = 0;
+  std::vector<const Worker*> workers;  // fixed before the workers start
+
+  void setTopologyVersion(const std::string& v) {
+    std::lock_guard<std::mutex> lock(mu);
+    topology_version = v;
+  }
+  std::string topologyVersion() {
+    std::lock_guard<std::mutex> lock(mu);
+    return topology_version;
+  }
+
+ private:
+  std::mutex mu;  // `stats` and topology changes only, never the request path
+  std::string topology_version;
+};
+
+void renderStats(StatsContext& context, ByteBuffer& out);
+
+}  // namespace memzone::server

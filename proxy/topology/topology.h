@@ -1,0 +1,111 @@
+// The proxy's view of the world: pools, their per-zone servers and rings, routes and timeouts.
+// A Topology is built once from a TopologySpec, validated in full, and never changes; workers
+// share it as std::shared_ptr<const Topology>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/routing/ketama_ring.h"
+#include "proxy/routing/prefix_router.h"
+
+namespace memzone::topology {
+
+enum class WritePolicy : uint8_t { kAllZones, kLocalZone };
+enum class WaitPolicy : uint8_t { kLocal, kAll, kQuorum };
+
+struct BackendSpec {
+  std::string address;  // "host:port"
+  uint32_t weight = 1;
+};
+
+struct ZoneSpec {
+  std::string zone;
+  std::vector<BackendSpec> backends;
+};
+
+struct ReplicationSpec {
+  WritePolicy writes = WritePolicy::kAllZones;
+  WaitPolicy wait = WaitPolicy::kLocal;
+  bool failover_on_miss = false;  // readFailover includes "miss"
+  bool repair = true;
+};
+
+struct PoolSpec {
+  std::string name;
+  std::string hash = "ketama";
+  ReplicationSpec replication;
+  std::vector<ZoneSpec> zones;  // in the order given; failover follows it
+};
+
+struct RouteSpec {
+  std::string prefix;
+  std::string pool;
+};
+
+struct HealthSpec {
+  uint32_t failure_limit = 3;     // consecutive failures before a server is marked down
+  uint32_t down_retry_ms = 1000;  // first probe delay; doubles up to max_down_retry_ms
+  uint32_t max_down_retry_ms = 10000;
+};
+
+struct TopologySpec {
+  std::vector<PoolSpec> pools;
+  std::vector<RouteSpec> routes;
+  uint32_t connect_timeout_ms = 200;
+  uint32_t request_timeout_ms = 250;
+  HealthSpec health;
+  bool allow_flush_all = false;
+  std::string version;  // opaque; set by the source (content hash, file mtime, ...)
+};
+
+struct Backend {
+  std::string address;  // "host:port", the key of backend connections across swaps
+  std::string host;
+  uint16_t port;
+  uint32_t weight;
+};
+
+struct Zone {
+  std::string name;
+  std::vector<Backend> backends;
+  routing::KetamaRing ring;
+};
+
+struct Pool {
+  std::string name;
+  ReplicationSpec replication;
+  std::vector<Zone> zones;
+};
+
+class Topology {
+ public:
+  std::string version;
+  std::vector<Pool> pools;
+  routing::PrefixRouter router{{}};
+  uint32_t connect_timeout_ms;
+  uint32_t request_timeout_ms;
+  HealthSpec health;
+  bool allow_flush_all;
+  TopologySpec spec;  // what it was built from (state files, diffs, stats)
+};
+
+struct BuildResult {
+  std::shared_ptr<const Topology> topology;  // null when invalid
+  std::string error;                          // "field: reason" when invalid
+};
+
+// Validates everything a worker relies on (addresses parse, routes name pools, zones are
+// non-empty, names unique) and builds the rings.
+BuildResult buildTopology(const TopologySpec& spec);
+
+// "host:port" -> host, port; false when it does not parse.
+bool splitAddress(const std::string& address, std::string& host, uint16_t& port);
+
+std::string_view toString(WritePolicy p);
+std::string_view toString(WaitPolicy p);
+
+}  // namespace memzone::topology
