@@ -227,7 +227,7 @@ ParseResult RequestParser::parseSimple(size_t consumed, Request& out) const {
     }
     case Command::kVerbosity:
       if (t.size() != 2 && t.size() != 3) return invalid(consumed, errors::kError);
-      out.noreply = t.back() == "noreply" && t.size() == 3;
+      out.noreply = t.back() == "noreply";
       return ParseResult{ParseStatus::kOk, consumed};
     case Command::kFlushAll: {
       if (t.size() > 3) return invalid(consumed, errors::kError);
@@ -240,10 +240,8 @@ ParseResult RequestParser::parseSimple(size_t consumed, Request& out) const {
       if (t.size() == 3 && !out.noreply) return invalid(consumed, errors::kBadFormat);
       return ParseResult{ParseStatus::kOk, consumed};
     }
-    case Command::kVersion:
+    case Command::kVersion:  // memcached ignores extra tokens here
     case Command::kQuit:
-      if (t.size() != 1) return invalid(consumed, errors::kError);
-      return ParseResult{ParseStatus::kOk, consumed};
     case Command::kStats:
       return ParseResult{ParseStatus::kOk, consumed};
     default:

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace memzone::server {
@@ -22,7 +23,10 @@ ClientConnection::ClientConnection(int fd, event::EventBase& base, FlushList& fl
       stats_(stats),
       limits_(limits),
       on_close_(std::move(on_close)),
-      io_(base, fd, [this](bool r, bool w) { onIo(r, w); }) {
+      io_(base, fd, [this](bool r, bool w) { onIo(r, w); }),
+      reply_estimate_(limits.initial_reply_estimate),
+      inflight_window_(1) {
+  noteReplySize(reply_estimate_);
   stats_.curr_connections.add();
   stats_.total_connections.add();
   io_.want(true, false);
@@ -42,12 +46,20 @@ ClientConnection::~ClientConnection() {
 
 void ClientConnection::onIo(bool readable, bool writable) {
   if (readable) readRequests();
-  if (!closed_ && writable) writeOutput();
+  if (!closed_ && writable) makeProgress();
   flush_list_.run();
 }
 
 bool ClientConnection::overloaded() const {
-  return fifo_.size() >= limits_.max_pending_requests || output_.size() >= limits_.max_output_bytes;
+  return fifo_.size() >= inflight_window_ || output_.size() >= limits_.max_output_bytes;
+}
+
+void ClientConnection::noteReplySize(size_t bytes) {
+  // Jumps up at once to a large reply, decays slowly (1/16 per reply) back to small ones,
+  // so a mixed workload stays conservative and a small-value workload keeps deep pipelines.
+  reply_estimate_ = std::max(bytes, reply_estimate_ - reply_estimate_ / 16);
+  size_t window = limits_.max_output_bytes / std::max<size_t>(reply_estimate_, 1);
+  inflight_window_ = std::clamp<size_t>(window, 1, limits_.max_pending_requests);
 }
 
 void ClientConnection::readRequests() {
@@ -112,19 +124,22 @@ void ClientConnection::takeReadyReplies() {
   while (!fifo_.empty() && fifo_.front()->ready()) {
     ClientRequest* r = fifo_.front();
     output_.append(r->reply());
+    noteReplySize(r->reply().size());
     fifo_.pop_front();
     r->releaseByOwner(pool_);
   }
 }
 
-void ClientConnection::flushNow() {
+void ClientConnection::flushNow() { makeProgress(); }
+
+void ClientConnection::makeProgress() {
   if (closed_) return;
-  bool was_overloaded = overloaded();
   takeReadyReplies();
   writeOutput();
   if (closed_) return;
-  // Requests left unparsed while we were overloaded can go now.
-  if (was_overloaded && !overloaded() && !input_.empty() && !read_closed_) {
+  // Requests left unparsed while we were overloaded can go now: the peer may have sent
+  // everything already, so no readable event would ever come for them.
+  if (!overloaded() && !input_.empty() && !read_closed_) {
     parseRequests();
     takeReadyReplies();
     writeOutput();
@@ -147,7 +162,17 @@ void ClientConnection::writeOutput() {
     return;
   }
   output_.shrinkIfAbove(1 << 20);
-  if (read_closed_ && fifo_.empty() && output_.empty()) close();
+  if (fifo_.empty() && output_.empty()) {
+    // Draining closes at a request boundary: nothing owed, nothing half-received.
+    if (read_closed_ || (draining_ && input_.empty() && swallow_ == 0 && !socketHasData())) {
+      close();
+    }
+  }
+}
+
+bool ClientConnection::socketHasData() const {
+  char byte;
+  return ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 void ClientConnection::updateInterest() {
@@ -156,7 +181,7 @@ void ClientConnection::updateInterest() {
 }
 
 void ClientConnection::drain() {
-  read_closed_ = true;
+  draining_ = true;
   flush_list_.schedule(this);
 }
 

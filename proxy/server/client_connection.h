@@ -19,6 +19,9 @@ namespace memzone::server {
 struct ConnectionLimits {
   size_t max_pending_requests = 4096;     // stop reading beyond this many replies owed
   size_t max_output_bytes = 8 * 1024 * 1024;  // ... or this many reply bytes unsent
+  // Until replies show how big they are, assume this much per request, so a burst of
+  // large gets from a client that does not read cannot pin max_pending × 1 MiB.
+  size_t initial_reply_estimate = 128 * 1024;
 };
 
 class ClientConnection : public Flushable, public RequestOwner {
@@ -32,7 +35,8 @@ class ClientConnection : public Flushable, public RequestOwner {
 
   void onRequestReady() override { flush_list_.schedule(this); }
   void flushNow() override;
-  // Stop reading; close once every request read so far has been answered (SIGTERM drain).
+  // SIGTERM drain: keep serving, close at the first moment nothing is owed or half-read.
+  // The worker force-closes whatever is left at the drain deadline.
   void drain();
   bool idle() const { return fifo_.empty() && output_.empty(); }
 
@@ -42,8 +46,11 @@ class ClientConnection : public Flushable, public RequestOwner {
   void parseRequests();
   void takeReadyReplies();
   void writeOutput();
+  void makeProgress();
   void updateInterest();
   bool overloaded() const;
+  bool socketHasData() const;
+  void noteReplySize(size_t bytes);
   void close();
 
   int fd_;
@@ -58,9 +65,14 @@ class ClientConnection : public Flushable, public RequestOwner {
   ByteBuffer input_;
   ByteBuffer output_;
   RingQueue<ClientRequest*> fifo_;
+  // Replies in flight are bounded by bytes, not only by count: the window is
+  // max_output_bytes / (recent large reply size), between 1 and max_pending_requests.
+  size_t reply_estimate_;
+  size_t inflight_window_;
   protocol::Request request_;  // reused: its token vector keeps its capacity
   size_t swallow_ = 0;         // bytes of an oversized value still to discard
   bool read_closed_ = false;   // peer sent FIN, or quit/fatal error: read no more
+  bool draining_ = false;
   bool closed_ = false;
 };
 

@@ -1,0 +1,268 @@
+// The request parser on every input whole and at fragment sizes 1, 2, 5, 10, 100, and on a
+// table of malformed input with memcached's own replies.
+#include "proxy/protocol/request_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "proxy/protocol/client_errors.h"
+#include "proxy/protocol/request_encoder.h"
+
+namespace memzone::protocol {
+namespace {
+
+struct Parsed {
+  ParseStatus status;
+  Command command;
+  std::vector<std::string> keys;
+  std::string data;
+  std::string raw;
+  std::string reply;
+  bool noreply;
+  bool quiet;
+  size_t swallow;
+};
+
+// Feeds `input` in slices of `fragment` bytes the way a connection would: append, parse
+// until NeedMore, drop what was consumed.
+std::vector<Parsed> parseAll(const std::string& input, size_t fragment, const ParserLimits& limits = {}) {
+  RequestParser parser(limits);
+  std::vector<Parsed> out;
+  std::string buffer;
+  size_t fed = 0;
+  size_t swallow = 0;
+  Request request;
+  while (fed < input.size() || !buffer.empty()) {
+    size_t n = std::min(fragment, input.size() - fed);
+    buffer.append(input, fed, n);
+    fed += n;
+    while (!buffer.empty()) {
+      if (swallow > 0) {
+        size_t k = std::min(swallow, buffer.size());
+        buffer.erase(0, k);
+        swallow -= k;
+        continue;
+      }
+      ParseResult r = parser.parse(buffer, request);
+      if (r.status == ParseStatus::kNeedMore) break;
+      Parsed p{r.status, request.command, {}, {}, {}, std::string(r.reply), request.noreply,
+               request.quiet, r.swallow};
+      if (r.status == ParseStatus::kOk) {
+        for (size_t i = 0; i < request.key_count; ++i) p.keys.emplace_back(request.key(i));
+        p.data = std::string(request.data);
+        p.raw = std::string(request.raw);
+      }
+      out.push_back(p);
+      if (r.status == ParseStatus::kFatal) return out;
+      buffer.erase(0, r.consumed);
+      swallow = r.swallow;
+    }
+    if (n == 0) break;
+  }
+  return out;
+}
+
+const size_t kFragments[] = {1, 2, 5, 10, 100, 1 << 30};
+
+TEST(RequestParser, EveryCommandAtEveryFragmentSize) {
+  const std::string input =
+      "get a\r\n"
+      "get a bb ccc\r\n"
+      "gets k\r\n"
+      "gat 10 k1 k2\r\n"
+      "gats 0 k\r\n"
+      "set k 1 2 5\r\nhello\r\n"
+      "add k 0 0 0\r\n\r\n"
+      "replace k 0 0 3 noreply\r\nabc\r\n"
+      "append k 0 0 1\r\nx\r\n"
+      "prepend k 0 0 1\r\ny\r\n"
+      "cas k 0 0 2 99\r\nzz\r\n"
+      "delete k\r\n"
+      "delete k noreply\r\n"
+      "delete k 0\r\n"
+      "incr n 5\r\n"
+      "decr n 18446744073709551615 noreply\r\n"
+      "touch k 100\r\n"
+      "mg k v f t\r\n"
+      "ms k 3 T10 F5 q\r\nabc\r\n"
+      "md k q O123\r\n"
+      "ma n D2 N0\r\n"
+      "mn\r\n"
+      "me k\r\n"
+      "version\r\n"
+      "verbosity 1\r\n"
+      "stats\r\n"
+      "flush_all 0 noreply\r\n"
+      "get bare-newline\n"
+      "quit\r\n";
+  for (size_t fragment : kFragments) {
+    SCOPED_TRACE("fragment " + std::to_string(fragment));
+    auto out = parseAll(input, fragment);
+    ASSERT_EQ(out.size(), 29u);
+    for (const auto& p : out) EXPECT_EQ(p.status, ParseStatus::kOk) << p.raw;
+    EXPECT_EQ(out[1].keys, (std::vector<std::string>{"a", "bb", "ccc"}));
+    EXPECT_EQ(out[3].command, Command::kGat);
+    EXPECT_EQ(out[3].keys, (std::vector<std::string>{"k1", "k2"}));
+    EXPECT_EQ(out[5].command, Command::kSet);
+    EXPECT_EQ(out[5].data, "hello");
+    EXPECT_EQ(out[5].raw, "set k 1 2 5\r\nhello\r\n");
+    EXPECT_EQ(out[6].data, "");
+    EXPECT_TRUE(out[7].noreply);
+    EXPECT_EQ(out[10].command, Command::kCas);
+    EXPECT_TRUE(out[12].noreply);
+    EXPECT_FALSE(out[13].noreply);
+    EXPECT_TRUE(out[15].noreply);
+    EXPECT_EQ(out[18].command, Command::kMetaSet);
+    EXPECT_EQ(out[18].data, "abc");
+    EXPECT_TRUE(out[18].quiet);
+    EXPECT_TRUE(out[19].quiet);
+    EXPECT_EQ(out[21].command, Command::kMetaNoop);
+    EXPECT_TRUE(out[26].noreply);
+    EXPECT_EQ(out[27].keys, (std::vector<std::string>{"bare-newline"}));
+    EXPECT_EQ(out[28].command, Command::kQuit);
+  }
+}
+
+struct BadCase {
+  const char* input;
+  const char* reply;
+};
+
+TEST(RequestParser, MalformedInputGetsMemcachedReplies) {
+  const std::string long_key(251, 'k');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\r\n", "ERROR\r\n"},
+      {"bogus\r\n", "ERROR\r\n"},
+      {"GET a\r\n", "ERROR\r\n"},
+      {"get\r\n", "ERROR\r\n"},
+      {"gat 10\r\n", "ERROR\r\n"},
+      {"gat x k\r\n", std::string(errors::kBadExptime)},
+      {"get " + long_key + "\r\n", std::string(errors::kBadFormat)},
+      {"get a " + long_key + "\r\n", std::string(errors::kBadFormat)},
+      {"set k 0 0\r\n", "ERROR\r\n"},
+      {"set k 0 0 -1\r\n", std::string(errors::kBadFormat)},
+      {"set k x 0 1\r\n", std::string(errors::kBadFormat)},
+      {"set k 4294967296 0 1\r\n", std::string(errors::kBadFormat)},
+      {"set " + long_key + " 0 0 1\r\n", std::string(errors::kBadFormat)},
+      {"set k x 0 1 noreply\r\n", ""},  // memcached stays quiet under noreply
+      {"cas k 0 0 1\r\n", "ERROR\r\n"},
+      {"cas k 0 0 1 x\r\n", std::string(errors::kBadFormat)},
+      {"delete\r\n", "ERROR\r\n"},
+      {"delete k 5\r\n", std::string(errors::kBadDeleteFormat)},
+      {"incr k\r\n", "ERROR\r\n"},
+      {"incr k x\r\n", std::string(errors::kBadDelta)},
+      {"incr k -1\r\n", std::string(errors::kBadDelta)},
+      {"touch k\r\n", "ERROR\r\n"},
+      {"touch k x\r\n", std::string(errors::kBadExptime)},
+      {"mg\r\n", "ERROR\r\n"},
+      {"mg " + long_key + " v\r\n", std::string(errors::kBadFormat)},
+      {"ms k\r\n", std::string(errors::kBadFormat)},
+      {"ms k x\r\n", std::string(errors::kBadDataChunk)},
+      {"verbosity\r\n", "ERROR\r\n"},
+      {"flush_all x\r\n", std::string(errors::kBadFormat)},
+  };
+  for (const auto& [input, reply] : cases) {
+    for (size_t fragment : kFragments) {
+      SCOPED_TRACE(input + " @" + std::to_string(fragment));
+      auto out = parseAll(input + "get after\r\n", fragment);
+      ASSERT_EQ(out.size(), 2u);
+      EXPECT_EQ(out[0].status, ParseStatus::kInvalid);
+      EXPECT_EQ(out[0].reply, reply);
+      // The connection carries on with the next request.
+      EXPECT_EQ(out[1].status, ParseStatus::kOk);
+      EXPECT_EQ(out[1].keys, std::vector<std::string>{"after"});
+    }
+  }
+}
+
+TEST(RequestParser, BadDataChunkConsumesTheBlockLikeMemcached) {
+  for (size_t fragment : kFragments) {
+    auto out = parseAll("set k 0 0 2\r\nabc\r\nget k\r\n", fragment);
+    ASSERT_EQ(out.size(), 3u);
+    EXPECT_EQ(out[0].reply, errors::kBadDataChunk);
+    EXPECT_EQ(out[1].reply, "ERROR\r\n");  // the leftover "c\r\n"... as memcached reads it
+    EXPECT_EQ(out[2].status, ParseStatus::kOk);
+  }
+}
+
+TEST(RequestParser, OversizedValueIsSwallowedAndTheConnectionGoesOn) {
+  ParserLimits limits;
+  limits.max_item_size = 1024;
+  std::string value(5000, 'v');
+  std::string input = "set big 0 0 5000\r\n" + value + "\r\nget k\r\nms big 2000\r\n" +
+                      std::string(2000, 'w') + "\r\nmn\r\n";
+  for (size_t fragment : kFragments) {
+    SCOPED_TRACE(fragment);
+    auto out = parseAll(input, fragment, limits);
+    ASSERT_EQ(out.size(), 4u);
+    EXPECT_EQ(out[0].status, ParseStatus::kSwallow);
+    EXPECT_EQ(out[0].reply, errors::kTooLarge);
+    EXPECT_EQ(out[0].swallow, 5002u);
+    EXPECT_EQ(out[1].keys, std::vector<std::string>{"k"});
+    EXPECT_EQ(out[2].status, ParseStatus::kSwallow);
+    EXPECT_EQ(out[3].command, Command::kMetaNoop);
+  }
+}
+
+TEST(RequestParser, ValueAtTheLimitIsAccepted) {
+  ParserLimits limits;
+  limits.max_item_size = 1024 * 1024;
+  std::string value(1024 * 1024, 'x');
+  for (size_t fragment : {size_t{100}, size_t{65536}, size_t{1} << 30}) {
+    auto out = parseAll("set k 0 0 1048576\r\n" + value + "\r\n", fragment, limits);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].status, ParseStatus::kOk);
+    EXPECT_EQ(out[0].data.size(), value.size());
+  }
+}
+
+TEST(RequestParser, LineTooLongIsFatalAndBounded) {
+  RequestParser parser;
+  Request request;
+  std::string garbage(3000, 'x');  // no newline, not a get: cannot resynchronise
+  ParseResult r = parser.parse(garbage, request);
+  EXPECT_EQ(r.status, ParseStatus::kFatal);
+  EXPECT_EQ(r.reply, errors::kLineTooLong);
+  // A long multi-get line is fine up to its own limit.
+  std::string get = "get";
+  while (get.size() < 60000) get += " key" + std::to_string(get.size());
+  EXPECT_EQ(parser.parse(get, request).status, ParseStatus::kNeedMore);
+  EXPECT_EQ(parser.parse(get + "\r\n", request).status, ParseStatus::kOk);
+  std::string too_long = get;
+  while (too_long.size() < 70000) too_long += " more";
+  EXPECT_EQ(parser.parse(too_long, request).status, ParseStatus::kFatal);
+}
+
+TEST(RequestEncoder, ForwardsUnmodifiedBytesOrStripsNoreplyAndQuiet) {
+  RequestParser parser;
+  Request request;
+  auto encode = [&](const std::string& in) {
+    EXPECT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
+    ByteBuffer out;
+    encodeForward(request, out);
+    return std::string(out.view());
+  };
+  EXPECT_EQ(encode("set k 1 2 3\r\nabc\r\n"), "set k 1 2 3\r\nabc\r\n");
+  EXPECT_EQ(encode("set k 1 2 3 noreply\r\nabc\r\n"), "set k 1 2 3\r\nabc\r\n");
+  EXPECT_EQ(encode("delete k noreply\r\n"), "delete k\r\n");
+  EXPECT_EQ(encode("incr k 1 noreply\r\n"), "incr k 1\r\n");
+  EXPECT_EQ(encode("mg k v q k O1\r\n"), "mg k v k O1\r\n");
+  EXPECT_EQ(encode("ms k 2 q T5\r\nhi\r\n"), "ms k 2 T5\r\nhi\r\n");
+  EXPECT_EQ(encode("get a\n"), "get a\n");
+}
+
+TEST(RequestEncoder, QuietModeSuppressesWhatMemcachedSuppresses) {
+  EXPECT_TRUE(quietSuppresses(Command::kMetaGet, ReplyCode::kMiss));
+  EXPECT_FALSE(quietSuppresses(Command::kMetaGet, ReplyCode::kHit));
+  EXPECT_FALSE(quietSuppresses(Command::kMetaGet, ReplyCode::kOk));
+  EXPECT_TRUE(quietSuppresses(Command::kMetaSet, ReplyCode::kOk));
+  EXPECT_FALSE(quietSuppresses(Command::kMetaSet, ReplyCode::kNotStored));
+  EXPECT_TRUE(quietSuppresses(Command::kMetaDelete, ReplyCode::kOk));
+  EXPECT_FALSE(quietSuppresses(Command::kMetaDelete, ReplyCode::kNotFound));
+  EXPECT_FALSE(quietSuppresses(Command::kMetaSet, ReplyCode::kServerError));
+}
+
+}  // namespace
+}  // namespace memzone::protocol

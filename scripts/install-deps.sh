@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every Debian bookworm package that building, testing, benchmarking
+# and the demo need. Idempotent: packages already present are not touched and
+# `apt-get update` runs at most once per invocation, only when something is
+# missing.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake pkg-config
+  libevent-dev libyaml-cpp-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
+  # unit tests (libmemcached is the ketama reference)
+  libgtest-dev libgmock-dev libmemcached-dev
+  # fuzzing (libFuzzer ships with clang's runtime)
+  clang libclang-rt-14-dev
+  # integration tests, demo and benchmark
+  memcached libmemcached-tools python3 python3-pymemcache python3-grpcio
+  nutcracker prometheus iproute2 procps
+  # chart rendering test (Go text/template + sprig, Helm's engine)
+  golang-go golang-github-masterminds-sprig-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,264 @@
+"""Test harness: real memcached processes and the real memzone binaries on 127.0.0.1.
+
+Every wait here has a bound; every process started is stopped by the test that started it.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+PROXY = os.environ.get("MEMZONE_PROXY", os.path.join(os.path.dirname(__file__), "../../build/proxy/memzone-proxy"))
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+def free_port():
+    """A port nobody listens on right now (the kernel's choice, so parallel tests differ)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError("nothing listening on port %d after %.1fs" % (port, timeout))
+
+
+class Memcached:
+    def __init__(self, port=None, max_item_size=None):
+        self.port = port or free_port()
+        self.max_item_size = max_item_size
+        self.proc = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-t", "1", "-m", "128", "-c", "4096"]
+        if self.max_item_size:
+            cmd += ["-I", str(self.max_item_size)]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def client(self, timeout=5.0):
+        return Client(self.port, timeout)
+
+
+class Proxy:
+    def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None):
+        self.dir = tempfile.mkdtemp(prefix="memzone-test-")
+        self.config = os.path.join(self.dir, "topology.yaml")
+        self.write_topology(topology_yaml)
+        self.port = port or free_port()
+        self.zone = zone
+        self.threads = threads
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "proxy.log")
+
+    def write_topology(self, text):
+        tmp = self.config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.config)
+
+    def start(self):
+        cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--config", self.config, "--threads", str(self.threads)]
+        if self.zone:
+            cmd += ["--zone", self.zone]
+        cmd += self.extra_args
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise AssertionError("proxy did not exit within %ds of SIGTERM" % timeout)
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def client(self, timeout=5.0):
+        return Client(self.port, timeout)
+
+    def stats(self, client=None):
+        """The proxy's `stats`. Pass a long-lived client when counting connections: a fresh
+        connection per call is itself counted, and its close races the next call."""
+        if client is None:
+            with self.client() as c:
+                return self.stats(c)
+        client.send(b"stats\r\n")
+        text = client.read_until(b"END\r\n").decode()
+        out = {}
+        for line in text.splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[0] == "STAT":
+                out[parts[1]] = parts[2]
+        return out
+
+
+class Client:
+    """A raw memcached connection; every read has a deadline."""
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no reply within %.1fs; have %r" % (self.timeout, self.buf[:200]))
+        self.sock.settimeout(remaining)
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("connection closed; have %r" % self.buf[:200])
+        self.buf += chunk
+
+    def read_until(self, terminator, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while terminator not in self.buf:
+            self._fill(deadline)
+        idx = self.buf.index(terminator) + len(terminator)
+        out, self.buf = self.buf[:idx], self.buf[idx:]
+        return out
+
+    def read_exact(self, n, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_line(self, timeout=None):
+        return self.read_until(b"\r\n", timeout)
+
+    def read_reply(self, timeout=None):
+        """One complete reply of any memcached shape."""
+        line = self.read_line(timeout)
+        if line.startswith(b"VALUE "):
+            out = line
+            while True:
+                n = int(line.split()[3])
+                out += self.read_exact(n + 2, timeout)
+                line = self.read_line(timeout)
+                out += line
+                if line == b"END\r\n" or not line.startswith(b"VALUE "):
+                    return out
+        if line.startswith(b"VA "):
+            n = int(line.split()[1])
+            return line + self.read_exact(n + 2, timeout)
+        if line.startswith(b"STAT "):
+            return line + self.read_until(b"END\r\n", timeout)
+        return line
+
+    def request(self, data, timeout=None):
+        self.send(data)
+        return self.read_reply(timeout)
+
+    def closed_by_peer(self, timeout=2.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except ConnectionResetError:
+                return True
+            if not chunk:
+                return True
+            self.buf += chunk
+        return False
+
+
+def ketama_server(key, servers):
+    """libmemcached's weighted ketama, independently of the proxy: index into `servers`
+    (a list of "host:port")."""
+    points = []
+    n = len(servers)
+    if n == 1:
+        return 0
+    for index, address in enumerate(servers):
+        host, port = address.rsplit(":", 1)
+        pct = struct.unpack("f", struct.pack("f", 1.0 / n))[0]
+        count = int(struct.unpack("f", struct.pack("f", pct * 160 / 4 * n))[0] + 1e-10) * 4
+        for i in range(count // 4):
+            label = ("%s-%d" % (host, i)) if port == "11211" else ("%s:%s-%d" % (host, port, i))
+            d = hashlib.md5(label.encode()).digest()
+            for h in range(4):
+                points.append((struct.unpack_from("<I", d, h * 4)[0], index))
+    points.sort()
+    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
+    for value, index in points:
+        if value >= hk:
+            return index
+    return points[0][1]
+
+
+def topology(zones, **options):
+    """YAML for one pool `main` with `zones` = {zone: [addresses]} and options."""
+    lines = ["pools:", "  - name: main", "    zones:"]
+    for zone, addresses in zones.items():
+        lines.append("      %s: [%s]" % (zone, ", ".join('"%s"' % a for a in addresses)))
+    replication = options.pop("replication", None)
+    if replication:
+        lines.append("    replication: %s" % replication)
+    for key, value in options.items():
+        lines.append("%s: %s" % (key, value))
+    return "\n".join(lines) + "\n"
