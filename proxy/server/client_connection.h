@@ -21,7 +21,7 @@ struct ConnectionLimits {
   size_t max_output_bytes = 8 * 1024 * 1024;  // ... or this many reply bytes unsent
   // Until replies show how big they are, assume this much per request, so a burst of
   // large gets from a client that does not read cannot pin max_pending × 1 MiB.
-  size_t initial_reply_estimate = 128 * 1024;
+  size_t initial_reply_estimate = 1024 * 1024;
 };
 
 class ClientConnection : public Flushable, public RequestOwner {

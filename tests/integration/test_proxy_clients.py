@@ -91,7 +91,8 @@ class PymemcacheTest(unittest.TestCase):
                         connect_timeout=5, timeout=5)
         self.addCleanup(hc.close)
         for i in range(50):
-            hc.set("hc:%d" % i, b"%d" % i)
+            # noreply=False: pymemcache defaults to noreply, which would race the reads below.
+            self.assertTrue(hc.set("hc:%d" % i, b"%d" % i, noreply=False))
         direct = self.client()
         for i in range(50):
             self.assertEqual(direct.get("hc:%d" % i), b"%d" % i)
