@@ -65,7 +65,8 @@ void ClientConnection::noteReplySize(size_t bytes) {
 void ClientConnection::readRequests() {
   for (int round = 0; round < 4 && !read_closed_ && !overloaded(); ++round) {
     char* dst = input_.prepare(16 * 1024);
-    ssize_t n = ::recv(fd_, dst, input_.writableBytes(), 0);
+    size_t room = input_.writableBytes();
+    ssize_t n = ::recv(fd_, dst, room, 0);
     if (n == 0) {
       read_closed_ = true;  // answer what was asked, then close
       break;
@@ -80,6 +81,8 @@ void ClientConnection::readRequests() {
     input_.commit(static_cast<size_t>(n));
     parseRequests();
     if (closed_) return;
+    // A short read drained the socket: skip the recv that would only say EAGAIN.
+    if (static_cast<size_t>(n) < room) break;
   }
   takeReadyReplies();
   flush_list_.schedule(this);

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""memzone benchmark: one workload against memcached directly, memzone-proxy in front of
+it, and twemproxy (nutcracker) in front of it, in one run on this machine.
+
+Workload: 90% get / 10% set, 100-byte values, 100k keys (prefilled), 50 connections,
+once request/response (depth 1) and once pipelined (depth 16 per connection).
+Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, read from
+/proc/PID/stat around the measured interval. Not a test: numbers depend on the machine.
+
+    bench/run.py [--build build] [--seconds 10] [--proxy-threads 1] [--markdown]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit("bench: %s exited with %s" % (proc.args[0], proc.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("bench: nothing on port %d" % port)
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+class Processes:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, port):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        wait_for_port(port, proc)
+        return proc
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_load(loadgen, port, args, depth, prefill=False):
+    cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", "50",
+           "--depth", str(depth), "--seconds", str(args.seconds), "--keys", "100000",
+           "--value-size", "100", "--get-ratio", "0.9"]
+    if prefill:
+        cmd.append("--prefill")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+    if out.returncode != 0:
+        sys.exit("bench: loadgen failed: %s" % out.stderr.strip())
+    return json.loads(out.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--build", default=os.path.join(root, "build"))
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--proxy-threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args()
+
+    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
+    proxy = os.path.join(args.build, "proxy/memzone-proxy")
+    for tool in (loadgen, proxy):
+        if not os.access(tool, os.X_OK):
+            sys.exit("bench: %s missing; run scripts/build.sh" % tool)
+    nutcracker = shutil.which("nutcracker")
+    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
+
+    work = tempfile.mkdtemp(prefix="memzone-bench-")
+    procs = Processes()
+    try:
+        mc_port = free_port()
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        procs.start([memcached, "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0", "-m", "256",
+                     "-t", "2", "-c", "4096"] + user, mc_port)
+        targets = [("memcached (direct)", mc_port, None)]
+
+        proxy_port = free_port()
+        topology = os.path.join(work, "topology.yaml")
+        with open(topology, "w") as f:
+            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
+        p = procs.start([proxy, "--listen", "127.0.0.1:%d" % proxy_port, "--zone", "a",
+                         "--config", topology, "--threads", str(args.proxy_threads)], proxy_port)
+        targets.append(("memzone-proxy (%d thread%s)" % (args.proxy_threads, "s" * (args.proxy_threads > 1)),
+                        proxy_port, p.pid))
+
+        if nutcracker:
+            tw_port = free_port()
+            conf = os.path.join(work, "nutcracker.yml")
+            with open(conf, "w") as f:
+                f.write("bench:\n  listen: 127.0.0.1:%d\n  hash: md5\n  distribution: ketama\n"
+                        "  timeout: 1000\n  backlog: 1024\n  server_connections: 1\n"
+                        "  servers:\n    - 127.0.0.1:%d:1\n" % (tw_port, mc_port))
+            t = procs.start([nutcracker, "-c", conf, "-s", str(free_port()), "-o",
+                             os.path.join(work, "nutcracker.log"), "-v", "0"], tw_port)
+            targets.append(("twemproxy (nutcracker)", tw_port, t.pid))
+
+        run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
+        rows = []
+        for depth in (1, 16):
+            for name, port, pid in targets:
+                before = cpu_seconds(pid) if pid else None
+                result = run_load(loadgen, port, args, depth)
+                cpu = (cpu_seconds(pid) - before) if pid else None
+                per_million = cpu / result["ops"] * 1e6 if cpu is not None else None
+                rows.append((depth, name, result, per_million))
+                print("depth %-2d %-28s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  %s" % (
+                    depth, name, result["ops_per_sec"], result["p50_us"], result["p99_us"],
+                    "proxy CPU %.2f s per 1M req" % per_million if per_million is not None else ""),
+                    flush=True)
+        if args.markdown:
+            print()
+            print("| pipeline depth | target | ops/s | p50 (µs) | p99 (µs) | proxy CPU-s / 1M req |")
+            print("|---|---|---:|---:|---:|---:|")
+            for depth, name, r, per_million in rows:
+                print("| %d | %s | %.0f | %.1f | %.1f | %s |" % (
+                    depth, name, r["ops_per_sec"], r["p50_us"], r["p99_us"],
+                    "%.2f" % per_million if per_million is not None else "—"))
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
