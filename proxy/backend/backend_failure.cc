@@ -17,6 +17,7 @@ constexpr FailureText kTexts[kBackendFailureCount] = {
     {"marked_down", "SERVER_ERROR backend marked down\r\n"},
     {"queue_full", "SERVER_ERROR backend queue full\r\n"},
     {"removed", "SERVER_ERROR backend removed from topology\r\n"},
+    {"untrusted", "SERVER_ERROR backend has pending invalidations\r\n"},
 };
 
 }  // namespace

@@ -16,8 +16,9 @@ enum class BackendFailure : uint8_t {
   kMarkedDown,      // failed fast: the server is marked down after repeated failures
   kQueueFull,       // failed fast: too many requests already queued on the connection
   kRemoved,         // the server left the topology before answering
+  kUntrusted,       // not read: it may hold values older than acknowledged writes
 };
-inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kRemoved) + 1;
+inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kUntrusted) + 1;
 
 std::string_view failureName(BackendFailure failure);
 // "SERVER_ERROR backend <name>\r\n"

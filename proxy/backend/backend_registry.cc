@@ -17,6 +17,8 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   options.connection.connect_timeout_ms = topology->connect_timeout_ms;
   options.connection.request_timeout_ms = topology->request_timeout_ms;
   options.health = topology->health;
+  options.consistency = topology->consistency;
+  options.allow_flush = topology->allow_flush_all;
 
   auto view = std::make_unique<TopologyView>();
   std::map<std::string, std::shared_ptr<BackendServer>> next;
@@ -38,6 +40,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
           }
           view->servers.push_back(slot);
         }
+        slot->setZoneSlot(zone.stats_slot);
         zv.servers.push_back(slot.get());
       }
       pv.zones.push_back(std::move(zv));

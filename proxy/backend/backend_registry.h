@@ -44,6 +44,7 @@ class BackendRegistry {
   // Builds the view for `topology` and makes it current.
   void apply(std::shared_ptr<const topology::Topology> topology);
   TopologyView* current() { return current_; }
+  BackendStats& stats() { return stats_; }
 
   void pin(TopologyView* view) { ++view->inflight; }
   void unpin(TopologyView* view) {

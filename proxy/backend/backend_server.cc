@@ -25,7 +25,7 @@ void toSockaddr(const topology::Backend& b, sockaddr_storage& out, socklen_t& le
   len = sizeof(sockaddr_in6);
 }
 
-constexpr uint32_t kProbeTag = 0;
+constexpr size_t kMaxReplayInFlight = 64;
 
 }  // namespace
 
@@ -35,18 +35,37 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
     : address_(backend.address),
       options_(options),
       stats_(stats),
-      retry_timer_(base, [this] { startProbe(); }) {
+      retry_timer_(base, [this] { startProbe(); }),
+      health_timer_(base, [this] { onHealthTimer(); }) {
   sockaddr_storage addr;
   socklen_t len;
   toSockaddr(backend, addr, len);
   connection_ = std::make_unique<BackendConnection>(base, flush_list, addr, len, *this,
                                                     options.connection);
+  if (options_.health.check_interval_ms > 0) {
+    health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
+  }
 }
 
 BackendServer::~BackendServer() {
   retry_timer_.cancel();
+  health_timer_.cancel();
   connection_->abandon();
   if (state_ != State::kUp) stats_.servers_down.sub();
+  setQueueDepth(0);
+}
+
+ReadTrust BackendServer::readTrust() const {
+  if (state_ != State::kUp) return ReadTrust::kDown;
+  if (!invalidations_.empty() || !replaying_.empty()) return ReadTrust::kUntrusted;
+  if (overflowed_ && (options_.allow_flush || event::nowMicros() < overflow_until_us_)) {
+    return ReadTrust::kUntrusted;
+  }
+  if (held_until_us_ != 0) {
+    if (event::nowMicros() < held_until_us_) return ReadTrust::kHeld;
+    held_until_us_ = 0;  // spares the clock read on the next request
+  }
+  return ReadTrust::kReadable;
 }
 
 std::optional<BackendFailure> BackendServer::admit() const {
@@ -57,21 +76,30 @@ std::optional<BackendFailure> BackendServer::admit() const {
 
 void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape) {
   stats_.requests.add();
+  active_since_check_ = true;
   connection_->commit(sink, tag, shape);
 }
 
 void BackendServer::setOptions(ServerOptions options) {
+  bool had_checks = options_.health.check_interval_ms > 0;
   options_ = options;
   connection_->setOptions(options.connection);
+  if (!had_checks && options_.health.check_interval_ms > 0) {
+    health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
+  }
 }
 
 void BackendServer::retire() {
   retry_timer_.cancel();
+  health_timer_.cancel();
   connection_->abandon();
 }
 
 void BackendServer::onConnectionFailed(BackendConnection&, BackendFailure failure) {
   stats_.connection_failures[static_cast<int>(failure)].add();
+  if (options_.consistency.read_hold_ms > 0) {
+    held_until_us_ = event::nowMicros() + int64_t{options_.consistency.read_hold_ms} * 1000;
+  }
   if (state_ == State::kProbing) {
     state_ = State::kDown;
     retry_timer_.arm(std::chrono::milliseconds(nextRetryDelayMs()));
@@ -109,7 +137,116 @@ void BackendServer::startProbe() {
   connection_->commit(this, kProbeTag, protocol::ReplyShape::kLine);
 }
 
-void BackendServer::onBackendReply(uint32_t, std::string_view, protocol::ReplyCode code) {
+void BackendServer::onHealthTimer() {
+  // Only an idle, up server needs a check: traffic already tells us about the others.
+  if (state_ == State::kUp && !active_since_check_ && !health_check_inflight_ &&
+      connection_->pending() == 0) {
+    health_check_inflight_ = true;
+    stats_.probes.add();
+    connection_->output().append("version\r\n");
+    connection_->commit(this, kHealthTag, protocol::ReplyShape::kLine);
+  }
+  active_since_check_ = false;
+  health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
+}
+
+void BackendServer::invalidate(std::string_view key) {
+  zone().copies_failed.add();
+  if (overflowed_) {
+    // Already distrusted as a whole: keep holding (or wait for the flush).
+    zone().invalidations_dropped.add();
+    overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+    return;
+  }
+  if (pendingInvalidations() >= options_.consistency.invalidation_queue_limit) {
+    overflow();
+    return;
+  }
+  invalidations_.push_back(std::string(key));
+  zone().invalidations_queued.add();
+  setQueueDepth(pendingInvalidations());
+  replay_wanted_ = true;
+  if (state_ == State::kUp) replayInvalidations();
+}
+
+void BackendServer::overflow() {
+  size_t dropped = pendingInvalidations() + 1;
+  while (!invalidations_.empty()) {
+    invalidations_.front().clear();
+    invalidations_.pop_front();
+  }
+  zone().invalidations_dropped.add(dropped);
+  overflowed_ = true;
+  replay_wanted_ = true;
+  overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+  setQueueDepth(replaying_.size());
+  fprintf(stderr,
+          "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until "
+          "%s\n",
+          address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
+}
+
+void BackendServer::replayInvalidations() {
+  if (state_ != State::kUp) return;
+  if (overflowed_) {
+    if (options_.allow_flush && !flush_inflight_ && !connection_->full()) {
+      flush_inflight_ = true;
+      connection_->output().append("flush_all\r\n");
+      commit(this, kFlushTag, protocol::ReplyShape::kLine);
+    } else if (!options_.allow_flush && event::nowMicros() >= overflow_until_us_) {
+      overflowed_ = false;
+    }
+  }
+  while (!invalidations_.empty() && replaying_.size() < kMaxReplayInFlight &&
+         !connection_->full()) {
+    std::string key = std::move(invalidations_.front());
+    invalidations_.pop_front();
+    ByteBuffer& out = connection_->output();
+    out.append("delete ");
+    out.append(key);
+    out.append("\r\n");
+    commit(this, kReplayTag, protocol::ReplyShape::kLine);
+    replaying_.push_back(std::move(key));
+  }
+  replay_wanted_ = overflowed_ || !invalidations_.empty();
+}
+
+void BackendServer::setQueueDepth(size_t depth) {
+  if (depth > reported_depth_) zone().invalidation_queue_depth.add(depth - reported_depth_);
+  if (depth < reported_depth_) zone().invalidation_queue_depth.sub(reported_depth_ - depth);
+  reported_depth_ = depth;
+}
+
+void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::ReplyCode code) {
+  switch (tag) {
+    case kReplayTag: {
+      std::string key = std::move(replaying_.front());
+      replaying_.pop_front();
+      if (code == protocol::ReplyCode::kDeleted || code == protocol::ReplyCode::kNotFound) {
+        zone().invalidations_replayed.add();
+      } else {
+        invalidations_.push_back(std::move(key));  // try again after the next reply
+        replay_wanted_ = true;
+      }
+      setQueueDepth(pendingInvalidations());
+      if (replay_wanted_) replayInvalidations();
+      return;
+    }
+    case kFlushTag:
+      flush_inflight_ = false;
+      if (code == protocol::ReplyCode::kOk) {
+        overflowed_ = false;
+        zone().overflow_flushes.add();
+        fprintf(stderr, "backend %s flushed after an invalidation overflow\n", address_.c_str());
+      }
+      replay_wanted_ = overflowed_ || !invalidations_.empty();
+      return;
+    case kHealthTag:
+      health_check_inflight_ = false;
+      return;
+    case kProbeTag:
+      break;
+  }
   if (state_ != State::kProbing) return;
   if (code != protocol::ReplyCode::kVersion) {
     connection_->fail(BackendFailure::kParseError);
@@ -120,10 +257,27 @@ void BackendServer::onBackendReply(uint32_t, std::string_view, protocol::ReplyCo
   retry_delay_ms_ = 0;
   stats_.servers_down.sub();
   fprintf(stderr, "backend %s is back up\n", address_.c_str());
+  if (replay_wanted_) replayInvalidations();
 }
 
-void BackendServer::onBackendFailure(uint32_t, BackendFailure) {
-  // The probe's connection failed; onConnectionFailed already scheduled the next probe.
+void BackendServer::onBackendFailure(uint32_t tag, BackendFailure) {
+  switch (tag) {
+    case kReplayTag:
+      // Keep the key: it is replayed when the server answers again.
+      invalidations_.push_back(std::move(replaying_.front()));
+      replaying_.pop_front();
+      replay_wanted_ = true;
+      return;
+    case kFlushTag:
+      flush_inflight_ = false;
+      return;
+    case kHealthTag:
+      health_check_inflight_ = false;
+      return;
+    default:
+      // The probe's connection failed; onConnectionFailed already scheduled the next probe.
+      return;
+  }
 }
 
 }  // namespace memzone::backend

@@ -1,7 +1,17 @@
-// One memcached server as seen by one worker: its pipelined connection and its health.
-// After `failure_limit` consecutive connection failures the server is marked down and every
-// request fails fast; after a jittered, doubling delay a probe connection sends `version`,
-// and only a good answer brings the server back. Worker thread only.
+// One memcached server as seen by one worker: its pipelined connection, its health, and
+// whether it may serve reads.
+//
+// Health: after `failure_limit` consecutive connection failures the server is marked down and
+// every request fails fast; after a jittered, doubling delay a probe sends `version`, and only
+// a good answer brings it back. An idle server gets a `version` every check interval, so a
+// hung server is noticed even without traffic.
+//
+// Read trust: a write copy that failed leaves a key in this server's invalidation queue. The
+// queue is replayed as deletes as soon as the server answers, and until it is empty the
+// server serves no reads (other zones do). Past the queue limit the keys are dropped and the
+// whole server is distrusted until flushed (when flush_all is allowed) or for a hold time.
+// After any failure it also serves no reads for `read_hold_ms`, the grace other proxies
+// get to replay their own queues for it. Worker thread only.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +21,7 @@
 
 #include "proxy/backend/backend_connection.h"
 #include "proxy/backend/backend_stats.h"
+#include "proxy/common/ring_queue.h"
 #include "proxy/topology/topology.h"
 
 namespace memzone::backend {
@@ -18,6 +29,15 @@ namespace memzone::backend {
 struct ServerOptions {
   ConnectionOptions connection;
   topology::HealthSpec health;
+  topology::ConsistencySpec consistency;
+  bool allow_flush = false;  // an overflowed server may be flushed instead of held
+};
+
+enum class ReadTrust : uint8_t {
+  kReadable,
+  kHeld,       // failed recently: read only if no other zone can serve
+  kUntrusted,  // invalidations pending or overflowed: do not read
+  kDown,       // marked down: fails fast
 };
 
 class BackendServer : public ConnectionObserver, private ReplySink {
@@ -28,6 +48,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
 
   const std::string& address() const { return address_; }
   bool up() const { return state_ == State::kUp; }
+  ReadTrust readTrust() const;
 
   // Returns the reason a request cannot be sent now, or nullopt. After nullopt, encode the
   // request into output() and call commit(); the sink then hears back exactly once.
@@ -35,20 +56,35 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   ByteBuffer& output() { return connection_->output(); }
   void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape);
 
+  // A write to `key` may not have reached this server (or left it diverged): delete it here
+  // before this server serves reads again.
+  void invalidate(std::string_view key);
+  size_t pendingInvalidations() const { return invalidations_.size() + replaying_.size(); }
+
   void setOptions(ServerOptions options);
+  void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
   void retire();
 
   // ConnectionObserver
   void onConnectionFailed(BackendConnection& connection, BackendFailure failure) override;
-  void onReplyReceived() override { consecutive_failures_ = 0; }
+  void onReplyReceived() override {
+    consecutive_failures_ = 0;
+    if (replay_wanted_) replayInvalidations();
+  }
 
  private:
   enum class State : uint8_t { kUp, kDown, kProbing };
+  enum Tag : uint32_t { kProbeTag, kHealthTag, kReplayTag, kFlushTag };
 
   void markDown(BackendFailure failure);
   void startProbe();
+  void onHealthTimer();
   uint32_t nextRetryDelayMs();
+  void replayInvalidations();
+  void overflow();
+  void setQueueDepth(size_t depth);
+  ZoneCounters& zone() { return stats_.zones[zone_slot_]; }
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
   void onBackendFailure(uint32_t tag, BackendFailure failure) override;
 
@@ -57,9 +93,22 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   BackendStats& stats_;
   std::unique_ptr<BackendConnection> connection_;
   event::Timer retry_timer_;
+  event::Timer health_timer_;
   State state_ = State::kUp;
   uint32_t consecutive_failures_ = 0;
   uint32_t retry_delay_ms_ = 0;
+  uint32_t zone_slot_ = 0;
+  bool active_since_check_ = false;
+  bool health_check_inflight_ = false;
+
+  RingQueue<std::string> invalidations_;
+  RingQueue<std::string> replaying_;  // deletes sent, in send order (replies come in order)
+  size_t reported_depth_ = 0;
+  bool replay_wanted_ = false;  // something to replay or flush once the server answers
+  bool overflowed_ = false;
+  bool flush_inflight_ = false;
+  int64_t overflow_until_us_ = 0;  // hold instead of flush
+  mutable int64_t held_until_us_ = 0;  // read hold after a failure
 };
 
 }  // namespace memzone::backend

@@ -5,10 +5,23 @@
 
 #include "proxy/backend/backend_failure.h"
 #include "proxy/metrics/counter.h"
+#include "proxy/topology/zone_slots.h"
 
 namespace memzone::backend {
 
+// Replication and consistency counters of one zone (see topology/zone_slots.h).
+struct ZoneCounters {
+  metrics::Counter copies_sent;             // writes sent to this zone as copies
+  metrics::Counter copies_failed;           // ... that failed or diverged (then invalidated)
+  metrics::Counter invalidations_queued;
+  metrics::Counter invalidations_replayed;  // deletes the server confirmed
+  metrics::Counter invalidations_dropped;   // lost to a queue overflow (server then held/flushed)
+  metrics::Counter invalidation_queue_depth;  // gauge
+  metrics::Counter overflow_flushes;
+};
+
 struct BackendStats {
+  std::array<ZoneCounters, topology::kMaxZoneSlots> zones;
   metrics::Counter requests;
   std::array<metrics::Counter, kBackendFailureCount> failures;  // per request, by kind
   std::array<metrics::Counter, kBackendFailureCount> connection_failures;  // per connection

@@ -178,7 +178,7 @@ class Reader {
   }
 
   void readRoot(const YAML::Node& root, topology::TopologySpec& spec) {
-    if (!expectMap(root, "", {"pools", "routes", "timeouts", "health", "allowFlushAll"})) return;
+    if (!expectMap(root, "", {"pools", "routes", "timeouts", "health", "consistency", "allowFlushAll"})) return;
     const YAML::Node pools = root["pools"];
     if (!pools) {
       error(root, "pools", "is required");
@@ -212,10 +212,18 @@ class Reader {
       if (t["requestMs"]) readUint(t["requestMs"], "timeouts.requestMs", spec.request_timeout_ms, 1, 60000);
     }
     if (const YAML::Node h = root["health"];
-        h && expectMap(h, "health", {"failureLimit", "downRetryMs", "maxDownRetryMs"})) {
+        h && expectMap(h, "health", {"failureLimit", "downRetryMs", "maxDownRetryMs", "checkIntervalMs"})) {
       if (h["failureLimit"]) readUint(h["failureLimit"], "health.failureLimit", spec.health.failure_limit, 1, 1000);
       if (h["downRetryMs"]) readUint(h["downRetryMs"], "health.downRetryMs", spec.health.down_retry_ms, 10, 600000);
       if (h["maxDownRetryMs"]) readUint(h["maxDownRetryMs"], "health.maxDownRetryMs", spec.health.max_down_retry_ms, 10, 600000);
+      if (h["checkIntervalMs"]) readUint(h["checkIntervalMs"], "health.checkIntervalMs", spec.health.check_interval_ms, 0, 600000);
+    }
+    if (const YAML::Node c = root["consistency"];
+        c && expectMap(c, "consistency", {"invalidationQueueLimit", "overflowHoldMs", "readHoldMs"})) {
+      auto& cs = spec.consistency;
+      if (c["invalidationQueueLimit"]) readUint(c["invalidationQueueLimit"], "consistency.invalidationQueueLimit", cs.invalidation_queue_limit, 1, 10000000);
+      if (c["overflowHoldMs"]) readUint(c["overflowHoldMs"], "consistency.overflowHoldMs", cs.overflow_hold_ms, 0, 86400000);
+      if (c["readHoldMs"]) readUint(c["readHoldMs"], "consistency.readHoldMs", cs.read_hold_ms, 0, 3600000);
     }
     if (root["allowFlushAll"]) readBool(root["allowFlushAll"], "allowFlushAll", spec.allow_flush_all);
   }

@@ -1,14 +1,16 @@
 #include "proxy/protocol/request_encoder.h"
 
+#include <cstdint>
 #include <cstdio>
 
 namespace memzone::protocol {
 namespace {
 
-void appendTokensExcept(const Request& request, size_t skip, ByteBuffer& out) {
+void appendTokensExcept(const Request& request, size_t skip, ByteBuffer& out,
+                        size_t skip_too = SIZE_MAX) {
   bool first = true;
   for (size_t i = 0; i < request.tokens.size(); ++i) {
-    if (i == skip) continue;
+    if (i == skip || i == skip_too) continue;
     if (!first) out.append(' ');
     out.append(request.tokens[i]);
     first = false;
@@ -35,6 +37,30 @@ void encodeForward(const Request& request, ByteBuffer& out) {
     out.append(request.data);
     out.append("\r\n");
   }
+}
+
+void encodeForwardWithout(const Request& request, size_t token, ByteBuffer& out) {
+  size_t skip = request.noreply ? request.tokens.size() - 1
+                : request.quiet ? request.quiet_token
+                                : SIZE_MAX;
+  appendTokensExcept(request, skip, out, token);
+  if (isStorage(request.command) || request.command == Command::kMetaSet) {
+    out.append(request.data);
+    out.append("\r\n");
+  }
+}
+
+size_t metaCasToken(const Request& request) {
+  if (request.command != Command::kMetaSet && request.command != Command::kMetaDelete &&
+      request.command != Command::kMetaArithmetic) {
+    return 0;
+  }
+  // ms <key> <datalen> <flags>*; md/ma <key> <flags>*
+  size_t first_flag = request.command == Command::kMetaSet ? 3 : 2;
+  for (size_t i = first_flag; i < request.tokens.size(); ++i) {
+    if (request.tokens[i].size() > 1 && request.tokens[i][0] == 'C') return i;
+  }
+  return 0;
 }
 
 void encodeRetrieval(const Request& request, std::span<const std::string_view> keys,

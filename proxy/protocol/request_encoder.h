@@ -17,6 +17,10 @@ ReplyShape replyShapeFor(Command command);
 // The request for one backend, as the client sent it minus noreply/q.
 void encodeForward(const Request& request, ByteBuffer& out);
 
+// Like encodeForward, also dropping the token at `token` (a meta cas `C` flag).
+void encodeForwardWithout(const Request& request, size_t token, ByteBuffer& out);
+// Index of a meta command's compare-cas token (`C<cas>`), or 0 when it has none.
+size_t metaCasToken(const Request& request);
 // "<get|gets|gat|gats> [exptime] k1 k2 ...\r\n" for a subset of a multi-key request's keys.
 void encodeRetrieval(const Request& request, std::span<const std::string_view> keys,
                      ByteBuffer& out);

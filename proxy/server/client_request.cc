@@ -1,6 +1,5 @@
 #include "proxy/server/client_request.h"
 
-#include "proxy/protocol/reply_parser.h"
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -15,11 +14,17 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   stats_ = stats;
   registry_ = nullptr;
   view_ = nullptr;
+  pool_view_ = nullptr;
   command_ = command;
   plan_ = plan;
-  noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = false;
+  noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
+  local_only_ = sending_ = false;
   outstanding_ = 0;
+  next_attempt_ = 0;
+  round_start_ = 0;
+  first_answer_ = UINT32_MAX;
   reply_.clear();
+  copy_.clear();
   keys_.clear();
   key_refs_.clear();
   child_count_ = 0;
@@ -37,25 +42,85 @@ void ClientRequest::pinView(backend::BackendRegistry* registry, backend::Topolog
   registry->pin(view);
 }
 
-void ClientRequest::addKey(std::string_view key, uint32_t child) {
-  key_refs_.push_back({static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(key.size()), child});
+void ClientRequest::addKey(std::string_view key, uint32_t child, uint32_t pool) {
+  KeyRef ref{};
+  ref.offset = static_cast<uint32_t>(keys_.size());
+  ref.length = static_cast<uint32_t>(key.size());
+  ref.child = child;
+  ref.pool = pool;
+  ref.value_child = UINT32_MAX;
+  ref.failed = true;  // no answer yet
+  key_refs_.push_back(ref);
   keys_.append(key);
 }
 
-uint32_t ClientRequest::addChild(backend::BackendServer* server) {
+std::string_view ClientRequest::keyAt(size_t i) const {
+  return keys_.view().substr(key_refs_[i].offset, key_refs_[i].length);
+}
+
+uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attempt) {
   if (child_count_ == children_.size()) children_.emplace_back();
   Child& c = children_[child_count_];
   c.reply.clear();
   c.cursor = 0;
+  c.done = false;
   c.failed = false;
   c.code = ReplyCode::kError;
   c.server = server;
+  c.attempt = attempt;
   return static_cast<uint32_t>(child_count_++);
 }
 
 void ClientRequest::failChild(uint32_t child, backend::BackendFailure failure) {
   children_[child].failed = true;
+  children_[child].done = true;
   children_[child].failure = failure;
+}
+
+uint32_t ClientRequest::zoneForAttempt(const backend::PoolView& pool, uint32_t attempt) {
+  uint32_t local = pool.local_zone;
+  if (attempt == 0) return local;
+  return attempt <= local ? attempt - 1 : attempt;  // the others, in the order listed
+}
+
+backend::BackendServer* ClientRequest::serverFor(const backend::PoolView& pool,
+                                                 std::string_view key, uint32_t attempt) {
+  const backend::ZoneView& zv = pool.zones[zoneForAttempt(pool, attempt)];
+  return zv.servers[zv.zone->ring.serverFor(key)];
+}
+
+uint32_t ClientRequest::maxReadAttempts(const backend::PoolView& pool) const {
+  return local_only_ ? 1 : zoneCount(pool);
+}
+
+uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::string_view key,
+                                        uint32_t from, uint32_t max_attempts) {
+  uint32_t held = UINT32_MAX;
+  for (uint32_t a = from; a < max_attempts; ++a) {
+    switch (serverFor(pool, key, a)->readTrust()) {
+      case backend::ReadTrust::kReadable:
+        return a;
+      case backend::ReadTrust::kHeld:
+        if (held == UINT32_MAX) held = a;
+        break;
+      default:
+        break;
+    }
+  }
+  // A server that failed recently beats no answer at all.
+  return held;
+}
+
+bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
+                         protocol::ReplyShape shape) {
+  if (auto refused = server->admit()) {
+    failChild(child, *refused);
+    return false;
+  }
+  server->output().append(bytes);
+  ++outstanding_;
+  server->commit(this, child, shape);
+  return !children_[child].failed;  // a connection can fail inside commit()
 }
 
 void ClientRequest::sealed() {
@@ -68,35 +133,58 @@ void ClientRequest::sealed() {
 void ClientRequest::onBackendReply(uint32_t tag, std::string_view reply, ReplyCode code) {
   Child& c = children_[tag];
   c.code = code;
+  c.done = true;
   c.reply.append(reply);
-  childDone();
+  --outstanding_;
+  childDone(tag);
 }
 
 void ClientRequest::onBackendFailure(uint32_t tag, backend::BackendFailure failure) {
   failChild(tag, failure);
-  childDone();
+  --outstanding_;
+  childDone(tag);
 }
 
-void ClientRequest::childDone() {
-  if (--outstanding_ == 0 && sealed_) finish();
+void ClientRequest::childDone(uint32_t child) {
+  if (sealed_ && !sending_) {
+    switch (plan_) {
+      case Plan::kWrite:
+        writeChildDone(child);
+        break;
+      case Plan::kRead:
+        readChildDone(child);
+        break;
+      case Plan::kMultiGet:
+        if (outstanding_ == 0) multiGetRoundDone();
+        break;
+      default:
+        if (outstanding_ == 0) finish();
+        break;
+    }
+  }
   maybeRecycle();
 }
 
+// Plans whose reply is known once every child has answered.
 void ClientRequest::finish() {
-  if (!ready_ || noreply_) {
-    switch (plan_) {
-      case Plan::kLocal:
-        break;
-      case Plan::kSingle:
-        finishSingle();
-        break;
-      case Plan::kMultiGet:
-        finishMultiGet();
-        break;
-      case Plan::kBroadcast:
-        finishBroadcast();
-        break;
-    }
+  switch (plan_) {
+    case Plan::kSingle:
+      if (!ready_ || noreply_) finishSingle();
+      break;
+    case Plan::kBroadcast:
+      if (!ready_ || noreply_) finishBroadcast();
+      break;
+    case Plan::kWrite:
+      writeChildDone(UINT32_MAX);
+      return;
+    case Plan::kRead:
+      if (!answered_) readChildDone(UINT32_MAX);
+      return;
+    case Plan::kMultiGet:
+      multiGetRoundDone();
+      return;
+    case Plan::kLocal:
+      break;
   }
   if (noreply_) reply_.clear();
   markReady();
@@ -115,33 +203,6 @@ void ClientRequest::finishSingle() {
   }
   if (quiet_ && protocol::quietSuppresses(command_, c.code)) return;
   reply_.append(c.reply.view());
-}
-
-void ClientRequest::finishMultiGet() {
-  bool all_failed = true;
-  for (size_t i = 0; i < child_count_; ++i) all_failed &= children_[i].failed;
-  if (all_failed && child_count_ > 0) {
-    stats_->server_errors.add();
-    reply_.append(backend::failureReply(children_[0].failure));
-    return;
-  }
-  // A failed server's keys read as misses: a cache may always miss, and one dead server
-  // should not fail a whole multi-get.
-  std::string_view keys = keys_.view();
-  for (const KeyRef& ref : key_refs_) {
-    Child& c = children_[ref.child];
-    protocol::ValueBlock block;
-    std::string_view key = keys.substr(ref.offset, ref.length);
-    if (!c.failed && protocol::parseValueBlock(c.reply.view().substr(c.cursor), block) &&
-        block.key == key) {
-      reply_.append(c.reply.view().substr(c.cursor, block.size));
-      c.cursor += block.size;
-      stats_->get_hits.add();
-    } else {
-      stats_->get_misses.add();
-    }
-  }
-  reply_.append("END\r\n");
 }
 
 void ClientRequest::finishBroadcast() {
@@ -175,11 +236,14 @@ void ClientRequest::releaseByOwner(RequestPool& pool) {
 
 void ClientRequest::maybeRecycle() {
   if (!released_by_owner_ || outstanding_ != 0 || !sealed_) return;
+  // A plan may still send (a failover, a deferred copy) from a reply it has not seen yet:
+  // outstanding_ covers those, so here nothing more can happen.
   if (view_ != nullptr) {
     registry_->unpin(view_);
     view_ = nullptr;
   }
   reply_.shrinkIfAbove(64 * 1024);
+  copy_.shrinkIfAbove(64 * 1024);
   for (size_t i = 0; i < child_count_; ++i) children_[i].reply.shrinkIfAbove(64 * 1024);
   RequestPool* pool = pool_;
   released_by_owner_ = false;

@@ -2,9 +2,15 @@
 // and the reply the client will get. Pooled per worker and reused, so its buffers keep their
 // capacity and a steady stream of requests does not allocate.
 //
+// The dispatcher picks a plan and sends the first backend requests; the plan's own logic
+// (here and in replicated_write.cc / failover_read.cc) then follows the replies: copying a
+// cas to the other zones once it succeeded, failing a read over to the next zone, answering
+// when the wait policy is met, invalidating copies that failed or diverged.
+//
 // Lifetime: the owning ClientConnection holds it in its FIFO until the reply has been taken;
 // backends hold it (as a ReplySink) until each of its `outstanding` sub-requests has been
-// answered. It returns to the pool when both have let go. Worker thread only.
+// answered. It returns to the pool when both have let go, so copies outlive the client's
+// reply (wait: local) and even the client's connection. Worker thread only.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +21,7 @@
 #include "proxy/backend/reply_sink.h"
 #include "proxy/common/byte_buffer.h"
 #include "proxy/protocol/command.h"
+#include "proxy/protocol/reply_parser.h"
 
 namespace memzone::server {
 
@@ -24,7 +31,7 @@ struct ProxyStats;
 class RequestOwner {
  public:
   virtual ~RequestOwner() = default;
-  // The request at `request` has its reply (it may not be at the head of the FIFO).
+  // The request has its reply (it may not be at the head of the FIFO).
   virtual void onRequestReady() = 0;
 };
 
@@ -33,17 +40,21 @@ class ClientRequest final : public backend::ReplySink {
   enum class Plan : uint8_t {
     kLocal,      // answered by the proxy itself
     kSingle,     // one backend; its reply is the client's reply
-    kMultiGet,   // one child per backend server; values reassembled in the client's key order
+    kWrite,      // copied to the key's server in every zone; answered per the wait policy
+    kRead,       // one key; the local zone first, then the others in order
+    kMultiGet,   // grouped by server, in rounds per zone; reassembled in the client's key order
     kBroadcast,  // every server (flush_all); OK only if every server said OK
   };
 
   struct Child {
     ByteBuffer reply;
     size_t cursor = 0;
+    bool done = false;
     bool failed = false;
     backend::BackendFailure failure = backend::BackendFailure::kTimeout;
     protocol::ReplyCode code = protocol::ReplyCode::kError;
     backend::BackendServer* server = nullptr;
+    uint32_t attempt = 0;  // zone attempt: 0 = the local zone, then the pool's other zones
   };
 
   // Set up by the dispatcher.
@@ -54,19 +65,31 @@ class ClientRequest final : public backend::ReplySink {
     quiet_ = quiet;
   }
   void pinView(backend::BackendRegistry* registry, backend::TopologyView* view);
+  void setPool(const backend::PoolView* pool) { pool_view_ = pool; }
 
-  // Multi-get: keys in client order, each with the child (server) it went to.
-  void addKey(std::string_view key, uint32_t child);
+  // Keys in client order, each with its pool and the child (server) of the current round.
+  void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
+  std::string_view keyAt(size_t i) const;
   uint32_t keyChild(size_t i) const { return key_refs_[i].child; }
   // Returns the new child's index (its backend tag).
-  uint32_t addChild(backend::BackendServer* server);
+  uint32_t addChild(backend::BackendServer* server, uint32_t attempt = 0);
   Child& child(uint32_t i) { return children_[i]; }
   uint32_t childCount() const { return static_cast<uint32_t>(child_count_); }
   void expectReplies(uint32_t n) { outstanding_ += n; }
   // A child that could not be sent at all (server down, queue full).
   void failChild(uint32_t child, backend::BackendFailure failure);
-  // Called once every child has been sent or failed.
+  // Called once the first backend requests have been sent or failed.
   void sealed();
+
+  // kWrite: sends `bytes` to the key's server in every zone, or, with `defer_copies` (cas),
+  // to the local zone only and copy() to the others once the local zone succeeded.
+  ByteBuffer& copy() { return copy_; }
+  void startWrite(std::string_view key, std::string_view bytes, bool defer_copies);
+  // kRead: sends copy() to the local zone, then the others in turn; `local_only` for gets.
+  void startRead(std::string_view key, bool local_only);
+  // kMultiGet: after addKey() for every key, with copy() holding the command and its
+  // arguments before the keys ("get", "gat 60"): sends round one.
+  void startMultiGet(bool local_only);
 
   // For the owning connection.
   bool ready() const { return ready_; }
@@ -80,19 +103,49 @@ class ClientRequest final : public backend::ReplySink {
   void onBackendFailure(uint32_t tag, backend::BackendFailure failure) override;
 
  private:
-  void childDone();
+  void childDone(uint32_t child);
   void finish();
   void finishSingle();
-  void finishMultiGet();
   void finishBroadcast();
   void markReady();
   void maybeRecycle();
+
+  // Zone attempts: 0 is the local zone, then the pool's other zones in the order given.
+  static uint32_t zoneCount(const backend::PoolView& pool) {
+    return static_cast<uint32_t>(pool.zones.size());
+  }
+  static uint32_t zoneForAttempt(const backend::PoolView& pool, uint32_t attempt);
+  static backend::BackendServer* serverFor(const backend::PoolView& pool, std::string_view key,
+                                           uint32_t attempt);
+  // The first attempt >= `from` whose server for `key` may serve reads, or UINT32_MAX.
+  static uint32_t pickReadAttempt(const backend::PoolView& pool, std::string_view key,
+                                  uint32_t from, uint32_t max_attempts);
+  uint32_t maxReadAttempts(const backend::PoolView& pool) const;
+  // Sends `bytes` as child `child`; false when the server refused it or failed at once.
+  bool send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
+            protocol::ReplyShape shape);
+
+  // replicated_write.cc
+  void writeChildDone(uint32_t child);
+  void sendDeferredCopies();
+  void answerWriteIfDecided();
+  void reconcileWrite();
+  // failover_read.cc
+  void readChildDone(uint32_t child);
+  void sendReadAttempt(uint32_t from);
+  void finishRead(uint32_t answer_child);
+  void multiGetRoundDone();
+  void sendMultiGetRound();
+  void finishMultiGet();
+  void repair(const backend::PoolView& pool, std::string_view key,
+              backend::BackendServer* source);
 
   RequestOwner* owner_ = nullptr;
   RequestPool* pool_ = nullptr;  // set once the owner released it while children were pending
   ProxyStats* stats_ = nullptr;
   backend::BackendRegistry* registry_ = nullptr;
   backend::TopologyView* view_ = nullptr;
+  const backend::PoolView* pool_view_ = nullptr;
   protocol::Command command_ = protocol::Command::kGet;
   Plan plan_ = Plan::kLocal;
   bool noreply_ = false;
@@ -100,13 +153,28 @@ class ClientRequest final : public backend::ReplySink {
   bool ready_ = false;
   bool sealed_ = false;
   bool released_by_owner_ = false;
+  bool answered_ = false;        // kWrite: the client's reply is decided
+  bool defer_copies_ = false;    // kWrite: copies wait for the local zone's success
+  bool local_only_ = false;      // kRead / kMultiGet: gets/gats never leave the local zone
+  bool sending_ = false;         // a send loop is running: replies that arrive at once wait
   uint32_t outstanding_ = 0;
+  uint32_t next_attempt_ = 0;    // kRead
+  uint32_t round_start_ = 0;     // kMultiGet: first child of the current round
+  uint32_t first_answer_ = UINT32_MAX;  // kRead: a child that answered (a miss), if any
   ByteBuffer reply_;
-  ByteBuffer keys_;  // multi-get keys, concatenated
+  ByteBuffer copy_;  // kWrite deferred copy / kRead forward bytes / kMultiGet command prefix
+  ByteBuffer keys_;  // keys, concatenated
   struct KeyRef {
     uint32_t offset;
     uint32_t length;
-    uint32_t child;
+    uint32_t child;               // child of the current round (UINT32_MAX: none)
+    uint32_t pool = 0;
+    uint32_t attempt = 0;         // kMultiGet: zone attempt of the current round
+    uint32_t value_child = UINT32_MAX;  // kMultiGet: child holding this key's VALUE block
+    uint32_t value_offset = 0;
+    uint32_t value_size = 0;
+    bool resolved = false;
+    bool failed = false;
   };
   std::vector<KeyRef> key_refs_;
   std::vector<Child> children_;

@@ -8,6 +8,13 @@
 
 namespace memzone::server {
 
+enum class FailoverReason : uint8_t {
+  kError,        // the zone's server failed or timed out
+  kMiss,         // the zone missed and readFailover includes miss
+  kUnavailable,  // the zone's server was down, held or had invalidations pending: not asked
+};
+inline constexpr int kFailoverReasonCount = 3;
+
 struct ProxyStats {
   std::array<metrics::Counter, protocol::kCommandCount> commands;
   metrics::Counter get_hits;
@@ -19,6 +26,11 @@ struct ProxyStats {
   metrics::Counter rejected_connections;
   metrics::Counter bytes_read;
   metrics::Counter bytes_written;
+  std::array<metrics::Counter, kFailoverReasonCount> read_failovers;
+  metrics::Counter repairs_started;  // failover hits copied back to the local zone
+  metrics::Counter repairs_stored;
+  metrics::Counter repairs_skipped;  // the local zone had a value by then (never overwritten)
+  metrics::Counter repairs_failed;
 };
 
 }  // namespace memzone::server

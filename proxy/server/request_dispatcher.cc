@@ -54,25 +54,67 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
     r->start(owner, request.command, Plan::kBroadcast, &stats_);
     r->pinView(&registry_, view);
     dispatchFlushAll(request, r, view);
-  } else if (protocol::isRetrieval(request.command) && request.key_count > 1) {
+    return r;
+  }
+  if (protocol::isRetrieval(request.command) && request.key_count > 1) {
     r->start(owner, request.command, Plan::kMultiGet, &stats_);
     r->pinView(&registry_, view);
     dispatchMultiGet(request, r, view);
+    return r;
+  }
+  uint32_t pool = view->topology->router.poolFor(request.key());
+  if (pool == routing::PrefixRouter::kNoPool) {
+    r->start(owner, request.command, Plan::kLocal, &stats_);
+    r->setLocalReply(request.noreply ? "" : protocol::errors::kNoRoute);
+    return r;
+  }
+  const backend::PoolView& pv = view->pools[pool];
+  bool replicated = pv.zones.size() > 1;
+  bool read = protocol::isRetrieval(request.command) || request.command == Command::kMetaGet;
+  if (replicated && protocol::isWrite(request.command) &&
+      pv.pool->replication.writes == topology::WritePolicy::kAllZones) {
+    r->start(owner, request.command, Plan::kWrite, &stats_);
+    r->pinView(&registry_, view);
+    r->setPool(&pv);
+    dispatchReplicatedWrite(request, r);
+  } else if (replicated && read) {
+    r->start(owner, request.command, Plan::kRead, &stats_);
+    r->pinView(&registry_, view);
+    r->setPool(&pv);
+    r->setFlags(request.noreply, request.quiet);
+    protocol::encodeForward(request, r->copy());
+    r->startRead(request.key(), isLocalOnlyRead(request.command));
+    r->sealed();
   } else {
     r->start(owner, request.command, Plan::kSingle, &stats_);
     r->pinView(&registry_, view);
-    dispatchSingle(request, r, view);
+    dispatchSingle(request, r, pv);
   }
   return r;
 }
 
-backend::BackendServer* RequestDispatcher::serverFor(std::string_view key,
-                                                     backend::TopologyView* view) const {
-  uint32_t pool = view->topology->router.poolFor(key);
-  if (pool == routing::PrefixRouter::kNoPool) return nullptr;
-  const backend::PoolView& pv = view->pools[pool];
-  const backend::ZoneView& zv = pv.zones[pv.local_zone];
-  return zv.servers[zv.zone->ring.serverFor(key)];
+bool RequestDispatcher::isLocalOnlyRead(Command command) {
+  // A cas unique means something only to the server that issued it.
+  return command == Command::kGets || command == Command::kGats;
+}
+
+void RequestDispatcher::dispatchReplicatedWrite(const protocol::Request& request,
+                                                ClientRequest* r) {
+  r->setFlags(request.noreply, request.quiet);
+  scratch_.clear();
+  protocol::encodeForward(request, scratch_);
+  bool defer = false;
+  if (request.command == Command::kCas) {
+    // cas goes to the local zone; once it succeeded the others get the value as a plain set.
+    defer = true;
+    protocol::encodeSet(request.key(), request.tokens[2], request.tokens[3], request.data,
+                        r->copy());
+  } else if (size_t cas_token = protocol::metaCasToken(request); cas_token != 0) {
+    defer = true;
+    protocol::encodeForwardWithout(request, cas_token, r->copy());
+  }
+  r->startWrite(request.key(), scratch_.view(), defer);
+  r->sealed();
 }
 
 void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
@@ -87,13 +129,10 @@ void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendS
 }
 
 void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientRequest* r,
-                                       backend::TopologyView* view) {
+                                       const backend::PoolView& pool) {
   r->setFlags(request.noreply, request.quiet);
-  backend::BackendServer* server = serverFor(request.key(), view);
-  if (server == nullptr) {
-    r->setLocalReply(request.noreply ? "" : protocol::errors::kNoRoute);
-    return;
-  }
+  const backend::ZoneView& zv = pool.zones[pool.local_zone];
+  backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
   uint32_t child = r->addChild(server);
   send(r, child, server, request);
   r->sealed();
@@ -103,40 +142,15 @@ void RequestDispatcher::dispatchMultiGet(const protocol::Request& request, Clien
                                          backend::TopologyView* view) {
   for (size_t i = 0; i < request.key_count; ++i) {
     std::string_view key = request.key(i);
-    backend::BackendServer* server = serverFor(key, view);
-    uint32_t child = UINT32_MAX;
-    for (uint32_t c = 0; c < r->childCount(); ++c) {
-      if (r->child(c).server == server) child = c;
-    }
-    if (child == UINT32_MAX) {
-      child = r->addChild(server);
-      if (server == nullptr) r->failChild(child, backend::BackendFailure::kRemoved);
-    }
-    r->addKey(key, child);
+    r->addKey(key, UINT32_MAX, view->topology->router.poolFor(key));
   }
-  // One backend request per server, keys in the client's order.
-  for (uint32_t c = 0; c < r->childCount(); ++c) {
-    backend::BackendServer* server = r->child(c).server;
-    if (server == nullptr) continue;
-    if (auto refused = server->admit()) {
-      r->failChild(c, *refused);
-      continue;
-    }
-    ByteBuffer& out = server->output();
-    out.append(request.tokens[0]);
-    if (request.first_key == 2) {
-      out.append(' ');
-      out.append(request.tokens[1]);
-    }
-    for (size_t i = 0; i < request.key_count; ++i) {
-      if (r->keyChild(i) != c) continue;
-      out.append(' ');
-      out.append(request.key(i));
-    }
-    out.append("\r\n");
-    r->expectReplies(1);
-    server->commit(r, c, protocol::ReplyShape::kRetrieval);
+  ByteBuffer& prefix = r->copy();
+  prefix.append(request.tokens[0]);
+  if (request.first_key == 2) {
+    prefix.append(' ');
+    prefix.append(request.tokens[1]);
   }
+  r->startMultiGet(isLocalOnlyRead(request.command));
   r->sealed();
 }
 

@@ -1,6 +1,6 @@
 // Turns a parsed client request into a ClientRequest: answers proxy-local commands, routes
-// keys (prefix -> pool -> the local zone's ring -> server) and sends the backend requests.
-// Worker thread only.
+// keys (prefix -> pool), picks the plan (single server; write copied to every zone; read
+// with zone failover; multi-get) and sends the first backend requests. Worker thread only.
 #pragma once
 
 #include <functional>
@@ -28,12 +28,13 @@ class RequestDispatcher {
 
  private:
   void dispatchSingle(const protocol::Request& request, ClientRequest* r,
-                      backend::TopologyView* view);
+                      const backend::PoolView& pool);
+  void dispatchReplicatedWrite(const protocol::Request& request, ClientRequest* r);
+  static bool isLocalOnlyRead(protocol::Command command);
   void dispatchMultiGet(const protocol::Request& request, ClientRequest* r,
                         backend::TopologyView* view);
   void dispatchFlushAll(const protocol::Request& request, ClientRequest* r,
                         backend::TopologyView* view);
-  backend::BackendServer* serverFor(std::string_view key, backend::TopologyView* view) const;
   void send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
             const protocol::Request& request);
 

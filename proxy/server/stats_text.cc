@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "proxy/server/worker.h"
+#include "proxy/topology/zone_slots.h"
 
 namespace memzone::server {
 namespace {
@@ -33,6 +34,14 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
            rejected = 0, bytes_read = 0, bytes_written = 0, backend_requests = 0, mark_downs = 0,
            servers_down = 0, probes = 0;
   uint64_t failures[backend::kBackendFailureCount] = {};
+  uint64_t failovers[kFailoverReasonCount] = {};
+  uint64_t repairs[4] = {};
+  struct ZoneSums {
+    uint64_t copies_sent = 0, copies_failed = 0, queued = 0, replayed = 0, dropped = 0,
+             depth = 0, flushes = 0;
+  };
+  std::vector<std::string> zone_names = topology::zoneSlotNames();
+  std::vector<ZoneSums> zones(zone_names.size());
   for (const Worker* w : context.workers) {
     const ProxyStats& s = w->stats();
     for (int c = 0; c < protocol::kCommandCount; ++c) commands[c] += s.commands[c].get();
@@ -52,6 +61,21 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
     probes += b.probes.get();
     for (int f = 0; f < backend::kBackendFailureCount; ++f) {
       failures[f] += b.connection_failures[f].get();
+    }
+    for (int r = 0; r < kFailoverReasonCount; ++r) failovers[r] += s.read_failovers[r].get();
+    repairs[0] += s.repairs_started.get();
+    repairs[1] += s.repairs_stored.get();
+    repairs[2] += s.repairs_skipped.get();
+    repairs[3] += s.repairs_failed.get();
+    for (size_t z = 0; z < zones.size(); ++z) {
+      const backend::ZoneCounters& zc = b.zones[z];
+      zones[z].copies_sent += zc.copies_sent.get();
+      zones[z].copies_failed += zc.copies_failed.get();
+      zones[z].queued += zc.invalidations_queued.get();
+      zones[z].replayed += zc.invalidations_replayed.get();
+      zones[z].dropped += zc.invalidations_dropped.get();
+      zones[z].depth += zc.invalidation_queue_depth.get();
+      zones[z].flushes += zc.overflow_flushes.get();
     }
   }
   auto count = [&](Command c) { return commands[static_cast<int>(c)]; };
@@ -90,6 +114,25 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "proxy_backend_mark_down_events", mark_downs);
   stat(out, "proxy_backend_servers_down", servers_down);
   stat(out, "proxy_backend_probes", probes);
+  stat(out, "proxy_read_failovers_error", failovers[static_cast<int>(FailoverReason::kError)]);
+  stat(out, "proxy_read_failovers_miss", failovers[static_cast<int>(FailoverReason::kMiss)]);
+  stat(out, "proxy_read_failovers_unavailable",
+       failovers[static_cast<int>(FailoverReason::kUnavailable)]);
+  stat(out, "proxy_repairs_started", repairs[0]);
+  stat(out, "proxy_repairs_stored", repairs[1]);
+  stat(out, "proxy_repairs_skipped", repairs[2]);
+  stat(out, "proxy_repairs_failed", repairs[3]);
+  // Per zone: proxy_zone_<zone>_<counter>, for every zone this process has seen.
+  for (size_t z = 0; z < zones.size(); ++z) {
+    std::string prefix = "proxy_zone_" + zone_names[z] + "_";
+    stat(out, prefix + "copies_sent", zones[z].copies_sent);
+    stat(out, prefix + "copies_failed", zones[z].copies_failed);
+    stat(out, prefix + "invalidations_queued", zones[z].queued);
+    stat(out, prefix + "invalidations_replayed", zones[z].replayed);
+    stat(out, prefix + "invalidations_dropped", zones[z].dropped);
+    stat(out, prefix + "invalidation_queue_depth", zones[z].depth);
+    stat(out, prefix + "overflow_flushes", zones[z].flushes);
+  }
   stat(out, "proxy_topology_version", context.topologyVersion());
   out.append("END\r\n");
 }

@@ -1,5 +1,7 @@
 #include "proxy/topology/topology.h"
 
+#include "proxy/topology/zone_slots.h"
+
 #include <arpa/inet.h>
 
 #include <charconv>
@@ -79,7 +81,8 @@ BuildResult buildTopology(const TopologySpec& spec) {
         ring_servers.push_back({b.host, b.port, b.weight});
         backends.push_back(std::move(b));
       }
-      pool.zones.push_back(Zone{zs.zone, std::move(backends), routing::KetamaRing(ring_servers)});
+      pool.zones.push_back(Zone{zs.zone, std::move(backends), routing::KetamaRing(ring_servers),
+                                zoneSlot(zs.zone)});
     }
     topology->pools.push_back(std::move(pool));
   }
@@ -100,6 +103,7 @@ BuildResult buildTopology(const TopologySpec& spec) {
   topology->connect_timeout_ms = spec.connect_timeout_ms;
   topology->request_timeout_ms = spec.request_timeout_ms;
   topology->health = spec.health;
+  topology->consistency = spec.consistency;
   topology->allow_flush_all = spec.allow_flush_all;
   topology->version = spec.version;
   topology->spec = spec;

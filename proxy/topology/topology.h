@@ -49,7 +49,23 @@ struct RouteSpec {
 struct HealthSpec {
   uint32_t failure_limit = 3;     // consecutive failures before a server is marked down
   uint32_t down_retry_ms = 1000;  // first probe delay; doubles up to max_down_retry_ms
-  uint32_t max_down_retry_ms = 10000;
+  uint32_t max_down_retry_ms = 4000;
+  uint32_t check_interval_ms = 1000;  // an idle server is sent `version` this often (0 = off)
+};
+
+// How the proxy keeps zones from serving values older than the last acknowledged write.
+struct ConsistencySpec {
+  // Failed copies remembered per server (and worker) as keys to delete when it answers again.
+  uint32_t invalidation_queue_limit = 10000;
+  // Beyond the limit the server serves no reads until flushed (allowFlushAll) or, if flushing
+  // is not allowed, until this long after it answers again.
+  uint32_t overflow_hold_ms = 60000;
+  // A server that failed a request or was marked down serves no reads until this long after
+  // its last failure, when another zone can serve them: the grace other proxies get to
+  // replay their invalidations for it.
+  // Keep it above health.maxDownRetryMs: that bounds when another proxy notices the server
+  // is back and replays.
+  uint32_t read_hold_ms = 5000;
 };
 
 struct TopologySpec {
@@ -58,6 +74,7 @@ struct TopologySpec {
   uint32_t connect_timeout_ms = 200;
   uint32_t request_timeout_ms = 250;
   HealthSpec health;
+  ConsistencySpec consistency;
   bool allow_flush_all = false;
   std::string version;  // opaque; set by the source (content hash, file mtime, ...)
 };
@@ -73,6 +90,7 @@ struct Zone {
   std::string name;
   std::vector<Backend> backends;
   routing::KetamaRing ring;
+  uint32_t stats_slot = 0;  // index of this zone's per-zone counters (see zone_slots.h)
 };
 
 struct Pool {
@@ -89,6 +107,7 @@ class Topology {
   uint32_t connect_timeout_ms;
   uint32_t request_timeout_ms;
   HealthSpec health;
+  ConsistencySpec consistency;
   bool allow_flush_all;
   TopologySpec spec;  // what it was built from (state files, diffs, stats)
 };

@@ -1,0 +1,109 @@
+#include "proxy/server/read_repair.h"
+
+#include <charconv>
+#include <string>
+
+namespace memzone::server {
+namespace {
+
+class ReadRepair final : public backend::ReplySink {
+ public:
+  ReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
+             std::string_view key, backend::BackendServer* target, ProxyStats& stats)
+      : registry_(registry), view_(view), key_(key), target_(target), stats_(stats) {
+    registry_.pin(view_);
+  }
+  ~ReadRepair() override { registry_.unpin(view_); }
+
+  // Returns false (and the caller deletes us) when the source cannot be asked.
+  bool start(backend::BackendServer* source) {
+    if (source->admit() || target_->admit()) return false;
+    ByteBuffer& out = source->output();
+    out.append("mg ");
+    out.append(key_);
+    out.append(" v t f\r\n");
+    source->commit(this, kFetch, protocol::ReplyShape::kMeta);
+    return true;
+  }
+
+  void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override {
+    if (tag == kFetch && code == protocol::ReplyCode::kHit && store(reply)) return;
+    if (tag == kStore && code == protocol::ReplyCode::kOk) {
+      stats_.repairs_stored.add();
+    } else if (tag == kStore && code == protocol::ReplyCode::kNotStored) {
+      stats_.repairs_skipped.add();  // the local zone has a value: it wins
+    } else if (tag == kFetch && code == protocol::ReplyCode::kMiss) {
+      stats_.repairs_skipped.add();  // gone (deleted or expired) since it was served
+    } else {
+      stats_.repairs_failed.add();
+    }
+    delete this;
+  }
+
+  void onBackendFailure(uint32_t, backend::BackendFailure) override {
+    stats_.repairs_failed.add();
+    delete this;
+  }
+
+ private:
+  enum Tag : uint32_t { kFetch, kStore };
+
+  // `reply` is "VA <n> t<ttl> f<flags>\r\n<data>\r\n". Returns false when nothing was sent.
+  bool store(std::string_view reply) {
+    size_t eol = reply.find("\r\n");
+    if (eol == std::string_view::npos) return false;
+    std::string_view line = reply.substr(0, eol);
+    std::string_view length, ttl = "-1", flags = "0";
+    size_t pos = 3;  // after "VA "
+    for (int i = 0; pos <= line.size(); ++i) {
+      size_t end = line.find(' ', pos);
+      if (end == std::string_view::npos) end = line.size();
+      std::string_view token = line.substr(pos, end - pos);
+      if (i == 0) length = token;
+      else if (!token.empty() && token[0] == 't') ttl = token.substr(1);
+      else if (!token.empty() && token[0] == 'f') flags = token.substr(1);
+      pos = end + 1;
+    }
+    size_t bytes = 0;
+    auto [p, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+    if (ec != std::errc() || reply.size() < eol + 2 + bytes + 2) return false;
+    // t-1: no expiry (T0 in ms); t0: expires this second, not worth copying.
+    if (ttl == "0") return false;
+    if (target_->admit()) return false;
+    ByteBuffer& out = target_->output();
+    out.append("ms ");
+    out.append(key_);
+    out.append(' ');
+    out.append(length);
+    out.append(" T");
+    out.append(ttl == "-1" ? std::string_view("0") : ttl);
+    out.append(" F");
+    out.append(flags);
+    out.append(" ME\r\n");
+    out.append(reply.substr(eol + 2, bytes + 2));
+    target_->commit(this, kStore, protocol::ReplyShape::kMeta);
+    return true;
+  }
+
+  backend::BackendRegistry& registry_;
+  backend::TopologyView* view_;
+  std::string key_;
+  backend::BackendServer* target_;
+  ProxyStats& stats_;
+};
+
+}  // namespace
+
+void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
+                     std::string_view key, backend::BackendServer* source,
+                     backend::BackendServer* target, ProxyStats& stats) {
+  if (source == target) return;
+  stats.repairs_started.add();
+  auto* repair = new ReadRepair(registry, view, key, target, stats);
+  if (!repair->start(source)) {
+    stats.repairs_failed.add();
+    delete repair;
+  }
+}
+
+}  // namespace memzone::server
