@@ -8,6 +8,11 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
 /proc/PID/stat around the measured interval. Not a test: numbers depend on the machine.
 
     bench/run.py [--build build] [--seconds 10] [--proxy-threads 1] [--markdown]
+    bench/run.py --replication [--seconds 10] [--markdown]
+
+--replication compares, through memzone-proxy only, a pool in one zone with the same pool
+replicated to three zones (one memcached per zone; wait: local and wait: all), for a
+write-only and a read-only workload (pipelined, depth 16): the proxy's CPU per request.
 """
 import argparse
 import json
@@ -68,10 +73,10 @@ class Processes:
                 p.kill()
 
 
-def run_load(loadgen, port, args, depth, prefill=False):
+def run_load(loadgen, port, args, depth, prefill=False, get_ratio=0.9):
     cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", "50",
            "--depth", str(depth), "--seconds", str(args.seconds), "--keys", "100000",
-           "--value-size", "100", "--get-ratio", "0.9"]
+           "--value-size", "100", "--get-ratio", str(get_ratio)]
     if prefill:
         cmd.append("--prefill")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
@@ -87,7 +92,11 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--proxy-threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--replication", action="store_true",
+                        help="compare unreplicated and 3-zone replicated pools")
     args = parser.parse_args()
+    if args.replication:
+        return run_replication(args)
 
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
     proxy = os.path.join(args.build, "proxy/memzone-proxy")
@@ -147,6 +156,60 @@ def main():
                 print("| %d | %s | %.0f | %.1f | %.1f | %s |" % (
                     depth, name, r["ops_per_sec"], r["p50_us"], r["p99_us"],
                     "%.2f" % per_million if per_million is not None else "—"))
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_replication(args):
+    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
+    proxy = os.path.join(args.build, "proxy/memzone-proxy")
+    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
+    work = tempfile.mkdtemp(prefix="memzone-bench-")
+    procs = Processes()
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    try:
+        ports = []
+        for _ in range(3):
+            port = free_port()
+            procs.start([memcached, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256",
+                         "-t", "1", "-c", "4096"] + user, port)
+            ports.append(port)
+        for port in ports:
+            run_load(loadgen, port, argparse.Namespace(seconds=0.5), 1, prefill=True)
+        configs = [
+            ("1 zone (unreplicated)", '      a: ["127.0.0.1:%d"]\n' % ports[0], "local"),
+            ("3 zones, wait: local", "".join('      %s: ["127.0.0.1:%d"]\n' % (z, p)
+                                             for z, p in zip("abc", ports)), "local"),
+            ("3 zones, wait: all", "".join('      %s: ["127.0.0.1:%d"]\n' % (z, p)
+                                           for z, p in zip("abc", ports)), "all"),
+        ]
+        rows = []
+        for name, zones, wait in configs:
+            path = os.path.join(work, "%s.yaml" % wait + str(len(rows)))
+            with open(path, "w") as f:
+                f.write("pools:\n  - name: main\n    zones:\n%s    replication: {wait: %s}\n"
+                        "timeouts: {requestMs: 1000}\n" % (zones, wait))
+            port = free_port()
+            p = procs.start([proxy, "--listen", "127.0.0.1:%d" % port, "--zone", "a", "--config",
+                             path, "--threads", "1"], port)
+            for workload, ratio in (("writes", 0.0), ("reads", 1.0)):
+                before = cpu_seconds(p.pid)
+                result = run_load(loadgen, port, args, 16, get_ratio=ratio)
+                per_million = (cpu_seconds(p.pid) - before) / result["ops"] * 1e6
+                rows.append((name, workload, result, per_million))
+                print("%-24s %-6s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  proxy CPU %.2f s per 1M req"
+                      % (name, workload, result["ops_per_sec"], result["p50_us"], result["p99_us"],
+                         per_million), flush=True)
+            p.terminate()
+            p.wait(timeout=15)
+        if args.markdown:
+            print()
+            print("| pool | workload | ops/s | p50 (µs) | p99 (µs) | proxy CPU-s / 1M req |")
+            print("|---|---|---:|---:|---:|---:|")
+            for name, workload, r, per_million in rows:
+                print("| %s | %s | %.0f | %.1f | %.1f | %.2f |" % (
+                    name, workload, r["ops_per_sec"], r["p50_us"], r["p99_us"], per_million))
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
