@@ -136,6 +136,37 @@ class WritesTest(ReplicationBase):
         self.assertEqual(self.direct_get("c", "dv"), b"VALUE dv 0 3\r\nnew\r\nEND\r\n")
 
 
+class RoutingTest(ReplicationBase):
+    def test_prefix_routes_replicate_only_part_of_the_cache(self):
+        local_only = Memcached().start()
+        self.addCleanup(local_only.kill)
+        text = replicated_topology(self.servers).replace("pools:\n", "pools:\n  - name: plain\n    zones:\n      a: [\"%s\"]\n" % local_only.address, 1)
+        text += 'routes:\n  - {prefix: "session:", pool: main}\n  - {prefix: "", pool: plain}\n'
+        p = Proxy(text, zone="a").start()
+        self.addCleanup(p.stop)
+        with p.client() as c:
+            self.assertEqual(c.request(b"set session:1 0 0 1\r\ns\r\n"), b"STORED\r\n")
+            self.assertEqual(c.request(b"set other:1 0 0 1\r\no\r\n"), b"STORED\r\n")
+            self.assertEqual(c.request(b"get session:1 other:1\r\n"),
+                             b"VALUE session:1 0 1\r\ns\r\nVALUE other:1 0 1\r\no\r\nEND\r\n")
+        time.sleep(0.2)
+        for zone in ZONES:
+            self.assertEqual(self.direct_get(zone, "session:1"), b"VALUE session:1 0 1\r\ns\r\nEND\r\n")
+            self.assertEqual(self.direct_get(zone, "other:1"), b"END\r\n")
+        with local_only.client() as c:
+            self.assertEqual(c.request(b"get other:1\r\n"), b"VALUE other:1 0 1\r\no\r\nEND\r\n")
+
+    def test_proxy_outside_the_pools_zones_reads_the_first_zone(self):
+        with self.server_for("a", "fz").client() as c:
+            c.request(b"set fz 0 0 1\r\na\r\n")
+        with self.server_for("b", "fz").client() as c:
+            c.request(b"set fz 0 0 1\r\nb\r\n")
+        p = Proxy(replicated_topology(self.servers), zone="elsewhere").start()
+        self.addCleanup(p.stop)
+        with p.client() as c:
+            self.assertEqual(c.request(b"get fz\r\n"), b"VALUE fz 0 1\r\na\r\nEND\r\n")
+
+
 class WaitPolicyTest(ReplicationBase):
     def timed_set(self, proxy, key):
         with proxy.client() as c:
@@ -362,6 +393,29 @@ class ConsistencyTest(ReplicationBase):
         self.wait_queue_drained(pa, "c")
         self.assertEqual(stale_proxy, 0)
         self.assertEqual(self.stale_direct("c"), 0)
+
+    def test_queue_overflow_distrusts_the_server_until_flushed(self):
+        extra = "allowFlushAll: true\n"
+        text = replicated_topology(self.servers).replace("consistency: {readHoldMs: 1500}",
+                                                         "consistency: {readHoldMs: 1500, invalidationQueueLimit: 20}")
+        pa = Proxy(text + extra, zone="a", threads=1).start()
+        self.addCleanup(pa.stop)
+        self.prefill(pa)
+        for s in self.servers["c"]:
+            s.pause()
+        try:
+            self.overwrite_while(pa, "stop")
+            time.sleep(REQUEST_MS / 1000 * 3)
+        finally:
+            for s in self.servers["c"]:
+                s.resume()
+        self.assertGreater(self.stat(pa, "proxy_zone_c_invalidations_dropped"), 0)
+        deadline = time.monotonic() + 10
+        while self.stat(pa, "proxy_zone_c_overflow_flushes") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.stat(pa, "proxy_zone_c_overflow_flushes"), 2)  # both servers of c
+        for i in range(0, self.KEYS, 10):
+            self.assertEqual(self.direct_get("c", "k%d" % i), b"END\r\n")
 
     def test_chaos_no_read_older_than_the_last_acknowledged_write(self):
         """Mixed load through two zones' proxies while servers stop and resume at random."""
