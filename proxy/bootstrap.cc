@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <memory>
@@ -14,6 +15,9 @@
 #include "proxy/server/listen_socket.h"
 #include "proxy/server/stats_text.h"
 #include "proxy/server/worker.h"
+#include "proxy/topology/controller_client.h"
+#include "proxy/topology/snapshot_codec.h"
+#include "proxy/topology/state_file.h"
 #include "proxy/topology/topology.h"
 
 namespace memzone {
@@ -28,11 +32,77 @@ std::shared_ptr<const topology::Topology> loadTopology(const std::string& path) 
   return built.topology;
 }
 
+std::string nodeId() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "-" + std::to_string(getpid()) + "-" +
+         std::to_string(std::time(nullptr));
+}
+
+// Hands each new topology to every worker (each switches at a request boundary) and keeps
+// the version `stats` reports. Any thread.
+class TopologyApplier {
+ public:
+  TopologyApplier(std::vector<std::unique_ptr<server::Worker>>& workers,
+                  server::StatsContext& stats)
+      : workers_(workers), stats_(stats) {}
+
+  void apply(std::shared_ptr<const topology::Topology> topology) {
+    for (auto& w : workers_) w->setTopology(topology);
+    stats_.setTopologyVersion(topology->version);
+  }
+
+  // Validates a streamed snapshot in full; "" when applied, else the reason (NACK).
+  std::string applySnapshot(const v1::TopologySnapshot& snapshot, const std::string& state_dir) {
+    topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(snapshot));
+    if (!built.topology) return built.error;
+    apply(built.topology);
+    fprintf(stderr, "memzone-proxy: applied topology %s from the controller\n",
+            snapshot.version().c_str());
+    if (!state_dir.empty()) {
+      std::string error = topology::saveSnapshot(state_dir, snapshot);
+      if (!error.empty()) fprintf(stderr, "memzone-proxy: state dir: %s\n", error.c_str());
+    }
+    return "";
+  }
+
+ private:
+  std::vector<std::unique_ptr<server::Worker>>& workers_;
+  server::StatsContext& stats_;
+};
+
+// The snapshot a restarted proxy serves until the controller answers, if any.
+std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
+                                                    v1::TopologySnapshot& snapshot) {
+  if (dir.empty()) return nullptr;
+  std::string error;
+  auto saved = topology::loadSnapshot(dir, error);
+  if (!saved) {
+    if (!error.empty()) fprintf(stderr, "memzone-proxy: ignoring state: %s\n", error.c_str());
+    return nullptr;
+  }
+  topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
+  if (!built.topology) {
+    fprintf(stderr, "memzone-proxy: ignoring state: %s\n", built.error.c_str());
+    return nullptr;
+  }
+  snapshot = *saved;
+  fprintf(stderr, "memzone-proxy: serving topology %s from %s until the controller answers\n",
+          saved->version().c_str(), dir.c_str());
+  return built.topology;
+}
+
 }  // namespace
 
 int runProxy(const config::ProxyOptions& options) {
-  auto topology = loadTopology(options.config_path);
-  if (!topology) return 1;
+  std::shared_ptr<const topology::Topology> topology;
+  v1::TopologySnapshot state;
+  if (options.controller.empty()) {
+    topology = loadTopology(options.config_path);
+    if (!topology) return 1;
+  } else {
+    topology = loadState(options.state_dir, state);
+  }
 
   // Signals are handled by this thread alone (sigwait below); workers never see them.
   sigset_t signals;
@@ -65,19 +135,34 @@ int runProxy(const config::ProxyOptions& options) {
         [stats_context](ByteBuffer& out) { server::renderStats(*stats_context, out); }));
     stats_context->workers.push_back(workers.back().get());
   }
-  stats_context->setTopologyVersion(topology->version);
-  for (auto& w : workers) {
-    w->setTopology(topology);
-    w->start();
-  }
+  TopologyApplier applier(workers, *stats_context);
+  if (topology) applier.apply(topology);
+  for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
           MEMZONE_VERSION, listen.bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),
-          threads, topology->version.c_str());
+          threads, topology ? topology->version.c_str() : "none yet");
+
+  std::unique_ptr<topology::ControllerClient> controller;
+  if (!options.controller.empty()) {
+    topology::ControllerClientOptions client_options;
+    client_options.target = options.controller;
+    client_options.node_id = nodeId();
+    if (const char* node = getenv("NODE_NAME")) client_options.node_name = node;
+    client_options.zone = options.zone;
+    client_options.initial_version = topology ? state.version() : "";
+    std::string state_dir = options.state_dir;
+    controller = std::make_unique<topology::ControllerClient>(
+        client_options, [&applier, state_dir](const v1::TopologySnapshot& snapshot) {
+          return applier.applySnapshot(snapshot, state_dir);
+        });
+    controller->start();
+  }
 
   while (true) {
     int sig = 0;
     sigwait(&signals, &sig);
     if (sig == SIGHUP) {
+      if (options.config_path.empty()) continue;  // the controller owns the topology
       auto next = loadTopology(options.config_path);
       if (!next) {
         fprintf(stderr, "memzone-proxy: reload of %s rejected; keeping topology %s\n",
@@ -85,8 +170,7 @@ int runProxy(const config::ProxyOptions& options) {
         continue;
       }
       topology = next;
-      for (auto& w : workers) w->setTopology(topology);
-      stats_context->setTopologyVersion(topology->version);
+      applier.apply(topology);
       fprintf(stderr, "memzone-proxy: applied topology %s from %s\n", topology->version.c_str(),
               options.config_path.c_str());
       continue;
@@ -94,6 +178,7 @@ int runProxy(const config::ProxyOptions& options) {
     break;
   }
 
+  if (controller) controller->stop();
   fprintf(stderr, "memzone-proxy: draining (up to %us)\n", options.drain_timeout_s);
   for (auto& w : workers) w->drain();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.drain_timeout_s);

@@ -20,13 +20,15 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   options.consistency = topology->consistency;
   options.allow_flush = topology->allow_flush_all;
 
+  // --zone wins; without it, the zone the controller found for this proxy's node.
+  const std::string& local_zone = local_zone_.empty() ? topology->proxy_zone : local_zone_;
   auto view = std::make_unique<TopologyView>();
   std::map<std::string, std::shared_ptr<BackendServer>> next;
   for (const topology::Pool& pool : topology->pools) {
     PoolView pv{&pool, {}, 0};
     for (uint32_t z = 0; z < pool.zones.size(); ++z) {
       const topology::Zone& zone = pool.zones[z];
-      if (zone.name == local_zone_) pv.local_zone = z;
+      if (zone.name == local_zone) pv.local_zone = z;
       ZoneView zv{&zone, {}};
       for (const topology::Backend& b : zone.backends) {
         auto& slot = next[b.address];

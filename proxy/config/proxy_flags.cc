@@ -25,6 +25,9 @@ std::string proxyUsage() {
          "                     zone from the controller, else the first zone of each pool)\n"
          "  --threads          worker threads (default: one per core)\n"
          "  --config           static topology YAML (no controller); SIGHUP reloads it\n"
+         "  --controller       memzone-controller's gRPC address: stream the topology from it\n"
+         "  --state-dir        keep the last applied snapshot here; serve it at start-up\n"
+         "                     until the controller answers\n"
          "  --max-item-size    largest value accepted (default 1048576)\n"
          "  --max-connections  client connections per worker (default 65536)\n"
          "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
@@ -108,8 +111,8 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   }
   if (o.config_path.empty() == o.controller.empty()) {
     result.error = "exactly one of --config or --controller is required";
-  } else if (!o.controller.empty()) {
-    result.error = "--controller: this build serves static topologies only; use --config";
+  } else if (!o.state_dir.empty() && o.controller.empty()) {
+    result.error = "--state-dir needs --controller (a --config topology is already on disk)";
   }
   return result;
 }

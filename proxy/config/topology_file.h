@@ -1,6 +1,5 @@
-// Reads the topology YAML of DESIGN.md §2 into a TopologySpec. Schema-first: unknown keys
-// are rejected, every error is collected with its line ("FILE:LINE: field: reason"), then
-// the spec is built and cross-checked by topology::buildTopology.
+// The proxy's static topology (--config): the YAML of DESIGN.md §2, read by the shared
+// reader (errors "FILE:LINE: field: reason"), then validated in full by buildTopology.
 #pragma once
 
 #include <string>

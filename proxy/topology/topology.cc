@@ -106,6 +106,7 @@ BuildResult buildTopology(const TopologySpec& spec) {
   topology->consistency = spec.consistency;
   topology->allow_flush_all = spec.allow_flush_all;
   topology->version = spec.version;
+  topology->proxy_zone = spec.proxy_zone;
   topology->spec = spec;
   return BuildResult{std::move(topology), {}};
 }

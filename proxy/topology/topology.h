@@ -77,6 +77,7 @@ struct TopologySpec {
   ConsistencySpec consistency;
   bool allow_flush_all = false;
   std::string version;  // opaque; set by the source (content hash, file mtime, ...)
+  std::string proxy_zone;  // the controller's answer for this proxy's zone, if any
 };
 
 struct Backend {
@@ -109,6 +110,7 @@ class Topology {
   HealthSpec health;
   ConsistencySpec consistency;
   bool allow_flush_all;
+  std::string proxy_zone;
   TopologySpec spec;  // what it was built from (state files, diffs, stats)
 };
 

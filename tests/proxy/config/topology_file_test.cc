@@ -105,7 +105,7 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"\n",
        "bad.yaml:5: yaml: "},
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
-       "bad.yaml:1: pools[0].zones.a: duplicate server 127.0.0.1:1"},
+       "bad.yaml:4: pools[0].zones.a[1]: duplicate server 127.0.0.1:1"},
   };
   for (const auto& c : cases) {
     auto r = parseTopologyYaml(c.yaml, "bad.yaml");

@@ -1,0 +1,87 @@
+#include "controlplane/config/controller_flags.h"
+
+#include <charconv>
+
+namespace memzone::controlplane {
+
+std::string controllerUsage() {
+  return "usage: memzone-controller (--source file --config FILE |\n"
+         "                           --source kubernetes [--namespace NS]\n"
+         "                           [--kube-api URL --kube-token-file F --kube-ca-file F])\n"
+         "                          --grpc-listen HOST:PORT [--metrics-listen HOST:PORT]\n"
+         "\n"
+         "  --source           where the topology comes from: file or kubernetes\n"
+         "  --config           the topology YAML (file source); re-read when it changes\n"
+         "  --grpc-listen      address of the topology stream for proxies (default 0.0.0.0:18000)\n"
+         "  --metrics-listen   Prometheus /metrics, /healthz, /readyz\n"
+         "  --poll-interval-ms how often the file source checks its file (default 200)\n"
+         "  --help, --version\n";
+}
+
+ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
+  ControllerFlags result;
+  ControllerOptions& o = result.options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    size_t eq = flag.find('=');
+    bool has_inline = flag.rfind("--", 0) == 0 && eq != std::string::npos;
+    if (has_inline) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+    }
+    if (flag == "--help" || flag == "-h") {
+      result.help = true;
+      return result;
+    }
+    if (flag == "--version") {
+      result.version = true;
+      return result;
+    }
+    static const std::vector<std::string> kWithValue = {
+        "--source",    "--config",   "--grpc-listen",     "--metrics-listen", "--namespace",
+        "--kube-api",  "--kube-token-file", "--kube-ca-file", "--poll-interval-ms"};
+    bool known = false;
+    for (const auto& k : kWithValue) known |= k == flag;
+    if (!known) {
+      result.error = "unknown flag " + flag + " (see --help)";
+      return result;
+    }
+    if (!has_inline) {
+      if (i + 1 >= args.size()) {
+        result.error = flag + " needs a value";
+        return result;
+      }
+      value = args[++i];
+    }
+    if (flag == "--source") o.source = value;
+    else if (flag == "--config") o.config_path = value;
+    else if (flag == "--grpc-listen") o.grpc_listen = value;
+    else if (flag == "--metrics-listen") o.metrics_listen = value;
+    else if (flag == "--namespace") o.kube_namespace = value;
+    else if (flag == "--kube-api") o.kube_api = value;
+    else if (flag == "--kube-token-file") o.kube_token_file = value;
+    else if (flag == "--kube-ca-file") o.kube_ca_file = value;
+    else if (flag == "--poll-interval-ms") {
+      unsigned n = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || p != value.data() + value.size() || n < 10 || n > 60000) {
+        result.error = "--poll-interval-ms must be from 10 to 60000";
+        return result;
+      }
+      o.poll_interval_ms = n;
+    }
+  }
+  if (o.source == "file") {
+    if (o.config_path.empty()) result.error = "--source file needs --config FILE";
+  } else if (o.source == "kubernetes") {
+    result.error = "--source kubernetes: not in this build yet; use --source file";
+  } else if (o.source.empty()) {
+    result.error = "--source is required (file or kubernetes)";
+  } else {
+    result.error = "--source must be file or kubernetes, not " + o.source;
+  }
+  return result;
+}
+
+}  // namespace memzone::controlplane

@@ -1,0 +1,37 @@
+// The controller's current topology snapshot, and who wants to hear when it changes.
+// Sources publish; stream reactors read and subscribe. Any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "memzone/v1/topology.pb.h"
+
+namespace memzone::controlplane {
+
+class SnapshotCache {
+ public:
+  using Listener = std::function<void()>;
+
+  // Replaces the snapshot if its version differs; listeners hear about it.
+  // Returns whether it changed.
+  bool publish(v1::TopologySnapshot snapshot);
+  std::shared_ptr<const v1::TopologySnapshot> current() const;
+
+  // Listeners run on the publisher's thread, under the cache's listener lock, so once
+  // unsubscribe() has returned a listener is never called again. They must not block.
+  uint64_t subscribe(Listener listener);
+  void unsubscribe(uint64_t id);
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const v1::TopologySnapshot> current_;
+  std::mutex listeners_mu_;
+  std::map<uint64_t, Listener> listeners_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace memzone::controlplane

@@ -1,0 +1,162 @@
+#include "controlplane/server/topology_service.h"
+
+#include <atomic>
+#include <mutex>
+
+namespace memzone::controlplane {
+namespace {
+
+std::string nextNonce() {
+  static std::atomic<uint64_t> counter{0};
+  return std::to_string(++counter);
+}
+
+class TopologyStream final
+    : public grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot> {
+ public:
+  TopologyStream(grpc::CallbackServerContext* context, SnapshotCache& cache,
+                 ProxyRegistry& registry, const ZoneResolver& zones)
+      : peer_(context->peer()), cache_(cache), registry_(registry), zones_(zones) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    bool first = false;
+    {
+      std::lock_guard lock(mu_);
+      if (!ok) {  // the proxy went away or the stream broke
+        finishLocked();
+        return;
+      }
+      if (id_ == 0) {
+        hello(request_);
+        first = true;
+      } else if (!request_.response_nonce().empty()) {
+        answer(request_);
+      }
+      if (!first) {
+        StartRead(&request_);
+        sendIfNeededLocked();
+        return;
+      }
+    }
+    // Outside mu_: the cache calls listeners under its own lock, and they take mu_. Until
+    // setup_done_ nothing may Finish (and so delete) this reactor under our feet.
+    uint64_t subscription = cache_.subscribe([this] {
+      std::lock_guard lock(mu_);
+      sendIfNeededLocked();
+    });
+    std::lock_guard lock(mu_);
+    subscription_ = subscription;
+    setup_done_ = true;
+    if (finishing_) {
+      finishLocked();
+      return;
+    }
+    StartRead(&request_);
+    sendIfNeededLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    write_in_flight_ = false;
+    if (!ok) {
+      finishLocked();
+      return;
+    }
+    if (finishing_) {
+      finishLocked();
+      return;
+    }
+    sendIfNeededLocked();
+  }
+
+  void OnDone() override {
+    if (subscription_ != 0) cache_.unsubscribe(subscription_);
+    if (id_ != 0) registry_.disconnected(id_);
+    delete this;
+  }
+
+ private:
+  void hello(const v1::TopologyRequest& request) {
+    zone_ = zones_(request);
+    ProxyStatus status;
+    status.node_id = request.node_id();
+    status.node_name = request.node_name();
+    status.zone = zone_;
+    status.peer = peer_;
+    status.connected_since = std::time(nullptr);
+    status.applied_version = request.version_applied();
+    acked_version_ = request.version_applied();  // e.g. from its state file: no resend
+    id_ = registry_.connected(std::move(status));
+  }
+
+  void answer(const v1::TopologyRequest& request) {
+    if (!awaiting_answer_ || request.response_nonce() != sent_nonce_) return;  // stale
+    awaiting_answer_ = false;
+    if (request.error_detail().empty()) {
+      acked_version_ = request.version_applied();
+      registry_.acked(id_, sent_version_);
+    } else {
+      nacked_version_ = sent_version_;
+      registry_.nacked(id_, sent_version_, request.error_detail());
+    }
+  }
+
+  void sendIfNeededLocked() {
+    if (write_in_flight_ || awaiting_answer_ || finishing_ || id_ == 0) return;
+    auto snapshot = cache_.current();
+    if (!snapshot) return;
+    if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
+    out_ = *snapshot;
+    out_.set_nonce(nextNonce());
+    out_.set_proxy_zone(zone_);
+    sent_version_ = out_.version();
+    sent_nonce_ = out_.nonce();
+    awaiting_answer_ = true;
+    write_in_flight_ = true;
+    registry_.sent(id_, sent_version_, sent_nonce_);
+    StartWrite(&out_);
+  }
+
+  void finishLocked() {
+    finishing_ = true;
+    if (!setup_done_ && id_ != 0) return;        // the first read's handler finishes
+    if (write_in_flight_ || finished_) return;  // OnWriteDone finishes
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  std::string peer_;
+  SnapshotCache& cache_;
+  ProxyRegistry& registry_;
+  const ZoneResolver& zones_;
+  std::mutex mu_;
+  v1::TopologyRequest request_;
+  v1::TopologySnapshot out_;
+  uint64_t id_ = 0;
+  uint64_t subscription_ = 0;
+  std::string zone_;
+  std::string acked_version_;
+  std::string nacked_version_;
+  std::string sent_version_;
+  std::string sent_nonce_;
+  bool awaiting_answer_ = false;
+  bool write_in_flight_ = false;
+  bool finishing_ = false;
+  bool finished_ = false;
+  bool setup_done_ = false;
+};
+
+}  // namespace
+
+TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry,
+                                 ZoneResolver zones)
+    : cache_(cache), registry_(registry), zones_(std::move(zones)) {}
+
+grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>*
+TopologyService::StreamTopology(grpc::CallbackServerContext* context) {
+  return new TopologyStream(context, cache_, registry_, zones_);
+}
+
+}  // namespace memzone::controlplane

@@ -1,0 +1,36 @@
+// The gRPC TopologyService: one stream reactor per proxy (callback API), at most one write in
+// flight per stream, and one snapshot awaiting its ACK/NACK at a time.
+//
+// What is sent, and when (the xDS traps avoided): a proxy gets the current snapshot unless
+// it already ACKed that version (including at connect time, from its state file), and never
+// again a version it NACKed: a NACKed snapshot is resent only once the content, and so the
+// version, has changed. Answers carrying a stale nonce are ignored.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/snapshot_cache.h"
+#include "memzone/v1/topology.grpc.pb.h"
+
+namespace memzone::controlplane {
+
+// Answers a proxy's zone from what it told us (its --zone, or its node's zone label).
+using ZoneResolver = std::function<std::string(const v1::TopologyRequest& hello)>;
+
+class TopologyService final : public v1::TopologyService::CallbackService {
+ public:
+  TopologyService(SnapshotCache& cache, ProxyRegistry& registry, ZoneResolver zones);
+
+  grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* StreamTopology(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  SnapshotCache& cache_;
+  ProxyRegistry& registry_;
+  ZoneResolver zones_;
+};
+
+}  // namespace memzone::controlplane
