@@ -51,6 +51,10 @@ class BackendConnection : public Flushable {
   bool connected() const { return state_ == State::kConnected; }
   void setOptions(ConnectionOptions options) { options_ = options; }
 
+  // Connects now rather than at the first request (a server just added to the topology).
+  void connectAhead() {
+    if (state_ == State::kDisconnected) startConnect();
+  }
   // Closes the socket and fails every pending request with `failure` (observer first).
   void fail(BackendFailure failure);
   // Fails pending requests without telling the observer (the server is going away).

@@ -39,6 +39,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
             slot->setOptions(options);
           } else {
             slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_);
+            slot->connectAhead();  // in the background: the first request finds it ready
           }
           view->servers.push_back(slot);
         }

@@ -62,6 +62,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   size_t pendingInvalidations() const { return invalidations_.size() + replaying_.size(); }
 
   void setOptions(ServerOptions options);
+  void connectAhead() { connection_->connectAhead(); }
   void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
   void retire();

@@ -13,6 +13,8 @@ import tempfile
 import time
 
 PROXY = os.environ.get("MEMZONE_PROXY", os.path.join(os.path.dirname(__file__), "../../build/proxy/memzone-proxy"))
+CONTROLLER = os.environ.get("MEMZONE_CONTROLLER", os.path.join(os.path.dirname(__file__),
+                                                               "../../build/controlplane/memzone-controller"))
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
@@ -73,10 +75,16 @@ class Memcached:
 
 
 class Proxy:
-    def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None):
+    """memzone-proxy on a static topology file, or (controller="HOST:PORT") on the stream."""
+
+    def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None,
+                 controller=None, state_dir=None):
         self.dir = tempfile.mkdtemp(prefix="memzone-test-")
         self.config = os.path.join(self.dir, "topology.yaml")
-        self.write_topology(topology_yaml)
+        self.controller = controller
+        self.state_dir = state_dir or os.path.join(self.dir, "state")
+        if topology_yaml is not None:
+            self.write_topology(topology_yaml)
         self.port = port or free_port()
         self.zone = zone
         self.threads = threads
@@ -91,11 +99,15 @@ class Proxy:
         os.rename(tmp, self.config)
 
     def start(self):
-        cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--config", self.config, "--threads", str(self.threads)]
+        self.log = open(self.log_path, "a")
+        cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--threads", str(self.threads)]
+        if self.controller is None:
+            cmd += ["--config", self.config]
+        else:
+            cmd += ["--controller", self.controller, "--state-dir", self.state_dir]
         if self.zone:
             cmd += ["--zone", self.zone]
         cmd += self.extra_args
-        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)
         return self
@@ -134,6 +146,68 @@ class Proxy:
             if len(parts) == 3 and parts[0] == "STAT":
                 out[parts[1]] = parts[2]
         return out
+
+
+class Controller:
+    """memzone-controller with the file source on a topology file the test rewrites."""
+
+    def __init__(self, topology_yaml, port=None):
+        self.dir = tempfile.mkdtemp(prefix="memzone-controller-")
+        self.config = os.path.join(self.dir, "topology.yaml")
+        self.write_topology(topology_yaml)
+        self.port = port or free_port()
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "controller.log")
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def write_topology(self, text):
+        tmp = self.config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.config)
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        cmd = [CONTROLLER, "--source", "file", "--config", self.config,
+               "--grpc-listen", self.address, "--poll-interval-ms", "50"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc:
+            self.log.close()
+
+    def stop(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def logs(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_for_log(self, needle, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.logs():
+                return
+            time.sleep(0.02)
+        raise AssertionError("controller log has no %r after %.1fs:\n%s" % (needle, timeout, self.logs()[-3000:]))
+
+    def versions(self):
+        """Topology versions the controller published, in order."""
+        import re
+        return re.findall(r"memzone-controller: topology (\S+) from", self.logs())
 
 
 class Client:
