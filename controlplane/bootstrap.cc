@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <memory>
 
+#include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
+#include "memzone/ops/http_endpoint.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
 #include "controlplane/sources/file_source.h"
@@ -23,7 +25,9 @@ int runController(const ControllerOptions& options) {
 
   SnapshotCache cache;
   ProxyRegistry registry;
-  auto source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms, cache);
+  SourceCounters source_counters;
+  auto source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms, cache,
+                                             source_counters);
   // A bad file at start-up is fatal: there is no last good topology to keep serving.
   if (!source->loadNow()) return 1;
 
@@ -47,6 +51,21 @@ int runController(const ControllerOptions& options) {
     return 1;
   }
   source->start();
+
+  std::unique_ptr<ops::HttpEndpoint> metrics;
+  if (!options.metrics_listen.empty()) {
+    metrics = std::make_unique<ops::HttpEndpoint>(
+        std::vector<std::shared_ptr<prometheus::Collectable>>{
+            std::make_shared<ControllerCollector>(registry, cache, source_counters)},
+        [&source] { return source->synced(); });
+    std::string error = metrics->start(options.metrics_listen);
+    if (!error.empty()) {
+      fprintf(stderr, "memzone-controller: %s\n", error.c_str());
+      source->stop();
+      server->Shutdown();
+      return 1;
+    }
+  }
   fprintf(stderr, "memzone-controller %s: serving topology on %s (source file %s)\n",
           MEMZONE_VERSION, options.grpc_listen.c_str(), options.config_path.c_str());
 
@@ -56,6 +75,7 @@ int runController(const ControllerOptions& options) {
   source->stop();
   // Streams are cancelled; proxies keep serving and reconnect to the next controller.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (metrics) metrics->stop();
   return 0;
 }
 

@@ -11,7 +11,9 @@
 #include <thread>
 #include <vector>
 
+#include "memzone/ops/http_endpoint.h"
 #include "proxy/config/topology_file.h"
+#include "proxy/metrics/proxy_collector.h"
 #include "proxy/server/listen_socket.h"
 #include "proxy/server/stats_text.h"
 #include "proxy/server/worker.h"
@@ -55,7 +57,10 @@ class TopologyApplier {
   // Validates a streamed snapshot in full; "" when applied, else the reason (NACK).
   std::string applySnapshot(const v1::TopologySnapshot& snapshot, const std::string& state_dir) {
     topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(snapshot));
-    if (!built.topology) return built.error;
+    if (!built.topology) {
+      stats_.nacks.fetch_add(1);
+      return built.error;
+    }
     apply(built.topology);
     fprintf(stderr, "memzone-proxy: applied topology %s from the controller\n",
             snapshot.version().c_str());
@@ -142,6 +147,24 @@ int runProxy(const config::ProxyOptions& options) {
           MEMZONE_VERSION, listen.bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),
           threads, topology ? topology->version.c_str() : "none yet");
 
+  std::unique_ptr<ops::HttpEndpoint> metrics;
+  if (!options.metrics_listen.empty()) {
+    metrics = std::make_unique<ops::HttpEndpoint>(
+        std::vector<std::shared_ptr<prometheus::Collectable>>{
+            std::make_shared<metrics::ProxyCollector>(stats_context)},
+        // Ready: listening (already), a topology to route with, and not draining.
+        [stats_context] {
+          return !stats_context->topologyVersion().empty() && !stats_context->draining;
+        });
+    std::string error = metrics->start(options.metrics_listen);
+    if (!error.empty()) {
+      fprintf(stderr, "memzone-proxy: %s\n", error.c_str());
+      for (auto& w : workers) w->stop();
+      for (auto& w : workers) w->join();
+      return 1;
+    }
+  }
+
   std::unique_ptr<topology::ControllerClient> controller;
   if (!options.controller.empty()) {
     topology::ControllerClientOptions client_options;
@@ -151,9 +174,14 @@ int runProxy(const config::ProxyOptions& options) {
     client_options.zone = options.zone;
     client_options.initial_version = topology ? state.version() : "";
     std::string state_dir = options.state_dir;
+    stats_context->controller_connected = 0;
     controller = std::make_unique<topology::ControllerClient>(
-        client_options, [&applier, state_dir](const v1::TopologySnapshot& snapshot) {
+        client_options,
+        [&applier, state_dir](const v1::TopologySnapshot& snapshot) {
           return applier.applySnapshot(snapshot, state_dir);
+        },
+        [stats_context](topology::ControllerState state) {
+          stats_context->controller_connected = state == topology::ControllerState::kConnected;
         });
     controller->start();
   }
@@ -178,6 +206,7 @@ int runProxy(const config::ProxyOptions& options) {
     break;
   }
 
+  stats_context->draining = true;  // /readyz fails first, so load balancers move on
   if (controller) controller->stop();
   fprintf(stderr, "memzone-proxy: draining (up to %us)\n", options.drain_timeout_s);
   for (auto& w : workers) w->drain();
@@ -189,6 +218,7 @@ int runProxy(const config::ProxyOptions& options) {
     w->stop();
   }
   for (auto& w : workers) w->join();
+  if (metrics) metrics->stop();
   fprintf(stderr, "memzone-proxy: stopped\n");
   return 0;
 }

@@ -8,8 +8,9 @@
 
 namespace memzone::controlplane {
 
-FileSource::FileSource(std::string path, unsigned poll_interval_ms, SnapshotCache& cache)
-    : path_(std::move(path)), poll_interval_ms_(poll_interval_ms), cache_(cache) {}
+FileSource::FileSource(std::string path, unsigned poll_interval_ms, SnapshotCache& cache,
+                       SourceCounters& counters)
+    : path_(std::move(path)), poll_interval_ms_(poll_interval_ms), cache_(cache), counters_(counters) {}
 
 FileSource::~FileSource() { stop(); }
 
@@ -32,6 +33,7 @@ bool FileSource::loadNow() {
   options.numeric_addresses_only = false;
   v1::YamlTopologyResult result = v1::loadTopologyYaml(path_, options);
   if (!result.errors.empty()) {
+    counters_.rejected.fetch_add(1);
     for (const auto& e : result.errors) fprintf(stderr, "memzone-controller: %s\n", e.c_str());
     auto current = cache_.current();
     fprintf(stderr, "memzone-controller: %s rejected; keeping topology %s\n", path_.c_str(),

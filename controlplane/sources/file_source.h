@@ -11,13 +11,15 @@
 #include <string>
 #include <thread>
 
+#include "controlplane/server/controller_collector.h"
 #include "controlplane/server/snapshot_cache.h"
 
 namespace memzone::controlplane {
 
 class FileSource {
  public:
-  FileSource(std::string path, unsigned poll_interval_ms, SnapshotCache& cache);
+  FileSource(std::string path, unsigned poll_interval_ms, SnapshotCache& cache,
+             SourceCounters& counters);
   ~FileSource();
 
   // Reads the file once; false (with the errors logged) when it is unusable.
@@ -33,6 +35,7 @@ class FileSource {
   std::string path_;
   unsigned poll_interval_ms_;
   SnapshotCache& cache_;
+  SourceCounters& counters_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable wake_;

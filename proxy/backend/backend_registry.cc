@@ -6,7 +6,11 @@ namespace memzone::backend {
 
 BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
                                  std::string local_zone, BackendStats& stats)
-    : base_(base), flush_list_(flush_list), local_zone_(std::move(local_zone)), stats_(stats) {}
+    : base_(base),
+      flush_list_(flush_list),
+      local_zone_(std::move(local_zone)),
+      stats_(stats),
+      drop_timer_(base, [this] { dropIdleRetiredViews(); }) {}
 
 BackendRegistry::~BackendRegistry() {
   for (auto& [address, server] : servers_) server->retire();
@@ -61,6 +65,14 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   }
   current_ = view.get();
   views_.push_back(std::move(view));
+}
+
+void BackendRegistry::dropIdleRetiredViews() {
+  std::vector<TopologyView*> idle;
+  for (const auto& v : views_) {
+    if (v->retired && v->inflight == 0) idle.push_back(v.get());
+  }
+  for (TopologyView* v : idle) dropView(v);
 }
 
 void BackendRegistry::dropView(TopologyView* view) {

@@ -47,8 +47,11 @@ class BackendRegistry {
   BackendStats& stats() { return stats_; }
 
   void pin(TopologyView* view) { ++view->inflight; }
+  // The last request of a retired view lets it go. Dropping it may destroy servers and their
+  // connections, and unpin() runs inside their reply callbacks, so the drop waits for the
+  // next turn of the event loop.
   void unpin(TopologyView* view) {
-    if (--view->inflight == 0 && view->retired) dropView(view);
+    if (--view->inflight == 0 && view->retired) drop_timer_.arm(std::chrono::microseconds(0));
   }
 
   // Every server of every pool and zone of the current view (flush_all, stats).
@@ -56,6 +59,7 @@ class BackendRegistry {
 
  private:
   void dropView(TopologyView* view);
+  void dropIdleRetiredViews();
 
   event::EventBase& base_;
   FlushList& flush_list_;
@@ -64,6 +68,7 @@ class BackendRegistry {
   std::map<std::string, std::shared_ptr<BackendServer>> servers_;
   TopologyView* current_ = nullptr;
   std::vector<std::unique_ptr<TopologyView>> views_;
+  event::Timer drop_timer_;
 };
 
 }  // namespace memzone::backend

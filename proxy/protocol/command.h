@@ -32,8 +32,9 @@ enum class Command : uint8_t {
   kStats,
   kFlushAll,
   kQuit,
+  kUnknown,  // a line the parser rejected: counted, never dispatched
 };
-inline constexpr int kCommandCount = static_cast<int>(Command::kQuit) + 1;
+inline constexpr int kCommandCount = static_cast<int>(Command::kUnknown) + 1;
 
 std::string_view commandName(Command c);
 

@@ -128,9 +128,20 @@ void ClientConnection::takeReadyReplies() {
     ClientRequest* r = fifo_.front();
     output_.append(r->reply());
     noteReplySize(r->reply().size());
+    recordDone(*r);
     fifo_.pop_front();
     r->releaseByOwner(pool_);
   }
+}
+
+void ClientConnection::recordDone(const ClientRequest& r) {
+  // Latency ends when the reply is ready to go out, in order: head-of-line waits count.
+  int64_t now = event::nowMicros();
+  uint64_t us = static_cast<uint64_t>(std::max<int64_t>(0, now - r.startedUs()));
+  stats_.latency[latencyBucket(us)].add();
+  stats_.latency_sum_us.add(us);
+  int command = static_cast<int>(r.command());
+  stats_.results[command][static_cast<int>(protocol::classifyReply(r.command(), r.reply()))].add();
 }
 
 void ClientConnection::flushNow() { makeProgress(); }

@@ -45,6 +45,7 @@ class ClientConnection : public Flushable, public RequestOwner {
   void readRequests();
   void parseRequests();
   void takeReadyReplies();
+  void recordDone(const ClientRequest& r);
   void writeOutput();
   void makeProgress();
   void updateInterest();

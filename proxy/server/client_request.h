@@ -95,6 +95,7 @@ class ClientRequest final : public backend::ReplySink {
   bool ready() const { return ready_; }
   std::string_view reply() const { return reply_.view(); }
   protocol::Command command() const { return command_; }
+  int64_t startedUs() const { return started_us_; }
   // The owner is done with the request (reply taken, or the client went away).
   void releaseByOwner(RequestPool& pool);
 
@@ -148,6 +149,7 @@ class ClientRequest final : public backend::ReplySink {
   const backend::PoolView* pool_view_ = nullptr;
   protocol::Command command_ = protocol::Command::kGet;
   Plan plan_ = Plan::kLocal;
+  int64_t started_us_ = 0;
   bool noreply_ = false;
   bool quiet_ = false;
   bool ready_ = false;

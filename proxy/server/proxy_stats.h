@@ -5,6 +5,7 @@
 
 #include "proxy/metrics/counter.h"
 #include "proxy/protocol/command.h"
+#include "proxy/protocol/reply_result.h"
 
 namespace memzone::server {
 
@@ -14,6 +15,17 @@ enum class FailoverReason : uint8_t {
   kUnavailable,  // the zone's server was down, held or had invalidations pending: not asked
 };
 inline constexpr int kFailoverReasonCount = 3;
+
+// Request latency buckets, in microseconds: 25 µs doubling to 409.6 ms, then +Inf.
+// memcached requests take tens of µs; the usual 5 ms-and-up defaults would see one bucket.
+inline constexpr int kLatencyBuckets = 15;
+inline constexpr uint64_t kLatencyFirstBucketUs = 25;
+inline int latencyBucket(uint64_t us) {
+  if (us <= kLatencyFirstBucketUs) return 0;
+  uint64_t q = (us - 1) / kLatencyFirstBucketUs;
+  int index = 64 - __builtin_clzll(q);
+  return index < kLatencyBuckets ? index : kLatencyBuckets;  // kLatencyBuckets = +Inf
+}
 
 struct ProxyStats {
   std::array<metrics::Counter, protocol::kCommandCount> commands;
@@ -31,6 +43,11 @@ struct ProxyStats {
   metrics::Counter repairs_stored;
   metrics::Counter repairs_skipped;  // the local zone had a value by then (never overwritten)
   metrics::Counter repairs_failed;
+  // requests by command and result, and their latency (from parse to reply ready)
+  std::array<std::array<metrics::Counter, protocol::kRequestResultCount>, protocol::kCommandCount>
+      results;
+  std::array<metrics::Counter, kLatencyBuckets + 1> latency;
+  metrics::Counter latency_sum_us;
 };
 
 }  // namespace memzone::server

@@ -17,9 +17,10 @@ RequestDispatcher::RequestDispatcher(backend::BackendRegistry& registry, Request
                                      ProxyStats& stats, StatsRenderer render_stats)
     : registry_(registry), pool_(pool), stats_(stats), render_stats_(std::move(render_stats)) {}
 
-ClientRequest* RequestDispatcher::localReply(std::string_view reply, RequestOwner* owner) {
+ClientRequest* RequestDispatcher::localReply(std::string_view reply, RequestOwner* owner,
+                                             Command command) {
   ClientRequest* r = pool_.acquire();
-  r->start(owner, Command::kVersion, Plan::kLocal, &stats_);
+  r->start(owner, command, Plan::kLocal, &stats_);
   r->setLocalReply(reply);
   return r;
 }
@@ -28,21 +29,23 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
   stats_.commands[static_cast<int>(request.command)].add();
   switch (request.command) {
     case Command::kVersion:
-      return localReply(kVersionReply, owner);
+      return localReply(kVersionReply, owner, request.command);
     case Command::kVerbosity:
-      return localReply(request.noreply ? "" : "OK\r\n", owner);
+      return localReply(request.noreply ? "" : "OK\r\n", owner, request.command);
     case Command::kMetaNoop:
-      return localReply("MN\r\n", owner);
+      return localReply("MN\r\n", owner, request.command);
     case Command::kStats:
-      if (request.tokens.size() > 1) return localReply(protocol::errors::kError, owner);
+      if (request.tokens.size() > 1) {
+        return localReply(protocol::errors::kError, owner, request.command);
+      }
       scratch_.clear();
       render_stats_(scratch_);
-      return localReply(scratch_.view(), owner);
+      return localReply(scratch_.view(), owner, request.command);
     default:
       break;
   }
   backend::TopologyView* view = registry_.current();
-  if (view == nullptr) return localReply(protocol::errors::kNoTopology, owner);
+  if (view == nullptr) return localReply(protocol::errors::kNoTopology, owner, request.command);
 
   ClientRequest* r = pool_.acquire();
   if (request.command == Command::kFlushAll) {

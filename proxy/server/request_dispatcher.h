@@ -23,8 +23,10 @@ class RequestDispatcher {
 
   // Never returns null; the request is ready at once or will call its owner back.
   ClientRequest* dispatch(const protocol::Request& request, RequestOwner* owner);
-  // A request the parser rejected, answered in order with `reply` (may be empty).
-  ClientRequest* localReply(std::string_view reply, RequestOwner* owner);
+  // A request answered by the proxy itself, in order, with `reply` (may be empty); by
+  // default one the parser rejected.
+  ClientRequest* localReply(std::string_view reply, RequestOwner* owner,
+                            protocol::Command command = protocol::Command::kUnknown);
 
  private:
   void dispatchSingle(const protocol::Request& request, ClientRequest* r,

@@ -2,6 +2,7 @@
 // in memcached's "STAT name value" form, memcached's names where one exists.
 #pragma once
 
+#include <atomic>
 #include <ctime>
 #include <mutex>
 #include <string>
@@ -18,9 +19,16 @@ struct StatsContext {
   unsigned threads = 0;
   std::vector<const Worker*> workers;  // fixed before the workers start
 
+  // Topology and controller state (rare writes, read at scrape).
+  std::atomic<int64_t> last_applied_unix{0};
+  std::atomic<uint64_t> nacks{0};
+  std::atomic<int> controller_connected{-1};  // -1: no controller (static --config)
+  std::atomic<bool> draining{false};
+
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);
     topology_version = v;
+    last_applied_unix = std::time(nullptr);
   }
   std::string topologyVersion() {
     std::lock_guard<std::mutex> lock(mu);

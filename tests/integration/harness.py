@@ -151,7 +151,8 @@ class Proxy:
 class Controller:
     """memzone-controller with the file source on a topology file the test rewrites."""
 
-    def __init__(self, topology_yaml, port=None):
+    def __init__(self, topology_yaml, port=None, extra_args=()):
+        self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix="memzone-controller-")
         self.config = os.path.join(self.dir, "topology.yaml")
         self.write_topology(topology_yaml)
@@ -172,7 +173,7 @@ class Controller:
     def start(self):
         self.log = open(self.log_path, "a")
         cmd = [CONTROLLER, "--source", "file", "--config", self.config,
-               "--grpc-listen", self.address, "--poll-interval-ms", "50"]
+               "--grpc-listen", self.address, "--poll-interval-ms", "50"] + self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)
         return self

@@ -1,0 +1,176 @@
+#include "proxy/metrics/proxy_collector.h"
+
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/metric_type.h>
+
+#include <limits>
+#include <string>
+
+#include "proxy/server/worker.h"
+#include "proxy/topology/zone_slots.h"
+
+namespace memzone::metrics {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using Labels = std::vector<ClientMetric::Label>;
+
+MetricFamily& family(std::vector<MetricFamily>& out, std::string name, std::string help,
+                     MetricType type) {
+  out.push_back(MetricFamily{std::move(name), std::move(help), type, {}});
+  return out.back();
+}
+
+void add(MetricFamily& f, double value, Labels labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(std::move(m));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> ProxyCollector::Collect() const {
+  using protocol::Command;
+  namespace server = memzone::server;
+  const auto& workers = context_->workers;
+  std::vector<MetricFamily> out;
+  out.reserve(64);  // family() hands out references into `out`: it must never reallocate
+  auto sum = [&](auto get) {
+    uint64_t total = 0;
+    for (const server::Worker* w : workers) total += get(*w);
+    return static_cast<double>(total);
+  };
+
+  // Requests by command and result; series appear once they happened.
+  auto& requests = family(out, "memzone_proxy_requests_total",
+                          "Client requests answered, by command and result.", MetricType::Counter);
+  for (int c = 0; c < protocol::kCommandCount; ++c) {
+    for (int r = 0; r < protocol::kRequestResultCount; ++r) {
+      double v = sum([&](const server::Worker& w) { return w.stats().results[c][r].get(); });
+      if (v == 0) continue;
+      add(requests, v,
+          {{"command", std::string(protocol::commandName(static_cast<Command>(c)))},
+           {"result", std::string(protocol::resultName(static_cast<protocol::RequestResult>(r)))}});
+    }
+  }
+
+  auto& latency = family(out, "memzone_proxy_request_duration_seconds",
+                         "Time from a request's parse to its reply being ready, in order.",
+                         MetricType::Histogram);
+  ClientMetric h;
+  uint64_t cumulative = 0;
+  for (int b = 0; b <= server::kLatencyBuckets; ++b) {
+    cumulative += static_cast<uint64_t>(sum([&](const server::Worker& w) { return w.stats().latency[b].get(); }));
+    double bound = b == server::kLatencyBuckets
+                       ? std::numeric_limits<double>::infinity()
+                       : static_cast<double>(server::kLatencyFirstBucketUs << b) / 1e6;
+    h.histogram.bucket.push_back({cumulative, bound});
+  }
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = sum([](const server::Worker& w) { return w.stats().latency_sum_us.get(); }) / 1e6;
+  latency.metric.push_back(std::move(h));
+
+  add(family(out, "memzone_proxy_client_connections", "Open client connections.", MetricType::Gauge),
+      sum([](const server::Worker& w) { return w.stats().curr_connections.get(); }));
+  add(family(out, "memzone_proxy_client_connections_total", "Client connections accepted.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().total_connections.get(); }));
+  add(family(out, "memzone_proxy_client_connections_rejected_total",
+             "Client connections closed at accept (over --max-connections).", MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().rejected_connections.get(); }));
+  add(family(out, "memzone_proxy_received_bytes_total", "Bytes read from clients.", MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().bytes_read.get(); }));
+  add(family(out, "memzone_proxy_sent_bytes_total", "Bytes written to clients.", MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().bytes_written.get(); }));
+
+  add(family(out, "memzone_proxy_backend_requests_total", "Requests sent to memcached servers.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.backendStats().requests.get(); }));
+  auto& failures = family(out, "memzone_proxy_backend_failures_total",
+                          "Backend connection failures, by kind (each fails its pending requests).",
+                          MetricType::Counter);
+  for (int f = 0; f < backend::kBackendFailureCount; ++f) {
+    add(failures,
+        sum([&](const server::Worker& w) { return w.backendStats().connection_failures[f].get(); }),
+        {{"kind", std::string(backend::failureName(static_cast<backend::BackendFailure>(f)))}});
+  }
+  add(family(out, "memzone_proxy_backend_servers_down",
+             "Servers currently marked down (per worker view, summed).", MetricType::Gauge),
+      sum([](const server::Worker& w) { return w.backendStats().servers_down.get(); }));
+  add(family(out, "memzone_proxy_backend_mark_down_events_total", "Times a server was marked down.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.backendStats().mark_down_events.get(); }));
+  add(family(out, "memzone_proxy_backend_probes_total", "Health probes and idle checks sent.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.backendStats().probes.get(); }));
+
+  // Replication, per zone.
+  std::vector<std::string> zones = topology::zoneSlotNames();
+  auto& copies = family(out, "memzone_proxy_replication_copies_total",
+                        "Writes copied to another zone.", MetricType::Counter);
+  auto& copies_failed = family(out, "memzone_proxy_replication_copies_failed_total",
+                               "Writes that failed or diverged in a zone (then invalidated).",
+                               MetricType::Counter);
+  auto& queued = family(out, "memzone_proxy_invalidations_queued_total",
+                        "Keys queued for deletion on a server that missed a write.", MetricType::Counter);
+  auto& replayed = family(out, "memzone_proxy_invalidations_replayed_total",
+                          "Queued invalidations the server confirmed.", MetricType::Counter);
+  auto& dropped = family(out, "memzone_proxy_invalidations_dropped_total",
+                         "Invalidations lost to a queue overflow (the server is then held or flushed).",
+                         MetricType::Counter);
+  auto& depth = family(out, "memzone_proxy_invalidation_queue_depth",
+                       "Invalidations waiting for their server.", MetricType::Gauge);
+  for (size_t z = 0; z < zones.size(); ++z) {
+    Labels labels{{"zone", zones[z]}};
+    auto zsum = [&](auto get) {
+      return sum([&](const server::Worker& w) { return get(w.backendStats().zones[z]); });
+    };
+    add(copies, zsum([](const backend::ZoneCounters& c) { return c.copies_sent.get(); }), labels);
+    add(copies_failed, zsum([](const backend::ZoneCounters& c) { return c.copies_failed.get(); }), labels);
+    add(queued, zsum([](const backend::ZoneCounters& c) { return c.invalidations_queued.get(); }), labels);
+    add(replayed, zsum([](const backend::ZoneCounters& c) { return c.invalidations_replayed.get(); }), labels);
+    add(dropped, zsum([](const backend::ZoneCounters& c) { return c.invalidations_dropped.get(); }), labels);
+    add(depth, zsum([](const backend::ZoneCounters& c) { return c.invalidation_queue_depth.get(); }), labels);
+  }
+  auto& failovers = family(out, "memzone_proxy_read_failovers_total",
+                           "Reads passed to another zone, by reason.", MetricType::Counter);
+  const char* reasons[] = {"error", "miss", "unavailable"};
+  for (int r = 0; r < server::kFailoverReasonCount; ++r) {
+    add(failovers, sum([&](const server::Worker& w) { return w.stats().read_failovers[r].get(); }),
+        {{"reason", reasons[r]}});
+  }
+  auto& repairs = family(out, "memzone_proxy_read_repairs_total",
+                         "Failover hits copied back to the local zone, by outcome.", MetricType::Counter);
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_stored.get(); }), {{"result", "stored"}});
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_skipped.get(); }), {{"result", "skipped"}});
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_failed.get(); }), {{"result", "failed"}});
+
+  // Topology and controller.
+  std::string version = context_->topologyVersion();
+  auto& info = family(out, "memzone_proxy_topology_info", "The topology version applied (1).",
+                      MetricType::Gauge);
+  if (!version.empty()) add(info, 1, {{"version", version}});
+  add(family(out, "memzone_proxy_topology_last_applied_timestamp_seconds",
+             "Unix time the current topology was applied (0: none yet).", MetricType::Gauge),
+      static_cast<double>(context_->last_applied_unix.load()));
+  add(family(out, "memzone_proxy_topology_nacks_total", "Snapshots refused (NACKed).",
+             MetricType::Counter),
+      static_cast<double>(context_->nacks.load()));
+  int connected = context_->controller_connected.load();
+  if (connected >= 0) {
+    add(family(out, "memzone_proxy_controller_connected",
+               "1 while the topology stream to the controller is up.", MetricType::Gauge),
+        connected);
+  }
+  return out;
+}
+
+}  // namespace memzone::metrics
