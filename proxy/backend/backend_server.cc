@@ -1,5 +1,7 @@
 #include "proxy/backend/backend_server.h"
 
+#include "proxy/common/log.h"
+
 #include <arpa/inet.h>
 
 #include <cstdio>
@@ -33,10 +35,19 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
                              const topology::Backend& backend, ServerOptions options,
                              BackendStats& stats)
     : address_(backend.address),
+      flush_list_(flush_list),
       options_(options),
       stats_(stats),
-      retry_timer_(base, [this] { startProbe(); }),
-      health_timer_(base, [this] { onHealthTimer(); }) {
+      retry_timer_(base,
+                   [this] {
+                     startProbe();
+                     flush_list_.run();
+                   }),
+      health_timer_(base,
+                    [this] {
+                      onHealthTimer();
+                      flush_list_.run();
+                    }) {
   sockaddr_storage addr;
   socklen_t len;
   toSockaddr(backend, addr, len);
@@ -115,8 +126,9 @@ void BackendServer::markDown(BackendFailure failure) {
   stats_.mark_down_events.add();
   stats_.servers_down.add();
   retry_delay_ms_ = 0;
-  fprintf(stderr, "backend %s marked down after %u consecutive failures (last: %s)\n",
-          address_.c_str(), consecutive_failures_, std::string(failureName(failure)).c_str());
+  logEvent(LogLevel::kWarn, "down:" + address_,
+           "backend %s marked down after %u consecutive failures (last: %s)", address_.c_str(),
+           consecutive_failures_, std::string(failureName(failure)).c_str());
   retry_timer_.arm(std::chrono::milliseconds(nextRetryDelayMs()));
 }
 
@@ -180,10 +192,9 @@ void BackendServer::overflow() {
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
   setQueueDepth(replaying_.size());
-  fprintf(stderr,
-          "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until "
-          "%s\n",
-          address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
+  logEvent(LogLevel::kWarn, "overflow:" + address_,
+           "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",
+           address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
 }
 
 void BackendServer::replayInvalidations() {
@@ -237,7 +248,8 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
       if (code == protocol::ReplyCode::kOk) {
         overflowed_ = false;
         zone().overflow_flushes.add();
-        fprintf(stderr, "backend %s flushed after an invalidation overflow\n", address_.c_str());
+        logEvent(LogLevel::kInfo, "flushed:" + address_,
+                 "backend %s flushed after an invalidation overflow", address_.c_str());
       }
       replay_wanted_ = overflowed_ || !invalidations_.empty();
       return;
@@ -256,7 +268,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
   consecutive_failures_ = 0;
   retry_delay_ms_ = 0;
   stats_.servers_down.sub();
-  fprintf(stderr, "backend %s is back up\n", address_.c_str());
+  logEvent(LogLevel::kInfo, "up:" + address_, "backend %s is back up", address_.c_str());
   if (replay_wanted_) replayInvalidations();
 }
 

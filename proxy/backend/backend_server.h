@@ -11,7 +11,8 @@
 // server serves no reads (other zones do). Past the queue limit the keys are dropped and the
 // whole server is distrusted until flushed (when flush_all is allowed) or for a hold time.
 // After any failure it also serves no reads for `read_hold_ms`, the grace other proxies
-// get to replay their own queues for it. Worker thread only.
+// get to replay their own queues for it. (A pool with a single zone has no copies to owe
+// and reads its servers regardless.) Worker thread only.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,7 @@ struct ServerOptions {
 
 enum class ReadTrust : uint8_t {
   kReadable,
-  kHeld,       // failed recently: read only if no other zone can serve
+  kHeld,       // failed recently: other proxies may still owe it invalidations
   kUntrusted,  // invalidations pending or overflowed: do not read
   kDown,       // marked down: fails fast
 };
@@ -90,6 +91,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   void onBackendFailure(uint32_t tag, BackendFailure failure) override;
 
   std::string address_;
+  FlushList& flush_list_;  // timer callbacks must flush what they queued themselves
   ServerOptions options_;
   BackendStats& stats_;
   std::unique_ptr<BackendConnection> connection_;

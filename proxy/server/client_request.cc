@@ -97,20 +97,15 @@ uint32_t ClientRequest::maxReadAttempts(const backend::PoolView& pool) const {
 
 uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::string_view key,
                                         uint32_t from, uint32_t max_attempts) {
-  uint32_t held = UINT32_MAX;
+  // A single zone has no copies, so nothing to distrust: ask it (a down server fails fast).
+  if (zoneCount(pool) == 1) return from < max_attempts ? from : UINT32_MAX;
+  // Held servers are skipped like untrusted ones: another proxy may still owe them
+  // invalidations, and a failed read is better than a stale one (readHoldMs: 0 turns the
+  // hold off for availability-first pools).
   for (uint32_t a = from; a < max_attempts; ++a) {
-    switch (serverFor(pool, key, a)->readTrust()) {
-      case backend::ReadTrust::kReadable:
-        return a;
-      case backend::ReadTrust::kHeld:
-        if (held == UINT32_MAX) held = a;
-        break;
-      default:
-        break;
-    }
+    if (serverFor(pool, key, a)->readTrust() == backend::ReadTrust::kReadable) return a;
   }
-  // A server that failed recently beats no answer at all.
-  return held;
+  return UINT32_MAX;
 }
 
 bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,

@@ -2,7 +2,7 @@
 // pool's other zones in the order the topology lists them.
 //
 // A zone is skipped without asking when its server for the key is down, has invalidations
-// pending, or (when another zone can answer) failed moments ago. A zone that fails or times
+// pending, or failed moments ago (the read hold). A zone that fails or times
 // out, or misses when readFailover includes miss, passes the key to the next zone. A
 // multi-key get does this per key, in rounds: each round asks each server once for all the
 // keys it still owes. gets/gats stay in the local zone: their cas values mean nothing to
@@ -93,9 +93,10 @@ void ClientRequest::finishRead(uint32_t answer) {
     // No zone could even be asked: say why the local one was not.
     backend::BackendServer* local = serverFor(*pool_view_, keyAt(0), 0);
     stats_->server_errors.add();
-    reply_.append(backend::failureReply(local->readTrust() == backend::ReadTrust::kUntrusted
-                                            ? backend::BackendFailure::kUntrusted
-                                            : backend::BackendFailure::kMarkedDown));
+    backend::ReadTrust trust = local->readTrust();
+    reply_.append(backend::failureReply(trust == backend::ReadTrust::kDown
+                                            ? backend::BackendFailure::kMarkedDown
+                                            : backend::BackendFailure::kUntrusted));
   } else if (children_[answer].failed) {
     stats_->server_errors.add();
     reply_.append(backend::failureReply(children_[answer].failure));

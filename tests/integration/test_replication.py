@@ -24,7 +24,7 @@ def replicated_topology(servers, wait="local", read_failover="[error]", repair="
         % (wait, read_failover, repair),
         "timeouts: {connectMs: 200, requestMs: %d}" % REQUEST_MS,
         "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
-        "consistency: {readHoldMs: 1500}",
+        "consistency: {readHoldMs: 4000}",
     ]
     return "\n".join(lines) + "\n" + extra
 
@@ -396,8 +396,8 @@ class ConsistencyTest(ReplicationBase):
 
     def test_queue_overflow_distrusts_the_server_until_flushed(self):
         extra = "allowFlushAll: true\n"
-        text = replicated_topology(self.servers).replace("consistency: {readHoldMs: 1500}",
-                                                         "consistency: {readHoldMs: 1500, invalidationQueueLimit: 20}")
+        text = replicated_topology(self.servers).replace("consistency: {readHoldMs: 4000}",
+                                                         "consistency: {readHoldMs: 4000, invalidationQueueLimit: 20}")
         pa = Proxy(text + extra, zone="a", threads=1).start()
         self.addCleanup(pa.stop)
         self.prefill(pa)
