@@ -1,6 +1,9 @@
 #include "controlplane/bootstrap.h"
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/metric_type.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -12,8 +15,48 @@
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
 #include "controlplane/sources/file_source.h"
+#include "controlplane/sources/kubernetes_source.h"
 
 namespace memzone::controlplane {
+namespace {
+
+void addWatcherMetrics(const KubernetesSource& source, std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  auto family = [&](const char* name, const char* help) -> prometheus::MetricFamily& {
+    prometheus::MetricFamily f;
+    f.name = name;
+    f.help = help;
+    f.type = MetricType::Counter;
+    out.push_back(std::move(f));
+    return out.back();
+  };
+  out.reserve(out.size() + 3);
+  auto& restarts = family("memzone_controller_kubernetes_watch_restarts_total",
+                          "Watches that ended and were reopened, by kind and reason.");
+  auto& relists = family("memzone_controller_kubernetes_relists_total",
+                         "Relists forced by 410 Gone, by kind.");
+  auto& errors = family("memzone_controller_kubernetes_api_errors_total",
+                        "Failed list or watch requests, by kind.");
+  for (const k8s::ResourceWatcher* w : source.watchers()) {
+    const k8s::WatcherCounters& c = w->counters();
+    auto add = [&](prometheus::MetricFamily& f, double v,
+                   std::vector<prometheus::ClientMetric::Label> labels) {
+      prometheus::ClientMetric m;
+      m.label = std::move(labels);
+      m.counter.value = v;
+      f.metric.push_back(std::move(m));
+    };
+    double gone = static_cast<double>(c.relists_gone.load());
+    double failed = static_cast<double>(c.api_errors.load());
+    double all = static_cast<double>(c.watch_restarts.load());
+    add(restarts, gone, {{"kind", w->kind()}, {"reason", "gone"}});
+    add(restarts, std::max(0.0, all - gone), {{"kind", w->kind()}, {"reason", "ended_or_failed"}});
+    add(relists, gone, {{"kind", w->kind()}});
+    add(errors, failed, {{"kind", w->kind()}});
+  }
+}
+
+}  // namespace
 
 int runController(const ControllerOptions& options) {
   sigset_t signals;
@@ -26,14 +69,34 @@ int runController(const ControllerOptions& options) {
   SnapshotCache cache;
   ProxyRegistry registry;
   SourceCounters source_counters;
-  auto source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms, cache,
-                                             source_counters);
-  // A bad file at start-up is fatal: there is no last good topology to keep serving.
-  if (!source->loadNow()) return 1;
-
-  // File source: a proxy's zone is the one it was started with.
-  TopologyService service(cache, registry,
-                          [](const v1::TopologyRequest& hello) { return hello.zone(); });
+  std::unique_ptr<FileSource> file_source;
+  std::unique_ptr<KubernetesSource> kube_source;
+  ZoneResolver zones;
+  std::function<bool()> synced;
+  if (options.source == "file") {
+    file_source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms,
+                                               cache, source_counters);
+    // A bad file at start-up is fatal: there is no last good topology to keep serving.
+    if (!file_source->loadNow()) return 1;
+    // A proxy's zone is the one it was started with.
+    zones = [](const v1::TopologyRequest& hello) { return hello.zone(); };
+    synced = [&file_source] { return file_source->synced(); };
+  } else {
+    k8s::ApiConfig config;
+    std::string error = k8s::resolveConfig(options.kube_api, options.kube_token_file,
+                                           options.kube_ca_file, options.kube_namespace, config);
+    if (!error.empty()) {
+      fprintf(stderr, "memzone-controller: kubernetes: %s\n", error.c_str());
+      return 1;
+    }
+    kube_source = std::make_unique<KubernetesSource>(config, cache, registry, source_counters);
+    // --zone wins; else the zone label of the node the proxy runs on.
+    zones = [&kube_source](const v1::TopologyRequest& hello) {
+      return hello.zone().empty() ? kube_source->zoneOfNode(hello.node_name()) : hello.zone();
+    };
+    synced = [&kube_source] { return kube_source->synced(); };
+  }
+  TopologyService service(cache, registry, zones);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &bound_port);
@@ -50,29 +113,33 @@ int runController(const ControllerOptions& options) {
     fprintf(stderr, "memzone-controller: cannot listen on %s\n", options.grpc_listen.c_str());
     return 1;
   }
-  source->start();
+  if (file_source) file_source->start();
+  if (kube_source) kube_source->start();
 
   std::unique_ptr<ops::HttpEndpoint> metrics;
   if (!options.metrics_listen.empty()) {
+    auto collector = std::make_shared<ControllerCollector>(registry, cache, source_counters);
+    if (kube_source) collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
     metrics = std::make_unique<ops::HttpEndpoint>(
-        std::vector<std::shared_ptr<prometheus::Collectable>>{
-            std::make_shared<ControllerCollector>(registry, cache, source_counters)},
-        [&source] { return source->synced(); });
+        std::vector<std::shared_ptr<prometheus::Collectable>>{collector}, synced);
     std::string error = metrics->start(options.metrics_listen);
     if (!error.empty()) {
       fprintf(stderr, "memzone-controller: %s\n", error.c_str());
-      source->stop();
+      if (file_source) file_source->stop();
+      if (kube_source) kube_source->stop();
       server->Shutdown();
       return 1;
     }
   }
-  fprintf(stderr, "memzone-controller %s: serving topology on %s (source file %s)\n",
-          MEMZONE_VERSION, options.grpc_listen.c_str(), options.config_path.c_str());
+  fprintf(stderr, "memzone-controller %s: serving topology on %s (source %s)\n", MEMZONE_VERSION,
+          options.grpc_listen.c_str(),
+          file_source ? options.config_path.c_str() : "kubernetes");
 
   int sig = 0;
   sigwait(&signals, &sig);
   fprintf(stderr, "memzone-controller: stopping\n");
-  source->stop();
+  if (file_source) file_source->stop();
+  if (kube_source) kube_source->stop();
   // Streams are cancelled; proxies keep serving and reconnect to the next controller.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (metrics) metrics->stop();

@@ -14,6 +14,11 @@ std::string controllerUsage() {
          "  --config           the topology YAML (file source); re-read when it changes\n"
          "  --grpc-listen      address of the topology stream for proxies (default 0.0.0.0:18000)\n"
          "  --metrics-listen   Prometheus /metrics, /healthz, /readyz\n"
+         "  --namespace        where ReplicatedPools and EndpointSlices live (default: the\n"
+         "                     service account's namespace, else default)\n"
+         "  --kube-api         API server URL (default: in-cluster config)\n"
+         "  --kube-token-file  bearer token file, re-read every minute and after a 401\n"
+         "  --kube-ca-file     CA bundle for the API server's certificate\n"
          "  --poll-interval-ms how often the file source checks its file (default 200)\n"
          "  --help, --version\n";
 }
@@ -75,7 +80,7 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
   if (o.source == "file") {
     if (o.config_path.empty()) result.error = "--source file needs --config FILE";
   } else if (o.source == "kubernetes") {
-    result.error = "--source kubernetes: not in this build yet; use --source file";
+    if (!o.config_path.empty()) result.error = "--config is for --source file";
   } else if (o.source.empty()) {
     result.error = "--source is required (file or kubernetes)";
   } else {

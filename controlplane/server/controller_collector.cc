@@ -67,6 +67,7 @@ std::vector<MetricFamily> ControllerCollector::Collect() const {
       }
     }
   }
+  if (extra_) extra_(out);
   return out;
 }
 

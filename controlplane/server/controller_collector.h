@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,8 +25,13 @@ class ControllerCollector : public prometheus::Collectable {
                       const SourceCounters& source)
       : registry_(registry), cache_(cache), source_(source) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
+  // Families a source adds (the Kubernetes watchers' restarts and errors).
+  void setExtra(std::function<void(std::vector<prometheus::MetricFamily>&)> extra) {
+    extra_ = std::move(extra);
+  }
 
  private:
+  std::function<void(std::vector<prometheus::MetricFamily>&)> extra_;
   const ProxyRegistry& registry_;
   const SnapshotCache& cache_;
   const SourceCounters& source_;

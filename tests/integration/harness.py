@@ -25,13 +25,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(port, timeout=10.0, proc=None):
+def wait_for_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.02)
@@ -39,23 +39,24 @@ def wait_for_port(port, timeout=10.0, proc=None):
 
 
 class Memcached:
-    def __init__(self, port=None, max_item_size=None):
+    def __init__(self, port=None, max_item_size=None, host="127.0.0.1"):
+        self.host = host
         self.port = port or free_port()
         self.max_item_size = max_item_size
         self.proc = None
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def start(self):
-        cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-t", "1", "-m", "128", "-c", "4096"]
+        cmd = [MEMCACHED, "-l", self.host, "-p", str(self.port), "-U", "0", "-t", "1", "-m", "128", "-c", "4096"]
         if self.max_item_size:
             cmd += ["-I", str(self.max_item_size)]
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, proc=self.proc, host=self.host)
         return self
 
     def kill(self):
@@ -71,14 +72,15 @@ class Memcached:
         self.proc.send_signal(signal.SIGCONT)
 
     def client(self, timeout=5.0):
-        return Client(self.port, timeout)
+        return Client(self.port, timeout, host=self.host)
 
 
 class Proxy:
     """memzone-proxy on a static topology file, or (controller="HOST:PORT") on the stream."""
 
     def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None,
-                 controller=None, state_dir=None):
+                 controller=None, state_dir=None, env=None):
+        self.env = env
         self.dir = tempfile.mkdtemp(prefix="memzone-test-")
         self.config = os.path.join(self.dir, "topology.yaml")
         self.controller = controller
@@ -108,7 +110,8 @@ class Proxy:
         if self.zone:
             cmd += ["--zone", self.zone]
         cmd += self.extra_args
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -214,8 +217,8 @@ class Controller:
 class Client:
     """A raw memcached connection; every read has a deadline."""
 
-    def __init__(self, port, timeout=5.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=5.0, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = b""

@@ -355,6 +355,20 @@ YamlTopologyResult loadTopologyYaml(const std::string& path, const YamlOptions& 
   return parseTopologyYaml(buffer.str(), path, options);
 }
 
+void fillDefaultSettings(TopologySnapshot& snapshot) {
+  snapshot.mutable_timeouts()->set_connect_ms(kConnectMs);
+  snapshot.mutable_timeouts()->set_request_ms(kRequestMs);
+  Health* h = snapshot.mutable_health();
+  h->set_failure_limit(kFailureLimit);
+  h->set_down_retry_ms(kDownRetryMs);
+  h->set_max_down_retry_ms(kMaxDownRetryMs);
+  h->set_check_interval_ms(kCheckIntervalMs);
+  Consistency* c = snapshot.mutable_consistency();
+  c->set_invalidation_queue_limit(kQueueLimit);
+  c->set_overflow_hold_ms(kOverflowHoldMs);
+  c->set_read_hold_ms(kReadHoldMs);
+}
+
 std::string snapshotVersion(const TopologySnapshot& snapshot) {
   TopologySnapshot content = snapshot;
   content.clear_version();

@@ -26,6 +26,10 @@ YamlTopologyResult parseTopologyYaml(const std::string& text, const std::string&
                                      const YamlOptions& options = {});
 YamlTopologyResult loadTopologyYaml(const std::string& path, const YamlOptions& options = {});
 
+// Sets timeouts, health and consistency to their documented defaults (sources that do not
+// read them from a file: the Kubernetes source).
+void fillDefaultSettings(TopologySnapshot& snapshot);
+
 // A hash of the snapshot's content (pools, routes, settings; not version, nonce, zone):
 // equal content, equal version; any change, a new one.
 std::string snapshotVersion(const TopologySnapshot& snapshot);

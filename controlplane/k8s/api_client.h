@@ -1,0 +1,58 @@
+// A minimal Kubernetes API client over libcurl: GET (lists), streaming GET (watches) and
+// merge-PATCH (status). Authenticates with a service-account style bearer token that is
+// re-read from its file at least every minute and right after a 401 (projected tokens
+// rotate hourly). In-cluster config comes from KUBERNETES_SERVICE_HOST/PORT and
+// /var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}.
+// Any thread; each call uses its own curl handle.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <string>
+
+namespace memzone::controlplane::k8s {
+
+struct ApiConfig {
+  std::string server;      // https://host:port (or http:// for tests)
+  std::string token_file;  // may be empty: no auth
+  std::string ca_file;     // may be empty: system CAs
+  std::string namespace_;
+};
+
+// Explicit flags win; otherwise in-cluster. Returns "" or why the config is unusable.
+std::string resolveConfig(const std::string& api, const std::string& token_file,
+                          const std::string& ca_file, const std::string& ns, ApiConfig& out);
+
+struct ApiResponse {
+  long status = 0;     // HTTP status; 0 when the request never completed
+  std::string body;
+  std::string error;   // transport error, when status is 0
+};
+
+class ApiClient {
+ public:
+  explicit ApiClient(ApiConfig config);
+
+  const ApiConfig& config() const { return config_; }
+  ApiResponse get(const std::string& path);
+  ApiResponse mergePatch(const std::string& path, const std::string& json);
+  // Streams the body to `on_data` as it arrives; returns when the server ends the stream,
+  // the connection fails, `on_data` returns false, or `stop` becomes true.
+  ApiResponse stream(const std::string& path, const std::function<bool(std::string_view)>& on_data,
+                     const std::atomic<bool>& stop);
+
+ private:
+  ApiResponse perform(const std::string& method, const std::string& path, const std::string* body,
+                      const std::function<bool(std::string_view)>* on_data,
+                      const std::atomic<bool>* stop, long timeout_s);
+  std::string token(bool force_reload);
+
+  ApiConfig config_;
+  std::mutex mu_;
+  std::string token_;
+  std::chrono::steady_clock::time_point token_read_{};
+};
+
+}  // namespace memzone::controlplane::k8s

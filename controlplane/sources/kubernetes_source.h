@@ -1,0 +1,64 @@
+// The controller's Kubernetes source: ReplicatedPools (memzone.io/v1alpha1) and the
+// EndpointSlices of the Services they name, in one namespace, plus Nodes (for the zone of a
+// proxy that reports only its node name). Every change marks the model dirty; a debounce
+// window (100 ms) folds bursts of slice updates into one snapshot, well inside the 1 s in
+// which a ready/unready change must reach the proxies. ReplicatedPool status is written
+// after each rebuild and refreshed every second (proxies ACK asynchronously).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "controlplane/k8s/api_client.h"
+#include "controlplane/k8s/resource_watcher.h"
+#include "controlplane/server/controller_collector.h"
+#include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/snapshot_cache.h"
+#include "controlplane/status/status_writer.h"
+
+namespace memzone::controlplane {
+
+class KubernetesSource {
+ public:
+  KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache, const ProxyRegistry& proxies,
+                   SourceCounters& counters);
+  ~KubernetesSource();
+
+  void start();
+  void stop();
+  bool synced() const;
+  // The zone label of a Node, or "" when unknown.
+  std::string zoneOfNode(const std::string& node) const;
+  std::vector<const k8s::ResourceWatcher*> watchers() const;
+
+ private:
+  void markDirty();
+  void run();
+  void rebuild();
+  void rebuildUnchecked();
+
+  k8s::ApiClient client_;
+  SnapshotCache& cache_;
+  const ProxyRegistry& proxies_;
+  SourceCounters& counters_;
+  StatusWriter status_;
+  std::unique_ptr<k8s::ResourceWatcher> pools_;
+  std::unique_ptr<k8s::ResourceWatcher> slices_;
+  std::unique_ptr<k8s::ResourceWatcher> nodes_;
+  std::map<std::string, nlohmann::json> last_good_;
+  std::set<std::string> rejected_;  // "key@generation" already reported
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool dirty_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace memzone::controlplane
