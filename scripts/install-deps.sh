@@ -16,7 +16,7 @@ packages=(
   # fuzzing (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # integration tests, demo and benchmark
-  memcached libmemcached-tools python3 python3-pymemcache python3-grpcio
+  memcached libmemcached-tools python3 python3-pymemcache python3-yaml python3-jsonschema python3-protobuf
   nutcracker prometheus iproute2 procps
   # chart rendering test (Go text/template + sprig, Helm's engine)
   golang-go golang-github-masterminds-sprig-dev
