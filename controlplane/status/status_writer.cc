@@ -108,7 +108,7 @@ void StatusWriter::write(const model::ClusterModel& model, const std::string& se
     const json meta = it->second.value("metadata", json::object());
     std::string path = "/apis/memzone.io/v1alpha1/namespaces/" + meta.value("namespace", "") +
                        "/replicatedpools/" + meta.value("name", "") + "/status";
-    k8s::ApiResponse r = client_.mergePatch(path, json{{"status", desired}}.dump());
+    k8s::ApiResponse r = client_.mergePatch(path, json::object({{"status", desired}}).dump());
     if (r.status != 200) {
       fprintf(stderr, "memzone-controller: status of ReplicatedPool %s: %s\n", pool.key.c_str(),
               r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
