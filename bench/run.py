@@ -9,6 +9,10 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
 
     bench/run.py [--build build] [--seconds 10] [--proxy-threads 1] [--markdown]
     bench/run.py --replication [--seconds 10] [--markdown]
+    bench/run.py --metrics-cost build-nometrics [--seconds 10] [--rounds 3]
+
+--metrics-cost compares the proxy's CPU per request with and without per-request metrics
+(a second build configured with -DMEMZONE_BENCH_NO_REQUEST_METRICS=ON), runs alternating.
 
 --replication compares, through memzone-proxy only, a pool in one zone with the same pool
 replicated to three zones (one memcached per zone; wait: local and wait: all), for a
@@ -94,9 +98,13 @@ def main():
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--replication", action="store_true",
                         help="compare unreplicated and 3-zone replicated pools")
+    parser.add_argument("--metrics-cost", metavar="BUILD", help="a build without request metrics")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.replication:
         return run_replication(args)
+    if args.metrics_cost:
+        return run_metrics_cost(args)
 
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
     proxy = os.path.join(args.build, "proxy/memzone-proxy")
@@ -156,6 +164,46 @@ def main():
                 print("| %d | %s | %.0f | %.1f | %.1f | %s |" % (
                     depth, name, r["ops_per_sec"], r["p50_us"], r["p99_us"],
                     "%.2f" % per_million if per_million is not None else "—"))
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_metrics_cost(args):
+    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
+    builds = {"with metrics": os.path.join(args.build, "proxy/memzone-proxy"),
+              "without metrics": os.path.join(args.metrics_cost, "proxy/memzone-proxy")}
+    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
+    work = tempfile.mkdtemp(prefix="memzone-bench-")
+    procs = Processes()
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    try:
+        mc_port = free_port()
+        procs.start([memcached, "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0", "-m", "256",
+                     "-t", "2", "-c", "4096"] + user, mc_port)
+        run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
+        topology = os.path.join(work, "topology.yaml")
+        with open(topology, "w") as f:
+            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
+        totals = {name: [0.0, 0] for name in builds}
+        for round_ in range(args.rounds):
+            for name, binary in builds.items():
+                port = free_port()
+                p = procs.start([binary, "--listen", "127.0.0.1:%d" % port, "--zone", "a",
+                                 "--config", topology, "--threads", "1"], port)
+                before = cpu_seconds(p.pid)
+                result = run_load(loadgen, port, args, 16)
+                cpu = cpu_seconds(p.pid) - before
+                totals[name][0] += cpu
+                totals[name][1] += result["ops"]
+                print("round %d %-16s %9.0f ops/s  proxy CPU %.3f s per 1M req" % (
+                    round_ + 1, name, result["ops_per_sec"], cpu / result["ops"] * 1e6), flush=True)
+                p.terminate()
+                p.wait(timeout=15)
+        per_m = {n: t[0] / t[1] * 1e6 for n, t in totals.items()}
+        cost = (per_m["with metrics"] - per_m["without metrics"]) / per_m["with metrics"] * 100
+        print("\nover %d rounds: %.3f vs %.3f CPU-s per 1M requests: metrics cost %.1f%% of proxy CPU"
+              % (args.rounds, per_m["with metrics"], per_m["without metrics"], cost))
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)

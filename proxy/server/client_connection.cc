@@ -91,6 +91,7 @@ void ClientConnection::readRequests() {
 
 void ClientConnection::parseRequests() {
   size_t used = 0;
+  int64_t now = event::nowMicros();  // the whole batch was read at once
   std::string_view in = input_.view();
   while (used < in.size() && !read_closed_ && !overloaded()) {
     if (swallow_ > 0) {
@@ -107,10 +108,14 @@ void ClientConnection::parseRequests() {
         used += r.consumed;
         break;
       }
-      fifo_.push_back(dispatcher_.dispatch(request_, this));
+      ClientRequest* dispatched = dispatcher_.dispatch(request_, this);
+      dispatched->setStartedUs(now);
+      fifo_.push_back(dispatched);
     } else {
       stats_.client_errors.add();
-      fifo_.push_back(dispatcher_.localReply(r.reply, this));
+      ClientRequest* rejected = dispatcher_.localReply(r.reply, this);
+      rejected->setStartedUs(now);
+      fifo_.push_back(rejected);
       if (r.status == ParseStatus::kSwallow) swallow_ = r.swallow;
       if (r.status == ParseStatus::kFatal) {
         read_closed_ = true;
@@ -124,19 +129,26 @@ void ClientConnection::parseRequests() {
 }
 
 void ClientConnection::takeReadyReplies() {
+  int64_t now = 0;  // read once, and only if something is ready
   while (!fifo_.empty() && fifo_.front()->ready()) {
     ClientRequest* r = fifo_.front();
     output_.append(r->reply());
     noteReplySize(r->reply().size());
-    recordDone(*r);
+    if (now == 0) now = event::nowMicros();
+    recordDone(*r, now);
     fifo_.pop_front();
     r->releaseByOwner(pool_);
   }
 }
 
-void ClientConnection::recordDone(const ClientRequest& r) {
+void ClientConnection::recordDone(const ClientRequest& r, int64_t now) {
+#ifdef MEMZONE_BENCH_NO_REQUEST_METRICS
+  // Benchmark-only build: measures what per-request metrics cost (bench/RESULTS.md).
+  (void)r;
+  (void)now;
+  return;
+#endif
   // Latency ends when the reply is ready to go out, in order: head-of-line waits count.
-  int64_t now = event::nowMicros();
   uint64_t us = static_cast<uint64_t>(std::max<int64_t>(0, now - r.startedUs()));
   stats_.latency[latencyBucket(us)].add();
   stats_.latency_sum_us.add(us);

@@ -45,7 +45,7 @@ class ClientConnection : public Flushable, public RequestOwner {
   void readRequests();
   void parseRequests();
   void takeReadyReplies();
-  void recordDone(const ClientRequest& r);
+  void recordDone(const ClientRequest& r, int64_t now);
   void writeOutput();
   void makeProgress();
   void updateInterest();

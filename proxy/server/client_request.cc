@@ -1,6 +1,5 @@
 #include "proxy/server/client_request.h"
 
-#include "proxy/event/event_base.h"
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -18,7 +17,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   pool_view_ = nullptr;
   command_ = command;
   plan_ = plan;
-  started_us_ = event::nowMicros();
+  started_us_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
   local_only_ = sending_ = false;
   outstanding_ = 0;

@@ -96,6 +96,8 @@ class ClientRequest final : public backend::ReplySink {
   std::string_view reply() const { return reply_.view(); }
   protocol::Command command() const { return command_; }
   int64_t startedUs() const { return started_us_; }
+  // When the bytes of this request were read (one clock read per read batch, not per request).
+  void setStartedUs(int64_t us) { started_us_ = us; }
   // The owner is done with the request (reply taken, or the client went away).
   void releaseByOwner(RequestPool& pool);
 
