@@ -181,6 +181,26 @@ class ControllerOutageTest(ControllerTestBase):
         self.assertEqual(errors, [])
         self.assertIn("stream ended", proxy.logs())
 
+    def test_silent_controller_is_noticed_within_seconds(self):
+        import signal
+        controller = self.start_controller(topology_yaml({"a": [self.servers[0].address]}))
+        proxy = self.start_proxy(controller)
+        self.wait_version(proxy, self.latest_version(controller))
+        controller.proc.send_signal(signal.SIGSTOP)  # no FIN, no RST: only keepalive can tell
+        start = time.monotonic()
+        try:
+            deadline = start + 30
+            while "stream ended" not in proxy.logs() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            elapsed = time.monotonic() - start
+        finally:
+            controller.proc.send_signal(signal.SIGCONT)
+        print("\nsilent controller noticed after %.1f s" % elapsed)
+        self.assertIn("stream ended", proxy.logs())
+        self.assertLess(elapsed, 15)
+        with proxy.client() as c:  # and it kept serving meanwhile
+            self.assertEqual(c.request(b"set ka 0 0 1\r\nx\r\n"), b"STORED\r\n")
+
     def test_restarted_proxy_serves_its_state_while_the_controller_is_down(self):
         controller = self.start_controller(topology_yaml({"a": [self.servers[0].address]}))
         proxy = self.start_proxy(controller)
