@@ -129,11 +129,13 @@ int runProxy(const config::ProxyOptions& options) {
   worker_options.zone = options.zone;
   worker_options.parser_limits.max_item_size = options.max_item_size;
   worker_options.max_connections = options.max_connections;
+  worker_options.backend_samples = options.metrics_per_backend;
 
   std::vector<std::unique_ptr<server::Worker>> workers;
   auto stats_context = std::make_shared<server::StatsContext>();
   stats_context->started = std::time(nullptr);
   stats_context->threads = threads;
+  stats_context->per_backend_metrics = options.metrics_per_backend;
   for (unsigned i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<server::Worker>(
         static_cast<int>(i), listen.fds[i], worker_options,

@@ -28,6 +28,9 @@ std::string proxyUsage() {
          "  --controller       memzone-controller's gRPC address: stream the topology from it\n"
          "  --state-dir        keep the last applied snapshot here; serve it at start-up\n"
          "                     until the controller answers\n"
+         "  --metrics-listen   serve /metrics, /healthz, /readyz here\n"
+         "  --metrics-per-backend  also export per-server series (address label; off by\n"
+         "                     default: one series per memcached server adds up)\n"
          "  --max-item-size    largest value accepted (default 1048576)\n"
          "  --max-connections  client connections per worker (default 65536)\n"
          "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
@@ -53,6 +56,10 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
     if (flag == "--version") {
       result.version = true;
       return result;
+    }
+    if (flag == "--metrics-per-backend" && !has_inline) {
+      o.metrics_per_backend = true;
+      continue;
     }
     static const char* kValued[] = {"--listen", "--zone", "--threads", "--config",
                                     "--controller", "--metrics-listen", "--state-dir",

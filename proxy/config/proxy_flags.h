@@ -18,6 +18,7 @@ struct ProxyOptions {
   size_t max_item_size = 1024 * 1024;
   size_t max_connections = 65536;
   unsigned drain_timeout_s = 10;
+  bool metrics_per_backend = false;  // series with an address label: off by default
 };
 
 struct FlagsResult {

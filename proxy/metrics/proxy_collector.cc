@@ -5,6 +5,7 @@
 #include <prometheus/metric_type.h>
 
 #include <limits>
+#include <map>
 #include <string>
 
 #include "proxy/server/worker.h"
@@ -152,6 +153,36 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_stored.get(); }), {{"result", "stored"}});
   add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_skipped.get(); }), {{"result", "skipped"}});
   add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_failed.get(); }), {{"result", "failed"}});
+
+  if (context_->per_backend_metrics) {
+    struct Sum {
+      int workers = 0, up = 0, readable = 0;
+      size_t pending = 0;
+    };
+    std::map<std::string, Sum> by_address;
+    for (const server::Worker* w : workers) {
+      for (const auto& s : w->backendSamples()) {
+        Sum& sum_for = by_address[s.address];
+        ++sum_for.workers;
+        sum_for.up += s.up;
+        sum_for.readable += s.readable;
+        sum_for.pending += s.pending_invalidations;
+      }
+    }
+    auto& up = family(out, "memzone_proxy_backend_up",
+                      "1 when every worker has the server up (sampled each second).", MetricType::Gauge);
+    auto& readable = family(out, "memzone_proxy_backend_readable",
+                            "1 when every worker may read from the server (not held or untrusted).",
+                            MetricType::Gauge);
+    auto& pending = family(out, "memzone_proxy_backend_pending_invalidations",
+                           "Invalidations queued for the server, over all workers.", MetricType::Gauge);
+    for (const auto& [address, s] : by_address) {
+      Labels labels{{"address", address}};
+      add(up, s.up == s.workers ? 1 : 0, labels);
+      add(readable, s.readable == s.workers ? 1 : 0, labels);
+      add(pending, static_cast<double>(s.pending), labels);
+    }
+  }
 
   // Topology and controller.
   std::string version = context_->topologyVersion();

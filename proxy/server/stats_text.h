@@ -24,6 +24,7 @@ struct StatsContext {
   std::atomic<uint64_t> nacks{0};
   std::atomic<int> controller_connected{-1};  // -1: no controller (static --config)
   std::atomic<bool> draining{false};
+  bool per_backend_metrics = false;  // fixed at start-up
 
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);

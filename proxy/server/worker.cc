@@ -18,7 +18,9 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
       registry_(base_, flush_list_, options.zone, backend_stats_),
       dispatcher_(registry_, pool_, stats_, std::move(render_stats)),
       parser_(options.parser_limits),
-      reaper_(base_, [this] { reap(); }) {
+      reaper_(base_, [this] { reap(); }),
+      sampler_(base_, [this] { sampleBackends(); }) {
+  if (options_.backend_samples) sampler_.arm(std::chrono::seconds(1));
   accept_event_ = std::make_unique<event::IoEvent>(base_, listen_fd_, [this](bool, bool) { onAccept(); });
   accept_event_->want(true, false);
 }
@@ -49,6 +51,25 @@ void Worker::setTopology(std::shared_ptr<const topology::Topology> topology) {
 }
 
 void Worker::stop() { base_.exit(); }
+
+void Worker::sampleBackends() {
+  std::vector<BackendSample> samples;
+  for (backend::BackendServer* server : registry_.allServers()) {
+    samples.push_back({server->address(), server->up(),
+                       server->readTrust() == backend::ReadTrust::kReadable,
+                       server->pendingInvalidations()});
+  }
+  {
+    std::lock_guard lock(samples_mu_);
+    samples_.swap(samples);
+  }
+  sampler_.arm(std::chrono::seconds(1));
+}
+
+std::vector<BackendSample> Worker::backendSamples() const {
+  std::lock_guard lock(samples_mu_);
+  return samples_;
+}
 
 void Worker::drain() {
   base_.runInLoop([this] {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +26,15 @@ struct WorkerOptions {
   protocol::ParserLimits parser_limits;
   ConnectionLimits connection_limits;
   size_t max_connections = 65536;  // per worker
+  bool backend_samples = false;    // refresh backendSamples() every second
+};
+
+// One backend as this worker sees it, sampled off the request path for per-backend metrics.
+struct BackendSample {
+  std::string address;
+  bool up = false;
+  bool readable = false;
+  size_t pending_invalidations = 0;
 };
 
 class Worker {
@@ -46,11 +56,14 @@ class Worker {
 
   const ProxyStats& stats() const { return stats_; }
   const backend::BackendStats& backendStats() const { return backend_stats_; }
+  // Thread-safe: the last per-second sample (empty unless options.backend_samples).
+  std::vector<BackendSample> backendSamples() const;
 
  private:
   void onAccept();
   void onConnectionClosed(ClientConnection* connection);
   void reap();
+  void sampleBackends();
 
   int index_;
   int listen_fd_;
@@ -67,6 +80,9 @@ class Worker {
   std::map<ClientConnection*, std::unique_ptr<ClientConnection>> connections_;
   std::vector<std::unique_ptr<ClientConnection>> closed_;
   event::Timer reaper_;
+  event::Timer sampler_;
+  mutable std::mutex samples_mu_;  // the worker writes once a second, a scrape reads
+  std::vector<BackendSample> samples_;
   bool draining_ = false;
   std::atomic<bool> finished_{false};
   std::thread thread_;

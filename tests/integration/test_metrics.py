@@ -114,6 +114,25 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(controller, "memzone_controller_acks_total"), 1)
         self.assertEqual(value(controller, "memzone_controller_pool_ready_backends", pool="main", zone="b"), 1)
 
+    def test_per_backend_series_only_behind_the_flag(self):
+        self.assertFalse(any(("address", a) in labels for (_, labels) in self.scrape() for a in
+                             [s.address for s in self.servers.values()]), "address labels are off by default")
+        port = free_port()
+        p = Proxy(self.topology, zone="a", extra_args=["--metrics-listen", "127.0.0.1:%d" % port,
+                                                      "--metrics-per-backend"]).start()
+        self.addCleanup(p.stop)
+        wait_for_port(port)
+        deadline = time.monotonic() + 5
+        metrics = {}
+        while time.monotonic() < deadline:
+            metrics = self.scrape(port)
+            if value(metrics, "memzone_proxy_backend_up", address=self.servers["b"].address) == 1:
+                break
+            time.sleep(0.2)
+        for server in self.servers.values():
+            self.assertEqual(value(metrics, "memzone_proxy_backend_up", address=server.address), 1)
+            self.assertEqual(value(metrics, "memzone_proxy_backend_pending_invalidations", address=server.address), 0)
+
     def test_one_failover_counts_one(self):
         key = "fo"
         with self.proxy.client() as c:
