@@ -170,6 +170,19 @@ class KubernetesSourceTest(unittest.TestCase):
         s = self.wait_snapshot(lambda s: "zone-b" in self.backends(s), "zone-b back")
         self.assertEqual(self.backends(s)["zone-a"], ["%s:%d" % (IPS[0], self.port)])
 
+    def test_a_burst_of_slice_updates_makes_one_snapshot(self):
+        before = self.controller.logs().count("from kubernetes")
+        sends_before = self.controller.logs().count("sent topology")
+        for i in range(50):  # 50 updates within a few milliseconds, the last one counts
+            eps = [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")]
+            if i == 49:
+                eps.append(endpoint(IPS[2], "zone-c"))
+            self.api.store.put("endpointslices", endpoint_slice("memcached-abcde", "memcached", eps, self.port))
+        self.wait_snapshot(lambda s: "zone-c" in self.backends(s), "the burst's result")
+        time.sleep(0.5)
+        self.assertLessEqual(self.controller.logs().count("from kubernetes") - before, 2)
+        self.assertLessEqual(self.controller.logs().count("sent topology") - sends_before, 2)
+
     def test_new_zone_and_slices_with_duplicates(self):
         p = self.port
         store = self.api.store
