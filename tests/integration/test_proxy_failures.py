@@ -277,5 +277,34 @@ class StartupErrorsTest(unittest.TestCase):
             server.kill()
 
 
+
+class ReloadTest(unittest.TestCase):
+    def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_old_one(self):
+        first, second = Memcached().start(), Memcached().start()
+        self.addCleanup(first.kill)
+        self.addCleanup(second.kill)
+        proxy = Proxy(topology({"a": [first.address]})).start()
+        self.addCleanup(proxy.stop)
+        v1 = proxy.stats()["proxy_topology_version"]
+        proxy.write_topology(topology({"a": [second.address]}))
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while proxy.stats()["proxy_topology_version"] == v1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        v2 = proxy.stats()["proxy_topology_version"]
+        self.assertNotEqual(v2, v1)
+        with proxy.client() as c:
+            self.assertEqual(c.request(b"set hup 0 0 1\r\nx\r\n"), b"STORED\r\n")
+        with second.client() as c:
+            self.assertEqual(c.request(b"get hup\r\n"), b"VALUE hup 0 1\r\nx\r\nEND\r\n")
+        proxy.write_topology("pools: [oops\n")
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "rejected" not in proxy.logs() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertIn("rejected; keeping topology %s" % v2, proxy.logs())
+        self.assertEqual(proxy.stats()["proxy_topology_version"], v2)
+
+
 if __name__ == "__main__":
     unittest.main()
