@@ -74,7 +74,7 @@ void BackendConnection::onIo(bool readable, bool writable) {
     if (readable) readReplies();
     if (state_ == State::kConnected && writable) writeOutput();
   }
-  flush_list_.run();
+  // What replies queued for clients is flushed after the loop turn (Worker).
 }
 
 void BackendConnection::onConnectDone() {
@@ -179,7 +179,6 @@ void BackendConnection::onTimer() {
       armTimerForHead();
     }
   }
-  flush_list_.run();
 }
 
 void BackendConnection::closeSocket() {

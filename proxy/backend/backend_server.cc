@@ -35,19 +35,11 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
                              const topology::Backend& backend, ServerOptions options,
                              BackendStats& stats)
     : address_(backend.address),
-      flush_list_(flush_list),
       options_(options),
       stats_(stats),
-      retry_timer_(base,
-                   [this] {
-                     startProbe();
-                     flush_list_.run();
-                   }),
-      health_timer_(base,
-                    [this] {
-                      onHealthTimer();
-                      flush_list_.run();
-                    }) {
+      // Probes are queued like requests and flushed after the loop turn (Worker).
+      retry_timer_(base, [this] { startProbe(); }),
+      health_timer_(base, [this] { onHealthTimer(); }) {
   sockaddr_storage addr;
   socklen_t len;
   toSockaddr(backend, addr, len);

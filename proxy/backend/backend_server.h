@@ -91,7 +91,6 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   void onBackendFailure(uint32_t tag, BackendFailure failure) override;
 
   std::string address_;
-  FlushList& flush_list_;  // timer callbacks must flush what they queued themselves
   ServerOptions options_;
   BackendStats& stats_;
   std::unique_ptr<BackendConnection> connection_;

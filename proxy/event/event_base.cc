@@ -43,7 +43,17 @@ EventBase::~EventBase() {
   event_base_free(base_);
 }
 
-void EventBase::run() { event_base_loop(base_, 0); }
+void EventBase::run(const std::function<void()>& after_batch) {
+  if (!after_batch) {
+    event_base_loop(base_, 0);
+    return;
+  }
+  while (true) {
+    int rc = event_base_loop(base_, EVLOOP_ONCE);
+    after_batch();
+    if (rc != 0 || event_base_got_exit(base_) || event_base_got_break(base_)) return;
+  }
+}
 
 void EventBase::exit() { event_base_loopexit(base_, nullptr); }
 

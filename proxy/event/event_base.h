@@ -23,8 +23,10 @@ class EventBase {
   EventBase& operator=(const EventBase&) = delete;
 
   event_base* raw() const { return base_; }
-  // Runs until exit() is called (or no events remain).
-  void run();
+  // Runs until exit() is called (or no events remain). `after_batch`, if given, runs after
+  // each turn of the loop, once every event that was ready has been handled: the place to
+  // flush output that many callbacks queued (one write per socket per turn).
+  void run(const std::function<void()>& after_batch = {});
   // Thread-safe: asks the loop to stop after the current iteration.
   void exit();
   // Thread-safe: queues `task` to run on the loop's thread.

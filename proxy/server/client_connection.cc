@@ -45,9 +45,9 @@ ClientConnection::~ClientConnection() {
 }
 
 void ClientConnection::onIo(bool readable, bool writable) {
+  // Output this queues (here and on backends) is flushed after the loop turn (Worker).
   if (readable) readRequests();
   if (!closed_ && writable) makeProgress();
-  flush_list_.run();
 }
 
 bool ClientConnection::overloaded() const {

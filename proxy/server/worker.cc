@@ -35,7 +35,9 @@ Worker::~Worker() {
 
 void Worker::start() {
   thread_ = std::thread([this] {
-    base_.run();
+    // Output queued by every callback of a loop turn is written once, after the turn: a
+    // backend gets one send for the requests of all the clients that were readable.
+    base_.run([this] { flush_list_.run(); });
     finished_ = true;
   });
 }
