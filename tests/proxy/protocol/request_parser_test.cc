@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "proxy/protocol/client_errors.h"
+#include "proxy/protocol/reply_result.h"
 #include "proxy/protocol/request_encoder.h"
 
 namespace memzone::protocol {
@@ -262,6 +263,46 @@ TEST(RequestEncoder, QuietModeSuppressesWhatMemcachedSuppresses) {
   EXPECT_TRUE(quietSuppresses(Command::kMetaDelete, ReplyCode::kOk));
   EXPECT_FALSE(quietSuppresses(Command::kMetaDelete, ReplyCode::kNotFound));
   EXPECT_FALSE(quietSuppresses(Command::kMetaSet, ReplyCode::kServerError));
+}
+
+TEST(RequestEncoder, CasCopiesDropTheCompareToken) {
+  RequestParser parser;
+  Request request;
+  auto copy = [&](const std::string& in) {
+    EXPECT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
+    size_t token = metaCasToken(request);
+    ByteBuffer out;
+    if (token != 0) encodeForwardWithout(request, token, out);
+    return std::string(out.view());
+  };
+  EXPECT_EQ(copy("ms k 2 C123 T5\r\nhi\r\n"), "ms k 2 T5\r\nhi\r\n");
+  EXPECT_EQ(copy("ms k 2 q C9\r\nhi\r\n"), "ms k 2\r\nhi\r\n");
+  EXPECT_EQ(copy("md k C7 q\r\n"), "md k\r\n");
+  EXPECT_EQ(copy("ma k C7 D2\r\n"), "ma k D2\r\n");
+  EXPECT_EQ(copy("ms k 2 T5\r\nhi\r\n"), "");  // no compare token: copied as sent
+  EXPECT_EQ(copy("mg k c v\r\n"), "");            // reads are never copies
+}
+
+TEST(ReplyResult, ClassifiesWhatTheClientGot) {
+  EXPECT_EQ(classifyReply(Command::kGet, "VALUE k 0 1\r\nx\r\nEND\r\n"), RequestResult::kHit);
+  EXPECT_EQ(classifyReply(Command::kGet, "END\r\n"), RequestResult::kMiss);
+  EXPECT_EQ(classifyReply(Command::kSet, "STORED\r\n"), RequestResult::kStored);
+  EXPECT_EQ(classifyReply(Command::kAdd, "NOT_STORED\r\n"), RequestResult::kNotStored);
+  EXPECT_EQ(classifyReply(Command::kCas, "EXISTS\r\n"), RequestResult::kExists);
+  EXPECT_EQ(classifyReply(Command::kDelete, "NOT_FOUND\r\n"), RequestResult::kNotFound);
+  EXPECT_EQ(classifyReply(Command::kDelete, "DELETED\r\n"), RequestResult::kDeleted);
+  EXPECT_EQ(classifyReply(Command::kTouch, "TOUCHED\r\n"), RequestResult::kTouched);
+  EXPECT_EQ(classifyReply(Command::kIncr, "42\r\n"), RequestResult::kOk);
+  EXPECT_EQ(classifyReply(Command::kGet, "SERVER_ERROR backend timeout\r\n"), RequestResult::kServerError);
+  EXPECT_EQ(classifyReply(Command::kUnknown, "ERROR\r\n"), RequestResult::kClientError);
+  EXPECT_EQ(classifyReply(Command::kSet, "CLIENT_ERROR bad data chunk\r\n"), RequestResult::kClientError);
+  EXPECT_EQ(classifyReply(Command::kMetaGet, "EN\r\n"), RequestResult::kMiss);
+  EXPECT_EQ(classifyReply(Command::kMetaGet, "HD\r\n"), RequestResult::kHit);
+  EXPECT_EQ(classifyReply(Command::kMetaSet, "HD\r\n"), RequestResult::kStored);
+  EXPECT_EQ(classifyReply(Command::kMetaSet, "NS\r\n"), RequestResult::kNotStored);
+  EXPECT_EQ(classifyReply(Command::kMetaDelete, "HD\r\n"), RequestResult::kDeleted);
+  EXPECT_EQ(classifyReply(Command::kMetaSet, "SERVER_ERROR x\r\n"), RequestResult::kServerError);
+  EXPECT_EQ(classifyReply(Command::kSet, ""), RequestResult::kNoReply);
 }
 
 }  // namespace

@@ -1,0 +1,29 @@
+// libFuzzer target: what a backend sends is untrusted too. The reply parser, the VALUE block
+// parser and the reply classifier must never crash, read out of bounds or claim more bytes
+// than they were given, for any bytes and any expected reply shape.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "proxy/protocol/reply_parser.h"
+#include "proxy/protocol/reply_result.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace memzone::protocol;
+  if (size == 0) return 0;
+  // The first byte picks the shape the proxy expects, the rest is the backend's stream.
+  ReplyShape shape = static_cast<ReplyShape>(data[0] % 3);
+  std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
+  while (!input.empty()) {
+    ReplyResult r = parseReply(input, shape);
+    if (r.status != ReplyStatus::kOk) break;
+    if (r.consumed == 0 || r.consumed > input.size()) __builtin_trap();
+    std::string_view reply = input.substr(0, r.consumed);
+    (void)classifyReply(Command::kGet, reply);
+    (void)classifyReply(Command::kMetaSet, reply);
+    ValueBlock block;
+    if (parseValueBlock(reply, block) && block.size > reply.size()) __builtin_trap();
+    input.remove_prefix(r.consumed);
+  }
+  return 0;
+}
