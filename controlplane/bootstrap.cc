@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <memory>
 
 #include "controlplane/server/controller_collector.h"
@@ -54,6 +55,28 @@ void addWatcherMetrics(const KubernetesSource& source, std::vector<prometheus::M
     add(relists, gone, {{"kind", w->kind()}});
     add(errors, failed, {{"kind", w->kind()}});
   }
+}
+
+std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cache) {
+  auto current = cache.current();
+  nlohmann::json out = nlohmann::json::object();
+  out["topologyVersion"] = current ? current->version() : "";
+  nlohmann::json proxies = nlohmann::json::array();
+  for (const ProxyStatus& p : registry.proxies()) {
+    nlohmann::json j = nlohmann::json::object();
+    j["nodeId"] = p.node_id;
+    j["nodeName"] = p.node_name;
+    j["zone"] = p.zone;
+    j["peer"] = p.peer;
+    j["connectedSince"] = static_cast<int64_t>(p.connected_since);
+    j["appliedVersion"] = p.applied_version;
+    j["lastNackVersion"] = p.last_nack_version;
+    j["lastNackReason"] = p.last_nack_reason;
+    j["snapshotsSent"] = p.snapshots_sent;
+    proxies.push_back(std::move(j));
+  }
+  out["proxies"] = std::move(proxies);
+  return out.dump(2) + "\n";
 }
 
 }  // namespace
@@ -122,6 +145,8 @@ int runController(const ControllerOptions& options) {
     if (kube_source) collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
     metrics = std::make_unique<ops::HttpEndpoint>(
         std::vector<std::shared_ptr<prometheus::Collectable>>{collector}, synced);
+    // Every connected proxy: what it applied, its last NACK and why, since when.
+    metrics->addJson("/proxies", [&registry, &cache] { return proxiesJson(registry, cache); });
     std::string error = metrics->start(options.metrics_listen);
     if (!error.empty()) {
       fprintf(stderr, "memzone-controller: %s\n", error.c_str());

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import Controller, Memcached, Proxy, ketama_server
+from harness import Controller, Memcached, Proxy, free_port, ketama_server
 
 
 def topology_yaml(zones, wait="local", read_failover="[error]", repair="true", routes=None):
@@ -235,7 +235,10 @@ class ControllerOutageTest(ControllerTestBase):
 class NackTest(ControllerTestBase):
     def test_refused_snapshot_is_nacked_once_and_old_ring_keeps_serving(self):
         a = [self.servers[0].address]
-        controller = self.start_controller(topology_yaml({"a": a}))
+        metrics_port = free_port()
+        controller = Controller(topology_yaml({"a": a}),
+                                extra_args=["--metrics-listen", "127.0.0.1:%d" % metrics_port]).start()
+        self.addCleanup(controller.kill)
         proxy = self.start_proxy(controller)
         v1 = self.latest_version(controller)
         self.wait_version(proxy, v1)
@@ -245,6 +248,16 @@ class NackTest(ControllerTestBase):
         controller.write_topology(bad)
         v2 = self.latest_version(controller, v1)
         controller.wait_for_log("NACKed topology %s: pools[0].zones.b: bad server address" % v2)
+        # The controller keeps the proxy's reason where operators can read it.
+        import json
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/proxies" % metrics_port, timeout=5) as r:
+            proxies = json.load(r)["proxies"]
+        self.assertEqual(len(proxies), 1)
+        self.assertEqual(proxies[0]["appliedVersion"], v1)
+        self.assertEqual(proxies[0]["lastNackVersion"], v2)
+        self.assertIn("bad server address", proxies[0]["lastNackReason"])
+        self.assertEqual(proxies[0]["zone"], "a")
         with proxy.client() as c:
             self.assertEqual(c.request(b"set nk 0 0 2\r\nok\r\n"), b"STORED\r\n")
             self.assertEqual(c.request(b"get nk\r\n"), b"VALUE nk 0 2\r\nok\r\nEND\r\n")

@@ -125,6 +125,8 @@ void HttpEndpoint::serve(int fd) {
     bool ready = ready_ && ready_();
     writeAll(fd, ready ? response(200, "OK", "text/plain", "ready\n")
                        : response(503, "Service Unavailable", "text/plain", "not ready\n"));
+  } else if (auto it = json_.find(path); it != json_.end()) {
+    writeAll(fd, response(200, "OK", "application/json", it->second()));
   } else {
     writeAll(fd, response(404, "Not Found", "text/plain", "not found\n"));
   }

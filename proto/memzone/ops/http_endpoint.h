@@ -1,5 +1,6 @@
 // The operational HTTP endpoint both binaries serve on --metrics-listen: /metrics
-// (Prometheus text format), /healthz (alive) and /readyz (ready for traffic).
+// (Prometheus text format), /healthz (alive), /readyz (ready for traffic), and any JSON
+// status pages a binary adds (the controller's /proxies).
 //
 // prometheus-cpp's Exposer serves /metrics only and cannot answer a probe with 503, so this
 // is a deliberately small HTTP/1.0 server: one thread, one short request at a time (scrapes
@@ -9,6 +10,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,6 +28,11 @@ class HttpEndpoint {
   HttpEndpoint(std::vector<std::shared_ptr<prometheus::Collectable>> collectables, ReadyFn ready);
   ~HttpEndpoint();
 
+  // Serves GET `path` with the JSON `render` returns (before start()).
+  void addJson(const std::string& path, std::function<std::string()> render) {
+    json_[path] = std::move(render);
+  }
+
   // Binds HOST:PORT and starts serving; "" on success, else why not.
   std::string start(const std::string& listen);
   void stop();
@@ -36,6 +43,7 @@ class HttpEndpoint {
 
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   ReadyFn ready_;
+  std::map<std::string, std::function<std::string()>> json_;
   int listen_fd_ = -1;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
