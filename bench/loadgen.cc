@@ -206,13 +206,20 @@ Options parseOptions(int argc, char** argv) {
       size_t colon = s.rfind(':');
       o.host = s.substr(0, colon);
       o.port = std::atoi(s.c_str() + colon + 1);
-    } else if (flag == "--connections") o.connections = std::atoi(value());
-    else if (flag == "--depth") o.depth = std::atoi(value());
-    else if (flag == "--seconds") o.seconds = std::atof(value());
-    else if (flag == "--keys") o.keys = std::atoi(value());
-    else if (flag == "--value-size") o.value_size = std::atoi(value());
-    else if (flag == "--get-ratio") o.get_ratio = std::atof(value());
-    else if (flag == "--prefill") o.prefill = true;
+    } else if (flag == "--connections")
+      o.connections = std::atoi(value());
+    else if (flag == "--depth")
+      o.depth = std::atoi(value());
+    else if (flag == "--seconds")
+      o.seconds = std::atof(value());
+    else if (flag == "--keys")
+      o.keys = std::atoi(value());
+    else if (flag == "--value-size")
+      o.value_size = std::atoi(value());
+    else if (flag == "--get-ratio")
+      o.get_ratio = std::atof(value());
+    else if (flag == "--prefill")
+      o.prefill = true;
     else {
       std::fprintf(stderr,
                    "usage: memzone-loadgen --server HOST:PORT [--connections 50] [--depth 1] "
@@ -300,7 +307,6 @@ int main(int argc, char** argv) {
       static_cast<double>(histogram.total()) / elapsed, histogram.percentileMicros(0.50),
       histogram.percentileMicros(0.99), histogram.percentileMicros(0.999),
       static_cast<unsigned long long>(totals.gets), static_cast<unsigned long long>(totals.hits),
-      static_cast<unsigned long long>(totals.sets),
-      static_cast<unsigned long long>(totals.errors));
+      static_cast<unsigned long long>(totals.sets), static_cast<unsigned long long>(totals.errors));
   return totals.errors == 0 ? 0 : 1;
 }

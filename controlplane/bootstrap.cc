@@ -7,16 +7,16 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
-#include "memzone/ops/http_endpoint.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
 #include "controlplane/sources/file_source.h"
 #include "controlplane/sources/kubernetes_source.h"
+#include "memzone/ops/http_endpoint.h"
 
 namespace memzone::controlplane {
 namespace {
@@ -34,8 +34,8 @@ void addWatcherMetrics(const KubernetesSource& source, std::vector<prometheus::M
   out.reserve(out.size() + 3);
   auto& restarts = family("memzone_controller_kubernetes_watch_restarts_total",
                           "Watches that ended and were reopened, by kind and reason.");
-  auto& relists = family("memzone_controller_kubernetes_relists_total",
-                         "Relists forced by 410 Gone, by kind.");
+  auto& relists =
+      family("memzone_controller_kubernetes_relists_total", "Relists forced by 410 Gone, by kind.");
   auto& errors = family("memzone_controller_kubernetes_api_errors_total",
                         "Failed list or watch requests, by kind.");
   for (const k8s::ResourceWatcher* w : source.watchers()) {
@@ -97,8 +97,8 @@ int runController(const ControllerOptions& options) {
   ZoneResolver zones;
   std::function<bool()> synced;
   if (options.source == "file") {
-    file_source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms,
-                                               cache, source_counters);
+    file_source = std::make_unique<FileSource>(options.config_path, options.poll_interval_ms, cache,
+                                               source_counters);
     // A bad file at start-up is fatal: there is no last good topology to keep serving.
     if (!file_source->loadNow()) return 1;
     // A proxy's zone is the one it was started with.
@@ -142,7 +142,8 @@ int runController(const ControllerOptions& options) {
   std::unique_ptr<ops::HttpEndpoint> metrics;
   if (!options.metrics_listen.empty()) {
     auto collector = std::make_shared<ControllerCollector>(registry, cache, source_counters);
-    if (kube_source) collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
+    if (kube_source)
+      collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
     metrics = std::make_unique<ops::HttpEndpoint>(
         std::vector<std::shared_ptr<prometheus::Collectable>>{collector}, synced);
     // Every connected proxy: what it applied, its last NACK and why, since when.
@@ -157,8 +158,7 @@ int runController(const ControllerOptions& options) {
     }
   }
   fprintf(stderr, "memzone-controller %s: serving topology on %s (source %s)\n", MEMZONE_VERSION,
-          options.grpc_listen.c_str(),
-          file_source ? options.config_path.c_str() : "kubernetes");
+          options.grpc_listen.c_str(), file_source ? options.config_path.c_str() : "kubernetes");
 
   int sig = 0;
   sigwait(&signals, &sig);

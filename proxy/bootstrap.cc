@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
 #include <thread>
@@ -30,7 +30,8 @@ std::shared_ptr<const topology::Topology> loadTopology(const std::string& path) 
   for (const auto& e : file.errors) fprintf(stderr, "memzone-proxy: %s\n", e.c_str());
   if (!file.errors.empty()) return nullptr;
   topology::BuildResult built = topology::buildTopology(file.spec);
-  if (!built.topology) fprintf(stderr, "memzone-proxy: %s: %s\n", path.c_str(), built.error.c_str());
+  if (!built.topology)
+    fprintf(stderr, "memzone-proxy: %s: %s\n", path.c_str(), built.error.c_str());
   return built.topology;
 }
 
@@ -118,7 +119,8 @@ int runProxy(const config::ProxyOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads =
+      options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   server::ListenResult listen = server::listenReusePort(options.listen, threads);
   if (!listen.error.empty()) {
     fprintf(stderr, "memzone-proxy: %s\n", listen.error.c_str());

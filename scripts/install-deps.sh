@@ -14,7 +14,7 @@ packages=(
   # unit tests (libmemcached is the ketama reference)
   libgtest-dev libgmock-dev libmemcached-dev
   # fuzzing (libFuzzer ships with clang's runtime)
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   # integration tests, demo and benchmark
   memcached libmemcached-tools python3 python3-pymemcache python3-yaml python3-jsonschema python3-protobuf
   nutcracker prometheus iproute2 procps

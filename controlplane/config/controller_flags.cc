@@ -44,8 +44,8 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       return result;
     }
     static const std::vector<std::string> kWithValue = {
-        "--source",    "--config",   "--grpc-listen",     "--metrics-listen", "--namespace",
-        "--kube-api",  "--kube-token-file", "--kube-ca-file", "--poll-interval-ms"};
+        "--source",   "--config",          "--grpc-listen",  "--metrics-listen",  "--namespace",
+        "--kube-api", "--kube-token-file", "--kube-ca-file", "--poll-interval-ms"};
     bool known = false;
     for (const auto& k : kWithValue) known |= k == flag;
     if (!known) {
@@ -59,14 +59,22 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       }
       value = args[++i];
     }
-    if (flag == "--source") o.source = value;
-    else if (flag == "--config") o.config_path = value;
-    else if (flag == "--grpc-listen") o.grpc_listen = value;
-    else if (flag == "--metrics-listen") o.metrics_listen = value;
-    else if (flag == "--namespace") o.kube_namespace = value;
-    else if (flag == "--kube-api") o.kube_api = value;
-    else if (flag == "--kube-token-file") o.kube_token_file = value;
-    else if (flag == "--kube-ca-file") o.kube_ca_file = value;
+    if (flag == "--source")
+      o.source = value;
+    else if (flag == "--config")
+      o.config_path = value;
+    else if (flag == "--grpc-listen")
+      o.grpc_listen = value;
+    else if (flag == "--metrics-listen")
+      o.metrics_listen = value;
+    else if (flag == "--namespace")
+      o.kube_namespace = value;
+    else if (flag == "--kube-api")
+      o.kube_api = value;
+    else if (flag == "--kube-token-file")
+      o.kube_token_file = value;
+    else if (flag == "--kube-ca-file")
+      o.kube_ca_file = value;
     else if (flag == "--poll-interval-ms") {
       unsigned n = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);

@@ -83,9 +83,7 @@ std::string resolveConfig(const std::string& api, const std::string& token_file,
   return "";
 }
 
-ApiClient::ApiClient(ApiConfig config) : config_(std::move(config)) {
-  static CurlGlobal global;
-}
+ApiClient::ApiClient(ApiConfig config) : config_(std::move(config)) { static CurlGlobal global; }
 
 std::string ApiClient::token(bool force_reload) {
   if (config_.token_file.empty()) return "";
@@ -123,8 +121,10 @@ ApiResponse ApiClient::perform(const std::string& method, const std::string& pat
     std::string auth = token(attempt > 0);
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, "Accept: application/json");
-    if (!auth.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + auth).c_str());
-    if (method == "PATCH") headers = curl_slist_append(headers, "Content-Type: application/merge-patch+json");
+    if (!auth.empty())
+      headers = curl_slist_append(headers, ("Authorization: Bearer " + auth).c_str());
+    if (method == "PATCH")
+      headers = curl_slist_append(headers, "Content-Type: application/merge-patch+json");
     response = ApiResponse{};
     Transfer transfer{curl, &response.body, on_data, stop};
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());

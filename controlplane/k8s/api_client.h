@@ -26,9 +26,9 @@ std::string resolveConfig(const std::string& api, const std::string& token_file,
                           const std::string& ca_file, const std::string& ns, ApiConfig& out);
 
 struct ApiResponse {
-  long status = 0;     // HTTP status; 0 when the request never completed
+  long status = 0;  // HTTP status; 0 when the request never completed
   std::string body;
-  std::string error;   // transport error, when status is 0
+  std::string error;  // transport error, when status is 0
 };
 
 class ApiClient {

@@ -36,7 +36,9 @@ ResourceWatcher::ResourceWatcher(ApiClient& client, Options options, OnChange on
 
 ResourceWatcher::~ResourceWatcher() { stop(); }
 
-void ResourceWatcher::start() { thread_ = std::thread([this] { run(); }); }
+void ResourceWatcher::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void ResourceWatcher::stop() {
   stop_ = true;
@@ -77,7 +79,8 @@ void ResourceWatcher::run() {
       ++counters_.watch_restarts;
       if (end == WatchEnd::kGone) {
         ++counters_.relists_gone;
-        fprintf(stderr, "memzone-controller: %s watch: 410 Gone; relisting\n", options_.kind.c_str());
+        fprintf(stderr, "memzone-controller: %s watch: 410 Gone; relisting\n",
+                options_.kind.c_str());
         break;
       }
       if (end == WatchEnd::kFailed) {
@@ -218,9 +221,10 @@ bool ResourceWatcher::applyEventUnchecked(const std::string& line, std::string& 
     end = object.value("code", 0) == 410 ? WatchEnd::kGone : WatchEnd::kFailed;
     return false;
   }
-  std::string rv = object.is_object()
-                       ? object.value("metadata", nlohmann::json::object()).value("resourceVersion", "")
-                       : "";
+  std::string rv =
+      object.is_object()
+          ? object.value("metadata", nlohmann::json::object()).value("resourceVersion", "")
+          : "";
   if (type == "BOOKMARK") {
     if (!rv.empty()) resource_version = rv;
     return true;

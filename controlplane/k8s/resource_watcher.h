@@ -32,8 +32,8 @@ struct WatcherCounters {
 class ResourceWatcher {
  public:
   struct Options {
-    std::string kind;        // for logs and metrics: "ReplicatedPool", "EndpointSlice", "Node"
-    std::string path;        // collection path, e.g. /api/v1/nodes
+    std::string kind;  // for logs and metrics: "ReplicatedPool", "EndpointSlice", "Node"
+    std::string path;  // collection path, e.g. /api/v1/nodes
     unsigned page_limit = 500;
     unsigned watch_timeout_s = 300;
     unsigned max_backoff_ms = 30000;

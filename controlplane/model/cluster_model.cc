@@ -89,7 +89,8 @@ std::map<std::string, std::vector<Endpoint>> endpointsOf(
   for (const auto& [key, slice] : slices) {
     const json meta = slice.value("metadata", json::object());
     if (meta.value("namespace", "") != ns) continue;
-    if (meta.value("labels", json::object()).value("kubernetes.io/service-name", "") != service) continue;
+    if (meta.value("labels", json::object()).value("kubernetes.io/service-name", "") != service)
+      continue;
     std::string type = slice.value("addressType", "IPv4");
     if (type != "IPv4" && type != "IPv6") continue;  // FQDN slices: the proxy wants IPs
     // The port, by name or number, from this slice's ports.
@@ -154,8 +155,8 @@ ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
       spec = it->second;  // keep serving what was valid before
     }
     std::string ns = meta.value("namespace", "");
-    auto zones = endpointsOf(ns, spec["service"].get<std::string>(),
-                             spec.value("port", json()), slices);
+    auto zones =
+        endpointsOf(ns, spec["service"].get<std::string>(), spec.value("port", json()), slices);
     v1::Pool pool;
     pool.set_name(meta.value("name", ""));
     pool.set_hash("ketama");
@@ -189,7 +190,8 @@ ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
       continue;
     }
     std::vector<std::string> prefixes;
-    for (const auto& p : spec.value("prefixes", json::array())) prefixes.push_back(p.get<std::string>());
+    for (const auto& p : spec.value("prefixes", json::array()))
+      prefixes.push_back(p.get<std::string>());
     if (prefixes.empty()) prefixes.push_back("");  // no prefixes: the default pool
     std::string conflict;
     for (const auto& p : prefixes) {

@@ -16,10 +16,10 @@ namespace memzone::controlplane::model {
 inline constexpr const char* kUnknownZone = "unknown";
 
 struct PoolOutcome {
-  std::string key;        // namespace/name of the ReplicatedPool
+  std::string key;  // namespace/name of the ReplicatedPool
   int64_t generation = 0;
-  bool valid = false;     // spec passed validation
-  std::string reason;     // CamelCase, when not valid or not serving
+  bool valid = false;  // spec passed validation
+  std::string reason;  // CamelCase, when not valid or not serving
   std::string message;
   std::vector<std::pair<std::string, int>> ready_backends;  // zone -> count, in pool order
   bool in_snapshot = false;

@@ -48,9 +48,11 @@ std::vector<MetricFamily> ControllerCollector::Collect() const {
   add(family(out, "memzone_controller_snapshots_sent_total", "Snapshots sent to proxies.",
              MetricType::Counter),
       static_cast<double>(counters.snapshots_sent));
-  add(family(out, "memzone_controller_acks_total", "Snapshots proxies applied.", MetricType::Counter),
+  add(family(out, "memzone_controller_acks_total", "Snapshots proxies applied.",
+             MetricType::Counter),
       static_cast<double>(counters.acks));
-  add(family(out, "memzone_controller_nacks_total", "Snapshots proxies refused.", MetricType::Counter),
+  add(family(out, "memzone_controller_nacks_total", "Snapshots proxies refused.",
+             MetricType::Counter),
       static_cast<double>(counters.nacks));
   add(family(out, "memzone_controller_source_rejections_total",
              "Source states refused (the previous topology kept serving).", MetricType::Counter),

@@ -2,12 +2,12 @@
 // proxy registry, the snapshot cache and the source's counters.
 #pragma once
 
+#include <prometheus/collectable.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
-
-#include <prometheus/collectable.h>
 
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/snapshot_cache.h"

@@ -29,8 +29,8 @@ void ProxyRegistry::sent(uint64_t id, const std::string& version, const std::str
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   ++it->second.snapshots_sent;
-  fprintf(stderr, "memzone-controller: sent topology %s (nonce %s) to proxy %s\n",
-          version.c_str(), nonce.c_str(), it->second.node_id.c_str());
+  fprintf(stderr, "memzone-controller: sent topology %s (nonce %s) to proxy %s\n", version.c_str(),
+          nonce.c_str(), it->second.node_id.c_str());
 }
 
 void ProxyRegistry::acked(uint64_t id, const std::string& version) {

@@ -121,7 +121,7 @@ class TopologyStream final
 
   void finishLocked() {
     finishing_ = true;
-    if (!setup_done_ && id_ != 0) return;        // the first read's handler finishes
+    if (!setup_done_ && id_ != 0) return;       // the first read's handler finishes
     if (write_in_flight_ || finished_) return;  // OnWriteDone finishes
     finished_ = true;
     Finish(grpc::Status::OK);
@@ -150,12 +150,11 @@ class TopologyStream final
 
 }  // namespace
 
-TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry,
-                                 ZoneResolver zones)
+TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, ZoneResolver zones)
     : cache_(cache), registry_(registry), zones_(std::move(zones)) {}
 
-grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>*
-TopologyService::StreamTopology(grpc::CallbackServerContext* context) {
+grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* TopologyService::StreamTopology(
+    grpc::CallbackServerContext* context) {
   return new TopologyStream(context, cache_, registry_, zones_);
 }
 

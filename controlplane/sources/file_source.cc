@@ -10,7 +10,10 @@ namespace memzone::controlplane {
 
 FileSource::FileSource(std::string path, unsigned poll_interval_ms, SnapshotCache& cache,
                        SourceCounters& counters)
-    : path_(std::move(path)), poll_interval_ms_(poll_interval_ms), cache_(cache), counters_(counters) {}
+    : path_(std::move(path)),
+      poll_interval_ms_(poll_interval_ms),
+      cache_(cache),
+      counters_(counters) {}
 
 FileSource::~FileSource() { stop(); }
 
@@ -48,7 +51,9 @@ bool FileSource::loadNow() {
   return true;
 }
 
-void FileSource::start() { thread_ = std::thread([this] { run(); }); }
+void FileSource::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void FileSource::stop() {
   {

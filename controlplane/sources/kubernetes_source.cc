@@ -14,19 +14,22 @@ constexpr auto kStatusRefresh = std::chrono::seconds(1);
 
 KubernetesSource::KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache,
                                    const ProxyRegistry& proxies, SourceCounters& counters)
-    : client_(std::move(config)), cache_(cache), proxies_(proxies), counters_(counters),
+    : client_(std::move(config)),
+      cache_(cache),
+      proxies_(proxies),
+      counters_(counters),
       status_(client_) {
   const std::string& ns = client_.config().namespace_;
   auto on_change = [this] { markDirty(); };
   pools_ = std::make_unique<k8s::ResourceWatcher>(
       client_,
-      k8s::ResourceWatcher::Options{"ReplicatedPool",
-                                    "/apis/memzone.io/v1alpha1/namespaces/" + ns + "/replicatedpools"},
+      k8s::ResourceWatcher::Options{
+          "ReplicatedPool", "/apis/memzone.io/v1alpha1/namespaces/" + ns + "/replicatedpools"},
       on_change);
   slices_ = std::make_unique<k8s::ResourceWatcher>(
       client_,
-      k8s::ResourceWatcher::Options{"EndpointSlice",
-                                    "/apis/discovery.k8s.io/v1/namespaces/" + ns + "/endpointslices"},
+      k8s::ResourceWatcher::Options{
+          "EndpointSlice", "/apis/discovery.k8s.io/v1/namespaces/" + ns + "/endpointslices"},
       on_change);
   nodes_ = std::make_unique<k8s::ResourceWatcher>(
       client_, k8s::ResourceWatcher::Options{"Node", "/api/v1/nodes"}, [] {});

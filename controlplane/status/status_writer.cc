@@ -26,9 +26,12 @@ json condition(const char* type, bool status, const std::string& reason, const s
       since = c.value("lastTransitionTime", now);  // unchanged status: keep its time
     }
   }
-  return json{{"type", type},       {"status", value},
-              {"reason", reason},   {"message", message},
-              {"observedGeneration", generation}, {"lastTransitionTime", since}};
+  return json{{"type", type},
+              {"status", value},
+              {"reason", reason},
+              {"message", message},
+              {"observedGeneration", generation},
+              {"lastTransitionTime", since}};
 }
 
 }  // namespace
@@ -78,14 +81,13 @@ json desiredStatus(const model::PoolOutcome& pool, const std::string& served_ver
     d_reason = pool.reason;
     d_message = pool.message;
   }
-  json status = {
-      {"observedGeneration", pool.generation},
-      {"zones", zones},
-      {"proxies", {{"total", proxies_total}, {"acked", proxies_acked}}},
-      {"conditions",
-       json::array({condition("Ready", ready, reason, message, pool.generation, current_status, now),
-                    condition("Degraded", degraded, d_reason, d_message, pool.generation,
-                              current_status, now)})}};
+  json status = {{"observedGeneration", pool.generation},
+                 {"zones", zones},
+                 {"proxies", {{"total", proxies_total}, {"acked", proxies_acked}}},
+                 {"conditions", json::array({condition("Ready", ready, reason, message,
+                                                       pool.generation, current_status, now),
+                                             condition("Degraded", degraded, d_reason, d_message,
+                                                       pool.generation, current_status, now)})}};
   if (pool.in_snapshot) status["topologyVersion"] = served_version;
   return status;
 }

@@ -1,12 +1,12 @@
 #include "proxy/backend/backend_server.h"
 
-#include "proxy/common/log.h"
-
 #include <arpa/inet.h>
 
 #include <cstdio>
 #include <cstring>
 #include <random>
+
+#include "proxy/common/log.h"
 
 namespace memzone::backend {
 namespace {
@@ -43,8 +43,8 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
   sockaddr_storage addr;
   socklen_t len;
   toSockaddr(backend, addr, len);
-  connection_ = std::make_unique<BackendConnection>(base, flush_list, addr, len, *this,
-                                                    options.connection);
+  connection_ =
+      std::make_unique<BackendConnection>(base, flush_list, addr, len, *this, options.connection);
   if (options_.health.check_interval_ms > 0) {
     health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
   }
@@ -184,9 +184,10 @@ void BackendServer::overflow() {
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
   setQueueDepth(replaying_.size());
-  logEvent(LogLevel::kWarn, "overflow:" + address_,
-           "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",
-           address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
+  logEvent(
+      LogLevel::kWarn, "overflow:" + address_,
+      "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",
+      address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
 }
 
 void BackendServer::replayInvalidations() {

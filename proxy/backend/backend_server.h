@@ -109,7 +109,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   bool replay_wanted_ = false;  // something to replay or flush once the server answers
   bool overflowed_ = false;
   bool flush_inflight_ = false;
-  int64_t overflow_until_us_ = 0;  // hold instead of flush
+  int64_t overflow_until_us_ = 0;      // hold instead of flush
   mutable int64_t held_until_us_ = 0;  // read hold after a failure
 };
 

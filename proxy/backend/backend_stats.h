@@ -11,11 +11,11 @@ namespace memzone::backend {
 
 // Replication and consistency counters of one zone (see topology/zone_slots.h).
 struct ZoneCounters {
-  metrics::Counter copies_sent;             // writes sent to this zone as copies
-  metrics::Counter copies_failed;           // ... that failed or diverged (then invalidated)
+  metrics::Counter copies_sent;    // writes sent to this zone as copies
+  metrics::Counter copies_failed;  // ... that failed or diverged (then invalidated)
   metrics::Counter invalidations_queued;
-  metrics::Counter invalidations_replayed;  // deletes the server confirmed
-  metrics::Counter invalidations_dropped;   // lost to a queue overflow (server then held/flushed)
+  metrics::Counter invalidations_replayed;    // deletes the server confirmed
+  metrics::Counter invalidations_dropped;     // lost to a queue overflow (server then held/flushed)
   metrics::Counter invalidation_queue_depth;  // gauge
   metrics::Counter overflow_flushes;
 };
@@ -23,7 +23,7 @@ struct ZoneCounters {
 struct BackendStats {
   std::array<ZoneCounters, topology::kMaxZoneSlots> zones;
   metrics::Counter requests;
-  std::array<metrics::Counter, kBackendFailureCount> failures;  // per request, by kind
+  std::array<metrics::Counter, kBackendFailureCount> failures;             // per request, by kind
   std::array<metrics::Counter, kBackendFailureCount> connection_failures;  // per connection
   metrics::Counter mark_down_events;
   metrics::Counter servers_down;  // gauge

@@ -2,8 +2,8 @@
 // the front. Capacity is kept across uses so a steady-state connection does not allocate.
 #pragma once
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <string_view>
 #include <vector>

@@ -10,7 +10,7 @@ namespace memzone {
 
 enum class LogLevel { kInfo, kWarn, kError };
 
-[[gnu::format(printf, 3, 4)]] void logEvent(LogLevel level, std::string_view key, const char* format,
-                                            ...);
+[[gnu::format(printf, 3, 4)]] void logEvent(LogLevel level, std::string_view key,
+                                            const char* format, ...);
 
 }  // namespace memzone

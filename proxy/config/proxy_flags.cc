@@ -61,9 +61,10 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
       o.metrics_per_backend = true;
       continue;
     }
-    static const char* kValued[] = {"--listen", "--zone", "--threads", "--config",
-                                    "--controller", "--metrics-listen", "--state-dir",
-                                    "--max-item-size", "--max-connections", "--drain-timeout"};
+    static const char* kValued[] = {"--listen",       "--zone",          "--threads",
+                                    "--config",       "--controller",    "--metrics-listen",
+                                    "--state-dir",    "--max-item-size", "--max-connections",
+                                    "--drain-timeout"};
     bool known = false;
     for (const char* k : kValued) known |= flag == k;
     if (!known) {

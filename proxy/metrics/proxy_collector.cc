@@ -69,17 +69,20 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   ClientMetric h;
   uint64_t cumulative = 0;
   for (int b = 0; b <= server::kLatencyBuckets; ++b) {
-    cumulative += static_cast<uint64_t>(sum([&](const server::Worker& w) { return w.stats().latency[b].get(); }));
+    cumulative += static_cast<uint64_t>(
+        sum([&](const server::Worker& w) { return w.stats().latency[b].get(); }));
     double bound = b == server::kLatencyBuckets
                        ? std::numeric_limits<double>::infinity()
                        : static_cast<double>(server::kLatencyFirstBucketUs << b) / 1e6;
     h.histogram.bucket.push_back({cumulative, bound});
   }
   h.histogram.sample_count = cumulative;
-  h.histogram.sample_sum = sum([](const server::Worker& w) { return w.stats().latency_sum_us.get(); }) / 1e6;
+  h.histogram.sample_sum =
+      sum([](const server::Worker& w) { return w.stats().latency_sum_us.get(); }) / 1e6;
   latency.metric.push_back(std::move(h));
 
-  add(family(out, "memzone_proxy_client_connections", "Open client connections.", MetricType::Gauge),
+  add(family(out, "memzone_proxy_client_connections", "Open client connections.",
+             MetricType::Gauge),
       sum([](const server::Worker& w) { return w.stats().curr_connections.get(); }));
   add(family(out, "memzone_proxy_client_connections_total", "Client connections accepted.",
              MetricType::Counter),
@@ -87,9 +90,11 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_client_connections_rejected_total",
              "Client connections closed at accept (over --max-connections).", MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().rejected_connections.get(); }));
-  add(family(out, "memzone_proxy_received_bytes_total", "Bytes read from clients.", MetricType::Counter),
+  add(family(out, "memzone_proxy_received_bytes_total", "Bytes read from clients.",
+             MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().bytes_read.get(); }));
-  add(family(out, "memzone_proxy_sent_bytes_total", "Bytes written to clients.", MetricType::Counter),
+  add(family(out, "memzone_proxy_sent_bytes_total", "Bytes written to clients.",
+             MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().bytes_written.get(); }));
 
   add(family(out, "memzone_proxy_backend_requests_total", "Requests sent to memcached servers.",
@@ -117,16 +122,18 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   std::vector<std::string> zones = topology::zoneSlotNames();
   auto& copies = family(out, "memzone_proxy_replication_copies_total",
                         "Writes copied to another zone.", MetricType::Counter);
-  auto& copies_failed = family(out, "memzone_proxy_replication_copies_failed_total",
-                               "Writes that failed or diverged in a zone (then invalidated).",
-                               MetricType::Counter);
-  auto& queued = family(out, "memzone_proxy_invalidations_queued_total",
-                        "Keys queued for deletion on a server that missed a write.", MetricType::Counter);
+  auto& copies_failed =
+      family(out, "memzone_proxy_replication_copies_failed_total",
+             "Writes that failed or diverged in a zone (then invalidated).", MetricType::Counter);
+  auto& queued =
+      family(out, "memzone_proxy_invalidations_queued_total",
+             "Keys queued for deletion on a server that missed a write.", MetricType::Counter);
   auto& replayed = family(out, "memzone_proxy_invalidations_replayed_total",
                           "Queued invalidations the server confirmed.", MetricType::Counter);
-  auto& dropped = family(out, "memzone_proxy_invalidations_dropped_total",
-                         "Invalidations lost to a queue overflow (the server is then held or flushed).",
-                         MetricType::Counter);
+  auto& dropped =
+      family(out, "memzone_proxy_invalidations_dropped_total",
+             "Invalidations lost to a queue overflow (the server is then held or flushed).",
+             MetricType::Counter);
   auto& depth = family(out, "memzone_proxy_invalidation_queue_depth",
                        "Invalidations waiting for their server.", MetricType::Gauge);
   for (size_t z = 0; z < zones.size(); ++z) {
@@ -135,11 +142,18 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
       return sum([&](const server::Worker& w) { return get(w.backendStats().zones[z]); });
     };
     add(copies, zsum([](const backend::ZoneCounters& c) { return c.copies_sent.get(); }), labels);
-    add(copies_failed, zsum([](const backend::ZoneCounters& c) { return c.copies_failed.get(); }), labels);
-    add(queued, zsum([](const backend::ZoneCounters& c) { return c.invalidations_queued.get(); }), labels);
-    add(replayed, zsum([](const backend::ZoneCounters& c) { return c.invalidations_replayed.get(); }), labels);
-    add(dropped, zsum([](const backend::ZoneCounters& c) { return c.invalidations_dropped.get(); }), labels);
-    add(depth, zsum([](const backend::ZoneCounters& c) { return c.invalidation_queue_depth.get(); }), labels);
+    add(copies_failed, zsum([](const backend::ZoneCounters& c) { return c.copies_failed.get(); }),
+        labels);
+    add(queued, zsum([](const backend::ZoneCounters& c) { return c.invalidations_queued.get(); }),
+        labels);
+    add(replayed,
+        zsum([](const backend::ZoneCounters& c) { return c.invalidations_replayed.get(); }),
+        labels);
+    add(dropped, zsum([](const backend::ZoneCounters& c) { return c.invalidations_dropped.get(); }),
+        labels);
+    add(depth,
+        zsum([](const backend::ZoneCounters& c) { return c.invalidation_queue_depth.get(); }),
+        labels);
   }
   auto& failovers = family(out, "memzone_proxy_read_failovers_total",
                            "Reads passed to another zone, by reason.", MetricType::Counter);
@@ -148,11 +162,15 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
     add(failovers, sum([&](const server::Worker& w) { return w.stats().read_failovers[r].get(); }),
         {{"reason", reasons[r]}});
   }
-  auto& repairs = family(out, "memzone_proxy_read_repairs_total",
-                         "Failover hits copied back to the local zone, by outcome.", MetricType::Counter);
-  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_stored.get(); }), {{"result", "stored"}});
-  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_skipped.get(); }), {{"result", "skipped"}});
-  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_failed.get(); }), {{"result", "failed"}});
+  auto& repairs =
+      family(out, "memzone_proxy_read_repairs_total",
+             "Failover hits copied back to the local zone, by outcome.", MetricType::Counter);
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_stored.get(); }),
+      {{"result", "stored"}});
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_skipped.get(); }),
+      {{"result", "skipped"}});
+  add(repairs, sum([](const server::Worker& w) { return w.stats().repairs_failed.get(); }),
+      {{"result", "failed"}});
 
   if (context_->per_backend_metrics) {
     struct Sum {
@@ -169,13 +187,15 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
         sum_for.pending += s.pending_invalidations;
       }
     }
-    auto& up = family(out, "memzone_proxy_backend_up",
-                      "1 when every worker has the server up (sampled each second).", MetricType::Gauge);
+    auto& up =
+        family(out, "memzone_proxy_backend_up",
+               "1 when every worker has the server up (sampled each second).", MetricType::Gauge);
     auto& readable = family(out, "memzone_proxy_backend_readable",
                             "1 when every worker may read from the server (not held or untrusted).",
                             MetricType::Gauge);
-    auto& pending = family(out, "memzone_proxy_backend_pending_invalidations",
-                           "Invalidations queued for the server, over all workers.", MetricType::Gauge);
+    auto& pending =
+        family(out, "memzone_proxy_backend_pending_invalidations",
+               "Invalidations queued for the server, over all workers.", MetricType::Gauge);
     for (const auto& [address, s] : by_address) {
       Labels labels{{"address", address}};
       add(up, s.up == s.workers ? 1 : 0, labels);

@@ -3,10 +3,10 @@
 // line, no atomic read-modify-write); a scrape sums them over the workers.
 #pragma once
 
+#include <prometheus/collectable.h>
+
 #include <memory>
 #include <vector>
-
-#include <prometheus/collectable.h>
 
 #include "proxy/server/stats_text.h"
 

@@ -89,9 +89,9 @@ ReplyResult parseLineReply(std::string_view input) {
     ReplyCode code;
   };
   static constexpr Entry kLines[] = {
-      {"STORED", ReplyCode::kStored},     {"NOT_STORED", ReplyCode::kNotStored},
-      {"EXISTS", ReplyCode::kExists},     {"NOT_FOUND", ReplyCode::kNotFound},
-      {"DELETED", ReplyCode::kDeleted},   {"TOUCHED", ReplyCode::kTouched},
+      {"STORED", ReplyCode::kStored},   {"NOT_STORED", ReplyCode::kNotStored},
+      {"EXISTS", ReplyCode::kExists},   {"NOT_FOUND", ReplyCode::kNotFound},
+      {"DELETED", ReplyCode::kDeleted}, {"TOUCHED", ReplyCode::kTouched},
       {"OK", ReplyCode::kOk},
   };
   for (const auto& e : kLines) {

@@ -4,8 +4,8 @@ namespace memzone::protocol {
 
 std::string_view resultName(RequestResult result) {
   static constexpr std::string_view kNames[kRequestResultCount] = {
-      "hit",       "miss",    "stored", "not_stored",   "exists",       "not_found",
-      "deleted",   "touched", "ok",     "client_error", "server_error", "noreply"};
+      "hit",     "miss",    "stored", "not_stored",   "exists",       "not_found",
+      "deleted", "touched", "ok",     "client_error", "server_error", "noreply"};
   return kNames[static_cast<int>(result)];
 }
 

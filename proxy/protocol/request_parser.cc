@@ -120,8 +120,7 @@ ParseResult RequestParser::withData(std::string_view input, size_t line_end, siz
   const size_t header = line_end + 1;
   if (bytes > limits_.max_item_size) {
     // Like memcached: answer now and discard the value as it arrives, keeping the connection.
-    return ParseResult{ParseStatus::kSwallow, header, suppress ? "" : errors::kTooLarge,
-                       bytes + 2};
+    return ParseResult{ParseStatus::kSwallow, header, suppress ? "" : errors::kTooLarge, bytes + 2};
   }
   if (input.size() < header + bytes + 2) return ParseResult{ParseStatus::kNeedMore};
   const size_t total = header + bytes + 2;
@@ -211,7 +210,8 @@ ParseResult RequestParser::parseSimple(size_t consumed, Request& out) const {
       if (t.size() != 3 && t.size() != 4) return invalid(consumed, errors::kError);
       out.key_count = 1;
       out.noreply = t.back() == "noreply" && t.size() == 4;
-      if (t[1].size() > kMaxKeyLength) return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
+      if (t[1].size() > kMaxKeyLength)
+        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
       uint64_t delta;
       if (!parseNumber(t[2], delta)) return invalid(consumed, out.noreply ? "" : errors::kBadDelta);
       return ParseResult{ParseStatus::kOk, consumed};
@@ -220,9 +220,11 @@ ParseResult RequestParser::parseSimple(size_t consumed, Request& out) const {
       if (t.size() != 3 && t.size() != 4) return invalid(consumed, errors::kError);
       out.key_count = 1;
       out.noreply = t.back() == "noreply" && t.size() == 4;
-      if (t[1].size() > kMaxKeyLength) return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
+      if (t[1].size() > kMaxKeyLength)
+        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
       int64_t exptime;
-      if (!parseNumber(t[2], exptime)) return invalid(consumed, out.noreply ? "" : errors::kBadExptime);
+      if (!parseNumber(t[2], exptime))
+        return invalid(consumed, out.noreply ? "" : errors::kBadExptime);
       return ParseResult{ParseStatus::kOk, consumed};
     }
     case Command::kVerbosity:

@@ -14,8 +14,8 @@ constexpr uint32_t kPointsPerHash = 4;
 constexpr uint16_t kDefaultPort = 11211;
 
 uint32_t digestWord(const std::array<uint8_t, 16>& d, int i) {
-  return uint32_t(d[3 + i * 4]) << 24 | uint32_t(d[2 + i * 4]) << 16 |
-         uint32_t(d[1 + i * 4]) << 8 | uint32_t(d[i * 4]);
+  return uint32_t(d[3 + i * 4]) << 24 | uint32_t(d[2 + i * 4]) << 16 | uint32_t(d[1 + i * 4]) << 8 |
+         uint32_t(d[i * 4]);
 }
 
 }  // namespace
@@ -29,11 +29,11 @@ KetamaRing::KetamaRing(const std::vector<RingServer>& servers) : server_count_(s
     const RingServer& s = servers[index];
     // Same float arithmetic as libmemcached's update_continuum so the point count matches.
     float pct = static_cast<float>(s.weight) / static_cast<float>(total_weight);
-    uint32_t points = static_cast<uint32_t>(
-                          std::floor(static_cast<float>(pct * kPointsPerServer / 4 *
-                                                        static_cast<float>(servers.size())) +
-                                     0.0000000001)) *
-                      4;
+    uint32_t points =
+        static_cast<uint32_t>(std::floor(
+            static_cast<float>(pct * kPointsPerServer / 4 * static_cast<float>(servers.size())) +
+            0.0000000001)) *
+        4;
     char label[320];
     for (uint32_t i = 0; i < points / kPointsPerHash; ++i) {
       int n = s.port == kDefaultPort

@@ -17,7 +17,7 @@
 namespace memzone::server {
 
 struct ConnectionLimits {
-  size_t max_pending_requests = 4096;     // stop reading beyond this many replies owed
+  size_t max_pending_requests = 4096;         // stop reading beyond this many replies owed
   size_t max_output_bytes = 8 * 1024 * 1024;  // ... or this many reply bytes unsent
   // Until replies show how big they are, assume this much per request, so a burst of
   // large gets from a client that does not read cannot pin max_pending × 1 MiB.

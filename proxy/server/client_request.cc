@@ -194,7 +194,8 @@ void ClientRequest::finishSingle() {
     return;
   }
   if (protocol::isRetrieval(command_) || command_ == Command::kMetaGet) {
-    bool hit = c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
+    bool hit =
+        c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
   }
   if (quiet_ && protocol::quietSuppresses(command_, c.code)) return;

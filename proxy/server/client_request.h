@@ -140,8 +140,7 @@ class ClientRequest final : public backend::ReplySink {
   void multiGetRoundDone();
   void sendMultiGetRound();
   void finishMultiGet();
-  void repair(const backend::PoolView& pool, std::string_view key,
-              backend::BackendServer* source);
+  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source);
 
   RequestOwner* owner_ = nullptr;
   RequestPool* pool_ = nullptr;  // set once the owner released it while children were pending
@@ -157,13 +156,13 @@ class ClientRequest final : public backend::ReplySink {
   bool ready_ = false;
   bool sealed_ = false;
   bool released_by_owner_ = false;
-  bool answered_ = false;        // kWrite: the client's reply is decided
-  bool defer_copies_ = false;    // kWrite: copies wait for the local zone's success
-  bool local_only_ = false;      // kRead / kMultiGet: gets/gats never leave the local zone
-  bool sending_ = false;         // a send loop is running: replies that arrive at once wait
+  bool answered_ = false;      // kWrite: the client's reply is decided
+  bool defer_copies_ = false;  // kWrite: copies wait for the local zone's success
+  bool local_only_ = false;    // kRead / kMultiGet: gets/gats never leave the local zone
+  bool sending_ = false;       // a send loop is running: replies that arrive at once wait
   uint32_t outstanding_ = 0;
-  uint32_t next_attempt_ = 0;    // kRead
-  uint32_t round_start_ = 0;     // kMultiGet: first child of the current round
+  uint32_t next_attempt_ = 0;           // kRead
+  uint32_t round_start_ = 0;            // kMultiGet: first child of the current round
   uint32_t first_answer_ = UINT32_MAX;  // kRead: a child that answered (a miss), if any
   ByteBuffer reply_;
   ByteBuffer copy_;  // kWrite deferred copy / kRead forward bytes / kMultiGet command prefix
@@ -171,9 +170,9 @@ class ClientRequest final : public backend::ReplySink {
   struct KeyRef {
     uint32_t offset;
     uint32_t length;
-    uint32_t child;               // child of the current round (UINT32_MAX: none)
+    uint32_t child;  // child of the current round (UINT32_MAX: none)
     uint32_t pool = 0;
-    uint32_t attempt = 0;         // kMultiGet: zone attempt of the current round
+    uint32_t attempt = 0;               // kMultiGet: zone attempt of the current round
     uint32_t value_child = UINT32_MAX;  // kMultiGet: child holding this key's VALUE block
     uint32_t value_offset = 0;
     uint32_t value_size = 0;

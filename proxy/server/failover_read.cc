@@ -19,9 +19,7 @@ using protocol::ReplyCode;
 
 namespace {
 
-bool answered(const ClientRequest::Child& c) {
-  return !c.failed && !protocol::isErrorCode(c.code);
-}
+bool answered(const ClientRequest::Child& c) { return !c.failed && !protocol::isErrorCode(c.code); }
 
 }  // namespace
 
@@ -102,7 +100,8 @@ void ClientRequest::finishRead(uint32_t answer) {
     reply_.append(backend::failureReply(children_[answer].failure));
   } else {
     const Child& c = children_[answer];
-    bool hit = c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
+    bool hit =
+        c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
     if (hit && c.attempt > 0) repair(*pool_view_, keyAt(0), c.server);
     if (!(quiet_ && protocol::quietSuppresses(command_, c.code))) reply_.append(c.reply.view());
@@ -134,7 +133,8 @@ void ClientRequest::sendMultiGetRound() {
       ref.resolved = true;  // no zone left to ask: a miss seen earlier stands, else failed
       continue;
     }
-    if (a > ref.attempt) stats_->read_failovers[static_cast<int>(FailoverReason::kUnavailable)].add();
+    if (a > ref.attempt)
+      stats_->read_failovers[static_cast<int>(FailoverReason::kUnavailable)].add();
     ref.attempt = a;
     backend::BackendServer* server = serverFor(pool, key, a);
     uint32_t child = UINT32_MAX;
@@ -237,7 +237,8 @@ void ClientRequest::finishMultiGet() {
         continue;
       }
       stats_->get_hits.add();
-      reply_.append(children_[ref.value_child].reply.view().substr(ref.value_offset, ref.value_size));
+      reply_.append(
+          children_[ref.value_child].reply.view().substr(ref.value_offset, ref.value_size));
     }
     reply_.append("END\r\n");
   }

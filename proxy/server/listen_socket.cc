@@ -25,7 +25,8 @@ ListenResult listenReusePort(const std::string& address, unsigned count) {
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
   addrinfo* info = nullptr;
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &info); rc != 0) {
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &info);
+      rc != 0) {
     result.error = "--listen: " + address + ": " + gai_strerror(rc);
     return result;
   }

@@ -8,8 +8,8 @@ namespace {
 
 class ReadRepair final : public backend::ReplySink {
  public:
-  ReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
-             std::string_view key, backend::BackendServer* target, ProxyStats& stats)
+  ReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view, std::string_view key,
+             backend::BackendServer* target, ProxyStats& stats)
       : registry_(registry), view_(view), key_(key), target_(target), stats_(stats) {
     registry_.pin(view_);
   }
@@ -59,9 +59,12 @@ class ReadRepair final : public backend::ReplySink {
       size_t end = line.find(' ', pos);
       if (end == std::string_view::npos) end = line.size();
       std::string_view token = line.substr(pos, end - pos);
-      if (i == 0) length = token;
-      else if (!token.empty() && token[0] == 't') ttl = token.substr(1);
-      else if (!token.empty() && token[0] == 'f') flags = token.substr(1);
+      if (i == 0)
+        length = token;
+      else if (!token.empty() && token[0] == 't')
+        ttl = token.substr(1);
+      else if (!token.empty() && token[0] == 'f')
+        flags = token.substr(1);
       pos = end + 1;
     }
     size_t bytes = 0;

@@ -37,8 +37,8 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   uint64_t failovers[kFailoverReasonCount] = {};
   uint64_t repairs[4] = {};
   struct ZoneSums {
-    uint64_t copies_sent = 0, copies_failed = 0, queued = 0, replayed = 0, dropped = 0,
-             depth = 0, flushes = 0;
+    uint64_t copies_sent = 0, copies_failed = 0, queued = 0, replayed = 0, dropped = 0, depth = 0,
+             flushes = 0;
   };
   std::vector<std::string> zone_names = topology::zoneSlotNames();
   std::vector<ZoneSums> zones(zone_names.size());
@@ -89,16 +89,18 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "curr_connections", curr);
   stat(out, "total_connections", total);
   stat(out, "rejected_connections", rejected);
-  stat(out, "cmd_get", count(Command::kGet) + count(Command::kGets) + count(Command::kGat) +
-                           count(Command::kGats) + count(Command::kMetaGet));
-  stat(out, "cmd_set", count(Command::kSet) + count(Command::kAdd) + count(Command::kReplace) +
-                           count(Command::kAppend) + count(Command::kPrepend) +
-                           count(Command::kCas) + count(Command::kMetaSet));
+  stat(out, "cmd_get",
+       count(Command::kGet) + count(Command::kGets) + count(Command::kGat) + count(Command::kGats) +
+           count(Command::kMetaGet));
+  stat(out, "cmd_set",
+       count(Command::kSet) + count(Command::kAdd) + count(Command::kReplace) +
+           count(Command::kAppend) + count(Command::kPrepend) + count(Command::kCas) +
+           count(Command::kMetaSet));
   stat(out, "cmd_touch", count(Command::kTouch) + count(Command::kGat) + count(Command::kGats));
   stat(out, "cmd_flush", count(Command::kFlushAll));
   stat(out, "cmd_delete", count(Command::kDelete) + count(Command::kMetaDelete));
-  stat(out, "cmd_incr_decr", count(Command::kIncr) + count(Command::kDecr) +
-                                 count(Command::kMetaArithmetic));
+  stat(out, "cmd_incr_decr",
+       count(Command::kIncr) + count(Command::kDecr) + count(Command::kMetaArithmetic));
   stat(out, "get_hits", hits);
   stat(out, "get_misses", misses);
   stat(out, "bytes_read", bytes_read);

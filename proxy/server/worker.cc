@@ -21,7 +21,8 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
       reaper_(base_, [this] { reap(); }),
       sampler_(base_, [this] { sampleBackends(); }) {
   if (options_.backend_samples) sampler_.arm(std::chrono::seconds(1));
-  accept_event_ = std::make_unique<event::IoEvent>(base_, listen_fd_, [this](bool, bool) { onAccept(); });
+  accept_event_ =
+      std::make_unique<event::IoEvent>(base_, listen_fd_, [this](bool, bool) { onAccept(); });
   accept_event_->want(true, false);
 }
 
@@ -47,9 +48,8 @@ void Worker::join() {
 }
 
 void Worker::setTopology(std::shared_ptr<const topology::Topology> topology) {
-  base_.runInLoop([this, topology = std::move(topology)]() mutable {
-    registry_.apply(std::move(topology));
-  });
+  base_.runInLoop(
+      [this, topology = std::move(topology)]() mutable { registry_.apply(std::move(topology)); });
 }
 
 void Worker::stop() { base_.exit(); }

@@ -11,8 +11,7 @@
 
 namespace memzone::topology {
 
-ControllerClient::ControllerClient(ControllerClientOptions options, ApplyFn apply,
-                                   StateFn on_state)
+ControllerClient::ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state)
     : options_(std::move(options)),
       apply_(std::move(apply)),
       on_state_(std::move(on_state)),
@@ -20,7 +19,9 @@ ControllerClient::ControllerClient(ControllerClientOptions options, ApplyFn appl
 
 ControllerClient::~ControllerClient() { stop(); }
 
-void ControllerClient::start() { thread_ = std::thread([this] { run(); }); }
+void ControllerClient::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void ControllerClient::stop() {
   {
@@ -46,7 +47,8 @@ void ControllerClient::run() {
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.max_backoff_ms));
-  auto channel = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  auto channel =
+      grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
   auto stub = v1::TopologyService::NewStub(channel);
   std::minstd_rand rng(std::random_device{}());
   uint32_t backoff_ms = 0;
@@ -98,8 +100,8 @@ void ControllerClient::run() {
                      : std::min(backoff_ms * 2, options_.max_backoff_ms);
     uint32_t spread = backoff_ms / 5;
     uint32_t delay = backoff_ms - spread + (spread ? rng() % (2 * spread + 1) : 0);
-    logEvent(LogLevel::kWarn, "controller-stream", "controller %s: stream ended (%s); retrying in %u ms",
-             options_.target.c_str(),
+    logEvent(LogLevel::kWarn, "controller-stream",
+             "controller %s: stream ended (%s); retrying in %u ms", options_.target.c_str(),
              status.error_message().empty() ? "closed" : status.error_message().c_str(), delay);
     if (!waitBackoff(delay)) return;
   }

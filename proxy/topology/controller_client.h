@@ -22,10 +22,10 @@ class ClientContext;
 namespace memzone::topology {
 
 struct ControllerClientOptions {
-  std::string target;     // HOST:PORT
+  std::string target;  // HOST:PORT
   std::string node_id;
-  std::string node_name;  // NODE_NAME (Kubernetes), may be empty
-  std::string zone;       // --zone, may be empty
+  std::string node_name;        // NODE_NAME (Kubernetes), may be empty
+  std::string zone;             // --zone, may be empty
   std::string initial_version;  // what the proxy serves already (state file), or ""
   uint32_t initial_backoff_ms = 250;
   uint32_t max_backoff_ms = 10000;

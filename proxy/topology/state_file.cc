@@ -1,7 +1,5 @@
 #include "proxy/topology/state_file.h"
 
-#include "memzone/v1/topology_yaml.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "memzone/v1/topology_yaml.h"
 
 namespace memzone::topology {
 namespace {

@@ -1,11 +1,11 @@
 #include "proxy/topology/topology.h"
 
-#include "proxy/topology/zone_slots.h"
-
 #include <arpa/inet.h>
 
 #include <charconv>
 #include <set>
+
+#include "proxy/topology/zone_slots.h"
 
 namespace memzone::topology {
 
@@ -81,8 +81,8 @@ BuildResult buildTopology(const TopologySpec& spec) {
         ring_servers.push_back({b.host, b.port, b.weight});
         backends.push_back(std::move(b));
       }
-      pool.zones.push_back(Zone{zs.zone, std::move(backends), routing::KetamaRing(ring_servers),
-                                zoneSlot(zs.zone)});
+      pool.zones.push_back(
+          Zone{zs.zone, std::move(backends), routing::KetamaRing(ring_servers), zoneSlot(zs.zone)});
     }
     topology->pools.push_back(std::move(pool));
   }

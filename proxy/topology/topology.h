@@ -76,7 +76,7 @@ struct TopologySpec {
   HealthSpec health;
   ConsistencySpec consistency;
   bool allow_flush_all = false;
-  std::string version;  // opaque; set by the source (content hash, file mtime, ...)
+  std::string version;     // opaque; set by the source (content hash, file mtime, ...)
   std::string proxy_zone;  // the controller's answer for this proxy's zone, if any
 };
 
@@ -116,7 +116,7 @@ class Topology {
 
 struct BuildResult {
   std::shared_ptr<const Topology> topology;  // null when invalid
-  std::string error;                          // "field: reason" when invalid
+  std::string error;                         // "field: reason" when invalid
 };
 
 // Validates everything a worker relies on (addresses parse, routes name pools, zones are

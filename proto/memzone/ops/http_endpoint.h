@@ -8,6 +8,8 @@
 // DESIGN.md §4, which is why it sits beside the topology contract in proto/.
 #pragma once
 
+#include <prometheus/collectable.h>
+
 #include <atomic>
 #include <functional>
 #include <map>
@@ -15,8 +17,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <prometheus/collectable.h>
 
 namespace memzone::ops {
 

@@ -181,14 +181,15 @@ class Reader {
       host = host.substr(1, host.size() - 2);
     }
     unsigned port = 0;
-    auto [ptr, ec] = std::from_chars(address.data() + colon + 1, address.data() + address.size(), port);
+    auto [ptr, ec] =
+        std::from_chars(address.data() + colon + 1, address.data() + address.size(), port);
     if (ec != std::errc() || ptr != address.data() + address.size() || port == 0 || port > 65535) {
       return false;
     }
     in_addr v4;
     in6_addr v6;
-    bool numeric = inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
-                   inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+    bool numeric =
+        inet_pton(AF_INET, host.c_str(), &v4) == 1 || inet_pton(AF_INET6, host.c_str(), &v6) == 1;
     if (!numeric && (options_.numeric_addresses_only || !validHostName(host))) return false;
     out.set_address(host);
     out.set_port(port);
@@ -203,7 +204,8 @@ class Reader {
       error(node, field + ".name", "is required");
     } else if (readString(node["name"], field + ".name", s)) {
       if (s.empty()) error(node["name"], field + ".name", "must not be empty");
-      if (!pool_names_.insert(s).second) error(node["name"], field + ".name", "duplicate pool " + s);
+      if (!pool_names_.insert(s).second)
+        error(node["name"], field + ".name", "duplicate pool " + s);
       pool.set_name(s);
     }
     pool.set_hash("ketama");
@@ -264,8 +266,8 @@ class Reader {
   }
 
   void readRoot(const YAML::Node& root, TopologySnapshot& out) {
-    if (!expectMap(root, "", {"pools", "routes", "timeouts", "health", "consistency",
-                              "allowFlushAll"})) {
+    if (!expectMap(root, "",
+                   {"pools", "routes", "timeouts", "health", "consistency", "allowFlushAll"})) {
       return;
     }
     const YAML::Node pools = root["pools"];
@@ -289,7 +291,8 @@ class Reader {
     timeouts->set_request_ms(v);
 
     YAML::Node h = root["health"];
-    if (h) expectMap(h, "health", {"failureLimit", "downRetryMs", "maxDownRetryMs", "checkIntervalMs"});
+    if (h)
+      expectMap(h, "health", {"failureLimit", "downRetryMs", "maxDownRetryMs", "checkIntervalMs"});
     Health* health = out.mutable_health();
     readUint(h, "failureLimit", "health.failureLimit", kFailureLimit, 1, 1000, v);
     health->set_failure_limit(v);
@@ -336,7 +339,8 @@ YamlTopologyResult parseTopologyYaml(const std::string& text, const std::string&
     root = YAML::Load(text);
     reader.readRoot(root, result.snapshot);
   } catch (const YAML::Exception& e) {
-    reader.errors_.push_back(file_name + ":" + std::to_string(e.mark.line + 1) + ": yaml: " + e.msg);
+    reader.errors_.push_back(file_name + ":" + std::to_string(e.mark.line + 1) +
+                             ": yaml: " + e.msg);
   }
   result.errors = std::move(reader.errors_);
   if (result.errors.empty()) result.snapshot.set_version(snapshotVersion(result.snapshot));

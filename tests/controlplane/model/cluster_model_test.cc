@@ -28,25 +28,30 @@ json slice(const std::string& name, const std::string& service, std::vector<json
   return {{"apiVersion", "discovery.k8s.io/v1"},
           {"kind", "EndpointSlice"},
           {"metadata",
-           {{"name", name}, {"namespace", "cache"}, {"labels", {{"kubernetes.io/service-name", service}}}}},
+           {{"name", name},
+            {"namespace", "cache"},
+            {"labels", {{"kubernetes.io/service-name", service}}}}},
           {"addressType", type},
           {"endpoints", json(endpoints)},
           {"ports", ports}};
 }
 
-std::map<std::string, std::vector<std::string>> zonesOf(const ClusterModel& m, const std::string& p) {
+std::map<std::string, std::vector<std::string>> zonesOf(const ClusterModel& m,
+                                                        const std::string& p) {
   std::map<std::string, std::vector<std::string>> out;
   for (const auto& pool : m.snapshot.pools()) {
     if (pool.name() != p) continue;
     for (const auto& z : pool.zones()) {
-      for (const auto& b : z.backends()) out[z.zone()].push_back(b.address() + ":" + std::to_string(b.port()));
+      for (const auto& b : z.backends())
+        out[z.zone()].push_back(b.address() + ":" + std::to_string(b.port()));
     }
   }
   return out;
 }
 
 TEST(ClusterModel, MergesSlicesDeduplicatesAndDropsUnreadyAndTerminating) {
-  std::map<std::string, json> pools = {{"cache/p", pool("p", R"({"service": "mc", "port": "memcache"})")}};
+  std::map<std::string, json> pools = {
+      {"cache/p", pool("p", R"({"service": "mc", "port": "memcache"})")}};
   std::map<std::string, json> slices = {
       {"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1"), ep("10.0.0.2", "z2")})},
       {"cache/b", slice("b", "mc",
@@ -54,14 +59,15 @@ TEST(ClusterModel, MergesSlicesDeduplicatesAndDropsUnreadyAndTerminating) {
                          ep("10.0.0.4", "z1", {{"ready", true}, {"terminating", true}}),
                          ep("10.0.0.5", nullptr, json::object())})},
       {"cache/other", slice("o", "other", {ep("10.9.9.9", "z1")})},
-      {"cache/fqdn", slice("f", "mc", {ep("mc.example", "z1")}, json::array({{{"port", 11211}}}), "FQDN")},
+      {"cache/fqdn",
+       slice("f", "mc", {ep("mc.example", "z1")}, json::array({{{"port", 11211}}}), "FQDN")},
   };
   std::map<std::string, json> last_good;
   ClusterModel m = buildClusterModel(pools, slices, last_good);
-  EXPECT_EQ(zonesOf(m, "p"), (std::map<std::string, std::vector<std::string>>{
-                                 {"unknown", {"10.0.0.5:11211"}},
-                                 {"z1", {"10.0.0.1:11211"}},
-                                 {"z2", {"10.0.0.2:11211"}}}));
+  EXPECT_EQ(zonesOf(m, "p"),
+            (std::map<std::string, std::vector<std::string>>{{"unknown", {"10.0.0.5:11211"}},
+                                                             {"z1", {"10.0.0.1:11211"}},
+                                                             {"z2", {"10.0.0.2:11211"}}}));
   ASSERT_EQ(m.snapshot.routes_size(), 1);
   EXPECT_EQ(m.snapshot.routes(0).prefix(), "");  // no prefixes: the default pool
   EXPECT_FALSE(m.snapshot.version().empty());
@@ -84,8 +90,9 @@ TEST(ClusterModel, PortByNumberAndZoneAllowListOrder) {
   std::map<std::string, json> pools = {
       {"cache/p", pool("p", R"({"service": "mc", "port": 11300, "zones": ["z2", "z1", "z3"]})")}};
   std::map<std::string, json> slices = {
-      {"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1"), ep("10.0.0.2", "z2"), ep("10.0.0.9", "z9")},
-                        json::array({{{"name", "memcache"}, {"port", 11300}}}))}};
+      {"cache/a",
+       slice("a", "mc", {ep("10.0.0.1", "z1"), ep("10.0.0.2", "z2"), ep("10.0.0.9", "z9")},
+             json::array({{{"name", "memcache"}, {"port", 11300}}}))}};
   std::map<std::string, json> last_good;
   ClusterModel m = buildClusterModel(pools, slices, last_good);
   ASSERT_EQ(m.snapshot.pools(0).zones_size(), 2);  // z9 not allowed, z3 has nobody
@@ -100,7 +107,8 @@ TEST(ClusterModel, InvalidEditKeepsTheLastValidSpecAndSaysWhy) {
   std::map<std::string, json> slices = {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}};
   std::map<std::string, json> last_good;
   std::map<std::string, json> pools = {
-      {"cache/p", pool("p", R"({"service": "mc", "replication": {"wait": "all"}, "prefixes": ["s:"]})")}};
+      {"cache/p",
+       pool("p", R"({"service": "mc", "replication": {"wait": "all"}, "prefixes": ["s:"]})")}};
   ClusterModel good = buildClusterModel(pools, slices, last_good);
   pools["cache/p"] = pool("p", R"({"service": "mc", "replication": {"wait": "sometimes"}})", 2);
   ClusterModel bad = buildClusterModel(pools, slices, last_good);
@@ -114,7 +122,8 @@ TEST(ClusterModel, InvalidEditKeepsTheLastValidSpecAndSaysWhy) {
 
   // Never valid: nothing to serve.
   std::map<std::string, json> fresh;
-  ClusterModel never = buildClusterModel({{"cache/q", pool("q", R"({"port": "x"})")}}, slices, fresh);
+  ClusterModel never =
+      buildClusterModel({{"cache/q", pool("q", R"({"port": "x"})")}}, slices, fresh);
   EXPECT_EQ(never.snapshot.pools_size(), 0);
   EXPECT_FALSE(never.pools[0].in_snapshot);
 }

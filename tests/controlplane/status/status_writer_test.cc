@@ -29,7 +29,8 @@ TEST(StatusWriter, ReadyWhenEveryProxyAckedAndTransitionTimeKeptWhileUnchanged) 
   EXPECT_EQ(s1["observedGeneration"], 3);
   EXPECT_EQ(s1["topologyVersion"], "v1");
   EXPECT_EQ(s1["proxies"], (json{{"total", 2}, {"acked", 2}}));
-  EXPECT_EQ(s1["zones"], json::parse(R"([{"name":"a","readyBackends":2},{"name":"b","readyBackends":1}])"));
+  EXPECT_EQ(s1["zones"],
+            json::parse(R"([{"name":"a","readyBackends":2},{"name":"b","readyBackends":1}])"));
   EXPECT_EQ((*condition(s1, "Ready"))["status"], "True");
   EXPECT_EQ((*condition(s1, "Ready"))["reason"], "AllProxiesAcked");
   EXPECT_EQ((*condition(s1, "Degraded"))["status"], "False");

@@ -54,7 +54,8 @@ allowFlushAll: true
 }
 
 TEST(TopologyFile, DefaultsFollowDesign) {
-  auto r = parseTopologyYaml("pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\n", "t.yaml");
+  auto r =
+      parseTopologyYaml("pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\n", "t.yaml");
   ASSERT_TRUE(r.errors.empty());
   EXPECT_EQ(r.spec.pools[0].replication.writes, topology::WritePolicy::kAllZones);
   EXPECT_EQ(r.spec.pools[0].replication.wait, topology::WaitPolicy::kLocal);
@@ -84,7 +85,8 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\nextra: 1\n",
        "bad.yaml:5: extra: unknown field"},
       {"pools:\n  - name: p\n    zones:\n      a: [\"localhost:1\"]\n",
-       "bad.yaml:4: pools[0].zones.a[0]: bad server address \"localhost:1\" (want numeric IP:port)"},
+       "bad.yaml:4: pools[0].zones.a[0]: bad server address \"localhost:1\" (want numeric "
+       "IP:port)"},
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:99999\"]\n",
        "bad.yaml:4: pools[0].zones.a[0]: bad server address"},
       {"pools:\n  - name: p\n    zones:\n      a: []\n",
@@ -102,8 +104,7 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
        "bad.yaml:5: timeouts.requestMs: must be an integer from 1 to 60000"},
       {"pools:\n  - name: p\n    hash: crc32\n    zones:\n      a: [\"127.0.0.1:1\"]\n",
        "bad.yaml:3: pools[0].hash: must be ketama"},
-      {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"\n",
-       "bad.yaml:5: yaml: "},
+      {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"\n", "bad.yaml:5: yaml: "},
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
        "bad.yaml:4: pools[0].zones.a[1]: duplicate server 127.0.0.1:1"},
   };
@@ -116,7 +117,8 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
 
 TEST(TopologyFile, CollectsEveryErrorNotJustTheFirst) {
   auto r = parseTopologyYaml(
-      "pools:\n  - name: p\n    zones:\n      a: [\"nope\"]\n    bogus: 1\ntimeouts: {connectMs: x}\n",
+      "pools:\n  - name: p\n    zones:\n      a: [\"nope\"]\n    bogus: 1\ntimeouts: {connectMs: "
+      "x}\n",
       "f.yaml");
   EXPECT_EQ(r.errors.size(), 3u);
 }

@@ -18,8 +18,10 @@ struct Case {
 TEST(ReplyParser, EveryReplyAtEveryFragmentSize) {
   const std::vector<Case> cases = {
       {"VALUE k 5 3\r\nabc\r\nEND\r\n", ReplyShape::kRetrieval, ReplyCode::kHit},
-      {"VALUE k 5 3 77\r\nabc\r\nVALUE j 0 0\r\n\r\nEND\r\n", ReplyShape::kRetrieval, ReplyCode::kHit},
-      {"VALUE k 0 5\r\nEND\r\n\r\nEND\r\n", ReplyShape::kRetrieval, ReplyCode::kHit},  // data looks like END
+      {"VALUE k 5 3 77\r\nabc\r\nVALUE j 0 0\r\n\r\nEND\r\n", ReplyShape::kRetrieval,
+       ReplyCode::kHit},
+      {"VALUE k 0 5\r\nEND\r\n\r\nEND\r\n", ReplyShape::kRetrieval,
+       ReplyCode::kHit},  // data looks like END
       {"END\r\n", ReplyShape::kRetrieval, ReplyCode::kMiss},
       {"SERVER_ERROR out of memory\r\n", ReplyShape::kRetrieval, ReplyCode::kServerError},
       {"STORED\r\n", ReplyShape::kLine, ReplyCode::kStored},
@@ -40,7 +42,8 @@ TEST(ReplyParser, EveryReplyAtEveryFragmentSize) {
       {"NF\r\n", ReplyShape::kMeta, ReplyCode::kNotFound},
       {"NS\r\n", ReplyShape::kMeta, ReplyCode::kNotStored},
       {"EX\r\n", ReplyShape::kMeta, ReplyCode::kExists},
-      {"ME k exp=-1 la=1 cas=2 fetch=no cls=1 size=63\r\n", ReplyShape::kMeta, ReplyCode::kMetaDebug},
+      {"ME k exp=-1 la=1 cas=2 fetch=no cls=1 size=63\r\n", ReplyShape::kMeta,
+       ReplyCode::kMetaDebug},
   };
   for (const auto& c : cases) {
     for (size_t fragment : {1, 2, 5, 10, 100}) {
@@ -63,7 +66,8 @@ TEST(ReplyParser, GarbageIsInvalidNotNeedMore) {
   EXPECT_EQ(parseReply("HELLO\r\n", ReplyShape::kLine).status, ReplyStatus::kInvalid);
   EXPECT_EQ(parseReply("STORED\r\n", ReplyShape::kRetrieval).status, ReplyStatus::kInvalid);
   EXPECT_EQ(parseReply("VALUE k 0 x\r\n", ReplyShape::kRetrieval).status, ReplyStatus::kInvalid);
-  EXPECT_EQ(parseReply("VALUE k 0 2\r\nabcd\r\n", ReplyShape::kRetrieval).status, ReplyStatus::kInvalid);
+  EXPECT_EQ(parseReply("VALUE k 0 2\r\nabcd\r\n", ReplyShape::kRetrieval).status,
+            ReplyStatus::kInvalid);
   EXPECT_EQ(parseReply("XX\r\n", ReplyShape::kMeta).status, ReplyStatus::kInvalid);
   EXPECT_EQ(parseReply("VA x\r\n", ReplyShape::kMeta).status, ReplyStatus::kInvalid);
   EXPECT_EQ(parseReply("STORED", ReplyShape::kLine).status, ReplyStatus::kNeedMore);

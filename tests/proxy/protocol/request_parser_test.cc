@@ -28,7 +28,8 @@ struct Parsed {
 
 // Feeds `input` in slices of `fragment` bytes the way a connection would: append, parse
 // until NeedMore, drop what was consumed.
-std::vector<Parsed> parseAll(const std::string& input, size_t fragment, const ParserLimits& limits = {}) {
+std::vector<Parsed> parseAll(const std::string& input, size_t fragment,
+                             const ParserLimits& limits = {}) {
   RequestParser parser(limits);
   std::vector<Parsed> out;
   std::string buffer;
@@ -48,8 +49,8 @@ std::vector<Parsed> parseAll(const std::string& input, size_t fragment, const Pa
       }
       ParseResult r = parser.parse(buffer, request);
       if (r.status == ParseStatus::kNeedMore) break;
-      Parsed p{r.status, request.command, {}, {}, {}, std::string(r.reply), request.noreply,
-               request.quiet, r.swallow};
+      Parsed p{r.status,        request.command, {},       {}, {}, std::string(r.reply),
+               request.noreply, request.quiet,   r.swallow};
       if (r.status == ParseStatus::kOk) {
         for (size_t i = 0; i < request.key_count; ++i) p.keys.emplace_back(request.key(i));
         p.data = std::string(request.data);
@@ -280,7 +281,7 @@ TEST(RequestEncoder, CasCopiesDropTheCompareToken) {
   EXPECT_EQ(copy("md k C7 q\r\n"), "md k\r\n");
   EXPECT_EQ(copy("ma k C7 D2\r\n"), "ma k D2\r\n");
   EXPECT_EQ(copy("ms k 2 T5\r\nhi\r\n"), "");  // no compare token: copied as sent
-  EXPECT_EQ(copy("mg k c v\r\n"), "");            // reads are never copies
+  EXPECT_EQ(copy("mg k c v\r\n"), "");         // reads are never copies
 }
 
 TEST(ReplyResult, ClassifiesWhatTheClientGot) {
@@ -293,9 +294,11 @@ TEST(ReplyResult, ClassifiesWhatTheClientGot) {
   EXPECT_EQ(classifyReply(Command::kDelete, "DELETED\r\n"), RequestResult::kDeleted);
   EXPECT_EQ(classifyReply(Command::kTouch, "TOUCHED\r\n"), RequestResult::kTouched);
   EXPECT_EQ(classifyReply(Command::kIncr, "42\r\n"), RequestResult::kOk);
-  EXPECT_EQ(classifyReply(Command::kGet, "SERVER_ERROR backend timeout\r\n"), RequestResult::kServerError);
+  EXPECT_EQ(classifyReply(Command::kGet, "SERVER_ERROR backend timeout\r\n"),
+            RequestResult::kServerError);
   EXPECT_EQ(classifyReply(Command::kUnknown, "ERROR\r\n"), RequestResult::kClientError);
-  EXPECT_EQ(classifyReply(Command::kSet, "CLIENT_ERROR bad data chunk\r\n"), RequestResult::kClientError);
+  EXPECT_EQ(classifyReply(Command::kSet, "CLIENT_ERROR bad data chunk\r\n"),
+            RequestResult::kClientError);
   EXPECT_EQ(classifyReply(Command::kMetaGet, "EN\r\n"), RequestResult::kMiss);
   EXPECT_EQ(classifyReply(Command::kMetaGet, "HD\r\n"), RequestResult::kHit);
   EXPECT_EQ(classifyReply(Command::kMetaSet, "HD\r\n"), RequestResult::kStored);

@@ -54,13 +54,15 @@ void expectSameAsLibmemcached(const std::vector<RingServer>& servers) {
 }
 
 TEST(KetamaRing, MatchesLibmemcachedEqualWeights) {
-  expectSameAsLibmemcached({{"127.0.0.1", 21211, 1}, {"127.0.0.1", 21212, 1},
-                            {"127.0.0.1", 21213, 1}});
+  expectSameAsLibmemcached(
+      {{"127.0.0.1", 21211, 1}, {"127.0.0.1", 21212, 1}, {"127.0.0.1", 21213, 1}});
 }
 
 TEST(KetamaRing, MatchesLibmemcachedDefaultPortAndWeights) {
-  expectSameAsLibmemcached({{"10.0.0.1", 11211, 1}, {"10.0.0.2", 11211, 3},
-                            {"cache-3.example", 11212, 2}, {"10.0.0.4", 11211, 5}});
+  expectSameAsLibmemcached({{"10.0.0.1", 11211, 1},
+                            {"10.0.0.2", 11211, 3},
+                            {"cache-3.example", 11212, 2},
+                            {"10.0.0.4", 11211, 5}});
 }
 
 TEST(KetamaRing, MatchesLibmemcachedManyServers) {
