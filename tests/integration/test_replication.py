@@ -121,6 +121,35 @@ class WritesTest(ReplicationBase):
         for zone in ZONES:
             self.assertEqual(self.direct_get(zone, "cask"), b"VALUE cask 9 3\r\nnew\r\nEND\r\n", zone)
 
+    def test_meta_cas_goes_local_then_copies_without_the_compare(self):
+        p = self.proxy("a")
+        with p.client() as c:
+            self.assertEqual(c.request(b"ms mc 3 T0\r\nold\r\n"), b"HD\r\n")
+            cas = int(re.search(rb" c(\d+)", c.request(b"mg mc c\r\n")).group(1))
+            self.assertEqual(c.request(b"ms mc 3 C%d\r\nnew\r\n" % cas), b"HD\r\n")
+            self.assertEqual(c.request(b"ms mc 3 C%d\r\nbad\r\n" % cas), b"EX\r\n")
+        deadline = time.monotonic() + 2
+        for zone in ZONES:
+            want = b"VALUE mc 0 3\r\nnew\r\nEND\r\n"
+            while self.direct_get(zone, "mc") != want and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(self.direct_get(zone, "mc"), want, zone)
+
+    def test_diverged_incr_is_invalidated_in_the_other_zone(self):
+        p = self.proxy("a")
+        with p.client() as c:
+            c.request(b"set ctr 0 0 2\r\n10\r\n")
+        time.sleep(0.1)
+        with self.server_for("c", "ctr").client() as d:  # zone c drifted (say it missed a write)
+            d.request(b"set ctr 0 0 3\r\n500\r\n")
+        with p.client() as c:
+            self.assertEqual(c.request(b"incr ctr 1\r\n"), b"11\r\n")  # the local result
+        deadline = time.monotonic() + 2
+        while self.direct_get("c", "ctr") != b"END\r\n" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.direct_get("c", "ctr"), b"END\r\n")  # invalidated, not wrong
+        self.assertEqual(self.direct_get("b", "ctr"), b"VALUE ctr 0 2\r\n11\r\nEND\r\n")
+
     def test_diverged_add_is_invalidated_in_the_other_zone(self):
         # Zone b already holds the key (say from before it joined): an add stores in a but
         # not in b, and b must not keep serving its different value.
