@@ -25,6 +25,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   round_start_ = 0;
   first_answer_ = UINT32_MAX;
   reply_.clear();
+  reply_child_ = kNoChild;
   copy_.clear();
   keys_.clear();
   key_refs_.clear();
@@ -182,7 +183,10 @@ void ClientRequest::finish() {
     case Plan::kLocal:
       break;
   }
-  if (noreply_) reply_.clear();
+  if (noreply_) {
+    reply_.clear();
+    reply_child_ = kNoChild;
+  }
   markReady();
 }
 
@@ -199,7 +203,7 @@ void ClientRequest::finishSingle() {
     (hit ? stats_->get_hits : stats_->get_misses).add();
   }
   if (quiet_ && protocol::quietSuppresses(command_, c.code)) return;
-  reply_.append(c.reply.view());
+  reply_child_ = 0;
 }
 
 void ClientRequest::finishBroadcast() {

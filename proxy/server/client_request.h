@@ -93,7 +93,9 @@ class ClientRequest final : public backend::ReplySink {
 
   // For the owning connection.
   bool ready() const { return ready_; }
-  std::string_view reply() const { return reply_.view(); }
+  std::string_view reply() const {
+    return reply_child_ != kNoChild ? children_[reply_child_].reply.view() : reply_.view();
+  }
   protocol::Command command() const { return command_; }
   int64_t startedUs() const { return started_us_; }
   // When the bytes of this request were read (one clock read per read batch, not per request).
@@ -164,6 +166,10 @@ class ClientRequest final : public backend::ReplySink {
   uint32_t next_attempt_ = 0;           // kRead
   uint32_t round_start_ = 0;            // kMultiGet: first child of the current round
   uint32_t first_answer_ = UINT32_MAX;  // kRead: a child that answered (a miss), if any
+  // The client's reply: reply_, or, when a backend's answer goes out unchanged, that child's
+  // buffer itself (one copy fewer per request).
+  static constexpr uint32_t kNoChild = UINT32_MAX;
+  uint32_t reply_child_ = kNoChild;
   ByteBuffer reply_;
   ByteBuffer copy_;  // kWrite deferred copy / kRead forward bytes / kMultiGet command prefix
   ByteBuffer keys_;  // keys, concatenated

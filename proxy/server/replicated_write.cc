@@ -152,9 +152,12 @@ void ClientRequest::answerWriteIfDecided() {
     stats_->server_errors.add();
     reply_.append(backend::failureReply(answer->failure));
   } else if (!(quiet_ && protocol::quietSuppresses(command_, answer->code))) {
-    reply_.append(answer->reply.view());
+    reply_child_ = static_cast<uint32_t>(answer - children_.data());
   }
-  if (noreply_) reply_.clear();
+  if (noreply_) {
+    reply_.clear();
+    reply_child_ = kNoChild;
+  }
   markReady();
 }
 
