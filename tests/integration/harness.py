@@ -25,6 +25,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def write_atomically(path, text):
+    """Write + rename: a reader never sees half a file (what editors and config tools do)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
 def wait_for_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,10 +103,7 @@ class Proxy:
         self.log_path = os.path.join(self.dir, "proxy.log")
 
     def write_topology(self, text):
-        tmp = self.config + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.rename(tmp, self.config)
+        write_atomically(self.config, text)
 
     def start(self):
         self.log = open(self.log_path, "a")
@@ -168,10 +173,7 @@ class Controller:
         return "127.0.0.1:%d" % self.port
 
     def write_topology(self, text):
-        tmp = self.config + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.rename(tmp, self.config)
+        write_atomically(self.config, text)
 
     def start(self):
         self.log = open(self.log_path, "a")
