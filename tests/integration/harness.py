@@ -4,6 +4,7 @@ Every wait here has a bound; every process started is stopped by the test that s
 """
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,10 +20,28 @@ MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
 def free_port():
-    """A port nobody listens on right now (the kernel's choice, so parallel tests differ)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on right now. Chosen below the kernel's ephemeral range, so the
+    outgoing connections of other tests running in parallel never hold it; random, so two
+    tests rarely pick the same one (and servers started on it retry if they lose the race)."""
+    low, high = 20000, 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+        high = min(high, ephemeral_low)
+    except (OSError, ValueError):
+        pass
+    for _ in range(200):
+        port = _port_rng.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in %d-%d" % (low, high))
+
+
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1e6))
 
 
 def write_atomically(path, text):
@@ -33,22 +52,68 @@ def write_atomically(path, text):
     os.rename(tmp, path)
 
 
+def _listening_inodes(port, host="127.0.0.1"):
+    """Socket inodes of every LISTEN socket on host:port or on a wildcard address, IPv4 or
+    IPv6 (gRPC, for one, binds 127.0.0.1 as the v4-mapped ::ffff:127.0.0.1)."""
+    v4 = socket.inet_aton(host)[::-1].hex().upper()
+    wanted = {v4, "00000000", "0000000000000000FFFF0000" + v4, "0" * 32}
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    address, hex_port = fields[1].split(":")
+                    if fields[3] == "0A" and int(hex_port, 16) == port and address in wanted:
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return inodes
+
+
+def _owns_port(pid, port, host="127.0.0.1"):
+    """True when `pid` holds every listening socket on `port`. Tests run in parallel: a port
+    picked by free_port can be taken by another test's process before ours binds it (and
+    SO_REUSEPORT would even let two proxies share it), so "something answers" is not enough."""
+    inodes = _listening_inodes(port, host)
+    if not inodes:
+        return False
+    try:
+        fds = {os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid)}
+    except OSError:
+        return False
+    return all("socket:[%s]" % inode in fds for inode in inodes)
+
+
+class PortLost(RuntimeError):
+    """The process did not get its port (another process holds it)."""
+
+
 def wait_for_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+            raise PortLost("process exited with %s before listening on %d" % (proc.returncode, port))
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                if proc is None or _owns_port(proc.pid, port, host):
+                    return
         except OSError:
-            time.sleep(0.02)
+            pass
+        time.sleep(0.02)
+    if proc is not None and _listening_inodes(port, host):
+        proc.kill()
+        proc.wait(timeout=5)
+        raise PortLost("port %d is held by another process" % port)
     raise TimeoutError("nothing listening on port %d after %.1fs" % (port, timeout))
 
 
 class Memcached:
     def __init__(self, port=None, max_item_size=None, host="127.0.0.1"):
         self.host = host
+        self.fixed_port = port is not None
+        self.attempts = 0
         self.port = port or free_port()
         self.max_item_size = max_item_size
         self.proc = None
@@ -64,7 +129,14 @@ class Memcached:
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc, host=self.host)
+        try:
+            wait_for_port(self.port, proc=self.proc, host=self.host)
+        except PortLost:
+            if self.fixed_port or self.attempts >= 3:
+                raise
+            self.attempts += 1
+            self.port = free_port()  # lost the port to a parallel test: pick another
+            return self.start()
         return self
 
     def kill(self):
@@ -74,7 +146,16 @@ class Memcached:
             self.proc.wait(timeout=10)
 
     def pause(self):
+        """SIGSTOP, and wait until the kernel has really stopped it: on a busy machine a
+        runnable process can still answer a request after kill() returned."""
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                    return
+            time.sleep(0.001)
+        raise TimeoutError("memcached %d did not stop" % self.proc.pid)
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
@@ -95,6 +176,8 @@ class Proxy:
         self.state_dir = state_dir or os.path.join(self.dir, "state")
         if topology_yaml is not None:
             self.write_topology(topology_yaml)
+        self.fixed_port = port is not None
+        self.attempts = 0
         self.port = port or free_port()
         self.zone = zone
         self.threads = threads
@@ -117,7 +200,15 @@ class Proxy:
         cmd += self.extra_args
         env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_for_port(self.port, proc=self.proc)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except PortLost:
+            if self.fixed_port or self.attempts >= 3:
+                raise
+            self.attempts += 1
+            self.log.close()
+            self.port = free_port()  # lost the port to a parallel test: pick another
+            return self.start()
         return self
 
     def stop(self, timeout=15):
