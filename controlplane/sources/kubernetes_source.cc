@@ -88,14 +88,22 @@ void KubernetesSource::run() {
   while (!stopping_) {
     wake_.wait_for(lock, kStatusRefresh, [this] { return stopping_ || dirty_; });
     if (stopping_) return;
-    if (dirty_) {
+    bool changed = dirty_;
+    if (changed) {
       // Let a burst finish: everything that changes in the next 100 ms joins this rebuild.
       wake_.wait_for(lock, kDebounce, [this] { return stopping_; });
       if (stopping_) return;
       dirty_ = false;
     }
     lock.unlock();
-    rebuild();
+    // Objects changed (or no model yet): rebuild. Otherwise only the proxies' ACKs moved,
+    // and the status is refreshed from the model we have.
+    if (changed || !model_) {
+      rebuild();
+    } else {
+      auto served = cache_.current();
+      status_.write(*model_, served ? served->version() : "", pools_->objects(), proxies_);
+    }
     lock.lock();
   }
 }
@@ -132,6 +140,7 @@ void KubernetesSource::rebuildUnchecked() {
   }
   auto served = cache_.current();
   status_.write(model, served ? served->version() : "", pools, proxies_);
+  model_ = std::move(model);
 }
 
 }  // namespace memzone::controlplane

@@ -12,12 +12,14 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "controlplane/k8s/api_client.h"
 #include "controlplane/k8s/resource_watcher.h"
+#include "controlplane/model/cluster_model.h"
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/snapshot_cache.h"
@@ -53,7 +55,8 @@ class KubernetesSource {
   std::unique_ptr<k8s::ResourceWatcher> slices_;
   std::unique_ptr<k8s::ResourceWatcher> nodes_;
   std::map<std::string, nlohmann::json> last_good_;
-  std::set<std::string> rejected_;  // "key@generation" already reported
+  std::optional<model::ClusterModel> model_;  // the last one built; the source's thread only
+  std::set<std::string> rejected_;            // "key@generation" already reported
   std::mutex mu_;
   std::condition_variable wake_;
   bool dirty_ = false;

@@ -44,6 +44,21 @@ def free_port():
 _port_rng = random.Random(os.getpid() ^ int(time.time() * 1e6))
 
 
+def stop_process(proc, log, name, timeout=15):
+    """SIGTERM, then a bounded wait; a process that does not exit is killed and reported."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+            raise AssertionError("%s did not exit within %ds of SIGTERM" % (name, timeout))
+    if proc:
+        log.close()
+    return proc.returncode if proc else None
+
+
 def write_atomically(path, text):
     """Write + rename: a reader never sees half a file (what editors and config tools do)."""
     tmp = path + ".tmp"
@@ -212,17 +227,7 @@ class Proxy:
         return self
 
     def stop(self, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-                raise AssertionError("proxy did not exit within %ds of SIGTERM" % timeout)
-        if self.proc:
-            self.log.close()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, self.log, "memzone-proxy", timeout)
 
     def logs(self):
         with open(self.log_path) as f:
@@ -248,13 +253,17 @@ class Proxy:
 
 
 class Controller:
-    """memzone-controller with the file source on a topology file the test rewrites."""
+    """memzone-controller: by default the file source on a topology file the test rewrites;
+    `source_args` replaces that (e.g. --source kubernetes ...)."""
 
-    def __init__(self, topology_yaml, port=None, extra_args=()):
+    def __init__(self, topology_yaml, port=None, extra_args=(), source_args=None):
         self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix="memzone-controller-")
         self.config = os.path.join(self.dir, "topology.yaml")
-        self.write_topology(topology_yaml)
+        self.source_args = source_args or ["--source", "file", "--config", self.config,
+                                           "--poll-interval-ms", "50"]
+        if topology_yaml is not None:
+            self.write_topology(topology_yaml)
         self.port = port or free_port()
         self.proc = None
         self.log_path = os.path.join(self.dir, "controller.log")
@@ -268,8 +277,7 @@ class Controller:
 
     def start(self):
         self.log = open(self.log_path, "a")
-        cmd = [CONTROLLER, "--source", "file", "--config", self.config,
-               "--grpc-listen", self.address, "--poll-interval-ms", "50"] + self.extra_args
+        cmd = [CONTROLLER] + self.source_args + ["--grpc-listen", self.address] + self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)
         return self
@@ -282,12 +290,7 @@ class Controller:
             self.log.close()
 
     def stop(self, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=timeout)
-        if self.proc:
-            self.log.close()
-        return self.proc.returncode if self.proc else None
+        return stop_process(self.proc, self.log, "memzone-controller", timeout)
 
     def logs(self):
         with open(self.log_path) as f:

@@ -80,23 +80,14 @@ class KubernetesSourceTest(unittest.TestCase):
         with open(self.token_file, "w") as f:
             f.write("token-1\n")
         self.metrics_port = free_port()
-        self.controller = Controller("", extra_args=[])
-        self.controller_cmd_start()
+        self.controller = Controller(None, source_args=[
+            "--source", "kubernetes", "--namespace", NS, "--kube-api", self.api.url,
+            "--kube-token-file", self.token_file],
+            extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.controller.kill)
         self.proxy = Proxy(None, controller=self.controller.address, env={"NODE_NAME": "node-a"}).start()
         self.addCleanup(self.proxy.stop)
         self.wait_snapshot(lambda s: len(s.pools) == 1, "the first snapshot")
-
-    def controller_cmd_start(self):
-        import harness
-        c = self.controller
-        c.log = open(c.log_path, "a")
-        c.proc = subprocess.Popen(
-            [harness.CONTROLLER, "--source", "kubernetes", "--namespace", NS, "--kube-api", self.api.url,
-             "--kube-token-file", self.token_file, "--grpc-listen", c.address,
-             "--metrics-listen", "127.0.0.1:%d" % self.metrics_port],
-            stdout=c.log, stderr=subprocess.STDOUT)
-        harness.wait_for_port(c.port, proc=c.proc)
-        self.addCleanup(c.kill)
 
     # What the proxy received.
     def snapshot(self):
