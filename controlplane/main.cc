@@ -5,8 +5,10 @@
 
 #include "controlplane/bootstrap.h"
 #include "controlplane/config/controller_flags.h"
+#include "memzone/ops/log.h"
 
 int main(int argc, char** argv) {
+  memzone::ops::setLogProgram("memzone-controller");
   std::vector<std::string> args(argv + 1, argv + argc);
   memzone::controlplane::ControllerFlags flags = memzone::controlplane::parseControllerFlags(args);
   if (flags.help) {

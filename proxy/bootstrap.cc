@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "memzone/ops/http_endpoint.h"
+#include "memzone/ops/log.h"
 #include "proxy/config/topology_file.h"
 #include "proxy/metrics/proxy_collector.h"
 #include "proxy/server/listen_socket.h"
@@ -63,11 +64,13 @@ class TopologyApplier {
       return built.error;
     }
     apply(built.topology);
-    fprintf(stderr, "memzone-proxy: applied topology %s from the controller\n",
-            snapshot.version().c_str());
+    ops::logEvent(ops::LogLevel::kInfo, "applied:" + snapshot.version(),
+                  "applied topology %s from the controller", snapshot.version().c_str());
     if (!state_dir.empty()) {
       std::string error = topology::saveSnapshot(state_dir, snapshot);
-      if (!error.empty()) fprintf(stderr, "memzone-proxy: state dir: %s\n", error.c_str());
+      if (!error.empty())
+        ops::logEvent(ops::LogLevel::kError, std::string("state-dir"), "state dir: %s",
+                      error.c_str());
     }
     return "";
   }
@@ -84,17 +87,21 @@ std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
   std::string error;
   auto saved = topology::loadSnapshot(dir, error);
   if (!saved) {
-    if (!error.empty()) fprintf(stderr, "memzone-proxy: ignoring state: %s\n", error.c_str());
+    if (!error.empty())
+      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring state: %s",
+                    error.c_str());
     return nullptr;
   }
   topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
   if (!built.topology) {
-    fprintf(stderr, "memzone-proxy: ignoring state: %s\n", built.error.c_str());
+    ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring state: %s",
+                  built.error.c_str());
     return nullptr;
   }
   snapshot = *saved;
-  fprintf(stderr, "memzone-proxy: serving topology %s from %s until the controller answers\n",
-          saved->version().c_str(), dir.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, std::string("serving-state"),
+                "serving topology %s from %s until the controller answers",
+                saved->version().c_str(), dir.c_str());
   return built.topology;
 }
 
@@ -197,14 +204,16 @@ int runProxy(const config::ProxyOptions& options) {
       if (options.config_path.empty()) continue;  // the controller owns the topology
       auto next = loadTopology(options.config_path);
       if (!next) {
-        fprintf(stderr, "memzone-proxy: reload of %s rejected; keeping topology %s\n",
-                options.config_path.c_str(), topology->version.c_str());
+        ops::logEvent(ops::LogLevel::kError, "reload-rejected:" + options.config_path,
+                      "reload of %s rejected; keeping topology %s", options.config_path.c_str(),
+                      topology->version.c_str());
         continue;
       }
       topology = next;
       applier.apply(topology);
-      fprintf(stderr, "memzone-proxy: applied topology %s from %s\n", topology->version.c_str(),
-              options.config_path.c_str());
+      ops::logEvent(ops::LogLevel::kInfo, "applied:" + topology->version,
+                    "applied topology %s from %s", topology->version.c_str(),
+                    options.config_path.c_str());
       continue;
     }
     break;
@@ -212,7 +221,8 @@ int runProxy(const config::ProxyOptions& options) {
 
   stats_context->draining = true;  // /readyz fails first, so load balancers move on
   if (controller) controller->stop();
-  fprintf(stderr, "memzone-proxy: draining (up to %us)\n", options.drain_timeout_s);
+  ops::logEvent(ops::LogLevel::kInfo, std::string("draining"), "draining (up to %us)",
+                options.drain_timeout_s);
   for (auto& w : workers) w->drain();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.drain_timeout_s);
   for (auto& w : workers) {
@@ -223,7 +233,7 @@ int runProxy(const config::ProxyOptions& options) {
   }
   for (auto& w : workers) w->join();
   if (metrics) metrics->stop();
-  fprintf(stderr, "memzone-proxy: stopped\n");
+  ops::logEvent(ops::LogLevel::kInfo, std::string("stopped"), "stopped");
   return 0;
 }
 

@@ -3,10 +3,12 @@
 #include <string>
 #include <vector>
 
+#include "memzone/ops/log.h"
 #include "proxy/bootstrap.h"
 #include "proxy/config/proxy_flags.h"
 
 int main(int argc, char** argv) {
+  memzone::ops::setLogProgram("memzone-proxy");
   std::vector<std::string> args(argv + 1, argv + argc);
   memzone::config::FlagsResult flags = memzone::config::parseProxyFlags(args);
   if (flags.help) {

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <random>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::controlplane::k8s {
 namespace {
 
@@ -79,8 +81,8 @@ void ResourceWatcher::run() {
       ++counters_.watch_restarts;
       if (end == WatchEnd::kGone) {
         ++counters_.relists_gone;
-        fprintf(stderr, "memzone-controller: %s watch: 410 Gone; relisting\n",
-                options_.kind.c_str());
+        ops::logEvent(ops::LogLevel::kWarn, "gone:" + options_.kind,
+                      "%s watch: 410 Gone; relisting", options_.kind.c_str());
         break;
       }
       if (end == WatchEnd::kFailed) {
@@ -103,7 +105,8 @@ bool ResourceWatcher::list(std::string& resource_version) {
   try {
     return listPages(resource_version);
   } catch (const nlohmann::json::exception& e) {
-    fprintf(stderr, "memzone-controller: list %s: %s\n", options_.kind.c_str(), e.what());
+    ops::logEvent(ops::LogLevel::kError, "list:" + options_.kind, "list %s: %s",
+                  options_.kind.c_str(), e.what());
     return false;
   }
 }
@@ -121,13 +124,15 @@ bool ResourceWatcher::listPages(std::string& resource_version) {
       continue;
     }
     if (r.status != 200) {
-      fprintf(stderr, "memzone-controller: list %s: %s\n", options_.kind.c_str(),
-              r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+      ops::logEvent(ops::LogLevel::kError, "list:" + options_.kind, "list %s: %s",
+                    options_.kind.c_str(),
+                    r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
       return false;
     }
     nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
     if (body.is_discarded() || !body.contains("items")) {
-      fprintf(stderr, "memzone-controller: list %s: malformed response\n", options_.kind.c_str());
+      ops::logEvent(ops::LogLevel::kError, "list:" + options_.kind, "list %s: malformed response",
+                    options_.kind.c_str());
       return false;
     }
     for (auto& item : body["items"]) {
@@ -189,8 +194,9 @@ ResourceWatcher::WatchEnd ResourceWatcher::watch(std::string& resource_version) 
   if (ended_by_event) return end;
   if (r.status == 410) return WatchEnd::kGone;
   if (r.status != 200) {
-    fprintf(stderr, "memzone-controller: watch %s: %s\n", options_.kind.c_str(),
-            r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+    ops::logEvent(ops::LogLevel::kWarn, "watch:" + options_.kind, "watch %s: %s",
+                  options_.kind.c_str(),
+                  r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
     return WatchEnd::kFailed;
   }
   if (!r.error.empty()) return WatchEnd::kFailed;  // the connection dropped mid-stream
@@ -202,7 +208,8 @@ bool ResourceWatcher::applyEvent(const std::string& line, std::string& resource_
   try {
     return applyEventUnchecked(line, resource_version, end);
   } catch (const nlohmann::json::exception& e) {
-    fprintf(stderr, "memzone-controller: watch %s: %s\n", options_.kind.c_str(), e.what());
+    ops::logEvent(ops::LogLevel::kError, "watch:" + options_.kind, "watch %s: %s",
+                  options_.kind.c_str(), e.what());
     end = WatchEnd::kFailed;
     return false;
   }

@@ -2,15 +2,18 @@
 
 #include <cstdio>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::controlplane {
 
 uint64_t ProxyRegistry::connected(ProxyStatus status) {
   std::lock_guard lock(mu_);
   uint64_t id = next_id_++;
-  fprintf(stderr, "memzone-controller: proxy %s connected (zone %s, node %s, peer %s, has %s)\n",
-          status.node_id.c_str(), status.zone.empty() ? "-" : status.zone.c_str(),
-          status.node_name.empty() ? "-" : status.node_name.c_str(), status.peer.c_str(),
-          status.applied_version.empty() ? "nothing" : status.applied_version.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "connected:" + status.node_id,
+                "proxy %s connected (zone %s, node %s, peer %s, has %s)", status.node_id.c_str(),
+                status.zone.empty() ? "-" : status.zone.c_str(),
+                status.node_name.empty() ? "-" : status.node_name.c_str(), status.peer.c_str(),
+                status.applied_version.empty() ? "nothing" : status.applied_version.c_str());
   proxies_.emplace(id, std::move(status));
   return id;
 }
@@ -19,7 +22,8 @@ void ProxyRegistry::disconnected(uint64_t id) {
   std::lock_guard lock(mu_);
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
-  fprintf(stderr, "memzone-controller: proxy %s disconnected\n", it->second.node_id.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "disconnected:" + it->second.node_id, "proxy %s disconnected",
+                it->second.node_id.c_str());
   proxies_.erase(it);
 }
 
@@ -29,8 +33,8 @@ void ProxyRegistry::sent(uint64_t id, const std::string& version, const std::str
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   ++it->second.snapshots_sent;
-  fprintf(stderr, "memzone-controller: sent topology %s (nonce %s) to proxy %s\n", version.c_str(),
-          nonce.c_str(), it->second.node_id.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "sent:" + nonce, "sent topology %s (nonce %s) to proxy %s",
+                version.c_str(), nonce.c_str(), it->second.node_id.c_str());
 }
 
 void ProxyRegistry::acked(uint64_t id, const std::string& version) {
@@ -39,8 +43,8 @@ void ProxyRegistry::acked(uint64_t id, const std::string& version) {
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   it->second.applied_version = version;
-  fprintf(stderr, "memzone-controller: proxy %s ACKed topology %s\n", it->second.node_id.c_str(),
-          version.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "ack:" + it->second.node_id + version,
+                "proxy %s ACKed topology %s", it->second.node_id.c_str(), version.c_str());
 }
 
 void ProxyRegistry::nacked(uint64_t id, const std::string& version, const std::string& reason) {
@@ -50,8 +54,9 @@ void ProxyRegistry::nacked(uint64_t id, const std::string& version, const std::s
   if (it == proxies_.end()) return;
   it->second.last_nack_version = version;
   it->second.last_nack_reason = reason;
-  fprintf(stderr, "memzone-controller: proxy %s NACKed topology %s: %s\n",
-          it->second.node_id.c_str(), version.c_str(), reason.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "ack:" + it->second.node_id + version,
+                "proxy %s NACKed topology %s: %s", it->second.node_id.c_str(), version.c_str(),
+                reason.c_str());
 }
 
 std::vector<ProxyStatus> ProxyRegistry::proxies() const {

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "memzone/ops/log.h"
 #include "memzone/v1/topology_yaml.h"
 
 namespace memzone::controlplane {
@@ -37,15 +38,16 @@ bool FileSource::loadNow() {
   v1::YamlTopologyResult result = v1::loadTopologyYaml(path_, options);
   if (!result.errors.empty()) {
     counters_.rejected.fetch_add(1);
-    for (const auto& e : result.errors) fprintf(stderr, "memzone-controller: %s\n", e.c_str());
+    for (const auto& e : result.errors) ops::logEvent(ops::LogLevel::kError, e, "%s", e.c_str());
     auto current = cache_.current();
-    fprintf(stderr, "memzone-controller: %s rejected; keeping topology %s\n", path_.c_str(),
-            current ? current->version().c_str() : "(none)");
+    ops::logEvent(ops::LogLevel::kError, "rejected:" + path_, "%s rejected; keeping topology %s",
+                  path_.c_str(), current ? current->version().c_str() : "(none)");
     return false;
   }
   std::string version = result.snapshot.version();
   if (cache_.publish(std::move(result.snapshot))) {
-    fprintf(stderr, "memzone-controller: topology %s from %s\n", version.c_str(), path_.c_str());
+    ops::logEvent(ops::LogLevel::kInfo, "topology:" + version, "topology %s from %s",
+                  version.c_str(), path_.c_str());
   }
   synced_ = true;
   return true;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "controlplane/model/cluster_model.h"
+#include "memzone/ops/log.h"
 
 namespace memzone::controlplane {
 namespace {
@@ -114,7 +115,8 @@ void KubernetesSource::rebuild() {
   } catch (const nlohmann::json::exception& e) {
     // An object shaped in a way we did not expect: keep the last topology, say why.
     counters_.rejected.fetch_add(1);
-    fprintf(stderr, "memzone-controller: kubernetes objects rejected: %s\n", e.what());
+    ops::logEvent(ops::LogLevel::kError, std::string("objects-rejected"),
+                  "kubernetes objects rejected: %s", e.what());
   }
 }
 
@@ -126,16 +128,17 @@ void KubernetesSource::rebuildUnchecked() {
     // Each invalid generation of a ReplicatedPool counts once, however often we rebuild.
     if (!p.valid && rejected_.insert(p.key + "@" + std::to_string(p.generation)).second) {
       counters_.rejected.fetch_add(1);
-      fprintf(stderr, "memzone-controller: ReplicatedPool %s rejected: %s: %s\n", p.key.c_str(),
-              p.reason.c_str(), p.message.c_str());
+      ops::logEvent(ops::LogLevel::kError, "rejected:" + p.key + std::to_string(p.generation),
+                    "ReplicatedPool %s rejected: %s: %s", p.key.c_str(), p.reason.c_str(),
+                    p.message.c_str());
     }
   }
   if (model.snapshot.pools_size() > 0) {
     std::string version = model.snapshot.version();
     size_t pool_count = static_cast<size_t>(model.snapshot.pools_size());
     if (cache_.publish(model.snapshot)) {
-      fprintf(stderr, "memzone-controller: topology %s from kubernetes (%zu pools)\n",
-              version.c_str(), pool_count);
+      ops::logEvent(ops::LogLevel::kInfo, "topology:" + version,
+                    "topology %s from kubernetes (%zu pools)", version.c_str(), pool_count);
     }
   }
   auto served = cache_.current();

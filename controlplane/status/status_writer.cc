@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::controlplane {
 namespace {
 
@@ -112,8 +114,9 @@ void StatusWriter::write(const model::ClusterModel& model, const std::string& se
                        "/replicatedpools/" + meta.value("name", "") + "/status";
     k8s::ApiResponse r = client_.mergePatch(path, json::object({{"status", desired}}).dump());
     if (r.status != 200) {
-      fprintf(stderr, "memzone-controller: status of ReplicatedPool %s: %s\n", pool.key.c_str(),
-              r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+      ops::logEvent(ops::LogLevel::kError, "status:" + pool.key, "status of ReplicatedPool %s: %s",
+                    pool.key.c_str(),
+                    r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
     }
   }
 }

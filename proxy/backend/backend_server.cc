@@ -6,7 +6,7 @@
 #include <cstring>
 #include <random>
 
-#include "proxy/common/log.h"
+#include "memzone/ops/log.h"
 
 namespace memzone::backend {
 namespace {
@@ -118,9 +118,9 @@ void BackendServer::markDown(BackendFailure failure) {
   stats_.mark_down_events.add();
   stats_.servers_down.add();
   retry_delay_ms_ = 0;
-  logEvent(LogLevel::kWarn, "down:" + address_,
-           "backend %s marked down after %u consecutive failures (last: %s)", address_.c_str(),
-           consecutive_failures_, std::string(failureName(failure)).c_str());
+  ops::logEvent(ops::LogLevel::kWarn, "down:" + address_,
+                "backend %s marked down after %u consecutive failures (last: %s)", address_.c_str(),
+                consecutive_failures_, std::string(failureName(failure)).c_str());
   retry_timer_.arm(std::chrono::milliseconds(nextRetryDelayMs()));
 }
 
@@ -184,8 +184,8 @@ void BackendServer::overflow() {
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
   setQueueDepth(replaying_.size());
-  logEvent(
-      LogLevel::kWarn, "overflow:" + address_,
+  ops::logEvent(
+      ops::LogLevel::kWarn, "overflow:" + address_,
       "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",
       address_.c_str(), dropped, options_.allow_flush ? "flushed" : "the hold time passes");
 }
@@ -241,8 +241,8 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
       if (code == protocol::ReplyCode::kOk) {
         overflowed_ = false;
         zone().overflow_flushes.add();
-        logEvent(LogLevel::kInfo, "flushed:" + address_,
-                 "backend %s flushed after an invalidation overflow", address_.c_str());
+        ops::logEvent(ops::LogLevel::kInfo, "flushed:" + address_,
+                      "backend %s flushed after an invalidation overflow", address_.c_str());
       }
       replay_wanted_ = overflowed_ || !invalidations_.empty();
       return;
@@ -261,7 +261,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
   consecutive_failures_ = 0;
   retry_delay_ms_ = 0;
   stats_.servers_down.sub();
-  logEvent(LogLevel::kInfo, "up:" + address_, "backend %s is back up", address_.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "up:" + address_, "backend %s is back up", address_.c_str());
   if (replay_wanted_) replayInvalidations();
 }
 

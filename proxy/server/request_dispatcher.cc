@@ -56,7 +56,7 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
     }
     r->start(owner, request.command, Plan::kBroadcast, &stats_);
     r->pinView(&registry_, view);
-    dispatchFlushAll(request, r, view);
+    dispatchFlushAll(request, r);
     return r;
   }
   if (protocol::isRetrieval(request.command) && request.key_count > 1) {
@@ -157,14 +157,12 @@ void RequestDispatcher::dispatchMultiGet(const protocol::Request& request, Clien
   r->sealed();
 }
 
-void RequestDispatcher::dispatchFlushAll(const protocol::Request& request, ClientRequest* r,
-                                         backend::TopologyView* view) {
+void RequestDispatcher::dispatchFlushAll(const protocol::Request& request, ClientRequest* r) {
   r->setFlags(request.noreply, false);
   for (backend::BackendServer* server : registry_.allServers()) {
     uint32_t child = r->addChild(server);
     send(r, child, server, request);
   }
-  (void)view;
   r->sealed();
 }
 

@@ -35,8 +35,7 @@ class RequestDispatcher {
   static bool isLocalOnlyRead(protocol::Command command);
   void dispatchMultiGet(const protocol::Request& request, ClientRequest* r,
                         backend::TopologyView* view);
-  void dispatchFlushAll(const protocol::Request& request, ClientRequest* r,
-                        backend::TopologyView* view);
+  void dispatchFlushAll(const protocol::Request& request, ClientRequest* r);
   void send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
             const protocol::Request& request);
 

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <random>
 
+#include "memzone/ops/log.h"
 #include "memzone/v1/topology.grpc.pb.h"
-#include "proxy/common/log.h"
 
 namespace memzone::topology {
 
@@ -80,8 +80,8 @@ void ControllerClient::run() {
           applied_version_ = snapshot.version();
         } else {
           answer.set_error_detail(refused);
-          logEvent(LogLevel::kError, "nack", "NACK topology %s: %s", snapshot.version().c_str(),
-                   refused.c_str());
+          ops::logEvent(ops::LogLevel::kError, "nack", "NACK topology %s: %s",
+                        snapshot.version().c_str(), refused.c_str());
         }
         answer.set_version_applied(applied_version_);
         if (!stream->Write(answer)) break;
@@ -100,9 +100,10 @@ void ControllerClient::run() {
                      : std::min(backoff_ms * 2, options_.max_backoff_ms);
     uint32_t spread = backoff_ms / 5;
     uint32_t delay = backoff_ms - spread + (spread ? rng() % (2 * spread + 1) : 0);
-    logEvent(LogLevel::kWarn, "controller-stream",
-             "controller %s: stream ended (%s); retrying in %u ms", options_.target.c_str(),
-             status.error_message().empty() ? "closed" : status.error_message().c_str(), delay);
+    ops::logEvent(ops::LogLevel::kWarn, "controller-stream",
+                  "controller %s: stream ended (%s); retrying in %u ms", options_.target.c_str(),
+                  status.error_message().empty() ? "closed" : status.error_message().c_str(),
+                  delay);
     if (!waitBackoff(delay)) return;
   }
 }

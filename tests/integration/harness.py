@@ -307,7 +307,7 @@ class Controller:
     def versions(self):
         """Topology versions the controller published, in order."""
         import re
-        return re.findall(r"memzone-controller: topology (\S+) from", self.logs())
+        return re.findall(r"memzone-controller: info topology (\S+) from", self.logs())
 
 
 class Client:

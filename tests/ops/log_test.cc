@@ -1,13 +1,14 @@
-#include "proxy/common/log.h"
+#include "memzone/ops/log.h"
 
 #include <gtest/gtest.h>
 
 #include <thread>
 
-namespace memzone {
+namespace memzone::ops {
 namespace {
 
 TEST(Log, FloodOfOneKeyIsRateLimitedWithACount) {
+  setLogProgram("memzone-proxy");
   testing::internal::CaptureStderr();
   for (int i = 0; i < 100; ++i) logEvent(LogLevel::kWarn, "flood", "backend %d down", 7);
   logEvent(LogLevel::kInfo, "other", "another event");
@@ -21,4 +22,4 @@ TEST(Log, FloodOfOneKeyIsRateLimitedWithACount) {
 }
 
 }  // namespace
-}  // namespace memzone
+}  // namespace memzone::ops

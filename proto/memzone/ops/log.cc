@@ -1,4 +1,4 @@
-#include "proxy/common/log.h"
+#include "memzone/ops/log.h"
 
 #include <chrono>
 #include <cstdarg>
@@ -7,7 +7,7 @@
 #include <mutex>
 #include <string>
 
-namespace memzone {
+namespace memzone::ops {
 namespace {
 
 struct KeyState {
@@ -16,8 +16,11 @@ struct KeyState {
 };
 
 constexpr std::chrono::seconds kInterval(1);
+const char* program = "memzone";
 
 }  // namespace
+
+void setLogProgram(const char* name) { program = name; }
 
 void logEvent(LogLevel level, std::string_view key, const char* format, ...) {
   static std::mutex mu;
@@ -44,11 +47,11 @@ void logEvent(LogLevel level, std::string_view key, const char* format, ...) {
   va_end(args);
   const char* names[] = {"info", "warn", "error"};
   if (suppressed > 0) {
-    fprintf(stderr, "memzone-proxy: %s %s (%lu similar suppressed)\n",
-            names[static_cast<int>(level)], message, suppressed);
+    fprintf(stderr, "%s: %s %s (%lu similar suppressed)\n", program, names[static_cast<int>(level)],
+            message, suppressed);
   } else {
-    fprintf(stderr, "memzone-proxy: %s %s\n", names[static_cast<int>(level)], message);
+    fprintf(stderr, "%s: %s %s\n", program, names[static_cast<int>(level)], message);
   }
 }
 
-}  // namespace memzone
+}  // namespace memzone::ops
