@@ -66,6 +66,14 @@ class Processes:
         wait_for_port(port, proc)
         return proc
 
+    def memcached(self, binary, threads):
+        """A memcached on 127.0.0.1 (256 MiB); returns its port."""
+        port = free_port()
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        self.start([binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256",
+                    "-t", str(threads), "-c", "4096"] + user, port)
+        return port
+
     def stop(self):
         for p in self.procs:
             if p.poll() is None:
@@ -117,10 +125,7 @@ def main():
     work = tempfile.mkdtemp(prefix="memzone-bench-")
     procs = Processes()
     try:
-        mc_port = free_port()
-        user = ["-u", "root"] if os.geteuid() == 0 else []
-        procs.start([memcached, "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0", "-m", "256",
-                     "-t", "2", "-c", "4096"] + user, mc_port)
+        mc_port = procs.memcached(memcached, threads=2)
         targets = [("memcached (direct)", mc_port, None)]
 
         proxy_port = free_port()
@@ -191,11 +196,8 @@ def run_metrics_cost(args):
     memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
     work = tempfile.mkdtemp(prefix="memzone-bench-")
     procs = Processes()
-    user = ["-u", "root"] if os.geteuid() == 0 else []
     try:
-        mc_port = free_port()
-        procs.start([memcached, "-l", "127.0.0.1", "-p", str(mc_port), "-U", "0", "-m", "256",
-                     "-t", "2", "-c", "4096"] + user, mc_port)
+        mc_port = procs.memcached(memcached, threads=2)
         run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
         topology = os.path.join(work, "topology.yaml")
         with open(topology, "w") as f:
@@ -230,14 +232,8 @@ def run_replication(args):
     memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
     work = tempfile.mkdtemp(prefix="memzone-bench-")
     procs = Processes()
-    user = ["-u", "root"] if os.geteuid() == 0 else []
     try:
-        ports = []
-        for _ in range(3):
-            port = free_port()
-            procs.start([memcached, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256",
-                         "-t", "1", "-c", "4096"] + user, port)
-            ports.append(port)
+        ports = [procs.memcached(memcached, threads=1) for _ in range(3)]
         for port in ports:
             run_load(loadgen, port, argparse.Namespace(seconds=0.5), 1, prefill=True)
         configs = [
