@@ -5,10 +5,32 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <random>
 
 namespace memzone::backend {
 
 using protocol::ReplyStatus;
+
+namespace {
+
+// The fence reads a key nobody is expected to use; if someone stores it the answer is `HD`
+// instead of `EN`, still with our opaque.
+constexpr std::string_view kFencePrefix = "mg memzone:fence O";
+
+uint64_t randomFenceBase() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return rng();
+}
+
+// "O" + 16 hex digits.
+size_t formatOpaque(uint64_t opaque, char (&out)[24]) {
+  return static_cast<size_t>(
+      snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(opaque)));
+}
+
+}  // namespace
 
 BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_list,
                                      const sockaddr_storage& address, socklen_t address_len,
@@ -19,22 +41,63 @@ BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_li
       address_len_(address_len),
       observer_(observer),
       options_(options),
-      timer_(base, [this] { onTimer(); }) {}
+      timer_(base, [this] { onTimer(); }),
+      next_fence_(randomFenceBase()) {}
 
 BackendConnection::~BackendConnection() {
   flush_list_.forget(this);
   closeSocket();
 }
 
-void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape) {
-  int64_t deadline = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
-  bool was_empty = pending_.empty();
-  pending_.push_back(Pending{sink, tag, shape, deadline});
-  if (was_empty && state_ == State::kConnected) armTimerForHead();
+void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape,
+                               bool quiet, protocol::ReplyCode silent_code) {
+  Pending p;
+  p.sink = sink;
+  p.tag = tag;
+  p.shape = shape;
+  p.quiet = quiet;
+  p.code = silent_code;
+  push(p);
+  // A quiet request's silence is proven by the fence right behind it.
+  if (quiet || ++unfenced_ >= kMaxUnfenced) appendFence();
   flush_list_.schedule(this);
 }
 
+void BackendConnection::push(Pending pending) {
+  pending.deadline_us = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
+  bool was_empty = pending_.empty();
+  pending_.push_back(pending);
+  if (was_empty && state_ == State::kConnected) armTimerForHead();
+}
+
+void BackendConnection::appendFence() {
+  char hex[24];
+  size_t n = formatOpaque(++next_fence_, hex);
+  output_.append(kFencePrefix);
+  output_.append(std::string_view(hex, n));
+  output_.append("\r\n");
+  Pending fence;
+  fence.fence = next_fence_;
+  push(fence);
+  unfenced_ = 0;
+}
+
+BackendConnection::FenceMatch BackendConnection::matchFence(std::string_view input, uint64_t opaque,
+                                                            size_t& length) const {
+  char expected[32] = "EN O";  // or "HD O": the fence key may exist
+  char hex[24];
+  size_t n = formatOpaque(opaque, hex);
+  std::memcpy(expected + 4, hex, n);
+  std::memcpy(expected + 4 + n, "\r\n", 2);
+  length = 4 + n + 2;
+  std::string_view head = input.substr(0, std::min(input.size(), length));
+  if (!head.empty() && head[0] == 'H') std::memcpy(expected, "HD", 2);
+  if (head != std::string_view(expected, head.size())) return FenceMatch::kMismatch;
+  return head.size() == length ? FenceMatch::kMatch : FenceMatch::kNeedMore;
+}
+
 void BackendConnection::flushNow() {
+  if (unfenced_ > 0) appendFence();
   switch (state_) {
     case State::kDisconnected:
       if (!pending_.empty()) startConnect();
@@ -130,25 +193,7 @@ void BackendConnection::readReplies() {
       return;
     }
     input_.commit(static_cast<size_t>(n));
-    while (!input_.empty()) {
-      if (pending_.empty()) {
-        fail(BackendFailure::kParseError);  // bytes nobody asked for: the stream is out of step
-        return;
-      }
-      Pending& head = pending_.front();
-      protocol::ReplyResult r = protocol::parseReply(input_.view(), head.shape);
-      if (r.status == ReplyStatus::kNeedMore) break;
-      if (r.status == ReplyStatus::kInvalid) {
-        fail(BackendFailure::kParseError);
-        return;
-      }
-      Pending done = head;
-      pending_.pop_front();
-      observer_.onReplyReceived();
-      done.sink->onBackendReply(done.tag, input_.view().substr(0, r.consumed), r.code);
-      input_.consume(r.consumed);
-      if (state_ != State::kConnected) return;  // a sink's action closed us
-    }
+    if (!matchReplies()) return;
     if (static_cast<size_t>(n) < 64 * 1024) break;
   }
   if (pending_.empty()) {
@@ -157,6 +202,71 @@ void BackendConnection::readReplies() {
   } else {
     armTimerForHead();
   }
+}
+
+bool BackendConnection::matchReplies() {
+  while (scanned_ < input_.size()) {
+    if (matched_ == pending_.size()) {
+      fail(BackendFailure::kDesync);  // bytes nobody asked for
+      return false;
+    }
+    std::string_view in = input_.view().substr(scanned_);
+    Pending& p = pending_.at(matched_);
+    size_t length = 0;
+    if (p.sink == nullptr) {
+      FenceMatch m = matchFence(in, p.fence, length);
+      if (m == FenceMatch::kNeedMore) return true;
+      if (m == FenceMatch::kMismatch) {
+        fail(BackendFailure::kDesync);
+        return false;
+      }
+      scanned_ += length;
+      if (!deliverBatch()) return false;
+      continue;
+    }
+    if (p.quiet) {
+      // Its own fence follows it: that fence's reply first means memcached said nothing.
+      FenceMatch m = matchFence(in, pending_.at(matched_ + 1).fence, length);
+      if (m == FenceMatch::kNeedMore) return true;
+      if (m == FenceMatch::kMatch) {
+        p.reply_at = scanned_;
+        p.reply_len = 0;
+        ++matched_;
+        continue;
+      }
+    }
+    protocol::ReplyResult r = protocol::parseReply(in, p.shape);
+    if (r.status == ReplyStatus::kNeedMore) return true;
+    if (r.status == ReplyStatus::kInvalid) {
+      fail(BackendFailure::kDesync);
+      return false;
+    }
+    p.reply_at = scanned_;
+    p.reply_len = r.consumed;
+    p.code = r.code;
+    scanned_ += r.consumed;
+    ++matched_;
+  }
+  return true;
+}
+
+bool BackendConnection::deliverBatch() {
+  // Sinks may queue new requests here (failover, replay) but never touch input_, so the
+  // held replies stay where they are until the whole batch is out.
+  size_t count = matched_;
+  for (size_t i = 0; i < count; ++i) {
+    Pending done = pending_.front();
+    pending_.pop_front();
+    --matched_;
+    observer_.onReplyReceived();
+    done.sink->onBackendReply(done.tag, input_.view().substr(done.reply_at, done.reply_len),
+                              done.code);
+    if (state_ != State::kConnected) return false;  // a sink's action closed us
+  }
+  pending_.pop_front();  // the fence
+  input_.consume(scanned_);
+  scanned_ = 0;
+  return true;
 }
 
 void BackendConnection::armTimerForHead() {
@@ -189,6 +299,9 @@ void BackendConnection::closeSocket() {
   timer_.cancel();
   input_.clear();
   output_.clear();
+  matched_ = 0;
+  scanned_ = 0;
+  unfenced_ = 0;
 }
 
 void BackendConnection::failPending(BackendFailure failure) {
@@ -197,7 +310,7 @@ void BackendConnection::failPending(BackendFailure failure) {
   while (!failed.empty()) {
     Pending p = failed.front();
     failed.pop_front();
-    p.sink->onBackendFailure(p.tag, failure);
+    if (p.sink != nullptr) p.sink->onBackendFailure(p.tag, failure);
   }
 }
 

@@ -1,7 +1,23 @@
 // One pipelined TCP connection to a memcached server: requests are written in order and the
 // replies are matched to a FIFO of pending requests. A timeout, a disconnect or a reply that
-// does not parse breaks the pipeline, so the connection then fails every pending request and
+// does not match breaks the pipeline, so the connection then fails every pending request and
 // closes; the next request reconnects. Owned by a BackendServer; worker thread only.
+//
+// Replies are proven to belong to their requests (issue 11: a backend is untrusted input,
+// and one reply too many or too few on a shared connection would hand every later reply to
+// the wrong client). Each batch of requests ends with a fence, `mg <key> O<opaque>`, whose
+// opaque is unguessable (random per connection, then counted): memcached answers it with
+// `EN`/`HD O<opaque>`. Replies are parsed as they arrive but held until their batch's fence
+// reply comes back exactly where expected; only then are they delivered. An extra, missing
+// or misshapen reply, or a wrong fence, is a desync: nothing held is delivered, every
+// request on the connection fails with `SERVER_ERROR backend desync`, and it reconnects.
+// A request memcached may leave unanswered (meta `q`) is fenced on its own, so its fence's
+// reply arriving first proves it was silent.
+//
+// Why a fence per batch rather than an opaque per request: text-protocol requests carry no
+// opaque, and rewriting them into meta commands would mean rebuilding every reply; a fence
+// costs one short command per batch (bench/RESULTS.md) and proves the count and order of the
+// replies in between, which per-reply shape checks alone cannot.
 #pragma once
 
 #include <netinet/in.h>
@@ -42,9 +58,11 @@ class BackendConnection : public Flushable {
                     socklen_t address_len, ConnectionObserver& observer, ConnectionOptions options);
   ~BackendConnection() override;
 
-  // Encode one request here, then commit() it.
+  // Encode one request here, then commit() it. A `quiet` request may get no reply at all;
+  // the sink then hears `silent_code` with an empty reply.
   ByteBuffer& output() { return output_; }
-  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape);
+  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet = false,
+              protocol::ReplyCode silent_code = protocol::ReplyCode::kOk);
 
   size_t pending() const { return pending_.size(); }
   bool full() const { return pending_.size() >= options_.max_pending; }
@@ -64,12 +82,21 @@ class BackendConnection : public Flushable {
 
  private:
   enum class State : uint8_t { kDisconnected, kConnecting, kConnected };
+  // A request, or a fence (sink == nullptr) that ends a batch.
   struct Pending {
     ReplySink* sink = nullptr;
     uint32_t tag = 0;
     protocol::ReplyShape shape = protocol::ReplyShape::kLine;
+    bool quiet = false;
+    protocol::ReplyCode code = protocol::ReplyCode::kOk;  // silent code, then the reply's
     int64_t deadline_us = 0;
+    uint64_t fence = 0;   // fences: the opaque
+    size_t reply_at = 0;  // matched, held reply: where it starts in input_, and its length
+    size_t reply_len = 0;
   };
+  enum class FenceMatch : uint8_t { kMatch, kNeedMore, kMismatch };
+  // Requests per fence at most: bounds how many replies are held at once.
+  static constexpr uint32_t kMaxUnfenced = 32;
 
   void startConnect();
   void onIo(bool readable, bool writable);
@@ -80,6 +107,13 @@ class BackendConnection : public Flushable {
   void armTimerForHead();
   void closeSocket();
   void failPending(BackendFailure failure);
+  void push(Pending pending);
+  void appendFence();
+  FenceMatch matchFence(std::string_view input, uint64_t opaque, size_t& length) const;
+  // Matches what input_ holds to pending requests; false when the connection failed.
+  bool matchReplies();
+  // Delivers the held replies before the fence at matched_; false when the connection failed.
+  bool deliverBatch();
 
   event::EventBase& base_;
   FlushList& flush_list_;
@@ -95,6 +129,10 @@ class BackendConnection : public Flushable {
   ByteBuffer output_;
   RingQueue<Pending> pending_;
   int64_t connect_deadline_us_ = 0;
+  size_t matched_ = 0;     // pending_[0, matched_) hold matched replies waiting for their fence
+  size_t scanned_ = 0;     // bytes of input_ those replies span
+  uint32_t unfenced_ = 0;  // requests committed since the last fence
+  uint64_t next_fence_;    // the next fence's opaque
 };
 
 }  // namespace memzone::backend

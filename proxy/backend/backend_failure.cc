@@ -13,7 +13,7 @@ constexpr FailureText kTexts[kBackendFailureCount] = {
     {"connect_failed", "SERVER_ERROR backend connect failed\r\n"},
     {"connect_timeout", "SERVER_ERROR backend connect timeout\r\n"},
     {"disconnected", "SERVER_ERROR backend disconnected\r\n"},
-    {"parse_error", "SERVER_ERROR backend sent a malformed reply\r\n"},
+    {"desync", "SERVER_ERROR backend desync\r\n"},
     {"marked_down", "SERVER_ERROR backend marked down\r\n"},
     {"queue_full", "SERVER_ERROR backend queue full\r\n"},
     {"removed", "SERVER_ERROR backend removed from topology\r\n"},

@@ -12,11 +12,11 @@ enum class BackendFailure : uint8_t {
   kConnectFailed,   // connect() refused or unreachable
   kConnectTimeout,  // connect() did not complete within the connect timeout
   kDisconnected,    // the server closed the connection or a read/write failed
-  kParseError,      // the server sent bytes that are not a memcached reply
-  kMarkedDown,      // failed fast: the server is marked down after repeated failures
-  kQueueFull,       // failed fast: too many requests already queued on the connection
-  kRemoved,         // the server left the topology before answering
-  kUntrusted,       // not read: it may hold values older than acknowledged writes
+  kDesync,  // replies out of step with requests (extra, missing, wrong shape, garbage, bad fence)
+  kMarkedDown,  // failed fast: the server is marked down after repeated failures
+  kQueueFull,   // failed fast: too many requests already queued on the connection
+  kRemoved,     // the server left the topology before answering
+  kUntrusted,   // not read: it may hold values older than acknowledged writes
 };
 inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kUntrusted) + 1;
 

@@ -77,10 +77,11 @@ std::optional<BackendFailure> BackendServer::admit() const {
   return std::nullopt;
 }
 
-void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape) {
+void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet,
+                           protocol::ReplyCode silent_code) {
   stats_.requests.add();
   active_since_check_ = true;
-  connection_->commit(sink, tag, shape);
+  connection_->commit(sink, tag, shape, quiet, silent_code);
 }
 
 void BackendServer::setOptions(ServerOptions options) {
@@ -98,8 +99,16 @@ void BackendServer::retire() {
   connection_->abandon();
 }
 
-void BackendServer::onConnectionFailed(BackendConnection&, BackendFailure failure) {
+void BackendServer::onConnectionFailed(BackendConnection& connection, BackendFailure failure) {
   stats_.connection_failures[static_cast<int>(failure)].add();
+  if (failure == BackendFailure::kDesync) {
+    // The replies on this connection could not be matched to their requests: none of them
+    // went out, the connection is closed. Worth a line of its own (rate-limited).
+    ops::logEvent(ops::LogLevel::kWarn, "desync:" + address_,
+                  "backend %s desync: replies out of step with requests; connection closed, "
+                  "%zu requests in flight failed",
+                  address_.c_str(), connection.pending());
+  }
   if (options_.consistency.read_hold_ms > 0) {
     held_until_us_ = event::nowMicros() + int64_t{options_.consistency.read_hold_ms} * 1000;
   }
@@ -254,7 +263,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
   }
   if (state_ != State::kProbing) return;
   if (code != protocol::ReplyCode::kVersion) {
-    connection_->fail(BackendFailure::kParseError);
+    connection_->fail(BackendFailure::kDesync);
     return;
   }
   state_ = State::kUp;

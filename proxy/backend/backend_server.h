@@ -55,7 +55,9 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   // request into output() and call commit(); the sink then hears back exactly once.
   std::optional<BackendFailure> admit() const;
   ByteBuffer& output() { return connection_->output(); }
-  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape);
+  // `quiet`: the request may get no reply (meta q); the sink then hears `silent_code`.
+  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet = false,
+              protocol::ReplyCode silent_code = protocol::ReplyCode::kOk);
 
   // A write to `key` may not have reached this server (or left it diverged): delete it here
   // before this server serves reads again.

@@ -1,5 +1,6 @@
-// Every error reply a client can see from the proxy, in one place. The strings follow
-// memcached's own so client libraries handle them as they would memcached's.
+// Every error reply a client can see from the proxy, in one place. Where the proxy answers
+// for memcached (a request it rejects before forwarding) the bytes are memcached 1.6's own,
+// so a client cannot tell the proxy's parser from the server's (issue 11).
 #pragma once
 
 #include <string_view>
@@ -7,14 +8,33 @@
 namespace memzone::protocol::errors {
 
 inline constexpr std::string_view kError = "ERROR\r\n";
+inline constexpr std::string_view kEnd = "END\r\n";  // a gat/gats with no key
 inline constexpr std::string_view kBadFormat = "CLIENT_ERROR bad command line format\r\n";
 inline constexpr std::string_view kBadDeleteFormat =
     "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
 inline constexpr std::string_view kBadDataChunk = "CLIENT_ERROR bad data chunk\r\n";
 inline constexpr std::string_view kBadDelta = "CLIENT_ERROR invalid numeric delta argument\r\n";
 inline constexpr std::string_view kBadExptime = "CLIENT_ERROR invalid exptime argument\r\n";
-inline constexpr std::string_view kLineTooLong = "CLIENT_ERROR line too long\r\n";
 inline constexpr std::string_view kTooLarge = "SERVER_ERROR object too large for cache\r\n";
+// Meta commands (memcached words the mg one differently from ms/md/ma).
+inline constexpr std::string_view kMetaGetFlagsTooLong =
+    "CLIENT_ERROR options flags are too long\r\n";
+inline constexpr std::string_view kMetaFlagsTooLong = "CLIENT_ERROR options flags too long\r\n";
+inline constexpr std::string_view kMetaDuplicateFlag = "CLIENT_ERROR duplicate flag\r\n";
+inline constexpr std::string_view kMetaInvalidFlag = "CLIENT_ERROR invalid flag\r\n";
+inline constexpr std::string_view kMetaBadToken =
+    "CLIENT_ERROR bad token in command line format\r\n";
+inline constexpr std::string_view kMetaBadKeyEncoding = "CLIENT_ERROR error decoding key\r\n";
+inline constexpr std::string_view kMetaBadModeLength =
+    "CLIENT_ERROR incorrect length for M token\r\n";
+inline constexpr std::string_view kMetaBadInitial =
+    "CLIENT_ERROR invalid numeric initial value\r\n";
+inline constexpr std::string_view kMetaBadDelta = "CLIENT_ERROR invalid numeric delta value\r\n";
+inline constexpr std::string_view kMetaOpaqueTooLong = "CLIENT_ERROR opaque token too long\r\n";
+inline constexpr std::string_view kMetaSetBadMode = "CLIENT_ERROR invalid mode for ms M token\r\n";
+
+// The proxy's own answers (no memcached equivalent).
+inline constexpr std::string_view kLineTooLong = "CLIENT_ERROR line too long\r\n";
 inline constexpr std::string_view kFlushDisabled =
     "CLIENT_ERROR flush_all is disabled on this proxy (set allowFlushAll: true)\r\n";
 inline constexpr std::string_view kNoRoute = "SERVER_ERROR no pool for this key\r\n";

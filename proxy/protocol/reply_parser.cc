@@ -126,7 +126,6 @@ ReplyResult parseMetaReply(std::string_view input) {
   if (head == "NS") return {ReplyStatus::kOk, next, ReplyCode::kNotStored};
   if (head == "EX") return {ReplyStatus::kOk, next, ReplyCode::kExists};
   if (head == "ME") return {ReplyStatus::kOk, next, ReplyCode::kMetaDebug};
-  if (head == "MN") return {ReplyStatus::kOk, next, ReplyCode::kOk};
   return {ReplyStatus::kInvalid};
 }
 

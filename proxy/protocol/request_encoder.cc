@@ -6,16 +6,31 @@
 namespace memzone::protocol {
 namespace {
 
-void appendTokensExcept(const Request& request, size_t skip, ByteBuffer& out,
-                        size_t skip_too = SIZE_MAX) {
+// Tokens joined by single spaces, without `skip` and `skip_too`; a storage request's value
+// length as plain digits; then the value block as received.
+void rebuild(const Request& request, size_t skip, size_t skip_too, ByteBuffer& out) {
   bool first = true;
   for (size_t i = 0; i < request.tokens.size(); ++i) {
     if (i == skip || i == skip_too) continue;
     if (!first) out.append(' ');
-    out.append(request.tokens[i]);
     first = false;
+    if (i == request.length_token && i != 0) {
+      char digits[16];
+      int n = snprintf(digits, sizeof(digits), "%zu", request.data.size());
+      out.append(std::string_view(digits, static_cast<size_t>(n)));
+    } else {
+      out.append(request.tokens[i]);
+    }
   }
   out.append("\r\n");
+  if (request.length_token != 0) {
+    out.append(request.data);
+    out.append(request.data_terminator);
+  }
+}
+
+size_t noreplyToken(const Request& request) {
+  return request.noreply ? request.tokens.size() - 1 : SIZE_MAX;
 }
 
 }  // namespace
@@ -27,27 +42,15 @@ ReplyShape replyShapeFor(Command command) {
 }
 
 void encodeForward(const Request& request, ByteBuffer& out) {
-  if (!request.noreply && !request.quiet) {
+  if (!request.noreply && !request.rebuild) {
     out.append(request.raw);
     return;
   }
-  size_t skip = request.noreply ? request.tokens.size() - 1 : request.quiet_token;
-  appendTokensExcept(request, skip, out);
-  if (isStorage(request.command) || request.command == Command::kMetaSet) {
-    out.append(request.data);
-    out.append("\r\n");
-  }
+  rebuild(request, noreplyToken(request), SIZE_MAX, out);
 }
 
 void encodeForwardWithout(const Request& request, size_t token, ByteBuffer& out) {
-  size_t skip = request.noreply ? request.tokens.size() - 1
-                : request.quiet ? request.quiet_token
-                                : SIZE_MAX;
-  appendTokensExcept(request, skip, out, token);
-  if (isStorage(request.command) || request.command == Command::kMetaSet) {
-    out.append(request.data);
-    out.append("\r\n");
-  }
+  rebuild(request, noreplyToken(request), token, out);
 }
 
 size_t metaCasToken(const Request& request) {
@@ -98,20 +101,6 @@ void encodeDelete(std::string_view key, ByteBuffer& out) {
   out.append("delete ");
   out.append(key);
   out.append("\r\n");
-}
-
-bool quietSuppresses(Command command, ReplyCode code) {
-  switch (command) {
-    case Command::kMetaGet:
-      return code == ReplyCode::kMiss;
-    case Command::kMetaSet:
-    case Command::kMetaDelete:
-      return code == ReplyCode::kOk;
-    case Command::kMetaArithmetic:
-      return code == ReplyCode::kOk || code == ReplyCode::kHit;
-    default:
-      return false;
-  }
 }
 
 }  // namespace memzone::protocol

@@ -1,6 +1,9 @@
-// Builds the bytes the proxy sends to a backend for a client request. An unmodified request
-// is forwarded as the client's original bytes; only `noreply` and meta `q` are removed,
-// because the proxy needs every reply to keep its pipeline in step (it applies them itself).
+// Builds the bytes the proxy sends to a backend for a client request. A request is forwarded
+// as the client's original bytes when memcached reads those exactly as the proxy did;
+// otherwise (and to drop text `noreply`, which the proxy applies itself so that every text
+// request gets exactly one reply) it is rebuilt from the parsed tokens: single spaces, \r\n,
+// the value length in plain digits. Meta `q` is kept: the backend connection fences quiet
+// requests, so memcached itself decides what a quiet request answers.
 #pragma once
 
 #include <span>
@@ -13,8 +16,12 @@
 namespace memzone::protocol {
 
 ReplyShape replyShapeFor(Command command);
+// What a quiet meta request's silence means: a miss for mg, success for the others.
+inline ReplyCode silentCode(Command command) {
+  return command == Command::kMetaGet ? ReplyCode::kMiss : ReplyCode::kOk;
+}
 
-// The request for one backend, as the client sent it minus noreply/q.
+// The request for one backend, as the client sent it minus noreply.
 void encodeForward(const Request& request, ByteBuffer& out);
 
 // Like encodeForward, also dropping the token at `token` (a meta cas `C` flag).
@@ -29,8 +36,5 @@ void encodeRetrieval(const Request& request, std::span<const std::string_view> k
 void encodeSet(std::string_view key, std::string_view flags, std::string_view exptime,
                std::string_view data, ByteBuffer& out);
 void encodeDelete(std::string_view key, ByteBuffer& out);
-
-// Meta protocol `q`: the reply memcached would suppress in quiet mode.
-bool quietSuppresses(Command command, ReplyCode code);
 
 }  // namespace memzone::protocol

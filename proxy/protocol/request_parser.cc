@@ -1,10 +1,13 @@
 #include "proxy/protocol/request_parser.h"
 
 #include <charconv>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 
 #include "proxy/protocol/client_errors.h"
+#include "proxy/protocol/memcached_syntax.h"
+#include "proxy/protocol/meta_flags.h"
 
 namespace memzone::protocol {
 namespace {
@@ -27,7 +30,7 @@ constexpr CommandEntry kCommands[] = {
     {"mn", Command::kMetaNoop},     {"me", Command::kMetaDebug},
     {"version", Command::kVersion}, {"verbosity", Command::kVerbosity},
     {"stats", Command::kStats},     {"flush_all", Command::kFlushAll},
-    {"quit", Command::kQuit},
+    {"quit", Command::kQuit},       {"bget", Command::kGet},  // memcached's ancient alias
 };
 
 bool lookupCommand(std::string_view name, Command& out) {
@@ -40,35 +43,48 @@ bool lookupCommand(std::string_view name, Command& out) {
   return false;
 }
 
-template <typename T>
-bool parseNumber(std::string_view token, T& out) {
-  if (token.empty()) return false;
-  auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), out);
-  return ec == std::errc() && ptr == token.data() + token.size();
-}
-
-// memcached splits on single spaces and ignores empty tokens.
-void tokenize(std::string_view line, std::vector<std::string_view>& tokens) {
-  tokens.clear();
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && line[i] == ' ') ++i;
-    size_t start = i;
-    while (i < line.size() && line[i] != ' ') ++i;
-    if (i > start) tokens.push_back(line.substr(start, i - start));
-  }
-}
-
-bool startsWithRetrieval(std::string_view input) {
-  size_t i = 0;
-  while (i < input.size() && input[i] == ' ') ++i;
-  std::string_view rest = input.substr(i);
-  return rest.starts_with("get ") || rest.starts_with("gets ") || rest.starts_with("gat ") ||
-         rest.starts_with("gats ");
-}
-
 ParseResult invalid(size_t consumed, std::string_view reply) {
-  return ParseResult{ParseStatus::kInvalid, consumed, reply, 0};
+  return ParseResult{ParseStatus::kInvalid, consumed, reply};
+}
+
+ParseResult ok(size_t consumed) { return ParseResult{ParseStatus::kOk, consumed}; }
+
+// memcached counts the terminal token too: a line of n tokens has min(n, 23) + 1.
+size_t memcachedTokenCount(const Request& r) {
+  return std::min(r.tokens.size(), mc::kMaxTokens) + 1;
+}
+
+// set_noreply_maybe: the last token memcached saw is exactly "noreply".
+bool lastTokenIsNoreply(const Request& r) {
+  return r.tokens[memcachedTokenCount(r) - 2] == "noreply";
+}
+
+// Forwarding the bytes as received is safe only when they hold nothing memcached reads
+// through a quirk: the line ends in \r\n and has no NUL and no control byte.
+bool needsRebuild(std::string_view input, size_t line_end, std::string_view visible) {
+  if (line_end == 0 || input[line_end - 1] != '\r' || visible.size() != line_end - 1) return true;
+  for (char c : visible) {
+    if (static_cast<unsigned char>(c) < 0x20) return true;
+  }
+  return false;
+}
+
+// The value length as plain digits, the way the proxy writes it when it rebuilds a request.
+bool isPlainLength(std::string_view token, int32_t value) {
+  char digits[16];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  return ec == std::errc() && token == std::string_view(digits, end - digits);
+}
+
+// Text commands memcached knows but the proxy does not offer (server administration).
+bool isAdminCommand(std::string_view name) {
+  static constexpr std::string_view kAdmin[] = {
+      "shutdown", "slabs",    "cache_memlimit", "lru_crawler", "watch",
+      "lru",      "extstore", "refresh_certs",  "misbehave",   "debugtime"};
+  for (std::string_view a : kAdmin) {
+    if (a == name) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -80,172 +96,242 @@ std::string_view commandName(Command c) {
   return "unknown";
 }
 
-ParseResult RequestParser::parse(std::string_view input, Request& out) const {
-  const void* nl = std::memchr(input.data(), '\n', input.size());
+ParseResult RequestParser::parse(std::string_view input, Request& out, size_t* scanned) const {
+  size_t from = scanned != nullptr ? std::min(*scanned, input.size()) : 0;
+  const void* nl = std::memchr(input.data() + from, '\n', input.size() - from);
   if (nl == nullptr) {
-    size_t limit = startsWithRetrieval(input) ? limits_.max_retrieval_line : limits_.max_line;
-    if (input.size() > limit) return ParseResult{ParseStatus::kFatal, 0, errors::kLineTooLong, 0};
+    if (scanned != nullptr) *scanned = input.size();
+    if (input.size() > mc::kMaxLineWithoutNewline) {
+      // memcached closes silently here, unless it looks like a long multi-get.
+      if (!mc::mayGrowWithoutNewline(input)) return ParseResult{ParseStatus::kFatal};
+      if (input.size() > limits_.max_retrieval_line) {
+        return ParseResult{ParseStatus::kFatal, 0, errors::kLineTooLong};
+      }
+    }
     return ParseResult{ParseStatus::kNeedMore};
   }
-  size_t line_end = static_cast<const char*>(nl) - input.data();
-  size_t limit = startsWithRetrieval(input) ? limits_.max_retrieval_line : limits_.max_line;
-  if (line_end > limit) return ParseResult{ParseStatus::kFatal, 0, errors::kLineTooLong, 0};
-  return parseLine(input, line_end, out);
-}
-
-ParseResult RequestParser::parseLine(std::string_view input, size_t line_end, Request& out) const {
-  std::string_view line = input.substr(0, line_end);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  out.line = line;
+  if (scanned != nullptr) *scanned = 0;
+  const size_t line_end = static_cast<const char*>(nl) - input.data();
+  if (line_end > limits_.max_retrieval_line) {
+    return ParseResult{ParseStatus::kFatal, 0, errors::kLineTooLong};
+  }
+  const size_t consumed = line_end + 1;
+  out.line = mc::visibleLine(input.substr(0, line_end));
+  out.raw = input.substr(0, consumed);
   out.data = {};
+  out.data_terminator = {};
+  out.length_token = 0;
+  out.rebuild = needsRebuild(input, line_end, out.line);
   out.noreply = false;
   out.quiet = false;
-  out.quiet_token = 0;
   out.first_key = 1;
   out.key_count = 0;
-  tokenize(line, out.tokens);
-  const size_t consumed = line_end + 1;
-  out.raw = input.substr(0, consumed);
-  if (out.tokens.empty() || !lookupCommand(out.tokens[0], out.command)) {
+  mc::tokenize(out.line, out.tokens);
+  const auto& t = out.tokens;
+  // process_command_ascii: no command, or one shorter than two bytes.
+  if (t.empty() || t[0].size() < 2) return invalid(consumed, errors::kError);
+  if (!lookupCommand(t[0], out.command)) {
+    // memcached dispatches on the first byte; only commands outside its known families
+    // reach the check that hangs up on an HTTP request.
+    char first = t[0][0];
+    bool known_family = (first == 'm' && t[0].size() == 2) || first == 'g' || first == 's' ||
+                        first == 'a' || first == 'c' || first == 'i' || first == 'd' ||
+                        first == 't' || isAdminCommand(t[0]);
+    if (!known_family && t[memcachedTokenCount(out) - 2].starts_with("HTTP/")) {
+      return ParseResult{ParseStatus::kFatal, consumed};
+    }
     return invalid(consumed, errors::kError);
   }
-  if (isStorage(out.command)) return parseStorage(input, line_end, out);
   if (isRetrieval(out.command)) return parseRetrieval(consumed, out);
-  if (isMeta(out.command)) return parseMeta(input, line_end, out);
-  return parseSimple(consumed, out);
+  if (isStorage(out.command)) return parseStorage(input, consumed, out);
+  if (out.command == Command::kMetaSet) return parseMetaSet(input, consumed, out);
+  if (isMeta(out.command)) return parseMetaLine(consumed, out);
+  return parseOther(consumed, out);
 }
 
-ParseResult RequestParser::withData(std::string_view input, size_t line_end, size_t bytes,
-                                    bool suppress, Request& out) const {
-  const size_t header = line_end + 1;
+ParseResult RequestParser::withData(std::string_view input, size_t consumed, size_t bytes,
+                                    std::string_view too_large_reply, Request& out) const {
   if (bytes > limits_.max_item_size) {
-    // Like memcached: answer now and discard the value as it arrives, keeping the connection.
-    return ParseResult{ParseStatus::kSwallow, header, suppress ? "" : errors::kTooLarge, bytes + 2};
+    // What memcached does when it cannot allocate the item: answer, then discard the value
+    // as it arrives. The caller deletes the key where memcached would.
+    return ParseResult{ParseStatus::kTooLarge, consumed, too_large_reply, bytes + 2};
   }
-  if (input.size() < header + bytes + 2) return ParseResult{ParseStatus::kNeedMore};
-  const size_t total = header + bytes + 2;
-  if (input[header + bytes] != '\r' || input[header + bytes + 1] != '\n') {
-    return invalid(total, suppress ? "" : errors::kBadDataChunk);
-  }
-  out.data = input.substr(header, bytes);
+  const size_t total = consumed + bytes + 2;
+  if (input.size() < total) return ParseResult{ParseStatus::kNeedMore};
+  // The block goes to the server as received, terminator included: memcached reads exactly
+  // `bytes + 2` bytes whatever they are and answers "bad data chunk" itself when the last
+  // two are not \r\n.
+  out.data = input.substr(consumed, bytes);
+  out.data_terminator = input.substr(consumed + bytes, 2);
   out.raw = input.substr(0, total);
-  return ParseResult{ParseStatus::kOk, total};
+  return ok(total);
 }
 
-ParseResult RequestParser::parseStorage(std::string_view input, size_t line_end,
+ParseResult RequestParser::parseStorage(std::string_view input, size_t consumed,
                                         Request& out) const {
+  // process_command_ascii's token counts, then process_update_command's checks, in order.
   const auto& t = out.tokens;
-  const size_t consumed = line_end + 1;
-  const size_t base = out.command == Command::kCas ? 6 : 5;
-  if (t.size() != base && t.size() != base + 1) return invalid(consumed, errors::kError);
-  out.noreply = t.back() == "noreply";
-  out.key_count = 1;
-  std::string_view reply = out.noreply ? "" : errors::kBadFormat;
-  uint32_t flags;
-  int64_t exptime;
-  int32_t bytes;
-  uint64_t cas;
-  if (t[1].size() > kMaxKeyLength || !parseNumber(t[2], flags) || !parseNumber(t[3], exptime) ||
-      !parseNumber(t[4], bytes) || bytes < 0 ||
-      (out.command == Command::kCas && !parseNumber(t[5], cas))) {
-    return invalid(consumed, reply);
+  const size_t ntokens = memcachedTokenCount(out);
+  const bool cas = out.command == Command::kCas;
+  if (ntokens != (cas ? 7u : 6u) && ntokens != (cas ? 8u : 7u)) {
+    return invalid(consumed, errors::kError);
   }
-  return withData(input, line_end, static_cast<size_t>(bytes), out.noreply, out);
+  out.noreply = lastTokenIsNoreply(out);
+  out.key_count = 1;
+  const std::string_view bad_format = out.noreply ? "" : errors::kBadFormat;
+  if (t[1].size() > kMaxKeyLength) return invalid(consumed, bad_format);
+  uint32_t flags;
+  int32_t exptime;
+  int32_t bytes;
+  uint64_t cas_unique;
+  if (!mc::strtoul32(t[2], flags) || !mc::strtol32(t[3], exptime) || !mc::strtol32(t[4], bytes)) {
+    return invalid(consumed, bad_format);
+  }
+  if (cas && !mc::strtoull64(t[5], cas_unique)) return invalid(consumed, bad_format);
+  if (bytes < 0 || bytes > INT_MAX - 2) return invalid(consumed, bad_format);
+  out.length_token = 4;
+  // A length memcached reads through a quirk ("+5", "\t5", 2^32 + 5) is sent as plain digits.
+  if (!isPlainLength(t[4], bytes)) out.rebuild = true;
+  ParseResult r = withData(input, consumed, static_cast<size_t>(bytes),
+                           out.noreply ? "" : errors::kTooLarge, out);
+  if (r.status == ParseStatus::kTooLarge) r.deletes_key = out.command == Command::kSet;
+  return r;
 }
 
 ParseResult RequestParser::parseRetrieval(size_t consumed, Request& out) const {
   const auto& t = out.tokens;
+  if (t.size() < 2) return invalid(consumed, errors::kError);  // WANT_TOKENS_MIN(3)
   const bool touch = out.command == Command::kGat || out.command == Command::kGats;
   out.first_key = touch ? 2 : 1;
-  if (t.size() <= out.first_key) return invalid(consumed, errors::kError);
-  int64_t exptime;
-  if (touch && !parseNumber(t[1], exptime)) return invalid(consumed, errors::kBadExptime);
+  int32_t exptime;
+  if (touch && !mc::strtol32(t[1], exptime)) return invalid(consumed, errors::kBadExptime);
+  // "gat 10" with no key: memcached answers an empty result.
+  if (t.size() <= out.first_key) return invalid(consumed, errors::kEnd);
   out.key_count = t.size() - out.first_key;
   for (size_t i = out.first_key; i < t.size(); ++i) {
     if (t[i].size() > kMaxKeyLength) return invalid(consumed, errors::kBadFormat);
   }
-  return ParseResult{ParseStatus::kOk, consumed};
+  return ok(consumed);
 }
 
-ParseResult RequestParser::parseMeta(std::string_view input, size_t line_end, Request& out) const {
-  auto& t = out.tokens;
-  const size_t consumed = line_end + 1;
-  if (out.command == Command::kMetaNoop) return ParseResult{ParseStatus::kOk, consumed};
-  if (t.size() < 2) return invalid(consumed, errors::kError);
-  if (t[1].size() > kMaxKeyLength) return invalid(consumed, errors::kBadFormat);
-  out.key_count = 1;
-  size_t first_flag = 2;
-  int64_t bytes = 0;
-  if (out.command == Command::kMetaSet) {
-    if (t.size() < 3) return invalid(consumed, errors::kBadFormat);
-    if (!parseNumber(t[2], bytes) || bytes < 0) return invalid(consumed, errors::kBadDataChunk);
-    first_flag = 3;
+ParseResult RequestParser::parseMetaSet(std::string_view input, size_t consumed,
+                                        Request& out) const {
+  // process_mset_command: these errors come before the value length is known, so memcached
+  // reads the value that follows as commands, and so do we.
+  const auto& t = out.tokens;
+  const size_t ntokens = memcachedTokenCount(out);
+  if (ntokens < 3) return invalid(consumed, errors::kError);
+  if (t[1].size() > kMaxKeyLength || ntokens == 3) return invalid(consumed, errors::kBadFormat);
+  if (ntokens > mc::kMetaMaxTokens) return invalid(consumed, errors::kMetaFlagsTooLong);
+  int32_t bytes;
+  if (!mc::strtol32(t[2], bytes) || bytes < 0 || bytes > INT_MAX - 2) {
+    return invalid(consumed, errors::kBadFormat);
   }
-  for (size_t i = first_flag; i < t.size(); ++i) {
-    if (t[i] == "q") {
-      out.quiet = true;
-      out.quiet_token = i;
+  out.key_count = 1;
+  out.length_token = 2;
+  out.quiet = meta::hasQuietFlag(t, 3);
+  if (!isPlainLength(t[2], bytes)) out.rebuild = true;
+  ParseResult r = withData(input, consumed, static_cast<size_t>(bytes), errors::kTooLarge, out);
+  if (r.status == ParseStatus::kTooLarge) {
+    // Errors memcached finds in the flags come first (and are always answered, q or not);
+    // otherwise it deletes the key whatever the mode and says the value is too large.
+    std::string_view flag_error = meta::setFlagError(t);
+    if (!flag_error.empty()) {
+      r.status = ParseStatus::kSwallow;
+      r.reply = flag_error;
+    } else {
+      r.deletes_key = true;
     }
   }
-  if (out.command != Command::kMetaSet) return ParseResult{ParseStatus::kOk, consumed};
-  return withData(input, line_end, static_cast<size_t>(bytes), false, out);
+  return r;
 }
 
-ParseResult RequestParser::parseSimple(size_t consumed, Request& out) const {
+ParseResult RequestParser::parseMetaLine(size_t consumed, Request& out) const {
   const auto& t = out.tokens;
+  const size_t ntokens = memcachedTokenCount(out);
+  switch (out.command) {
+    case Command::kMetaNoop:
+      return ok(consumed);
+    case Command::kMetaDebug:
+      if (ntokens < 3 || t[1].size() > kMaxKeyLength) return invalid(consumed, errors::kBadFormat);
+      out.key_count = 1;
+      return ok(consumed);
+    default:  // mg, md, ma
+      if (ntokens < 3) return invalid(consumed, errors::kError);
+      if (t[1].size() > kMaxKeyLength) return invalid(consumed, errors::kBadFormat);
+      if (ntokens > mc::kMetaMaxTokens) {
+        return invalid(consumed, out.command == Command::kMetaGet ? errors::kMetaGetFlagsTooLong
+                                                                  : errors::kMetaFlagsTooLong);
+      }
+      out.key_count = 1;
+      out.quiet = meta::hasQuietFlag(t, 2);
+      return ok(consumed);
+  }
+}
+
+ParseResult RequestParser::parseOther(size_t consumed, Request& out) const {
+  const auto& t = out.tokens;
+  const size_t ntokens = memcachedTokenCount(out);
   switch (out.command) {
     case Command::kDelete: {
-      if (t.size() < 2 || t.size() > 4) return invalid(consumed, errors::kError);
+      if (ntokens < 3 || ntokens > 5) return invalid(consumed, errors::kError);
       out.key_count = 1;
-      out.noreply = t.back() == "noreply" && t.size() > 2;
-      if (t[1].size() > kMaxKeyLength) return invalid(consumed, errors::kBadFormat);
-      bool hold_is_zero = t.size() > 2 && t[2] == "0";
-      bool valid = t.size() == 2 || (t.size() == 3 && (hold_is_zero || out.noreply)) ||
-                   (t.size() == 4 && hold_is_zero && out.noreply);
-      if (!valid) return invalid(consumed, errors::kBadDeleteFormat);
-      return ParseResult{ParseStatus::kOk, consumed};
-    }
-    case Command::kIncr:
-    case Command::kDecr: {
-      if (t.size() != 3 && t.size() != 4) return invalid(consumed, errors::kError);
-      out.key_count = 1;
-      out.noreply = t.back() == "noreply" && t.size() == 4;
-      if (t[1].size() > kMaxKeyLength)
-        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
-      uint64_t delta;
-      if (!parseNumber(t[2], delta)) return invalid(consumed, out.noreply ? "" : errors::kBadDelta);
-      return ParseResult{ParseStatus::kOk, consumed};
-    }
-    case Command::kTouch: {
-      if (t.size() != 3 && t.size() != 4) return invalid(consumed, errors::kError);
-      out.key_count = 1;
-      out.noreply = t.back() == "noreply" && t.size() == 4;
-      if (t[1].size() > kMaxKeyLength)
-        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
-      int64_t exptime;
-      if (!parseNumber(t[2], exptime))
-        return invalid(consumed, out.noreply ? "" : errors::kBadExptime);
-      return ParseResult{ParseStatus::kOk, consumed};
-    }
-    case Command::kVerbosity:
-      if (t.size() != 2 && t.size() != 3) return invalid(consumed, errors::kError);
-      out.noreply = t.back() == "noreply";
-      return ParseResult{ParseStatus::kOk, consumed};
-    case Command::kFlushAll: {
-      if (t.size() > 3) return invalid(consumed, errors::kError);
-      out.noreply = t.size() > 1 && t.back() == "noreply";
-      size_t numeric = out.noreply ? t.size() - 1 : t.size();
-      int64_t delay;
-      if (numeric == 2 && !parseNumber(t[1], delay)) {
+      if (ntokens > 3) {
+        bool hold_is_zero = t[2] == "0";
+        out.noreply = lastTokenIsNoreply(out);
+        bool valid = (ntokens == 4 && (hold_is_zero || out.noreply)) ||
+                     (ntokens == 5 && hold_is_zero && out.noreply);
+        if (!valid) return invalid(consumed, out.noreply ? "" : errors::kBadDeleteFormat);
+      }
+      if (t[1].size() > kMaxKeyLength) {
         return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
       }
-      if (t.size() == 3 && !out.noreply) return invalid(consumed, errors::kBadFormat);
-      return ParseResult{ParseStatus::kOk, consumed};
+      return ok(consumed);
+    }
+    case Command::kIncr:
+    case Command::kDecr:
+    case Command::kTouch: {
+      if (ntokens != 4 && ntokens != 5) return invalid(consumed, errors::kError);
+      out.key_count = 1;
+      out.noreply = lastTokenIsNoreply(out);
+      if (t[1].size() > kMaxKeyLength) {
+        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
+      }
+      if (out.command == Command::kTouch) {
+        int32_t exptime;
+        if (!mc::strtol32(t[2], exptime)) {
+          return invalid(consumed, out.noreply ? "" : errors::kBadExptime);
+        }
+      } else {
+        uint64_t delta;
+        if (!mc::strtoull64(t[2], delta)) {
+          return invalid(consumed, out.noreply ? "" : errors::kBadDelta);
+        }
+      }
+      return ok(consumed);
+    }
+    case Command::kVerbosity: {
+      if (ntokens != 3 && ntokens != 4) return invalid(consumed, errors::kError);
+      out.noreply = lastTokenIsNoreply(out);
+      uint32_t level;
+      if (!mc::strtoul32(t[1], level)) {
+        return invalid(consumed, out.noreply ? "" : errors::kBadFormat);
+      }
+      return ok(consumed);
+    }
+    case Command::kFlushAll: {
+      if (ntokens < 2 || ntokens > 4) return invalid(consumed, errors::kError);
+      out.noreply = lastTokenIsNoreply(out);
+      int32_t delay;
+      if (ntokens != (out.noreply ? 3u : 2u) && !mc::strtol32(t[1], delay)) {
+        return invalid(consumed, out.noreply ? "" : errors::kBadExptime);
+      }
+      return ok(consumed);
     }
     case Command::kVersion:  // memcached ignores extra tokens here
     case Command::kQuit:
     case Command::kStats:
-      return ParseResult{ParseStatus::kOk, consumed};
+      return ok(consumed);
     default:
       return invalid(consumed, errors::kError);
   }

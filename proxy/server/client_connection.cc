@@ -100,9 +100,17 @@ void ClientConnection::parseRequests() {
       used += n;
       continue;
     }
-    protocol::ParseResult r = parser_.parse(in.substr(used), request_);
+    protocol::ParseResult r = parser_.parse(in.substr(used), request_, &scanned_);
     if (r.status == ParseStatus::kNeedMore) break;
-    if (r.status == ParseStatus::kOk) {
+    if (r.status == ParseStatus::kTooLarge) {
+      stats_.client_errors.add();
+      ClientRequest* dispatched = r.deletes_key
+                                      ? dispatcher_.deleteForTooLarge(request_, r.reply, this)
+                                      : dispatcher_.localReply(r.reply, this, request_.command);
+      dispatched->setStartedUs(now);
+      fifo_.push_back(dispatched);
+      swallow_ = r.swallow;
+    } else if (r.status == ParseStatus::kOk) {
       if (request_.command == protocol::Command::kQuit) {
         read_closed_ = true;  // memcached closes without a reply
         used += r.consumed;

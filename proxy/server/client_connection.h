@@ -72,6 +72,7 @@ class ClientConnection : public Flushable, public RequestOwner {
   size_t inflight_window_;
   protocol::Request request_;  // reused: its token vector keeps its capacity
   size_t swallow_ = 0;         // bytes of an oversized value still to discard
+  size_t scanned_ = 0;         // bytes at the head of input_ known to hold no newline
   bool read_closed_ = false;   // peer sent FIN, or quit/fatal error: read no more
   bool draining_ = false;
   bool closed_ = false;

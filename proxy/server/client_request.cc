@@ -19,6 +19,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   plan_ = plan;
   started_us_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
+  override_ = false;
   local_only_ = sending_ = false;
   outstanding_ = 0;
   next_attempt_ = 0;
@@ -36,6 +37,13 @@ void ClientRequest::setLocalReply(std::string_view reply) {
   reply_.append(reply);
   ready_ = true;
   sealed_ = true;
+}
+
+void ClientRequest::overrideReply(std::string_view reply) {
+  override_ = true;
+  reply_.clear();
+  reply_.append(reply);
+  reply_child_ = kNoChild;
 }
 
 void ClientRequest::pinView(backend::BackendRegistry* registry, backend::TopologyView* view) {
@@ -116,7 +124,7 @@ bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::st
   }
   server->output().append(bytes);
   ++outstanding_;
-  server->commit(this, child, shape);
+  server->commit(this, child, shape, quiet_, protocol::silentCode(command_));
   return !children_[child].failed;  // a connection can fail inside commit()
 }
 
@@ -191,6 +199,7 @@ void ClientRequest::finish() {
 }
 
 void ClientRequest::finishSingle() {
+  if (override_) return;
   Child& c = children_[0];
   if (c.failed) {
     stats_->server_errors.add();
@@ -202,8 +211,7 @@ void ClientRequest::finishSingle() {
         c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
   }
-  if (quiet_ && protocol::quietSuppresses(command_, c.code)) return;
-  reply_child_ = 0;
+  reply_child_ = 0;  // empty when a quiet request was answered with silence
 }
 
 void ClientRequest::finishBroadcast() {

@@ -64,6 +64,9 @@ class ClientRequest final : public backend::ReplySink {
     noreply_ = noreply;
     quiet_ = quiet;
   }
+  // The client gets `reply` whatever the backends answer (a value too large to forward:
+  // the key is deleted everywhere, the client hears memcached's "too large").
+  void overrideReply(std::string_view reply);
   void pinView(backend::BackendRegistry* registry, backend::TopologyView* view);
   void setPool(const backend::PoolView* pool) { pool_view_ = pool; }
 
@@ -162,6 +165,7 @@ class ClientRequest final : public backend::ReplySink {
   bool defer_copies_ = false;  // kWrite: copies wait for the local zone's success
   bool local_only_ = false;    // kRead / kMultiGet: gets/gats never leave the local zone
   bool sending_ = false;       // a send loop is running: replies that arrive at once wait
+  bool override_ = false;      // overrideReply(): reply_ is final
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;           // kRead
   uint32_t round_start_ = 0;            // kMultiGet: first child of the current round

@@ -104,7 +104,7 @@ void ClientRequest::finishRead(uint32_t answer) {
         c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
     if (hit && c.attempt > 0) repair(*pool_view_, keyAt(0), c.server);
-    if (!(quiet_ && protocol::quietSuppresses(command_, c.code))) reply_child_ = answer;
+    reply_child_ = answer;  // empty when a quiet request was answered with silence
   }
   if (noreply_) {
     reply_.clear();

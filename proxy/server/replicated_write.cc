@@ -119,6 +119,10 @@ void ClientRequest::answerWriteIfDecided() {
   }
   if (!decided) return;
   answered_ = true;
+  if (override_) {
+    markReady();
+    return;
+  }
 
   if (pool_view_->pool->replication.wait == WaitPolicy::kQuorum && ok < majority) {
     stats_->server_errors.add();
@@ -151,7 +155,8 @@ void ClientRequest::answerWriteIfDecided() {
   if (answer->failed) {
     stats_->server_errors.add();
     reply_.append(backend::failureReply(answer->failure));
-  } else if (!(quiet_ && protocol::quietSuppresses(command_, answer->code))) {
+  } else {
+    // Empty when a quiet request was answered with silence.
     reply_child_ = static_cast<uint32_t>(answer - children_.data());
   }
   if (noreply_) {

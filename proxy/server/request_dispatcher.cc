@@ -25,6 +25,25 @@ ClientRequest* RequestDispatcher::localReply(std::string_view reply, RequestOwne
   return r;
 }
 
+ClientRequest* RequestDispatcher::deleteForTooLarge(const protocol::Request& request,
+                                                    std::string_view reply, RequestOwner* owner) {
+  delete_bytes_.clear();
+  protocol::encodeDelete(request.key(), delete_bytes_);
+  protocol::Request& del = delete_request_;
+  del.command = Command::kDelete;
+  del.raw = delete_bytes_.view();
+  del.line = del.raw.substr(0, del.raw.size() - 2);
+  del.tokens.assign({del.line.substr(0, 6), del.line.substr(7)});
+  del.first_key = 1;
+  del.key_count = 1;
+  del.data = del.data_terminator = {};
+  del.length_token = 0;
+  del.rebuild = del.noreply = del.quiet = false;
+  ClientRequest* r = dispatch(del, owner);
+  r->overrideReply(reply);
+  return r;
+}
+
 ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, RequestOwner* owner) {
   stats_.commands[static_cast<int>(request.command)].add();
   switch (request.command) {
@@ -128,7 +147,8 @@ void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendS
   }
   protocol::encodeForward(request, server->output());
   r->expectReplies(1);
-  server->commit(r, child, protocol::replyShapeFor(request.command));
+  server->commit(r, child, protocol::replyShapeFor(request.command), request.quiet,
+                 protocol::silentCode(request.command));
 }
 
 void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientRequest* r,

@@ -27,6 +27,10 @@ class RequestDispatcher {
   // default one the parser rejected.
   ClientRequest* localReply(std::string_view reply, RequestOwner* owner,
                             protocol::Command command = protocol::Command::kUnknown);
+  // A storage request whose value is too large to forward: like memcached, the key is
+  // deleted (in every zone its writes go to) and the client hears `reply` (may be empty).
+  ClientRequest* deleteForTooLarge(const protocol::Request& request, std::string_view reply,
+                                   RequestOwner* owner);
 
  private:
   void dispatchSingle(const protocol::Request& request, ClientRequest* r,
@@ -44,6 +48,8 @@ class RequestDispatcher {
   ProxyStats& stats_;
   StatsRenderer render_stats_;
   ByteBuffer scratch_;
+  ByteBuffer delete_bytes_;           // deleteForTooLarge: the delete it sends
+  protocol::Request delete_request_;  // ... parsed, reused (its token vector keeps capacity)
 };
 
 }  // namespace memzone::server

@@ -11,7 +11,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace memzone::protocol;
   ParserLimits limits;
   limits.max_item_size = 4096;
-  limits.max_line = 256;
   limits.max_retrieval_line = 1024;
   RequestParser parser(limits);
   Request request;

@@ -162,7 +162,7 @@ class MisbehavingBackendTest(unittest.TestCase):
             fake.stop()
 
     def test_garbage_reply(self):
-        self.run_against(lambda req: b"HELLO THERE\r\n", b"SERVER_ERROR backend sent a malformed reply")
+        self.run_against(lambda req: b"HELLO THERE\r\n", b"SERVER_ERROR backend desync")
 
     def test_silent_backend_times_out(self):
         self.run_against(lambda req: b"", b"SERVER_ERROR backend timeout")

@@ -11,11 +11,14 @@
 #include "proxy/protocol/reply_result.h"
 #include "proxy/protocol/request_encoder.h"
 
+using namespace std::string_literals;
+
 namespace memzone::protocol {
 namespace {
 
 struct Parsed {
   ParseStatus status;
+  bool deletes_key = false;
   Command command;
   std::vector<std::string> keys;
   std::string data;
@@ -49,8 +52,8 @@ std::vector<Parsed> parseAll(const std::string& input, size_t fragment,
       }
       ParseResult r = parser.parse(buffer, request);
       if (r.status == ParseStatus::kNeedMore) break;
-      Parsed p{r.status,        request.command, {},       {}, {}, std::string(r.reply),
-               request.noreply, request.quiet,   r.swallow};
+      Parsed p{r.status,        r.deletes_key, request.command, {}, {}, {}, std::string(r.reply),
+               request.noreply, request.quiet, r.swallow};
       if (r.status == ParseStatus::kOk) {
         for (size_t i = 0; i < request.key_count; ++i) p.keys.emplace_back(request.key(i));
         p.data = std::string(request.data);
@@ -139,14 +142,14 @@ TEST(RequestParser, MalformedInputGetsMemcachedReplies) {
       {"bogus\r\n", "ERROR\r\n"},
       {"GET a\r\n", "ERROR\r\n"},
       {"get\r\n", "ERROR\r\n"},
-      {"gat 10\r\n", "ERROR\r\n"},
+      {"gat 10\r\n", "END\r\n"},  // memcached: a touch of no keys
       {"gat x k\r\n", std::string(errors::kBadExptime)},
       {"get " + long_key + "\r\n", std::string(errors::kBadFormat)},
       {"get a " + long_key + "\r\n", std::string(errors::kBadFormat)},
       {"set k 0 0\r\n", "ERROR\r\n"},
       {"set k 0 0 -1\r\n", std::string(errors::kBadFormat)},
       {"set k x 0 1\r\n", std::string(errors::kBadFormat)},
-      {"set k 4294967296 0 1\r\n", std::string(errors::kBadFormat)},
+      {"set k -1 0 1\r\n", std::string(errors::kBadFormat)},
       {"set " + long_key + " 0 0 1\r\n", std::string(errors::kBadFormat)},
       {"set k x 0 1 noreply\r\n", ""},  // memcached stays quiet under noreply
       {"cas k 0 0 1\r\n", "ERROR\r\n"},
@@ -161,9 +164,15 @@ TEST(RequestParser, MalformedInputGetsMemcachedReplies) {
       {"mg\r\n", "ERROR\r\n"},
       {"mg " + long_key + " v\r\n", std::string(errors::kBadFormat)},
       {"ms k\r\n", std::string(errors::kBadFormat)},
-      {"ms k x\r\n", std::string(errors::kBadDataChunk)},
+      {"ms k x\r\n", std::string(errors::kBadFormat)},
+      {"ms k -1\r\n", std::string(errors::kBadFormat)},
+      {"set b5:a\0b 0 0 1\r\n"s, "ERROR\r\n"},  // memcached stops reading at the NUL
       {"verbosity\r\n", "ERROR\r\n"},
-      {"flush_all x\r\n", std::string(errors::kBadFormat)},
+      {"flush_all x\r\n", std::string(errors::kBadExptime)},
+      {"delete k noreply noreply\r\n", ""},  // noreply is set before the format check
+      {"mx k\r\n", "ERROR\r\n"},
+      {"mg " + std::string(20, 'a') + " 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18\r\n",
+       std::string(errors::kMetaGetFlagsTooLong)},
   };
   for (const auto& [input, reply] : cases) {
     for (size_t fragment : kFragments) {
@@ -180,11 +189,14 @@ TEST(RequestParser, MalformedInputGetsMemcachedReplies) {
 }
 
 TEST(RequestParser, BadDataChunkConsumesTheBlockLikeMemcached) {
+  // memcached reads exactly length + 2 bytes whatever they are (and says "bad data chunk"
+  // itself): the proxy forwards that block and reads on where memcached does.
   for (size_t fragment : kFragments) {
     auto out = parseAll("set k 0 0 2\r\nabc\r\nget k\r\n", fragment);
     ASSERT_EQ(out.size(), 3u);
-    EXPECT_EQ(out[0].reply, errors::kBadDataChunk);
-    EXPECT_EQ(out[1].reply, "ERROR\r\n");  // the leftover "c\r\n"... as memcached reads it
+    EXPECT_EQ(out[0].status, ParseStatus::kOk);
+    EXPECT_EQ(out[0].raw, "set k 0 0 2\r\nabc\r");
+    EXPECT_EQ(out[1].reply, "ERROR\r\n");  // the leftover "\n" is an empty command line
     EXPECT_EQ(out[2].status, ParseStatus::kOk);
   }
 }
@@ -199,11 +211,13 @@ TEST(RequestParser, OversizedValueIsSwallowedAndTheConnectionGoesOn) {
     SCOPED_TRACE(fragment);
     auto out = parseAll(input, fragment, limits);
     ASSERT_EQ(out.size(), 4u);
-    EXPECT_EQ(out[0].status, ParseStatus::kSwallow);
+    EXPECT_EQ(out[0].status, ParseStatus::kTooLarge);
     EXPECT_EQ(out[0].reply, errors::kTooLarge);
     EXPECT_EQ(out[0].swallow, 5002u);
+    EXPECT_TRUE(out[0].deletes_key);  // memcached drops the old value of a failed set
     EXPECT_EQ(out[1].keys, std::vector<std::string>{"k"});
-    EXPECT_EQ(out[2].status, ParseStatus::kSwallow);
+    EXPECT_EQ(out[2].status, ParseStatus::kTooLarge);
+    EXPECT_TRUE(out[2].deletes_key);  // ... and of a failed ms, whatever its mode
     EXPECT_EQ(out[3].command, Command::kMetaNoop);
   }
 }
@@ -220,21 +234,100 @@ TEST(RequestParser, ValueAtTheLimitIsAccepted) {
   }
 }
 
-TEST(RequestParser, LineTooLongIsFatalAndBounded) {
-  RequestParser parser;
+TEST(RequestParser, LongLinesMeetTheFateMemcachedGivesThem) {
+  ParserLimits limits;
+  limits.max_retrieval_line = 100000;
+  RequestParser parser(limits);
   Request request;
-  std::string garbage(3000, 'x');  // no newline, not a get: cannot resynchronise
+  // Over 2048 bytes without a newline and not a get: memcached hangs up, silently.
+  std::string garbage(3000, 'x');
   ParseResult r = parser.parse(garbage, request);
   EXPECT_EQ(r.status, ParseStatus::kFatal);
-  EXPECT_EQ(r.reply, errors::kLineTooLong);
-  // A long multi-get line is fine up to its own limit.
+  EXPECT_EQ(r.reply, "");
+  // The same junk with its newline is one bad command, and the connection lives.
+  r = parser.parse(garbage + "\r\n", request);
+  EXPECT_EQ(r.status, ParseStatus::kInvalid);
+  EXPECT_EQ(r.reply, errors::kError);
+  // gat is not one of the commands memcached lets grow.
+  EXPECT_EQ(parser.parse("gat 1 " + garbage, request).status, ParseStatus::kFatal);
+  // A long multi-get line is fine up to the proxy's limit.
   std::string get = "get";
   while (get.size() < 60000) get += " key" + std::to_string(get.size());
   EXPECT_EQ(parser.parse(get, request).status, ParseStatus::kNeedMore);
   EXPECT_EQ(parser.parse(get + "\r\n", request).status, ParseStatus::kOk);
+  EXPECT_GT(request.key_count, 5000u);
   std::string too_long = get;
-  while (too_long.size() < 70000) too_long += " more";
-  EXPECT_EQ(parser.parse(too_long, request).status, ParseStatus::kFatal);
+  while (too_long.size() < 110000) too_long += " more";
+  r = parser.parse(too_long, request);
+  EXPECT_EQ(r.status, ParseStatus::kFatal);
+  EXPECT_EQ(r.reply, errors::kLineTooLong);
+}
+
+TEST(RequestParser, TwoMegabyteGetLineIsServedByDefault) {
+  RequestParser parser;
+  Request request;
+  std::string get = "get";
+  while (get.size() < 2 * 1024 * 1024) get += " k" + std::to_string(get.size());
+  size_t scanned = 0;
+  // Arriving in pieces: each piece is searched once for the newline.
+  for (size_t end = 16384; end < get.size(); end += 16384) {
+    ASSERT_EQ(parser.parse(std::string_view(get).substr(0, end), request, &scanned).status,
+              ParseStatus::kNeedMore);
+    EXPECT_EQ(scanned, end);
+  }
+  EXPECT_EQ(parser.parse(get + "\r\n", request, &scanned).status, ParseStatus::kOk);
+}
+
+TEST(RequestParser, HttpRequestsAreHungUpOnLikeMemcachedDoes) {
+  RequestParser parser;
+  Request request;
+  ParseResult r = parser.parse("GET / HTTP/1.1\r\n", request);
+  EXPECT_EQ(r.status, ParseStatus::kFatal);
+  EXPECT_EQ(r.reply, "");
+  // A get of the keys "/" and "HTTP/1.1" is just a get.
+  EXPECT_EQ(parser.parse("get / HTTP/1.1\r\n", request).status, ParseStatus::kOk);
+}
+
+TEST(RequestParser, NulEndsTheLineMemcachedSees) {
+  // memcached tokenizes a C string: nothing after a NUL exists for it, and so for us.
+  for (size_t fragment : kFragments) {
+    SCOPED_TRACE(fragment);
+    auto out = parseAll("set b5:a\0b 0 0 1\r\nx\r\nget k\0 other\r\n"s, fragment);
+    ASSERT_EQ(out.size(), 3u);
+    EXPECT_EQ(out[0].reply, "ERROR\r\n");  // "set b5:a"
+    EXPECT_EQ(out[1].reply, "ERROR\r\n");  // "x"
+    EXPECT_EQ(out[2].keys, std::vector<std::string>{"k"});
+  }
+}
+
+TEST(RequestParser, LengthsAreReadThroughCsQuirksAndForwardedPlain) {
+  RequestParser parser;
+  Request request;
+  // strtol reads 2^32 + 1 as a long, and the int32 assignment keeps 1.
+  std::string in = "set t 0 0 4294967297\r\ny\r\n";
+  ASSERT_EQ(parser.parse(in, request).status, ParseStatus::kOk);
+  EXPECT_EQ(request.data, "y");
+  ByteBuffer out;
+  encodeForward(request, out);
+  EXPECT_EQ(out.view(), "set t 0 0 1\r\ny\r\n");
+  ASSERT_EQ(parser.parse("ms t +2\tT0\r\nab\r\n", request).status, ParseStatus::kOk);
+  EXPECT_EQ(request.data, "ab");
+}
+
+TEST(RequestParser, QuietMetaRequestsMayGoUnanswered) {
+  RequestParser parser;
+  Request request;
+  // Any token starting with q is memcached's q flag; `ma ... q N..` auto-creating a key
+  // still answers, which only memcached knows: the request is forwarded with its q.
+  for (const char* in : {"ma nk q N0 J13\r\n", "mg k qx v\r\n", "md k q\r\n"}) {
+    ASSERT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
+    EXPECT_TRUE(request.quiet) << in;
+    ByteBuffer out;
+    encodeForward(request, out);
+    EXPECT_EQ(out.view(), in);
+  }
+  ASSERT_EQ(parser.parse("me k q\r\n", request).status, ParseStatus::kOk);
+  EXPECT_FALSE(request.quiet);  // me has no flags
 }
 
 TEST(RequestEncoder, ForwardsUnmodifiedBytesOrStripsNoreplyAndQuiet) {
@@ -250,20 +343,11 @@ TEST(RequestEncoder, ForwardsUnmodifiedBytesOrStripsNoreplyAndQuiet) {
   EXPECT_EQ(encode("set k 1 2 3 noreply\r\nabc\r\n"), "set k 1 2 3\r\nabc\r\n");
   EXPECT_EQ(encode("delete k noreply\r\n"), "delete k\r\n");
   EXPECT_EQ(encode("incr k 1 noreply\r\n"), "incr k 1\r\n");
-  EXPECT_EQ(encode("mg k v q k O1\r\n"), "mg k v k O1\r\n");
-  EXPECT_EQ(encode("ms k 2 q T5\r\nhi\r\n"), "ms k 2 T5\r\nhi\r\n");
-  EXPECT_EQ(encode("get a\n"), "get a\n");
-}
-
-TEST(RequestEncoder, QuietModeSuppressesWhatMemcachedSuppresses) {
-  EXPECT_TRUE(quietSuppresses(Command::kMetaGet, ReplyCode::kMiss));
-  EXPECT_FALSE(quietSuppresses(Command::kMetaGet, ReplyCode::kHit));
-  EXPECT_FALSE(quietSuppresses(Command::kMetaGet, ReplyCode::kOk));
-  EXPECT_TRUE(quietSuppresses(Command::kMetaSet, ReplyCode::kOk));
-  EXPECT_FALSE(quietSuppresses(Command::kMetaSet, ReplyCode::kNotStored));
-  EXPECT_TRUE(quietSuppresses(Command::kMetaDelete, ReplyCode::kOk));
-  EXPECT_FALSE(quietSuppresses(Command::kMetaDelete, ReplyCode::kNotFound));
-  EXPECT_FALSE(quietSuppresses(Command::kMetaSet, ReplyCode::kServerError));
+  EXPECT_EQ(encode("mg k v q k O1\r\n"), "mg k v q k O1\r\n");
+  EXPECT_EQ(encode("ms k 2 q T5\r\nhi\r\n"), "ms k 2 q T5\r\nhi\r\n");
+  EXPECT_EQ(encode("get a\n"), "get a\r\n");
+  EXPECT_EQ(encode("get  a\tb\r\n"), "get a\tb\r\n");
+  EXPECT_EQ(encode("set k 0 0 +1\r\nx\r\n"), "set k 0 0 1\r\nx\r\n");
 }
 
 TEST(RequestEncoder, CasCopiesDropTheCompareToken) {
@@ -277,8 +361,8 @@ TEST(RequestEncoder, CasCopiesDropTheCompareToken) {
     return std::string(out.view());
   };
   EXPECT_EQ(copy("ms k 2 C123 T5\r\nhi\r\n"), "ms k 2 T5\r\nhi\r\n");
-  EXPECT_EQ(copy("ms k 2 q C9\r\nhi\r\n"), "ms k 2\r\nhi\r\n");
-  EXPECT_EQ(copy("md k C7 q\r\n"), "md k\r\n");
+  EXPECT_EQ(copy("ms k 2 q C9\r\nhi\r\n"), "ms k 2 q\r\nhi\r\n");
+  EXPECT_EQ(copy("md k C7 q\r\n"), "md k q\r\n");
   EXPECT_EQ(copy("ma k C7 D2\r\n"), "ma k D2\r\n");
   EXPECT_EQ(copy("ms k 2 T5\r\nhi\r\n"), "");  // no compare token: copied as sent
   EXPECT_EQ(copy("mg k c v\r\n"), "");         // reads are never copies
