@@ -107,12 +107,18 @@ def main():
     parser.add_argument("--replication", action="store_true",
                         help="compare unreplicated and 3-zone replicated pools")
     parser.add_argument("--metrics-cost", metavar="BUILD", help="a build without request metrics")
+    parser.add_argument("--against", metavar="BUILD",
+                        help="compare this build's proxy CPU per request with another build's")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.replication:
         return run_replication(args)
     if args.metrics_cost:
-        return run_metrics_cost(args)
+        return run_build_comparison(args, {"with metrics": args.build,
+                                           "without metrics": args.metrics_cost}, (16,))
+    if args.against:
+        return run_build_comparison(args, {"this build": args.build, "other build": args.against},
+                                    (1, 16))
 
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
     proxy = os.path.join(args.build, "proxy/memzone-proxy")
@@ -189,10 +195,11 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_metrics_cost(args):
+def run_build_comparison(args, builds, depths):
+    """Proxy CPU per request of two builds (the first is the one measured against), their
+    runs alternating within each round."""
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
-    builds = {"with metrics": os.path.join(args.build, "proxy/memzone-proxy"),
-              "without metrics": os.path.join(args.metrics_cost, "proxy/memzone-proxy")}
+    binaries = {name: os.path.join(build, "proxy/memzone-proxy") for name, build in builds.items()}
     memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
     work = tempfile.mkdtemp(prefix="memzone-bench-")
     procs = Processes()
@@ -202,25 +209,30 @@ def run_metrics_cost(args):
         topology = os.path.join(work, "topology.yaml")
         with open(topology, "w") as f:
             f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
-        totals = {name: [0.0, 0] for name in builds}
-        for round_ in range(args.rounds):
-            for name, binary in builds.items():
-                port = free_port()
-                p = procs.start([binary, "--listen", "127.0.0.1:%d" % port, "--zone", "a",
-                                 "--config", topology, "--threads", "1"], port)
-                before = cpu_seconds(p.pid)
-                result = run_load(loadgen, port, args, 16)
-                cpu = cpu_seconds(p.pid) - before
-                totals[name][0] += cpu
-                totals[name][1] += result["ops"]
-                print("round %d %-16s %9.0f ops/s  proxy CPU %.3f s per 1M req" % (
-                    round_ + 1, name, result["ops_per_sec"], cpu / result["ops"] * 1e6), flush=True)
-                p.terminate()
-                p.wait(timeout=15)
-        per_m = {n: t[0] / t[1] * 1e6 for n, t in totals.items()}
-        cost = (per_m["with metrics"] - per_m["without metrics"]) / per_m["with metrics"] * 100
-        print("\nover %d rounds: %.3f vs %.3f CPU-s per 1M requests: metrics cost %.1f%% of proxy CPU"
-              % (args.rounds, per_m["with metrics"], per_m["without metrics"], cost))
+        names = list(binaries)
+        for depth in depths:
+            totals = {name: [0.0, 0] for name in names}
+            for round_ in range(args.rounds):
+                for name in names:
+                    port = free_port()
+                    p = procs.start([binaries[name], "--listen", "127.0.0.1:%d" % port, "--zone",
+                                     "a", "--config", topology, "--threads", "1"], port)
+                    before = cpu_seconds(p.pid)
+                    result = run_load(loadgen, port, args, depth)
+                    cpu = cpu_seconds(p.pid) - before
+                    totals[name][0] += cpu
+                    totals[name][1] += result["ops"]
+                    print("depth %-2d round %d %-16s %9.0f ops/s  proxy CPU %.3f s per 1M req" % (
+                        depth, round_ + 1, name, result["ops_per_sec"], cpu / result["ops"] * 1e6),
+                        flush=True)
+                    p.terminate()
+                    p.wait(timeout=15)
+            per_m = {n: t[0] / t[1] * 1e6 for n, t in totals.items()}
+            first, second = names
+            diff = (per_m[first] - per_m[second]) / per_m[second] * 100
+            print("\ndepth %d over %d rounds: %s %.3f vs %s %.3f CPU-s per 1M requests: %+.1f%%\n"
+                  % (depth, args.rounds, first, per_m[first], second, per_m[second], diff),
+                  flush=True)
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
