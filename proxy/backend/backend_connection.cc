@@ -9,6 +9,8 @@
 #include <cstring>
 #include <random>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::backend {
 
 using protocol::ReplyStatus;
@@ -42,7 +44,10 @@ BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_li
       observer_(observer),
       options_(options),
       timer_(base, [this] { onTimer(); }),
-      next_fence_(randomFenceBase()) {}
+      next_fence_(randomFenceBase()) {
+  input_.setAccount(options.buffer_account);
+  output_.setAccount(options.buffer_account);
+}
 
 BackendConnection::~BackendConnection() {
   flush_list_.forget(this);
@@ -194,12 +199,23 @@ void BackendConnection::readReplies() {
     }
     input_.commit(static_cast<size_t>(n));
     if (!matchReplies()) return;
+    if (options_.max_input_bytes != 0 && input_.size() > options_.max_input_bytes) {
+      ops::logEvent(ops::LogLevel::kWarn, "oversized",
+                    "backend connection: %zu bytes of replies waiting for delivery, over the "
+                    "limit of %zu; connection failed",
+                    input_.size(), options_.max_input_bytes);
+      fail(BackendFailure::kOversized);
+      return;
+    }
     if (static_cast<size_t>(n) < 64 * 1024) break;
   }
+  // What a burst of large replies needed goes back; up to 4 MiB is kept, so a steady flow
+  // of large values does not regrow (and copy) the buffer for every batch.
   if (pending_.empty()) {
     timer_.cancel();
-    input_.shrinkIfAbove(1 << 20);
+    input_.shrinkIfAbove(4 << 20);
   } else {
+    input_.shrinkIfSparse(4 << 20);
     armTimerForHead();
   }
 }

@@ -40,6 +40,12 @@ struct ConnectionOptions {
   uint32_t connect_timeout_ms = 200;
   uint32_t request_timeout_ms = 250;
   size_t max_pending = 16384;
+  // Bounds (issue 12): the buffers are charged here (the worker's buffer budget), and replies
+  // received but not yet delivered (a batch waits for its fence) may not exceed
+  // max_input_bytes: a server flooding the connection, or answering a multi-get larger than
+  // any client could be sent, fails it (kOversized) instead of growing it. 0: no limit.
+  MemoryAccount* buffer_account = nullptr;
+  size_t max_input_bytes = 0;
 };
 
 class BackendConnection;
@@ -67,7 +73,11 @@ class BackendConnection : public Flushable {
   size_t pending() const { return pending_.size(); }
   bool full() const { return pending_.size() >= options_.max_pending; }
   bool connected() const { return state_ == State::kConnected; }
-  void setOptions(ConnectionOptions options) { options_ = options; }
+  void setOptions(ConnectionOptions options) {
+    options_ = options;
+    input_.setAccount(options.buffer_account);
+    output_.setAccount(options.buffer_account);
+  }
 
   // Connects now rather than at the first request (a server just added to the topology).
   void connectAhead() {

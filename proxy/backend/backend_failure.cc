@@ -18,6 +18,7 @@ constexpr FailureText kTexts[kBackendFailureCount] = {
     {"queue_full", "SERVER_ERROR backend queue full\r\n"},
     {"removed", "SERVER_ERROR backend removed from topology\r\n"},
     {"untrusted", "SERVER_ERROR backend has pending invalidations\r\n"},
+    {"oversized", "SERVER_ERROR backend reply too large\r\n"},
 };
 
 }  // namespace

@@ -17,8 +17,9 @@ enum class BackendFailure : uint8_t {
   kQueueFull,   // failed fast: too many requests already queued on the connection
   kRemoved,     // the server left the topology before answering
   kUntrusted,   // not read: it may hold values older than acknowledged writes
+  kOversized,   // replies held for delivery outgrew the connection's buffer limit
 };
-inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kUntrusted) + 1;
+inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kOversized) + 1;
 
 std::string_view failureName(BackendFailure failure);
 // "SERVER_ERROR backend <name>\r\n"

@@ -20,6 +20,8 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   ServerOptions options;
   options.connection.connect_timeout_ms = topology->connect_timeout_ms;
   options.connection.request_timeout_ms = topology->request_timeout_ms;
+  options.connection.buffer_account = buffer_account_;
+  options.connection.max_input_bytes = max_input_bytes_;
   options.health = topology->health;
   options.consistency = topology->consistency;
   options.allow_flush = topology->allow_flush_all;

@@ -56,6 +56,12 @@ class BackendRegistry {
 
   // Every server of every pool and zone of the current view (flush_all, stats).
   std::vector<BackendServer*> allServers() const;
+  // Charged with every backend connection's buffers; a connection holding more than
+  // `max_input_bytes` of undelivered replies fails (0: no limit). Before the first apply().
+  void setBufferLimits(MemoryAccount* account, size_t max_input_bytes) {
+    buffer_account_ = account;
+    max_input_bytes_ = max_input_bytes;
+  }
 
  private:
   void dropView(TopologyView* view);
@@ -69,6 +75,8 @@ class BackendRegistry {
   TopologyView* current_ = nullptr;
   std::vector<std::unique_ptr<TopologyView>> views_;
   event::Timer drop_timer_;
+  MemoryAccount* buffer_account_ = nullptr;
+  size_t max_input_bytes_ = 0;
 };
 
 }  // namespace memzone::backend
