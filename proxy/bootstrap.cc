@@ -1,6 +1,7 @@
 #include "proxy/bootstrap.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -105,6 +106,28 @@ std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
   return built.topology;
 }
 
+// Each client connection is a file descriptor: the soft limit (often 1024) is raised to the
+// hard one, and a limit below --max-connections is worth a warning at start-up, not a
+// surprise under load (accept then fails with EMFILE and pauses).
+void raiseFileLimit(size_t max_connections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  // Backend connections, listeners, the metrics endpoint and the controller need some too.
+  constexpr rlim_t kReserve = 256;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserve) {
+    ops::logEvent(ops::LogLevel::kWarn, std::string("nofile"),
+                  "open file limit %llu is below --max-connections %zu + %llu: connections "
+                  "beyond the limit wait in the listen backlog",
+                  static_cast<unsigned long long>(limit.rlim_cur), max_connections,
+                  static_cast<unsigned long long>(kReserve));
+  }
+}
+
 }  // namespace
 
 int runProxy(const config::ProxyOptions& options) {
@@ -134,10 +157,21 @@ int runProxy(const config::ProxyOptions& options) {
     return 1;
   }
 
+  raiseFileLimit(options.max_connections);
   server::WorkerOptions worker_options;
   worker_options.zone = options.zone;
   worker_options.parser_limits.max_item_size = options.max_item_size;
-  worker_options.max_connections = options.max_connections;
+  worker_options.connection_limits.partial_request_timeout_ms = options.partial_request_timeout_ms;
+  worker_options.slots = std::make_shared<server::ConnectionSlots>(options.max_connections);
+  // Each worker gets an equal share of the budget (buffer_budget.h says why).
+  constexpr uint64_t kMinShare = 1 << 20;
+  worker_options.buffer_share = options.max_buffer_memory / threads;
+  if (worker_options.buffer_share < kMinShare) {
+    ops::logEvent(ops::LogLevel::kWarn, std::string("budget"),
+                  "--max-buffer-memory %llu over %u workers is below 1M each; using 1M each",
+                  static_cast<unsigned long long>(options.max_buffer_memory), threads);
+    worker_options.buffer_share = kMinShare;
+  }
   worker_options.backend_samples = options.metrics_per_backend;
 
   std::vector<std::unique_ptr<server::Worker>> workers;
@@ -145,6 +179,8 @@ int runProxy(const config::ProxyOptions& options) {
   stats_context->started = std::time(nullptr);
   stats_context->threads = threads;
   stats_context->per_backend_metrics = options.metrics_per_backend;
+  stats_context->max_connections = options.max_connections;
+  stats_context->max_buffer_memory = worker_options.buffer_share * threads;
   for (unsigned i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<server::Worker>(
         static_cast<int>(i), listen.fds[i], worker_options,

@@ -13,11 +13,39 @@ bool parseUnsigned(const std::string& s, unsigned long long min, unsigned long l
 
 }  // namespace
 
+bool parseByteSize(const std::string& text, uint64_t& out) {
+  if (text.empty()) return false;
+  std::string digits = text;
+  unsigned shift = 0;
+  switch (text.back()) {
+    case 'K':
+    case 'k':
+      shift = 10;
+      break;
+    case 'M':
+    case 'm':
+      shift = 20;
+      break;
+    case 'G':
+    case 'g':
+      shift = 30;
+      break;
+    default:
+      break;
+  }
+  if (shift != 0) digits.pop_back();
+  unsigned long long n = 0;
+  if (!parseUnsigned(digits, 0, ~0ull >> shift, n)) return false;
+  out = static_cast<uint64_t>(n) << shift;
+  return true;
+}
+
 std::string proxyUsage() {
   return "usage: memzone-proxy --listen HOST:PORT --zone ZONE [--threads N]\n"
          "                     (--config FILE | --controller HOST:PORT)\n"
          "                     [--metrics-listen HOST:PORT] [--state-dir DIR]\n"
          "                     [--max-item-size BYTES] [--max-connections N]\n"
+         "                     [--max-buffer-memory BYTES] [--partial-request-timeout-ms MS]\n"
          "                     [--drain-timeout SECONDS]\n"
          "\n"
          "  --listen           address for memcached clients (default 0.0.0.0:11211)\n"
@@ -32,7 +60,13 @@ std::string proxyUsage() {
          "  --metrics-per-backend  also export per-server series (address label; off by\n"
          "                     default: one series per memcached server adds up)\n"
          "  --max-item-size    largest value accepted (default 1048576)\n"
-         "  --max-connections  client connections per worker (default 65536)\n"
+         "  --max-connections  client connections of the proxy; beyond, a new one is told\n"
+         "                     \"ERROR Too many open connections\" and closed (default 65536)\n"
+         "  --max-buffer-memory  client-side buffer memory of the proxy, split over the\n"
+         "                     workers; suffixes K, M, G (default 512M)\n"
+         "  --partial-request-timeout-ms  close a connection whose request is still\n"
+         "                     incomplete this long after its first byte; 0: never\n"
+         "                     (default 30000; idle connections are never closed)\n"
          "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
          "  --help, --version\n";
 }
@@ -61,10 +95,18 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
       o.metrics_per_backend = true;
       continue;
     }
-    static const char* kValued[] = {"--listen",       "--zone",          "--threads",
-                                    "--config",       "--controller",    "--metrics-listen",
-                                    "--state-dir",    "--max-item-size", "--max-connections",
-                                    "--drain-timeout"};
+    static const char* kValued[] = {"--listen",
+                                    "--zone",
+                                    "--threads",
+                                    "--config",
+                                    "--controller",
+                                    "--metrics-listen",
+                                    "--state-dir",
+                                    "--max-item-size",
+                                    "--max-connections",
+                                    "--drain-timeout",
+                                    "--max-buffer-memory",
+                                    "--partial-request-timeout-ms"};
     bool known = false;
     for (const char* k : kValued) known |= flag == k;
     if (!known) {
@@ -109,6 +151,19 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.max_connections = n;
+    } else if (flag == "--max-buffer-memory") {
+      uint64_t bytes = 0;
+      if (!parseByteSize(value, bytes) || bytes < (1ull << 20) || bytes > (1ull << 40)) {
+        result.error = "--max-buffer-memory must be from 1M to 1024G (suffix K, M or G)";
+        return result;
+      }
+      o.max_buffer_memory = bytes;
+    } else if (flag == "--partial-request-timeout-ms") {
+      if (!parseUnsigned(value, 0, 86400000, n)) {
+        result.error = "--partial-request-timeout-ms must be from 0 to 86400000";
+        return result;
+      }
+      o.partial_request_timeout_ms = static_cast<uint32_t>(n);
     } else if (flag == "--drain-timeout") {
       if (!parseUnsigned(value, 0, 3600, n)) {
         result.error = "--drain-timeout must be from 0 to 3600 seconds";

@@ -16,7 +16,11 @@ struct ProxyOptions {
   std::string metrics_listen;
   std::string state_dir;
   size_t max_item_size = 1024 * 1024;
-  size_t max_connections = 65536;
+  size_t max_connections = 65536;  // client connections of the whole proxy
+  // Client-side buffer memory of the whole proxy (split evenly over the workers).
+  uint64_t max_buffer_memory = 512ull << 20;
+  // An incomplete request is closed this long after its first byte (slowloris); 0: never.
+  uint32_t partial_request_timeout_ms = 30000;
   unsigned drain_timeout_s = 10;
   bool metrics_per_backend = false;  // series with an address label: off by default
 };
@@ -29,6 +33,8 @@ struct FlagsResult {
 };
 
 FlagsResult parseProxyFlags(const std::vector<std::string>& args);
+// "512M", "64K", "2G" (binary units) or plain bytes; false on anything else or overflow.
+bool parseByteSize(const std::string& text, uint64_t& out);
 std::string proxyUsage();
 
 }  // namespace memzone::config

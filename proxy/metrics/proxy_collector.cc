@@ -43,7 +43,7 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   namespace server = memzone::server;
   const auto& workers = context_->workers;
   std::vector<MetricFamily> out;
-  out.reserve(64);  // family() hands out references into `out`: it must never reallocate
+  out.reserve(128);  // family() hands out references into `out`: it must never reallocate
   auto sum = [&](auto get) {
     uint64_t total = 0;
     for (const server::Worker* w : workers) total += get(*w);
@@ -90,6 +90,73 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_client_connections_rejected_total",
              "Client connections closed at accept (over --max-connections).", MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().rejected_connections.get(); }));
+  auto& closed =
+      family(out, "memzone_proxy_client_connections_closed_total",
+             "Client connections the proxy closed or saw closed, by reason.", MetricType::Counter);
+  for (int r = 0; r < server::kCloseReasonCount; ++r) {
+    add(closed, sum([&](const server::Worker& w) { return w.stats().closed_connections[r].get(); }),
+        {{"reason", std::string(server::closeReasonName(static_cast<server::CloseReason>(r)))}});
+  }
+  add(family(out, "memzone_proxy_client_connections_limit",
+             "--max-connections: client connections the proxy accepts at once.", MetricType::Gauge),
+      static_cast<double>(context_->max_connections));
+  add(family(out, "memzone_proxy_accept_pauses_total",
+             "Times accepting paused for lack of file descriptors.", MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().accept_pauses.get(); }));
+
+  // Buffer memory against --max-buffer-memory.
+  auto& buffered =
+      family(out, "memzone_proxy_buffer_bytes",
+             "Buffer memory held now (allocated capacity), by kind.", MetricType::Gauge);
+  auto memory = [&](auto get) {
+    int64_t total = 0;
+    for (const server::Worker* w : workers) total += get(w->budget().memory()).bytes();
+    return static_cast<double>(total < 0 ? 0 : total);
+  };
+  add(buffered,
+      memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.client_input; }),
+      {{"kind", "client_input"}});
+  add(buffered,
+      memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.client_output; }),
+      {{"kind", "client_output"}});
+  add(buffered,
+      memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.requests; }),
+      {{"kind", "requests"}});
+  add(buffered,
+      memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.backend; }),
+      {{"kind", "backend"}});
+  add(buffered,
+      memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.pooled; }),
+      {{"kind", "pooled"}});
+  add(family(out, "memzone_proxy_buffer_limit_bytes", "--max-buffer-memory.", MetricType::Gauge),
+      static_cast<double>(context_->max_buffer_memory));
+  add(family(out, "memzone_proxy_buffer_reserved_bytes",
+             "Reply bytes expected for requests in flight (admission counts them as used).",
+             MetricType::Gauge),
+      sum([](const server::Worker& w) { return w.budget().counters().reserved.get(); }));
+  auto& budget_events = family(out, "memzone_proxy_buffer_budget_events_total",
+                               "What the buffer budget did, by action.", MetricType::Counter);
+  add(budget_events,
+      sum([](const server::Worker& w) { return w.budget().counters().throttled.get(); }),
+      {{"action", "throttle"}});
+  add(budget_events,
+      sum([](const server::Worker& w) { return w.budget().counters().rejected.get(); }),
+      {{"action", "out_of_memory_reply"}});
+  add(budget_events,
+      sum([](const server::Worker& w) { return w.budget().counters().large_waits.get(); }),
+      {{"action", "large_reply_wait"}});
+  add(budget_events,
+      sum([](const server::Worker& w) { return w.budget().counters().cut_off.get(); }),
+      {{"action", "cut_off"}});
+  add(family(out, "memzone_proxy_buffer_throttled_connections",
+             "Client connections not read right now because of the buffer budget.",
+             MetricType::Gauge),
+      sum([](const server::Worker& w) { return w.budget().counters().throttled_now.get(); }));
+  add(family(out, "memzone_proxy_request_pool_trimmed_total",
+             "Pooled requests freed after going unused (memory returned after a burst).",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.budget().counters().pool_trimmed.get(); }));
+
   add(family(out, "memzone_proxy_received_bytes_total", "Bytes read from clients.",
              MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().bytes_read.get(); }));

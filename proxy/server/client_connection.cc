@@ -1,47 +1,77 @@
 #include "proxy/server/client_connection.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <limits>
 
 namespace memzone::server {
 
+using protocol::Command;
 using protocol::ParseStatus;
 
-ClientConnection::ClientConnection(int fd, event::EventBase& base, FlushList& flush_list,
-                                   const protocol::RequestParser& parser,
-                                   RequestDispatcher& dispatcher, RequestPool& pool,
-                                   ProxyStats& stats, ConnectionLimits limits,
-                                   CloseCallback on_close)
+namespace {
+
+// The worker's read buffer; also the most appended to kept input per read.
+constexpr size_t kReadSize = 64 * 1024;
+// Output that drains slowly is reallocated to what is left once it is mostly sent.
+constexpr size_t kOutputKeep = 64 * 1024;
+// Replies from this size on are written from the request's buffer rather than copied.
+constexpr size_t kZeroCopyReply = 16 * 1024;
+// Segments per sendmsg.
+constexpr int kMaxIov = 64;
+
+std::string_view outOfMemoryReply(const protocol::Request& request) {
+  if (request.noreply) return {};  // memcached says nothing to noreply, errors included
+  if (protocol::isStorage(request.command) || request.command == Command::kMetaSet) {
+    return kOutOfMemoryStoring;
+  }
+  if (protocol::isRetrieval(request.command) || request.command == Command::kMetaGet) {
+    return kOutOfMemoryGet;
+  }
+  return kOutOfMemory;
+}
+
+}  // namespace
+
+ClientConnection::ClientConnection(int fd, ConnectionContext& context)
     : fd_(fd),
-      flush_list_(flush_list),
-      parser_(parser),
-      dispatcher_(dispatcher),
-      pool_(pool),
-      stats_(stats),
-      limits_(limits),
-      on_close_(std::move(on_close)),
-      io_(base, fd, [this](bool r, bool w) { onIo(r, w); }),
-      reply_estimate_(limits.initial_reply_estimate),
-      inflight_window_(1) {
+      context_(context),
+      io_(context.base, fd, [this](bool r, bool w) { onIo(r, w); }),
+      input_account_(&context.budget.memory().client_input),
+      output_account_(&context.budget.memory().client_output),
+      requests_account_(&context.budget.memory().requests),
+      input_(&input_account_),
+      output_(&output_account_),
+      reply_estimate_(context.limits.initial_reply_estimate),
+      inflight_window_(1),
+      get_estimate_(context.parser.limits().max_item_size) {
   noteReplySize(reply_estimate_);
-  stats_.curr_connections.add();
-  stats_.total_connections.add();
+  context_.stats.curr_connections.add();
+  context_.stats.total_connections.add();
   io_.want(true, false);
 }
 
 ClientConnection::~ClientConnection() {
-  flush_list_.forget(this);
+  context_.flush_list.forget(this);
+  context_.budget.forget(this);
   io_.want(false, false);
   // Requests still waiting on backends finish on their own and go back to the pool.
   while (!fifo_.empty()) {
-    fifo_.front()->releaseByOwner(pool_);
+    Entry e = fifo_.front();
     fifo_.pop_front();
+    if (e.reserved != 0) context_.budget.unreserve(e.reserved);
+    e.request->releaseByOwner(context_.pool);
+  }
+  while (!out_.empty()) {
+    if (out_.front().request != nullptr) out_.front().request->releaseByOwner(context_.pool);
+    out_.pop_front();
   }
   if (fd_ >= 0) ::close(fd_);
-  stats_.curr_connections.sub();
+  context_.stats.curr_connections.sub();
 }
 
 void ClientConnection::onIo(bool readable, bool writable) {
@@ -51,21 +81,43 @@ void ClientConnection::onIo(bool readable, bool writable) {
 }
 
 bool ClientConnection::overloaded() const {
-  return fifo_.size() >= inflight_window_ || output_.size() >= limits_.max_output_bytes;
+  return fifo_.size() >= inflight_window_ || unsent_ >= context_.limits.max_output_bytes;
 }
 
 void ClientConnection::noteReplySize(size_t bytes) {
   // Jumps up at once to a large reply, decays slowly (1/16 per reply) back to small ones,
   // so a mixed workload stays conservative and a small-value workload keeps deep pipelines.
   reply_estimate_ = std::max(bytes, reply_estimate_ - reply_estimate_ / 16);
-  size_t window = limits_.max_output_bytes / std::max<size_t>(reply_estimate_, 1);
-  inflight_window_ = std::clamp<size_t>(window, 1, limits_.max_pending_requests);
+  size_t window = context_.limits.max_output_bytes / std::max<size_t>(reply_estimate_, 1);
+  inflight_window_ = std::clamp<size_t>(window, 1, context_.limits.max_pending_requests);
+}
+
+void ClientConnection::noteRetrievalReply(size_t bytes, uint32_t keys) {
+  // Up at once, down by half per reply: a new client of small values proves it within a few
+  // gets, one large value puts it back among the large at once.
+  uint64_t per_key = bytes / std::max<uint32_t>(keys, 1);
+  get_estimate_ = std::max(per_key, get_estimate_ / 2);
+}
+
+uint64_t ClientConnection::reservationFor(const protocol::Request& request) const {
+  bool retrieval = protocol::isRetrieval(request.command) || request.command == Command::kMetaGet;
+  if (!retrieval) return 0;  // a write's or a delete's answer is a line
+  uint64_t keys = std::max<size_t>(request.key_count, 1);
+  uint64_t cap = std::min<uint64_t>(context_.budget.share(), std::numeric_limits<uint32_t>::max());
+  return std::min(get_estimate_ * keys, cap);
 }
 
 void ClientConnection::readRequests() {
-  for (int round = 0; round < 4 && !read_closed_ && !overloaded(); ++round) {
-    char* dst = input_.prepare(16 * 1024);
-    size_t room = input_.writableBytes();
+  ByteBuffer& shared = context_.read_buffer;
+  bool progressed = false;
+  for (int round = 0; round < 4 && !read_closed_ && !overloaded() && !budget_blocked_; ++round) {
+    // Nothing kept from earlier reads: read into the worker's buffer, keep only leftovers.
+    // Otherwise append to what is kept, growing with it (a large value arriving in pieces).
+    bool fresh = input_.empty();
+    ByteBuffer& in = fresh ? shared : input_;
+    char* dst = fresh ? shared.prepare(kReadSize)
+                      : input_.prepare(std::clamp<size_t>(input_.size(), 1024, kReadSize));
+    size_t room = in.writableBytes();
     ssize_t n = ::recv(fd_, dst, room, 0);
     if (n == 0) {
       read_closed_ = true;  // answer what was asked, then close
@@ -74,79 +126,153 @@ void ClientConnection::readRequests() {
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
-      close();
+      close(CloseReason::kError);
       return;
     }
-    stats_.bytes_read.add(static_cast<uint64_t>(n));
-    input_.commit(static_cast<size_t>(n));
-    parseRequests();
+    context_.stats.bytes_read.add(static_cast<uint64_t>(n));
+    in.commit(static_cast<size_t>(n));
+    size_t before = in.size();
+    parseRequests(in);
+    progressed |= in.size() < before;
+    if (fresh) {
+      if (!shared.empty()) input_.append(shared.view());
+      shared.clear();
+    }
     if (closed_) return;
     // A short read drained the socket: skip the recv that would only say EAGAIN.
     if (static_cast<size_t>(n) < room) break;
   }
+  input_.release();
+  trackPartial(progressed);
   takeReadyReplies();
-  flush_list_.schedule(this);
+  context_.flush_list.schedule(this);
   updateInterest();
 }
 
-void ClientConnection::parseRequests() {
+void ClientConnection::parseRequests(ByteBuffer& in) {
   size_t used = 0;
   int64_t now = event::nowMicros();  // the whole batch was read at once
-  std::string_view in = input_.view();
-  while (used < in.size() && !read_closed_ && !overloaded()) {
+  std::string_view view = in.view();
+  need_more_ = false;
+  budget_blocked_ = false;
+  while (used < view.size() && !read_closed_ && !overloaded()) {
     if (swallow_ > 0) {
-      size_t n = std::min(swallow_, in.size() - used);
+      size_t n = std::min(swallow_, view.size() - used);
       swallow_ -= n;
       used += n;
       continue;
     }
-    protocol::ParseResult r = parser_.parse(in.substr(used), request_, &scanned_);
-    if (r.status == ParseStatus::kNeedMore) break;
+    protocol::ParseResult r = context_.parser.parse(view.substr(used), request_, &scanned_);
+    if (r.status == ParseStatus::kNeedMore) {
+      need_more_ = true;
+      break;
+    }
     if (r.status == ParseStatus::kTooLarge) {
-      stats_.client_errors.add();
-      ClientRequest* dispatched = r.deletes_key
-                                      ? dispatcher_.deleteForTooLarge(request_, r.reply, this)
-                                      : dispatcher_.localReply(r.reply, this, request_.command);
-      dispatched->setStartedUs(now);
-      fifo_.push_back(dispatched);
+      context_.stats.client_errors.add();
+      ClientRequest* dispatched =
+          r.deletes_key ? context_.dispatcher.deleteForTooLarge(request_, r.reply, this)
+                        : context_.dispatcher.localReply(r.reply, this, request_.command);
+      push(dispatched, now, 0, 0);
       swallow_ = r.swallow;
     } else if (r.status == ParseStatus::kOk) {
-      if (request_.command == protocol::Command::kQuit) {
+      if (request_.command == Command::kQuit) {
         read_closed_ = true;  // memcached closes without a reply
         used += r.consumed;
         break;
       }
-      ClientRequest* dispatched = dispatcher_.dispatch(request_, this);
-      dispatched->setStartedUs(now);
-      fifo_.push_back(dispatched);
+      if (!admitAndDispatch(now)) break;  // waits for the budget: stays unread
     } else {
-      stats_.client_errors.add();
-      ClientRequest* rejected = dispatcher_.localReply(r.reply, this);
-      rejected->setStartedUs(now);
-      fifo_.push_back(rejected);
+      context_.stats.client_errors.add();
+      push(context_.dispatcher.localReply(r.reply, this), now, 0, 0);
       if (r.status == ParseStatus::kSwallow) swallow_ = r.swallow;
       if (r.status == ParseStatus::kFatal) {
         read_closed_ = true;
+        close_reason_ = CloseReason::kProtocol;
         break;
       }
     }
     used += r.consumed;
   }
-  input_.consume(used);
-  input_.shrinkIfAbove(256 * 1024);
+  in.consume(used);
+}
+
+bool ClientConnection::admitAndDispatch(int64_t now) {
+  BufferBudget& budget = context_.budget;
+  uint64_t reservation = reservationFor(request_);
+  bool granted = granted_;
+  granted_ = false;
+  switch (budget.admit(held(), fifo_.empty() && out_.empty(), reservation, granted)) {
+    case Admission::kWait:
+      budget.waitForMemory(this);
+      budget_blocked_ = true;
+      return false;
+    case Admission::kWaitLarge:
+      budget.waitForLarge(this, reservation, /*front=*/granted);
+      budget_blocked_ = true;
+      return false;
+    case Admission::kReject:
+      budget.counters().rejected.add();
+      context_.stats.commands[static_cast<int>(request_.command)].add();
+      push(context_.dispatcher.localReply(outOfMemoryReply(request_), this, request_.command), now,
+           0, 0);
+      return true;
+    case Admission::kAdmit:
+      break;
+  }
+  ClientRequest* dispatched = context_.dispatcher.dispatch(request_, this);
+  bool retrieval = reservation > 0 || protocol::isRetrieval(request_.command) ||
+                   request_.command == Command::kMetaGet;
+  uint32_t keys = retrieval ? static_cast<uint32_t>(std::max<size_t>(request_.key_count, 1)) : 0;
+  push(dispatched, now, dispatched->ready() ? 0 : reservation, keys);
+  return true;
+}
+
+void ClientConnection::push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys) {
+  request->setStartedUs(now);
+  request->chargeTo(&requests_account_);
+  if (reserved != 0) {
+    reserved_ += reserved;
+    context_.budget.reserve(reserved);
+  }
+  fifo_.push_back({request, static_cast<uint32_t>(reserved), keys});
 }
 
 void ClientConnection::takeReadyReplies() {
   int64_t now = 0;  // read once, and only if something is ready
-  while (!fifo_.empty() && fifo_.front()->ready()) {
-    ClientRequest* r = fifo_.front();
-    output_.append(r->reply());
-    noteReplySize(r->reply().size());
+  while (!fifo_.empty() && fifo_.front().request->ready()) {
+    Entry e = fifo_.front();
+    ClientRequest* r = e.request;
+    size_t size = r->reply().size();
+    noteReplySize(size);
+    if (e.keys != 0) noteRetrievalReply(size, e.keys);
     if (now == 0) now = event::nowMicros();
     recordDone(*r, now);
     fifo_.pop_front();
-    r->releaseByOwner(pool_);
+    if (e.reserved != 0) {
+      reserved_ -= e.reserved;
+      context_.budget.unreserve(e.reserved);
+    }
+    queueOutput(r);
   }
+}
+
+void ClientConnection::queueOutput(ClientRequest* r) {
+  std::string_view reply = r->reply();
+  if (reply.size() >= kZeroCopyReply) {
+    out_.push_back({r, reply.size()});  // the request lives until its reply is written
+    unsent_ += reply.size();
+    return;
+  }
+  if (!reply.empty()) {
+    output_.append(reply);
+    unsent_ += reply.size();
+    if (!out_.empty() && out_.back().request == nullptr) {
+      out_.back().bytes += reply.size();
+    } else {
+      out_.push_back({nullptr, reply.size()});
+    }
+  }
+  r->releaseByOwner(context_.pool);
 }
 
 void ClientConnection::recordDone(const ClientRequest& r, int64_t now) {
@@ -158,13 +284,21 @@ void ClientConnection::recordDone(const ClientRequest& r, int64_t now) {
 #endif
   // Latency ends when the reply is ready to go out, in order: head-of-line waits count.
   uint64_t us = static_cast<uint64_t>(std::max<int64_t>(0, now - r.startedUs()));
-  stats_.latency[latencyBucket(us)].add();
-  stats_.latency_sum_us.add(us);
+  ProxyStats& stats = context_.stats;
+  stats.latency[latencyBucket(us)].add();
+  stats.latency_sum_us.add(us);
   int command = static_cast<int>(r.command());
-  stats_.results[command][static_cast<int>(protocol::classifyReply(r.command(), r.reply()))].add();
+  stats.results[command][static_cast<int>(protocol::classifyReply(r.command(), r.reply()))].add();
 }
 
 void ClientConnection::flushNow() { makeProgress(); }
+
+void ClientConnection::onBudgetAvailable(bool large_turn) {
+  granted_ = large_turn;
+  budget_blocked_ = false;
+  makeProgress();
+  granted_ = false;
+}
 
 void ClientConnection::makeProgress() {
   if (closed_) return;
@@ -174,7 +308,11 @@ void ClientConnection::makeProgress() {
   // Requests left unparsed while we were overloaded can go now: the peer may have sent
   // everything already, so no readable event would ever come for them.
   if (!overloaded() && !input_.empty() && !read_closed_) {
-    parseRequests();
+    size_t before = input_.size();
+    parseRequests(input_);
+    bool progressed = input_.size() < before;
+    input_.release();
+    trackPartial(progressed);
     takeReadyReplies();
     writeOutput();
   }
@@ -182,24 +320,70 @@ void ClientConnection::makeProgress() {
 }
 
 void ClientConnection::writeOutput() {
-  while (!output_.empty()) {
-    std::string_view out = output_.view();
-    ssize_t n = ::send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
+  while (!out_.empty()) {
+    iovec iov[kMaxIov];
+    int count = 0;
+    std::string_view buffered = output_.view();
+    size_t buffered_at = 0;
+    for (size_t i = 0; i < out_.size() && count < kMaxIov; ++i) {
+      const OutSegment& s = out_.at(i);
+      std::string_view bytes;
+      if (s.request == nullptr) {
+        bytes = buffered.substr(buffered_at, s.bytes);
+        buffered_at += s.bytes;
+      } else {
+        bytes = s.request->reply().substr(i == 0 ? head_written_ : 0);
+      }
+      iov[count++] = {const_cast<char*>(bytes.data()), bytes.size()};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n > 0) {
-      stats_.bytes_written.add(static_cast<uint64_t>(n));
-      output_.consume(static_cast<size_t>(n));
+      context_.stats.bytes_written.add(static_cast<uint64_t>(n));
+      consumeOutput(static_cast<size_t>(n));
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n < 0 && errno == EINTR) continue;
-    close();
+    close(CloseReason::kError);
     return;
   }
-  output_.shrinkIfAbove(1 << 20);
-  if (fifo_.empty() && output_.empty()) {
+  if (output_.empty()) {
+    output_.release();  // an idle connection keeps no buffer
+  } else {
+    output_.shrinkIfSparse(kOutputKeep);
+  }
+  if (fifo_.empty() && out_.empty()) {
     // Draining closes at a request boundary: nothing owed, nothing half-received.
-    if (read_closed_ || (draining_ && input_.empty() && swallow_ == 0 && !socketHasData())) {
-      close();
+    if (read_closed_) {
+      close(close_reason_);
+    } else if (draining_ && input_.empty() && swallow_ == 0 && !socketHasData()) {
+      close(CloseReason::kDrain);
+    }
+  }
+}
+
+void ClientConnection::consumeOutput(size_t n) {
+  unsent_ -= n;
+  while (n > 0) {
+    OutSegment& s = out_.front();
+    if (s.request == nullptr) {
+      size_t k = std::min(n, s.bytes);
+      output_.consume(k);
+      s.bytes -= k;
+      n -= k;
+      if (s.bytes == 0) out_.pop_front();
+      continue;
+    }
+    size_t k = std::min(n, s.bytes - head_written_);
+    head_written_ += k;
+    n -= k;
+    if (head_written_ == s.bytes) {
+      s.request->releaseByOwner(context_.pool);
+      out_.pop_front();
+      head_written_ = 0;
     }
   }
 }
@@ -209,21 +393,51 @@ bool ClientConnection::socketHasData() const {
   return ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
+void ClientConnection::trackPartial(bool progressed) {
+  if (context_.limits.partial_request_timeout_ms == 0) return;
+  // Partial: the input stops inside a request (or inside a value being discarded) while we
+  // are reading. Input kept because the budget or the window holds it back is not the
+  // client's doing and is not timed.
+  bool partial = !read_closed_ && (need_more_ || swallow_ > 0);
+  if (!partial) {
+    ListLink<PartialRequestTag>::unlink();
+    partial_since_us_ = 0;
+    return;
+  }
+  // A request completed since: the clock restarts for the next one.
+  if (partial_since_us_ != 0 && !progressed) return;
+  ListLink<PartialRequestTag>::unlink();
+  partial_since_us_ = event::nowMicros();
+  context_.partial.push_back(this);
+}
+
 void ClientConnection::updateInterest() {
   if (closed_) return;
-  io_.want(!read_closed_ && !overloaded(), !output_.empty());
+  BufferBudget& budget = context_.budget;
+  // Near the budget, the connections holding the most are not read (they are woken when
+  // pressure drops, or progress on their own as they take their replies).
+  bool throttled = budget_blocked_ || (budget.throttling() && budget.heavy(held()));
+  if (throttled && !budget_blocked_) {
+    budget.waitForMemory(this);
+  } else if (!throttled && waitingForMemory()) {
+    budget.forget(this);
+  }
+  io_.want(!read_closed_ && !overloaded() && !throttled, !out_.empty());
 }
 
 void ClientConnection::drain() {
   draining_ = true;
-  flush_list_.schedule(this);
+  context_.flush_list.schedule(this);
 }
 
-void ClientConnection::close() {
+void ClientConnection::close(CloseReason reason) {
   if (closed_) return;
   closed_ = true;
+  context_.stats.closed_connections[static_cast<int>(reason)].add();
   io_.want(false, false);
-  on_close_(this);  // the worker destroys us after the current callback
+  context_.budget.forget(this);
+  ListLink<PartialRequestTag>::unlink();
+  context_.on_close(this);  // the worker destroys us after the current callback
 }
 
 }  // namespace memzone::server

@@ -1,17 +1,29 @@
-// One client connection: reads into a bounded buffer, parses requests in place, dispatches
-// them, and writes replies strictly in request order (a FIFO of ClientRequests; only the
-// completed head is flushed). Stops reading while too much is in flight (backpressure).
-// Owned by its Worker; worker thread only.
+// One client connection: reads requests, parses them in place, dispatches them, and writes
+// replies strictly in request order (a FIFO of ClientRequests; only the completed head is
+// flushed). Stops reading while too much is in flight (backpressure), and asks the worker's
+// BufferBudget before each request (throttle, wait for the large-reply allowance, or answer
+// SERVER_ERROR out of memory). Owned by its Worker; worker thread only.
+//
+// Memory: an idle connection holds no buffer. Reads land in the worker's shared read buffer
+// and only an incomplete request's bytes are kept. Small replies are copied into one output
+// buffer (one send for a pipelined batch), given back once written; a large reply is sent
+// from the request's own buffer (no copy, no slack), and the request is recycled once it is
+// written, so a slow reader holds exactly the replies it has not read.
 #pragma once
 
-#include <memory>
+#include <cstdint>
+#include <functional>
 
 #include "proxy/common/byte_buffer.h"
 #include "proxy/common/flush_list.h"
+#include "proxy/common/intrusive_list.h"
+#include "proxy/common/memory_account.h"
 #include "proxy/common/ring_queue.h"
 #include "proxy/event/event_base.h"
 #include "proxy/protocol/request_parser.h"
+#include "proxy/server/buffer_budget.h"
 #include "proxy/server/client_request.h"
+#include "proxy/server/proxy_stats.h"
 #include "proxy/server/request_dispatcher.h"
 
 namespace memzone::server {
@@ -22,60 +34,132 @@ struct ConnectionLimits {
   // Until replies show how big they are, assume this much per request, so a burst of
   // large gets from a client that does not read cannot pin max_pending × 1 MiB.
   size_t initial_reply_estimate = 1024 * 1024;
+  // An incomplete request (slowloris) is closed this long after its first byte; 0: never.
+  // A connection idle between requests is never timed out.
+  uint32_t partial_request_timeout_ms = 0;
 };
 
-class ClientConnection : public Flushable, public RequestOwner {
+class ClientConnection;
+struct PartialRequestTag {};
+struct WorkerListTag {};
+
+// What every connection of a worker shares (owned by the Worker).
+struct ConnectionContext {
+  event::EventBase& base;
+  FlushList& flush_list;
+  const protocol::RequestParser& parser;
+  RequestDispatcher& dispatcher;
+  RequestPool& pool;
+  ProxyStats& stats;
+  BufferBudget& budget;
+  ByteBuffer& read_buffer;  // reads land here first; only leftovers are copied out
+  ConnectionLimits limits;
+  // Connections holding an incomplete request, oldest first (--partial-request-timeout-ms).
+  IntrusiveList<ClientConnection, PartialRequestTag>& partial;
+  std::function<void(ClientConnection*)> on_close;  // the worker destroys it after the callback
+};
+
+class ClientConnection : public Flushable,
+                         public RequestOwner,
+                         public BudgetWaiter,
+                         public ListLink<PartialRequestTag>,
+                         public ListLink<WorkerListTag> {
  public:
-  using CloseCallback = std::function<void(ClientConnection*)>;
-  ClientConnection(int fd, event::EventBase& base, FlushList& flush_list,
-                   const protocol::RequestParser& parser, RequestDispatcher& dispatcher,
-                   RequestPool& pool, ProxyStats& stats, ConnectionLimits limits,
-                   CloseCallback on_close);
+  ClientConnection(int fd, ConnectionContext& context);
   ~ClientConnection() override;
 
-  void onRequestReady() override { flush_list_.schedule(this); }
+  void onRequestReady() override { context_.flush_list.schedule(this); }
   void flushNow() override;
+  void onBudgetAvailable(bool large_turn) override;
   // SIGTERM drain: keep serving, close at the first moment nothing is owed or half-read.
   // The worker force-closes whatever is left at the drain deadline.
   void drain();
-  bool idle() const { return fifo_.empty() && output_.empty(); }
+  void close(CloseReason reason);
+  bool idle() const { return fifo_.empty() && out_.empty(); }
+
+  // Buffer bytes this connection holds (input, unsent output, its requests and their
+  // replies) plus the reply bytes it expects for requests in flight.
+  uint64_t held() const {
+    return static_cast<uint64_t>(input_account_.bytes() + output_account_.bytes() +
+                                 requests_account_.bytes()) +
+           reserved_;
+  }
+  // Buffer bytes alone (what closing it would give back now).
+  uint64_t buffered() const {
+    return static_cast<uint64_t>(input_account_.bytes() + output_account_.bytes() +
+                                 requests_account_.bytes());
+  }
+  // When the incomplete request at the head of the input began (0: none).
+  int64_t partialSinceUs() const { return partial_since_us_; }
 
  private:
+  struct Entry {
+    ClientRequest* request;
+    uint32_t reserved;  // reply bytes reserved in the budget until the reply is taken
+    uint32_t keys;      // retrievals: keys asked (teaches the per-key reply estimate)
+  };
+  // What is to be written, in order: `bytes` of output_ (request == nullptr) or a large
+  // reply still in its request.
+  struct OutSegment {
+    ClientRequest* request;
+    size_t bytes;
+  };
+
   void onIo(bool readable, bool writable);
   void readRequests();
-  void parseRequests();
+  // Parses and dispatches from `in` (the worker's read buffer or input_), consuming what it
+  // handled.
+  void parseRequests(ByteBuffer& in);
+  // False when the request must wait for the budget (it stays unread).
+  bool admitAndDispatch(int64_t now);
+  void push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys);
   void takeReadyReplies();
   void recordDone(const ClientRequest& r, int64_t now);
+  void queueOutput(ClientRequest* request);
   void writeOutput();
+  // Accounts `n` bytes just written: consumes output_, recycles fully written requests.
+  void consumeOutput(size_t n);
   void makeProgress();
   void updateInterest();
   bool overloaded() const;
   bool socketHasData() const;
   void noteReplySize(size_t bytes);
-  void close();
+  void noteRetrievalReply(size_t bytes, uint32_t keys);
+  uint64_t reservationFor(const protocol::Request& request) const;
+  // Starts, restarts (a request completed) or stops the partial-request clock.
+  void trackPartial(bool progressed);
 
   int fd_;
-  FlushList& flush_list_;
-  const protocol::RequestParser& parser_;
-  RequestDispatcher& dispatcher_;
-  RequestPool& pool_;
-  ProxyStats& stats_;
-  ConnectionLimits limits_;
-  CloseCallback on_close_;
+  ConnectionContext& context_;
   event::IoEvent io_;
-  ByteBuffer input_;
-  ByteBuffer output_;
-  RingQueue<ClientRequest*> fifo_;
+  MemoryAccount input_account_;
+  MemoryAccount output_account_;
+  MemoryAccount requests_account_;
+  ByteBuffer input_;   // an incomplete request, or requests not yet admitted
+  ByteBuffer output_;  // small replies not yet written
+  RingQueue<Entry> fifo_;
+  RingQueue<OutSegment> out_;
+  size_t unsent_ = 0;        // bytes in out_
+  size_t head_written_ = 0;  // of a request segment at the head of out_
   // Replies in flight are bounded by bytes, not only by count: the window is
   // max_output_bytes / (recent large reply size), between 1 and max_pending_requests.
   size_t reply_estimate_;
   size_t inflight_window_;
+  // Per key of a retrieval: what the budget reserves for a get. Starts at the largest item
+  // (unknown), follows large replies at once and small ones within a few replies.
+  uint64_t get_estimate_;
+  uint64_t reserved_ = 0;
+  int64_t partial_since_us_ = 0;
   protocol::Request request_;  // reused: its token vector keeps its capacity
   size_t swallow_ = 0;         // bytes of an oversized value still to discard
   size_t scanned_ = 0;         // bytes at the head of input_ known to hold no newline
   bool read_closed_ = false;   // peer sent FIN, or quit/fatal error: read no more
   bool draining_ = false;
   bool closed_ = false;
+  bool need_more_ = false;       // the last parse stopped at an incomplete request
+  bool budget_blocked_ = false;  // a request waits for the budget: do not read
+  bool granted_ = false;         // woken at the head of the large-reply queue
+  CloseReason close_reason_ = CloseReason::kClient;  // once read_closed_: why
 };
 
 }  // namespace memzone::server

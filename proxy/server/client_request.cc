@@ -1,5 +1,7 @@
 #include "proxy/server/client_request.h"
 
+#include <algorithm>
+
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -69,7 +71,10 @@ std::string_view ClientRequest::keyAt(size_t i) const {
 }
 
 uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attempt) {
-  if (child_count_ == children_.size()) children_.emplace_back();
+  if (child_count_ == children_.size()) {
+    children_.emplace_back();
+    children_.back().reply.setAccount(account_);
+  }
   Child& c = children_[child_count_];
   c.reply.clear();
   c.cursor = 0;
@@ -139,7 +144,11 @@ void ClientRequest::onBackendReply(uint32_t tag, std::string_view reply, ReplyCo
   Child& c = children_[tag];
   c.code = code;
   c.done = true;
-  c.reply.append(reply);
+  // Nobody will read the bytes of a reply whose client went away, and these plans decide on
+  // the reply code alone: a closed slow reader's large replies are not buffered again.
+  bool orphan_bytes = released_by_owner_ &&
+                      (plan_ == Plan::kSingle || plan_ == Plan::kRead || plan_ == Plan::kBroadcast);
+  if (!orphan_bytes) c.reply.append(reply);
   --outstanding_;
   childDone(tag);
 }
@@ -240,7 +249,30 @@ void ClientRequest::releaseByOwner(RequestPool& pool) {
   owner_ = nullptr;
   released_by_owner_ = true;
   pool_ = &pool;
+  chargeTo(pool.orphanAccount());
   maybeRecycle();
+}
+
+void ClientRequest::chargeTo(MemoryAccount* account) {
+  if (account == account_) return;
+  account_ = account;
+  reply_.setAccount(account);
+  copy_.setAccount(account);
+  keys_.setAccount(account);
+  for (Child& c : children_) c.reply.setAccount(account);
+}
+
+void ClientRequest::releaseBuffers() {
+  reply_.clear();
+  reply_.release();
+  copy_.clear();
+  copy_.release();
+  keys_.clear();
+  keys_.release();
+  for (Child& c : children_) {
+    c.reply.clear();
+    c.reply.release();
+  }
 }
 
 void ClientRequest::maybeRecycle() {
@@ -251,25 +283,63 @@ void ClientRequest::maybeRecycle() {
     registry_->unpin(view_);
     view_ = nullptr;
   }
-  reply_.shrinkIfAbove(64 * 1024);
-  copy_.shrinkIfAbove(64 * 1024);
-  for (size_t i = 0; i < child_count_; ++i) children_[i].reply.shrinkIfAbove(64 * 1024);
+  // What a large value needed is not kept for the next request (most are small).
+  constexpr size_t kKeep = 16 * 1024;
+  reply_.shrinkIfAbove(kKeep);
+  copy_.shrinkIfAbove(kKeep);
+  keys_.shrinkIfAbove(kKeep);
+  for (size_t i = 0; i < child_count_; ++i) children_[i].reply.shrinkIfAbove(kKeep);
   RequestPool* pool = pool_;
   released_by_owner_ = false;
   pool->release(this);
 }
+
+RequestPool::RequestPool(MemoryAccount* pooled, MemoryAccount* orphaned, size_t max_bytes,
+                         size_t max_count)
+    : pooled_(pooled), orphaned_(orphaned), max_bytes_(max_bytes), max_count_(max_count) {}
 
 RequestPool::~RequestPool() {
   for (ClientRequest* r : free_) delete r;
 }
 
 ClientRequest* RequestPool::acquire() {
-  if (free_.empty()) return new ClientRequest();
+  if (free_.empty()) {
+    low_water_ = 0;
+    return new ClientRequest();
+  }
   ClientRequest* r = free_.back();
   free_.pop_back();
+  low_water_ = std::min(low_water_, free_.size());
   return r;
 }
 
-void RequestPool::release(ClientRequest* request) { free_.push_back(request); }
+void RequestPool::release(ClientRequest* request) {
+  if (free_.size() >= max_count_) {
+    delete request;
+    return;
+  }
+  request->chargeTo(pooled_);
+  if (pooled_ != nullptr && static_cast<size_t>(pooled_->bytes()) > max_bytes_) {
+    request->releaseBuffers();
+  }
+  free_.push_back(request);
+}
+
+size_t RequestPool::trimIdle() {
+  // The bottom of the stack is what nobody took since the last trim.
+  size_t surplus = std::min(low_water_, free_.size());
+  for (size_t i = 0; i < surplus; ++i) delete free_[i];
+  free_.erase(free_.begin(), free_.begin() + static_cast<std::ptrdiff_t>(surplus));
+  low_water_ = free_.size();
+  return surplus;
+}
+
+size_t RequestPool::trimAll() {
+  size_t n = free_.size();
+  for (ClientRequest* r : free_) delete r;
+  free_.clear();
+  low_water_ = 0;
+  return n;
+}
 
 }  // namespace memzone::server

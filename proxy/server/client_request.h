@@ -1,6 +1,10 @@
 // One client request in flight: what the proxy sent to which backends, the replies so far,
 // and the reply the client will get. Pooled per worker and reused, so its buffers keep their
-// capacity and a steady stream of requests does not allocate.
+// capacity and a steady stream of requests does not allocate; the pool is capped, shrinks
+// what it keeps, and frees what a burst left behind (RequestPool).
+//
+// Memory: its buffers are charged to its client connection while owned (the budget ranks
+// connections by what they hold), then to the worker's orphan account, then to the pool's.
 //
 // The dispatcher picks a plan and sends the first backend requests; the plan's own logic
 // (here and in replicated_write.cc / failover_read.cc) then follows the replies: copying a
@@ -105,6 +109,10 @@ class ClientRequest final : public backend::ReplySink {
   void setStartedUs(int64_t us) { started_us_ = us; }
   // The owner is done with the request (reply taken, or the client went away).
   void releaseByOwner(RequestPool& pool);
+  // Charges every buffer of the request to `account` from now on (moves the charge).
+  void chargeTo(MemoryAccount* account);
+  // Frees every buffer (a pooled request over the pool's byte cap).
+  void releaseBuffers();
 
   // ReplySink
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
@@ -148,7 +156,8 @@ class ClientRequest final : public backend::ReplySink {
   void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source);
 
   RequestOwner* owner_ = nullptr;
-  RequestPool* pool_ = nullptr;  // set once the owner released it while children were pending
+  MemoryAccount* account_ = nullptr;  // where its buffers are charged
+  RequestPool* pool_ = nullptr;       // set once the owner released it while children were pending
   ProxyStats* stats_ = nullptr;
   backend::BackendRegistry* registry_ = nullptr;
   backend::TopologyView* view_ = nullptr;
@@ -194,15 +203,34 @@ class ClientRequest final : public backend::ReplySink {
   size_t child_count_ = 0;  // children_ beyond this are pooled, not in use
 };
 
-// Free list of requests for one worker.
+// Free list of requests for one worker. Bounded: at most `max_count` requests and
+// `max_bytes` of buffers are kept (beyond, buffers are freed, then requests); trimIdle()
+// frees what went unused since the last call, so a burst's requests do not stay forever.
 class RequestPool {
  public:
+  // `pooled` is charged with the free requests' buffers, `orphaned` with those of requests
+  // whose client let go while backends still owe replies (both may be null: uncharged).
+  RequestPool(MemoryAccount* pooled = nullptr, MemoryAccount* orphaned = nullptr,
+              size_t max_bytes = 4 << 20, size_t max_count = 4096);
   ~RequestPool();
   ClientRequest* acquire();
   void release(ClientRequest* request);
+  MemoryAccount* orphanAccount() const { return orphaned_; }
+
+  // Frees the requests that stayed free since the last call (the fewest free seen in
+  // between); returns how many.
+  size_t trimIdle();
+  // Frees every free request (memory pressure).
+  size_t trimAll();
+  size_t freeCount() const { return free_.size(); }
 
  private:
   std::vector<ClientRequest*> free_;
+  MemoryAccount* pooled_;
+  MemoryAccount* orphaned_;
+  size_t max_bytes_;
+  size_t max_count_;
+  size_t low_water_ = 0;  // fewest free requests since the last trimIdle()
 };
 
 }  // namespace memzone::server

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <string_view>
 
 #include "proxy/metrics/counter.h"
 #include "proxy/protocol/command.h"
@@ -15,6 +16,22 @@ enum class FailoverReason : uint8_t {
   kUnavailable,  // the zone's server was down, held or had invalidations pending: not asked
 };
 inline constexpr int kFailoverReasonCount = 3;
+
+// Why the proxy closed a client connection (memzone_proxy_client_connections_closed_total).
+enum class CloseReason : uint8_t {
+  kClient,          // the client closed (FIN) or sent quit
+  kError,           // the socket failed (reset, write error)
+  kProtocol,        // a request memcached would close the connection for
+  kPartialTimeout,  // an incomplete request outlived --partial-request-timeout-ms
+  kMemory,          // cut off: it held the most buffer memory with the budget overrun
+  kDrain,           // SIGTERM drain, at a request boundary
+};
+inline constexpr int kCloseReasonCount = 6;
+inline std::string_view closeReasonName(CloseReason reason) {
+  constexpr std::string_view kNames[kCloseReasonCount] = {
+      "client", "error", "protocol", "partial_request_timeout", "memory", "drain"};
+  return kNames[static_cast<int>(reason)];
+}
 
 // Request latency buckets, in microseconds: 25 µs doubling to 409.6 ms, then +Inf.
 // memcached requests take tens of µs; the usual 5 ms-and-up defaults would see one bucket.
@@ -35,7 +52,9 @@ struct ProxyStats {
   metrics::Counter server_errors;  // requests answered with SERVER_ERROR (backend failures)
   metrics::Counter curr_connections;
   metrics::Counter total_connections;
-  metrics::Counter rejected_connections;
+  metrics::Counter rejected_connections;  // over --max-connections: told so and closed
+  std::array<metrics::Counter, kCloseReasonCount> closed_connections;
+  metrics::Counter accept_pauses;  // out of file descriptors: accepting paused briefly
   metrics::Counter bytes_read;
   metrics::Counter bytes_written;
   std::array<metrics::Counter, kFailoverReasonCount> read_failovers;

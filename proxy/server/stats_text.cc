@@ -42,8 +42,32 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   };
   std::vector<std::string> zone_names = topology::zoneSlotNames();
   std::vector<ZoneSums> zones(zone_names.size());
+  uint64_t closed[kCloseReasonCount] = {};
+  uint64_t accept_pauses = 0;
+  struct BufferSums {
+    int64_t total = 0, input = 0, output = 0, requests = 0, backend = 0, pooled = 0;
+    uint64_t reserved = 0, throttled = 0, throttled_now = 0, rejected = 0, large_waits = 0,
+             cut_off = 0, pool_trimmed = 0;
+  } buffers;
   for (const Worker* w : context.workers) {
     const ProxyStats& s = w->stats();
+    for (int r = 0; r < kCloseReasonCount; ++r) closed[r] += s.closed_connections[r].get();
+    accept_pauses += s.accept_pauses.get();
+    const BufferMemory& m = w->budget().memory();
+    buffers.total += m.total.bytes();
+    buffers.input += m.client_input.bytes();
+    buffers.output += m.client_output.bytes();
+    buffers.requests += m.requests.bytes();
+    buffers.backend += m.backend.bytes();
+    buffers.pooled += m.pooled.bytes();
+    const BudgetCounters& budget = w->budget().counters();
+    buffers.reserved += budget.reserved.get();
+    buffers.throttled += budget.throttled.get();
+    buffers.throttled_now += budget.throttled_now.get();
+    buffers.rejected += budget.rejected.get();
+    buffers.large_waits += budget.large_waits.get();
+    buffers.cut_off += budget.cut_off.get();
+    buffers.pool_trimmed += budget.pool_trimmed.get();
     for (int c = 0; c < protocol::kCommandCount; ++c) commands[c] += s.commands[c].get();
     hits += s.get_hits.get();
     misses += s.get_misses.get();
@@ -89,6 +113,7 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "curr_connections", curr);
   stat(out, "total_connections", total);
   stat(out, "rejected_connections", rejected);
+  stat(out, "max_connections", context.max_connections);
   stat(out, "cmd_get",
        count(Command::kGet) + count(Command::kGets) + count(Command::kGat) + count(Command::kGats) +
            count(Command::kMetaGet));
@@ -124,6 +149,28 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "proxy_repairs_stored", repairs[1]);
   stat(out, "proxy_repairs_skipped", repairs[2]);
   stat(out, "proxy_repairs_failed", repairs[3]);
+  for (int r = 0; r < kCloseReasonCount; ++r) {
+    std::string name = "proxy_connections_closed_";
+    name += closeReasonName(static_cast<CloseReason>(r));
+    stat(out, name, closed[r]);
+  }
+  stat(out, "proxy_accept_pauses", accept_pauses);
+  // Buffer memory (--max-buffer-memory): bytes held now, by kind, and what the budget did.
+  auto bytes = [](int64_t v) { return static_cast<uint64_t>(v < 0 ? 0 : v); };
+  stat(out, "proxy_buffer_limit_bytes", context.max_buffer_memory);
+  stat(out, "proxy_buffer_bytes", bytes(buffers.total));
+  stat(out, "proxy_buffer_client_input_bytes", bytes(buffers.input));
+  stat(out, "proxy_buffer_client_output_bytes", bytes(buffers.output));
+  stat(out, "proxy_buffer_request_bytes", bytes(buffers.requests));
+  stat(out, "proxy_buffer_backend_bytes", bytes(buffers.backend));
+  stat(out, "proxy_buffer_pooled_bytes", bytes(buffers.pooled));
+  stat(out, "proxy_buffer_reserved_bytes", buffers.reserved);
+  stat(out, "proxy_buffer_throttled", buffers.throttled);
+  stat(out, "proxy_buffer_throttled_connections", buffers.throttled_now);
+  stat(out, "proxy_buffer_out_of_memory_replies", buffers.rejected);
+  stat(out, "proxy_buffer_large_reply_waits", buffers.large_waits);
+  stat(out, "proxy_buffer_cut_off", buffers.cut_off);
+  stat(out, "proxy_pool_trimmed", buffers.pool_trimmed);
   // Per zone: proxy_zone_<zone>_<counter>, for every zone this process has seen.
   for (size_t z = 0; z < zones.size(); ++z) {
     std::string prefix = "proxy_zone_" + zone_names[z] + "_";

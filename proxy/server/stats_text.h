@@ -25,6 +25,8 @@ struct StatsContext {
   std::atomic<int> controller_connected{-1};  // -1: no controller (static --config)
   std::atomic<bool> draining{false};
   bool per_backend_metrics = false;  // fixed at start-up
+  uint64_t max_connections = 0;      // fixed at start-up
+  uint64_t max_buffer_memory = 0;    // fixed at start-up (the workers' shares, summed)
 
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);

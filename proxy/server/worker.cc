@@ -1,26 +1,74 @@
 #include "proxy/server/worker.h"
 
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::server {
+namespace {
+
+// memcached's words and behaviour beyond -c: accept, say so, close.
+constexpr std::string_view kTooManyConnections = "ERROR Too many open connections\r\n";
+// Out of file descriptors: accept() would fail again at once (the listener stays readable),
+// so the worker stops watching it this long.
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+// Buffered bytes that must have been given back since the peak before the allocator is asked
+// to return free pages to the OS (malloc_trim walks every arena: not for small changes).
+constexpr uint64_t kTrimStep = 8 << 20;
+
+}  // namespace
 
 Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer render_stats)
     : index_(index),
       listen_fd_(listen_fd),
       options_(options),
+      budget_(options.buffer_share, options.parser_limits.max_item_size),
+      read_buffer_(),
+      // Free requests are kept up to 1/16 of the share (4 MiB at most): enough to serve a
+      // steady load without allocating, little enough not to matter after a burst.
+      pool_(&budget_.memory().pooled, &budget_.memory().requests,
+            std::min<uint64_t>(4 << 20, options.buffer_share / 16)),
       registry_(base_, flush_list_, options.zone, backend_stats_),
       dispatcher_(registry_, pool_, stats_, std::move(render_stats)),
       parser_(options.parser_limits),
+      context_{base_,
+               flush_list_,
+               parser_,
+               dispatcher_,
+               pool_,
+               stats_,
+               budget_,
+               read_buffer_,
+               options.connection_limits,
+               partial_,
+               [this](ClientConnection* c) { onConnectionClosed(c); }},
       reaper_(base_, [this] { reap(); }),
-      sampler_(base_, [this] { sampleBackends(); }) {
+      sampler_(base_, [this] { sampleBackends(); }),
+      partial_sweeper_(base_, [this] { sweepPartialRequests(); }),
+      maintenance_(base_, [this] { maintain(); }),
+      accept_resume_(base_, [this] {
+        if (accept_event_) accept_event_->want(true, false);
+      }) {
+  if (!options_.slots) options_.slots = std::make_shared<ConnectionSlots>(65536);
+  // A backend connection may hold at most half the share in replies not yet delivered (a
+  // flood, or a multi-get far larger than anything a client could be sent): beyond, it is
+  // failed rather than allowed to grow.
+  registry_.setBufferLimits(&budget_.memory().backend,
+                            std::max<uint64_t>(options.buffer_share / 2,
+                                               4 * uint64_t{options.parser_limits.max_item_size}));
   if (options_.backend_samples) sampler_.arm(std::chrono::seconds(1));
+  if (options_.connection_limits.partial_request_timeout_ms > 0) {
+    partial_sweeper_.arm(std::chrono::milliseconds(1));
+  }
+  maintenance_.arm(std::chrono::seconds(1));
   accept_event_ =
       std::make_unique<event::IoEvent>(base_, listen_fd_, [this](bool, bool) { onAccept(); });
   accept_event_->want(true, false);
@@ -28,8 +76,15 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
 
 Worker::~Worker() {
   join();
-  connections_.clear();
-  closed_.clear();
+  while (ClientConnection* c = connections_.front()) {
+    c->ListLink<WorkerListTag>::unlink();
+    options_.slots->give();
+    delete c;
+  }
+  while (ClientConnection* c = closed_.front()) {
+    c->ListLink<WorkerListTag>::unlink();
+    delete c;
+  }
   accept_event_.reset();
   if (listen_fd_ >= 0) ::close(listen_fd_);
 }
@@ -38,9 +93,75 @@ void Worker::start() {
   thread_ = std::thread([this] {
     // Output queued by every callback of a loop turn is written once, after the turn: a
     // backend gets one send for the requests of all the clients that were readable.
-    base_.run([this] { flush_list_.run(); });
+    base_.run([this] { afterTurn(); });
     finished_ = true;
   });
+}
+
+void Worker::afterTurn() {
+  flush_list_.run();
+  // Memory freed this turn may let throttled or queued connections go on.
+  if (budget_.wake()) flush_list_.run();
+  if (budget_.overCutoff()) cutOffHeaviest();
+  peak_since_trim_ = std::max(peak_since_trim_, budget_.buffered());
+}
+
+void Worker::cutOffHeaviest() {
+  // One at a time: the memory of a closed connection comes back when the reaper destroys
+  // it, and the next turn looks again.
+  if (!closed_.empty()) return;
+  ClientConnection* heaviest = nullptr;
+  uint64_t most = 0;
+  connections_.forEach([&](ClientConnection* c) {
+    uint64_t held = c->buffered();  // bytes it holds, not bytes it expects
+    if (held > most) {
+      most = held;
+      heaviest = c;
+    }
+  });
+  if (heaviest == nullptr) return;
+  budget_.counters().cut_off.add();
+  ops::logEvent(ops::LogLevel::kWarn, "memory-cutoff",
+                "worker %d: buffer memory %llu bytes is past its share %llu; closing the "
+                "connection holding the most (%llu bytes)",
+                index_, static_cast<unsigned long long>(budget_.buffered()),
+                static_cast<unsigned long long>(budget_.share()),
+                static_cast<unsigned long long>(most));
+  heaviest->close(CloseReason::kMemory);
+}
+
+void Worker::sweepPartialRequests() {
+  uint32_t timeout_ms = options_.connection_limits.partial_request_timeout_ms;
+  int64_t limit_us = int64_t{timeout_ms} * 1000;
+  int64_t now = event::nowMicros();
+  size_t closed = 0;
+  // Oldest first: stop at the first one still in time.
+  while (ClientConnection* c = partial_.front()) {
+    if (now - c->partialSinceUs() < limit_us) break;
+    c->close(CloseReason::kPartialTimeout);
+    ++closed;
+  }
+  if (closed > 0) {
+    ops::logEvent(ops::LogLevel::kInfo, "partial-timeout",
+                  "worker %d: closed %zu connections holding an incomplete request for %u ms",
+                  index_, closed, timeout_ms);
+  }
+  uint32_t interval_ms = std::clamp<uint32_t>(timeout_ms / 10, 10, 1000);
+  partial_sweeper_.arm(std::chrono::milliseconds(interval_ms));
+}
+
+void Worker::maintain() {
+  // Requests a burst left in the pool, unused for a second, are freed.
+  size_t trimmed = pool_.trimIdle();
+  budget_.counters().pool_trimmed.add(trimmed);
+  uint64_t now = budget_.buffered();
+  if (peak_since_trim_ >= now + kTrimStep) {
+    // The buffers are freed; the allocator keeps the pages unless told (glibc keeps freed
+    // memory in its arenas, and a burst's RSS would stay).
+    malloc_trim(0);
+    peak_since_trim_ = now;
+  }
+  maintenance_.arm(std::chrono::seconds(1));
 }
 
 void Worker::join() {
@@ -76,50 +197,66 @@ std::vector<BackendSample> Worker::backendSamples() const {
 void Worker::drain() {
   base_.runInLoop([this] {
     draining_ = true;
+    accept_resume_.cancel();
     accept_event_.reset();
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
-    for (auto& [ptr, connection] : connections_) connection->drain();
+    connections_.forEach([](ClientConnection* c) { c->drain(); });
     flush_list_.run();
     reap();
   });
+}
+
+void Worker::pauseAccepting() {
+  stats_.accept_pauses.add();
+  ops::logEvent(ops::LogLevel::kWarn, "accept-emfile",
+                "worker %d: accept failed: %s; not accepting for %lld ms", index_, strerror(errno),
+                static_cast<long long>(kAcceptPause.count()));
+  accept_event_->want(false, false);
+  accept_resume_.arm(kAcceptPause);
 }
 
 void Worker::onAccept() {
   for (int i = 0; i < 64; ++i) {
     int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-        fprintf(stderr, "worker %d: accept failed: %s\n", index_, strerror(errno));
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        pauseAccepting();
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                 errno != ECONNABORTED) {
+        ops::logEvent(ops::LogLevel::kWarn, "accept", "worker %d: accept failed: %s", index_,
+                      strerror(errno));
       }
       return;
     }
-    if (connections_.size() >= options_.max_connections) {
+    if (!options_.slots->tryTake()) {
       stats_.rejected_connections.add();
+      // A fresh socket has room for one line; what the client sent first is not read.
+      ssize_t sent = ::send(fd, kTooManyConnections.data(), kTooManyConnections.size(),
+                            MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)sent;
       ::close(fd);
       continue;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto connection = std::make_unique<ClientConnection>(
-        fd, base_, flush_list_, parser_, dispatcher_, pool_, stats_, options_.connection_limits,
-        [this](ClientConnection* c) { onConnectionClosed(c); });
-    ClientConnection* raw = connection.get();
-    connections_.emplace(raw, std::move(connection));
+    connections_.push_back(new ClientConnection(fd, context_));
   }
 }
 
 void Worker::onConnectionClosed(ClientConnection* connection) {
-  auto it = connections_.find(connection);
-  if (it == connections_.end()) return;
   // Destroyed outside the callback that closed it.
-  closed_.push_back(std::move(it->second));
-  connections_.erase(it);
+  connection->ListLink<WorkerListTag>::unlink();
+  closed_.push_back(connection);
+  options_.slots->give();
   reaper_.arm(std::chrono::microseconds(0));
 }
 
 void Worker::reap() {
-  closed_.clear();
+  while (ClientConnection* c = closed_.front()) {
+    c->ListLink<WorkerListTag>::unlink();
+    delete c;
+  }
   if (draining_ && connections_.empty()) base_.exit();
 }
 

@@ -1,10 +1,10 @@
 // A worker thread: its own event base, listening socket (SO_REUSEPORT: the kernel spreads
-// connections, no hand-off between threads), client connections, backend connections and
-// request pool. Nothing on the request path is shared with other workers.
+// connections, no hand-off between threads), client connections, backend connections,
+// request pool and share of the buffer budget. Nothing on the request path is shared with
+// other workers; the connection count (--max-connections) is shared, on the accept path only.
 #pragma once
 
 #include <atomic>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,18 +15,37 @@
 #include "proxy/backend/backend_stats.h"
 #include "proxy/event/event_base.h"
 #include "proxy/protocol/request_parser.h"
+#include "proxy/server/buffer_budget.h"
 #include "proxy/server/client_connection.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/request_dispatcher.h"
 
 namespace memzone::server {
 
+// Client connections of the whole proxy against --max-connections. Any thread.
+class ConnectionSlots {
+ public:
+  explicit ConnectionSlots(uint64_t max) : max_(max) {}
+  bool tryTake() {
+    if (open_.fetch_add(1, std::memory_order_relaxed) < max_) return true;
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  void give() { open_.fetch_sub(1, std::memory_order_relaxed); }
+  uint64_t max() const { return max_; }
+
+ private:
+  std::atomic<uint64_t> open_{0};
+  uint64_t max_;
+};
+
 struct WorkerOptions {
   std::string zone;
   protocol::ParserLimits parser_limits;
   ConnectionLimits connection_limits;
-  size_t max_connections = 65536;  // per worker
-  bool backend_samples = false;    // refresh backendSamples() every second
+  std::shared_ptr<ConnectionSlots> slots;  // shared by every worker of the proxy
+  uint64_t buffer_share = 256ull << 20;    // this worker's part of --max-buffer-memory
+  bool backend_samples = false;            // refresh backendSamples() every second
 };
 
 // One backend as this worker sees it, sampled off the request path for per-backend metrics.
@@ -56,13 +75,20 @@ class Worker {
 
   const ProxyStats& stats() const { return stats_; }
   const backend::BackendStats& backendStats() const { return backend_stats_; }
+  // Thread-safe reads (relaxed counters and accounts).
+  const BufferBudget& budget() const { return budget_; }
   // Thread-safe: the last per-second sample (empty unless options.backend_samples).
   std::vector<BackendSample> backendSamples() const;
 
  private:
   void onAccept();
+  void pauseAccepting();
   void onConnectionClosed(ClientConnection* connection);
   void reap();
+  void afterTurn();
+  void cutOffHeaviest();
+  void sweepPartialRequests();
+  void maintain();
   void sampleBackends();
 
   int index_;
@@ -72,15 +98,23 @@ class Worker {
   FlushList flush_list_;
   ProxyStats stats_;
   backend::BackendStats backend_stats_;
+  BufferBudget budget_;  // before everything that charges it
+  ByteBuffer read_buffer_;
   RequestPool pool_;  // before registry_: retiring backends at exit recycles requests into it
   backend::BackendRegistry registry_;
   RequestDispatcher dispatcher_;
   protocol::RequestParser parser_;
+  IntrusiveList<ClientConnection, PartialRequestTag> partial_;
+  ConnectionContext context_;
   std::unique_ptr<event::IoEvent> accept_event_;
-  std::map<ClientConnection*, std::unique_ptr<ClientConnection>> connections_;
-  std::vector<std::unique_ptr<ClientConnection>> closed_;
+  IntrusiveList<ClientConnection, WorkerListTag> connections_;
+  IntrusiveList<ClientConnection, WorkerListTag> closed_;  // destroyed by the reaper
   event::Timer reaper_;
   event::Timer sampler_;
+  event::Timer partial_sweeper_;
+  event::Timer maintenance_;
+  event::Timer accept_resume_;
+  uint64_t peak_since_trim_ = 0;   // buffered bytes: when they fall far, give memory back
   mutable std::mutex samples_mu_;  // the worker writes once a second, a scrape reads
   std::vector<BackendSample> samples_;
   bool draining_ = false;

@@ -1,0 +1,97 @@
+#include "proxy/server/buffer_budget.h"
+
+#include <algorithm>
+
+namespace memzone::server {
+
+BufferBudget::BufferBudget(uint64_t share, uint64_t max_item_size)
+    : share_(share),
+      throttle_at_(share / 10 * 8),
+      resume_at_(share / 10 * 7),
+      light_limit_(std::max<uint64_t>(64 * 1024, share / 256)),
+      // Enough for a few large values in flight (throughput), little enough that a small
+      // request queued behind them on a backend connection waits milliseconds, not seconds.
+      large_cap_(std::max(std::min<uint64_t>(share / 8, 8 << 20), max_item_size)) {
+  cutoff_at_ = share + large_cap_;
+}
+
+Admission BufferBudget::admit(uint64_t held, bool owes_nothing, uint64_t reservation,
+                              bool granted) const {
+  uint64_t now = committed();
+  if (now >= throttle_at_ && heavy(held)) {
+    return now >= share_ ? Admission::kReject : Admission::kWait;
+  }
+  if (reservation < kLargeReply) return Admission::kAdmit;
+  // At the budget a connection that already holds something gets no more large replies; one
+  // that holds nothing (it reads what it is sent, or is new) still gets one at a time, from
+  // the allowance. Should those replies stay unread, the cut-off makes room.
+  if (now >= share_ && !owes_nothing) return Admission::kReject;
+  bool queue_ahead = !granted && !large_waiters_.empty();
+  if (queue_ahead || !largeRoom(reservation)) return Admission::kWaitLarge;
+  return Admission::kAdmit;
+}
+
+void BufferBudget::reserve(uint64_t bytes) {
+  reserved_ += bytes;
+  if (bytes >= kLargeReply) large_reserved_ += bytes;
+  counters_.reserved.set(reserved_);
+}
+
+void BufferBudget::unreserve(uint64_t bytes) {
+  reserved_ -= bytes;
+  if (bytes >= kLargeReply) large_reserved_ -= bytes;
+  counters_.reserved.set(reserved_);
+}
+
+void BufferBudget::waitForMemory(BudgetWaiter* waiter) {
+  if (waiter->waiting_for_memory_) return;
+  forget(waiter);
+  memory_waiters_.push_back(waiter);
+  waiter->waiting_for_memory_ = true;
+  counters_.throttled_now.add();
+  counters_.throttled.add();
+}
+
+void BufferBudget::forget(BudgetWaiter* waiter) {
+  if (waiter->waiting_for_memory_) {
+    waiter->waiting_for_memory_ = false;
+    counters_.throttled_now.sub();
+  }
+  waiter->ListLink<BudgetWaitTag>::unlink();
+}
+
+void BufferBudget::waitForLarge(BudgetWaiter* waiter, uint64_t wanted, bool front) {
+  forget(waiter);
+  waiter->wanted_ = wanted;
+  if (!front) counters_.large_waits.add();
+  if (front) {
+    large_waiters_.push_front(waiter);
+  } else {
+    large_waiters_.push_back(waiter);
+  }
+}
+
+bool BufferBudget::wake() {
+  bool woke = false;
+  if (!memory_waiters_.empty() && committed() < resume_at_) {
+    // Everyone gets a try; those still too heavy come back to the (real) list.
+    IntrusiveList<BudgetWaiter, BudgetWaitTag> waking;
+    memory_waiters_.spliceTo(waking);
+    while (BudgetWaiter* w = waking.front()) {
+      forget(w);
+      w->onBudgetAvailable(false);
+      woke = true;
+    }
+  }
+  // In order: the head either takes room (and the next is considered) or, if it cannot,
+  // goes back to the front and stops the loop.
+  while (BudgetWaiter* w = large_waiters_.front()) {
+    if (!largeRoom(w->wanted_)) break;
+    forget(w);
+    w->onBudgetAvailable(true);
+    woke = true;
+  }
+  return woke;
+}
+
+}  // namespace memzone::server

@@ -1,0 +1,156 @@
+// One worker's share of --max-buffer-memory and the admission decisions made against it.
+//
+// What is counted: the capacity of every client-side buffer (input, unsent output, requests
+// and the replies they hold for their client), the backend connections' buffers, and the free
+// requests pooled for reuse: MemoryAccounts charged by the buffers themselves, so the count is
+// exact, not sampled. On top of it, `reserved`: the bytes expected back for replies still in
+// flight (each request reserves its connection's recent reply size, times its keys), so the
+// proxy does not ask its backends for more than it can hold.
+//
+// Why a static split (share = budget / workers) rather than one shared total: a decision is
+// made for every request, and a shared total would be a cache line written by every worker on
+// every buffer change. A per-worker share needs no cross-thread traffic at all and is a hard
+// bound by construction; SO_REUSEPORT spreads connections over workers by address hash, so a
+// client cannot pick the worker it loads. The price: one worker cannot borrow an idle
+// worker's share (size the budget per worker, README "Limits").
+//
+// The decisions, modelled on Envoy's overload manager (pressure levels with actions) and its
+// "reset the streams holding the most memory" action:
+//   committed < 80% of the share      everything flows (per-connection limits only)
+//   committed >= 80%                  connections holding more than the light limit are no
+//                                     longer read; requests they already sent wait
+//   committed >= 100%                 requests on those connections are answered
+//                                     SERVER_ERROR out of memory; requests that may bring a
+//                                     large reply are too, unless their connection holds
+//                                     nothing (one at a time, through the allowance below)
+//   buffered > share + allowance      the connection holding the most buffer bytes is
+//                                     closed (cut off), one per event-loop turn
+// Independently of pressure, replies expected to be large (>= 64 KiB) may be in flight only up
+// to the large-reply allowance at once (FIFO for the rest): a backend connection is shared by
+// every client of the worker, and what is queued on it ahead of a small request is what that
+// request waits for (head-of-line). Worker thread only; the accounts are read by scrapes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "proxy/common/intrusive_list.h"
+#include "proxy/common/memory_account.h"
+#include "proxy/metrics/counter.h"
+
+namespace memzone::server {
+
+// Client-visible answers: memcached 1.6's own words for the same situation.
+inline constexpr std::string_view kOutOfMemoryStoring =
+    "SERVER_ERROR out of memory storing object\r\n";
+inline constexpr std::string_view kOutOfMemoryGet =
+    "SERVER_ERROR out of memory writing get response\r\n";
+inline constexpr std::string_view kOutOfMemory = "SERVER_ERROR out of memory\r\n";
+
+// Buffer memory of one worker, by kind (all roll up into `total`).
+struct BufferMemory {
+  MemoryAccount total;
+  MemoryAccount client_input{&total};
+  MemoryAccount client_output{&total};
+  MemoryAccount requests{&total};  // requests in flight and the replies they hold
+  MemoryAccount backend{&total};   // backend connections' input and output
+  MemoryAccount pooled{&total};    // free requests kept for reuse
+};
+
+struct BudgetCounters {
+  metrics::Counter reserved;           // gauge: bytes expected from replies in flight
+  metrics::Counter throttled;          // connections that stopped being read for memory
+  metrics::Counter rejected;           // requests answered SERVER_ERROR out of memory
+  metrics::Counter large_waits;        // requests that waited for the large-reply allowance
+  metrics::Counter cut_off;            // connections closed for holding the most
+  metrics::Counter throttled_now;      // gauge: connections not read for memory right now
+  metrics::Counter pool_trimmed;       // pooled requests freed by the idle trim
+  metrics::Counter backend_oversized;  // backend connections failed for an oversized reply
+};
+
+enum class Admission : uint8_t {
+  kAdmit,
+  kWait,       // memory pressure: keep the request unread until pressure drops
+  kWaitLarge,  // the large-reply allowance is used up: wait for it, in arrival order
+  kReject,     // answer SERVER_ERROR out of memory
+};
+
+struct BudgetWaitTag {};
+class BudgetWaiter : public ListLink<BudgetWaitTag> {
+ public:
+  virtual ~BudgetWaiter() = default;
+  // Budget is available again: try the waiting request. Called from BufferBudget::wake();
+  // `large_turn`: it is this waiter's turn at the large-reply allowance.
+  virtual void onBudgetAvailable(bool large_turn) = 0;
+  bool waitingForMemory() const { return waiting_for_memory_; }
+
+ private:
+  friend class BufferBudget;
+  uint64_t wanted_ = 0;              // kWaitLarge: the reservation it waits to make
+  bool waiting_for_memory_ = false;  // on the memory list (else, if linked, the large one)
+};
+
+class BufferBudget {
+ public:
+  // Replies expected at or above this are "large": they go through the allowance.
+  static constexpr uint64_t kLargeReply = 64 * 1024;
+
+  BufferBudget(uint64_t share, uint64_t max_item_size);
+
+  BufferMemory& memory() { return memory_; }
+  const BufferMemory& memory() const { return memory_; }
+  BudgetCounters& counters() { return counters_; }
+  const BudgetCounters& counters() const { return counters_; }
+  uint64_t share() const { return share_; }
+  uint64_t largeAllowance() const { return large_cap_; }
+  // The most a connection may hold and still count as light (never throttled).
+  uint64_t lightLimit() const { return light_limit_; }
+
+  uint64_t buffered() const { return static_cast<uint64_t>(memory_.total.bytes()); }
+  uint64_t committed() const { return buffered() + reserved_; }
+  bool throttling() const { return committed() >= throttle_at_; }
+  bool heavy(uint64_t held) const { return held > light_limit_; }
+  // Beyond this the connection holding the most is cut off.
+  bool overCutoff() const { return buffered() > cutoff_at_; }
+  // Worth trimming pools and caches now.
+  bool underPressure() const { return committed() >= throttle_at_; }
+
+  // May a request expecting `reservation` reply bytes go, on a connection holding `held`?
+  // `owes_nothing`: no reply of the connection is in flight or unsent (it reads what it is
+  // sent, or is new). `granted`: it was just woken at the head of the large-reply queue.
+  Admission admit(uint64_t held, bool owes_nothing, uint64_t reservation, bool granted) const;
+
+  void reserve(uint64_t bytes);
+  void unreserve(uint64_t bytes);
+
+  // A waiting connection: woken (onBudgetAvailable) when pressure drops below the low mark
+  // (kWait) or, in order, when the allowance has room for `wanted` (kWaitLarge).
+  void waitForMemory(BudgetWaiter* waiter);
+  void waitForLarge(BudgetWaiter* waiter, uint64_t wanted, bool front);
+  // Takes the waiter off whichever list it is on (a closing connection).
+  void forget(BudgetWaiter* waiter);
+  bool hasLargeWaiters() const { return !large_waiters_.empty(); }
+  // Once per event-loop turn: wakes whom the budget now allows. True if anyone was woken.
+  bool wake();
+
+ private:
+  bool largeRoom(uint64_t bytes) const {
+    return large_reserved_ == 0 || large_reserved_ + bytes <= large_cap_;
+  }
+
+  uint64_t share_;
+  uint64_t throttle_at_;
+  uint64_t resume_at_;  // hysteresis: throttled connections are read again below this
+  uint64_t cutoff_at_;
+  uint64_t light_limit_;
+  uint64_t large_cap_;
+  uint64_t reserved_ = 0;
+  uint64_t large_reserved_ = 0;
+  BufferMemory memory_;
+  BudgetCounters counters_;
+  IntrusiveList<BudgetWaiter, BudgetWaitTag> memory_waiters_;
+  IntrusiveList<BudgetWaiter, BudgetWaitTag> large_waiters_;
+};
+
+}  // namespace memzone::server
