@@ -10,9 +10,17 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
     bench/run.py [--build build] [--seconds 10] [--rounds 3] [--proxy-threads 1] [--markdown]
     bench/run.py --replication [--seconds 10] [--markdown]
     bench/run.py --metrics-cost build-nometrics [--seconds 10] [--rounds 3]
+    bench/run.py --hostile [--slow 200] [--seconds 8] [--budget 64M] [--plot FILE] [--markdown]
 
 --metrics-cost compares the proxy's CPU per request with and without per-request metrics
 (a second build configured with -DMEMZONE_BENCH_NO_REQUEST_METRICS=ON), runs alternating.
+
+--hostile measures 20 well-behaved request/response clients (memzone-loadgen, 90% get /
+10% set of 100-byte values) first alone, then with N slow readers attached (each pipelines
+50 gets of a 1 MB value and reads 1 KiB per second), against memcached directly, memzone-proxy
+(--max-buffer-memory BUDGET) and twemproxy, sampling each target's RSS every 100 ms; --plot
+draws the RSS curves (matplotlib). A target whose RSS passes --rss-cap has its slow readers
+stopped early (twemproxy buffers without bound).
 
 --replication compares, through memzone-proxy only, a pool in one zone with the same pool
 replicated to three zones (one memcached per zone; wait: local and wait: all), for a
@@ -20,12 +28,15 @@ write-only and a read-only workload (pipelined, depth 16): the proxy's CPU per r
 """
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -110,7 +121,16 @@ def main():
     parser.add_argument("--against", metavar="BUILD",
                         help="compare this build's proxy CPU per request with another build's")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--hostile", action="store_true",
+                        help="well-behaved clients' throughput and p99 with slow readers attached")
+    parser.add_argument("--slow", type=int, default=200, help="--hostile: slow readers")
+    parser.add_argument("--budget", default="64M", help="--hostile: memzone --max-buffer-memory")
+    parser.add_argument("--plot", metavar="FILE", help="--hostile: write the RSS curves here (PNG)")
+    parser.add_argument("--rss-cap", type=int, default=4096,
+                        help="--hostile: MiB; stop a target's slow readers past this RSS")
     args = parser.parse_args()
+    if args.hostile:
+        return run_hostile(args)
     if args.replication:
         return run_replication(args)
     if args.metrics_cost:
@@ -284,6 +304,185 @@ def run_replication(args):
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def rss_bytes(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def slow_readers(port, count, stop, ready, value_keys=10, requests=50, read_rate=1024):
+    """Child process: `count` connections that each pipeline `requests` gets of 1 MB values
+    and then read `read_rate` bytes per second, until `stop` is set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    socks = []
+    for i in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"".join(b"get big:%d\r\n" % ((i + j) % value_keys) for j in range(requests)))
+        s.setblocking(False)
+        socks.append(s)
+    ready.set()
+    tick = 0.25
+    while not stop.is_set():
+        started = time.monotonic()
+        for s in socks:
+            try:
+                s.recv(int(read_rate * tick))
+            except OSError:
+                pass
+        time.sleep(max(0.0, tick - (time.monotonic() - started)))
+    for s in socks:
+        s.close()
+
+
+def loadgen_once(loadgen, port, seconds, connections=20):
+    """Well-behaved clients: request/response, 90% get / 10% set, 100-byte values."""
+    cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", str(connections),
+           "--depth", "1", "--seconds", str(seconds), "--keys", "100000", "--value-size", "100",
+           "--get-ratio", "0.9"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return {"ops": 0, "ops_per_sec": 0, "p50_us": 0, "p99_us": 0, "errors": -1,
+                "failed": out.stderr.strip()[-200:]}
+
+
+def run_hostile(args):
+    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
+    proxy = os.path.join(args.build, "proxy/memzone-proxy")
+    for tool in (loadgen, proxy):
+        if not os.access(tool, os.X_OK):
+            sys.exit("bench: %s missing; run scripts/build.sh" % tool)
+    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
+    nutcracker = shutil.which("nutcracker")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = multiprocessing.get_context("fork")
+    work = tempfile.mkdtemp(prefix="memzone-bench-")
+    procs = Processes()
+    try:
+        mc_port = procs.memcached(memcached, threads=2)
+        value = b"x" * 1000000
+        with socket.create_connection(("127.0.0.1", mc_port), timeout=10) as c:
+            for i in range(10):
+                c.sendall(b"set big:%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+                if c.recv(64) != b"STORED\r\n":
+                    sys.exit("bench: could not store the large values")
+        run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
+        mc_pid = procs.procs[-1].pid
+        targets = [("memcached (direct)", mc_port, mc_pid)]
+        proxy_port = free_port()
+        topology = os.path.join(work, "topology.yaml")
+        with open(topology, "w") as f:
+            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
+        p = procs.start([proxy, "--listen", "127.0.0.1:%d" % proxy_port, "--zone", "a",
+                         "--config", topology, "--threads", str(args.proxy_threads),
+                         "--max-buffer-memory", args.budget], proxy_port)
+        targets.append(("memzone-proxy (%s budget)" % args.budget, proxy_port, p.pid))
+        if nutcracker:
+            tw_port = free_port()
+            conf = os.path.join(work, "nutcracker.yml")
+            with open(conf, "w") as f:
+                f.write("bench:\n  listen: 127.0.0.1:%d\n  hash: md5\n  distribution: ketama\n"
+                        "  timeout: 1000\n  backlog: 1024\n  server_connections: 1\n"
+                        "  servers:\n    - 127.0.0.1:%d:1\n" % (tw_port, mc_port))
+            t = procs.start([nutcracker, "-c", conf, "-s", str(free_port()), "-o",
+                             os.path.join(work, "nutcracker.log"), "-v", "0"], tw_port)
+            targets.append(("twemproxy (nutcracker)", tw_port, t.pid))
+
+        rows, curves = [], {}
+        for name, port, pid in targets:
+            samples, marks = [], {}
+            done = threading.Event()
+            stop = ctx.Event()
+            capped = []
+            t0 = time.monotonic()
+
+            def sample(pid=pid, samples=samples, stop=stop, capped=capped, done=done, t0=t0):
+                while not done.is_set():
+                    r = rss_bytes(pid)
+                    samples.append((time.monotonic() - t0, r / 2**20))
+                    if r > args.rss_cap * 2**20 and not stop.is_set():
+                        capped.append(time.monotonic() - t0)
+                        stop.set()
+                    time.sleep(0.1)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            time.sleep(0.5)
+            idle = rss_bytes(pid)
+            alone = loadgen_once(loadgen, port, args.seconds)
+            marks["slow readers attach"] = time.monotonic() - t0
+            ready = ctx.Event()
+            slow = ctx.Process(target=slow_readers, args=(port, args.slow, stop, ready))
+            slow.start()
+            ready.wait(120)
+            time.sleep(1)
+            hostile = loadgen_once(loadgen, port, args.seconds)
+            peak = max(r for _, r in samples) * 2**20
+            stop.set()
+            slow.join(60)
+            marks["slow readers leave"] = time.monotonic() - t0
+            time.sleep(5)
+            after = rss_bytes(pid)
+            done.set()
+            sampler.join()
+            curves[name] = (samples, marks)
+            rows.append((name, idle, alone, hostile, peak, after, capped))
+            print("%-28s alone %8.0f ops/s p99 %8.1f us | %d slow readers: %8.0f ops/s p99 %10.1f us"
+                  " errors %s | RSS idle %.0f MiB peak %.0f MiB after %.0f MiB%s" % (
+                      name, alone["ops_per_sec"], alone["p99_us"], args.slow,
+                      hostile["ops_per_sec"], hostile["p99_us"], hostile.get("errors"),
+                      idle / 2**20, peak / 2**20, after / 2**20,
+                      " (slow readers stopped at the %d MiB cap)" % args.rss_cap if capped else ""),
+                  flush=True)
+        if args.markdown:
+            print()
+            print("| target | alone: ops/s | alone: p99 (µs) | with %d slow readers: ops/s | p99 (µs) "
+                  "| errors | RSS idle (MiB) | RSS peak (MiB) | RSS 5 s after (MiB) |" % args.slow)
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for name, idle, alone, hostile, peak, after, capped in rows:
+                print("| %s | %.0f | %.1f | %.0f | %.1f | %s | %.0f | %.0f%s | %.0f |" % (
+                    name, alone["ops_per_sec"], alone["p99_us"], hostile["ops_per_sec"],
+                    hostile["p99_us"], hostile.get("errors"), idle / 2**20, peak / 2**20,
+                    " (capped)" if capped else "", after / 2**20))
+        if args.plot:
+            plot_rss(curves, args)
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def plot_rss(curves, args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for name, (samples, marks) in curves.items():
+        line, = ax.plot([t for t, _ in samples], [r for _, r in samples], label=name)
+        for label, at in marks.items():
+            ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xlabel("seconds (dotted: %d slow readers attach / leave)" % args.slow)
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_yscale("log")
+    ax.set_title("RSS with %d slow readers, 50 x 1 MB each (memzone --max-buffer-memory %s)"
+                 % (args.slow, args.budget), fontsize=10)
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.plot)
+    print("bench: wrote %s" % args.plot)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ packages=(
   # integration tests, demo and benchmark
   memcached libmemcached-tools python3 python3-pymemcache python3-yaml python3-jsonschema python3-protobuf
   nutcracker prometheus iproute2 procps
+  # benchmark plots (bench/run.py --hostile draws the RSS curve)
+  python3-matplotlib
   # chart rendering test (Go text/template + sprig, Helm's engine)
   golang-go golang-github-masterminds-sprig-dev
 )

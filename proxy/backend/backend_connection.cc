@@ -185,8 +185,10 @@ void BackendConnection::writeOutput() {
 
 void BackendConnection::readReplies() {
   for (int round = 0; round < 8; ++round) {
+    // 64 KiB per recv, 8 per event at most: a connection streaming large values cannot hold
+    // the worker (and every other client of it) for more than ~512 KiB of work at a time.
     char* dst = input_.prepare(64 * 1024);
-    ssize_t n = ::recv(fd_, dst, input_.writableBytes(), 0);
+    ssize_t n = ::recv(fd_, dst, 64 * 1024, 0);
     if (n == 0) {
       fail(BackendFailure::kDisconnected);
       return;
@@ -209,11 +211,11 @@ void BackendConnection::readReplies() {
     }
     if (static_cast<size_t>(n) < 64 * 1024) break;
   }
-  // What a burst of large replies needed goes back; up to 4 MiB is kept, so a steady flow
-  // of large values does not regrow (and copy) the buffer for every batch.
+  // What a burst of large replies needed goes back: 1 MiB is kept while idle, up to 4 MiB
+  // while busy, so a steady flow of large values does not regrow (and copy) it every batch.
   if (pending_.empty()) {
     timer_.cancel();
-    input_.shrinkIfAbove(4 << 20);
+    input_.shrinkIfAbove(1 << 20);
   } else {
     input_.shrinkIfSparse(4 << 20);
     armTimerForHead();

@@ -109,7 +109,7 @@ class ByteBuffer {
       return;
     }
     size_t want = std::max(live + n, capacity_ * 2);
-    if (want < 4096) want = 4096;
+    if (want < 512) want = 512;  // a one-line reply does not need a page
     resize(want);
   }
 

@@ -29,7 +29,9 @@ class RingQueue {
 
  private:
   void grow() {
-    size_t n = slots_.empty() ? 16 : slots_.size() * 2;
+    // Small at first: a connection that asks one thing at a time (most, and every idle one
+    // of a client pool) never needs more, and 10,000 of them should cost little.
+    size_t n = slots_.empty() ? 4 : slots_.size() * 2;
     std::vector<T> bigger(n);
     for (size_t i = 0; i < size(); ++i) bigger[i] = std::move(slots_[(head_ + i) & mask_]);
     tail_ = size();

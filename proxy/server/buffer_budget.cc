@@ -12,7 +12,7 @@ BufferBudget::BufferBudget(uint64_t share, uint64_t max_item_size)
       // Enough for a few large values in flight (throughput), little enough that a small
       // request queued behind them on a backend connection waits milliseconds, not seconds.
       large_cap_(std::max(std::min<uint64_t>(share / 8, 8 << 20), max_item_size)) {
-  cutoff_at_ = share + large_cap_;
+  cutoff_at_ = share + 2 * large_cap_;
 }
 
 Admission BufferBudget::admit(uint64_t held, bool owes_nothing, uint64_t reservation,
@@ -22,10 +22,12 @@ Admission BufferBudget::admit(uint64_t held, bool owes_nothing, uint64_t reserva
     return now >= share_ ? Admission::kReject : Admission::kWait;
   }
   if (reservation < kLargeReply) return Admission::kAdmit;
-  // At the budget a connection that already holds something gets no more large replies; one
-  // that holds nothing (it reads what it is sent, or is new) still gets one at a time, from
-  // the allowance. Should those replies stay unread, the cut-off makes room.
-  if (now >= share_ && !owes_nothing) return Admission::kReject;
+  // At the budget a connection that is owed something gets no more large replies; one that
+  // is owed nothing (it reads what it is sent, or is new) still gets one at a time from the
+  // allowance, until the allowance itself is spent past the budget.
+  if (now >= share_ && (!owes_nothing || buffered() + large_reserved_ >= share_ + large_cap_)) {
+    return Admission::kReject;
+  }
   bool queue_ahead = !granted && !large_waiters_.empty();
   if (queue_ahead || !largeRoom(reservation)) return Admission::kWaitLarge;
   return Admission::kAdmit;
@@ -61,6 +63,10 @@ void BufferBudget::forget(BudgetWaiter* waiter) {
 }
 
 void BufferBudget::waitForLarge(BudgetWaiter* waiter, uint64_t wanted, bool front) {
+  if (!front && waiter->waitingForLarge()) {
+    waiter->wanted_ = wanted;  // already queued: keeps its place
+    return;
+  }
   forget(waiter);
   waiter->wanted_ = wanted;
   if (!front) counters_.large_waits.add();

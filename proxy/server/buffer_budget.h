@@ -21,10 +21,13 @@
 //                                     longer read; requests they already sent wait
 //   committed >= 100%                 requests on those connections are answered
 //                                     SERVER_ERROR out of memory; requests that may bring a
-//                                     large reply are too, unless their connection holds
-//                                     nothing (one at a time, through the allowance below)
-//   buffered > share + allowance      the connection holding the most buffer bytes is
-//                                     closed (cut off), one per event-loop turn
+//                                     large reply are too, unless their connection is owed
+//                                     nothing (one at a time, through the allowance below,
+//                                     until buffered + allowance in use reach share +
+//                                     allowance)
+//   buffered > share + 2 allowances   estimates were wrong (a client switched to large
+//                                     values mid-pipeline): the connection holding the most
+//                                     buffer bytes is closed (cut off), one per loop turn
 // Independently of pressure, replies expected to be large (>= 64 KiB) may be in flight only up
 // to the large-reply allowance at once (FIFO for the rest): a backend connection is shared by
 // every client of the worker, and what is queued on it ahead of a small request is what that
@@ -84,6 +87,7 @@ class BudgetWaiter : public ListLink<BudgetWaitTag> {
   // `large_turn`: it is this waiter's turn at the large-reply allowance.
   virtual void onBudgetAvailable(bool large_turn) = 0;
   bool waitingForMemory() const { return waiting_for_memory_; }
+  bool waitingForLarge() const { return linked() && !waiting_for_memory_; }
 
  private:
   friend class BufferBudget;

@@ -123,13 +123,13 @@ uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::stri
 
 bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
                          protocol::ReplyShape shape) {
-  if (auto refused = server->admit()) {
+  if (auto refused = server->admit(bulk_)) {
     failChild(child, *refused);
     return false;
   }
-  server->output().append(bytes);
+  server->output(bulk_).append(bytes);
   ++outstanding_;
-  server->commit(this, child, shape, quiet_, protocol::silentCode(command_));
+  server->commit(this, child, shape, quiet_, protocol::silentCode(command_), bulk_);
   return !children_[child].failed;  // a connection can fail inside commit()
 }
 
@@ -284,11 +284,14 @@ void ClientRequest::maybeRecycle() {
     view_ = nullptr;
   }
   // What a large value needed is not kept for the next request (most are small).
-  constexpr size_t kKeep = 16 * 1024;
-  reply_.shrinkIfAbove(kKeep);
-  copy_.shrinkIfAbove(kKeep);
-  keys_.shrinkIfAbove(kKeep);
-  for (size_t i = 0; i < child_count_; ++i) children_[i].reply.shrinkIfAbove(kKeep);
+  auto recycle = [](ByteBuffer& b) {
+    b.clear();
+    if (b.capacity() > 16 * 1024) b.release();
+  };
+  recycle(reply_);
+  recycle(copy_);
+  recycle(keys_);
+  for (size_t i = 0; i < child_count_; ++i) recycle(children_[i].reply);
   RequestPool* pool = pool_;
   released_by_owner_ = false;
   pool->release(this);

@@ -44,7 +44,8 @@ ClientRequest* RequestDispatcher::deleteForTooLarge(const protocol::Request& req
   return r;
 }
 
-ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, RequestOwner* owner) {
+ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, RequestOwner* owner,
+                                           bool bulk) {
   stats_.commands[static_cast<int>(request.command)].add();
   switch (request.command) {
     case Command::kVersion:
@@ -67,6 +68,7 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
   if (view == nullptr) return localReply(protocol::errors::kNoTopology, owner, request.command);
 
   ClientRequest* r = pool_.acquire();
+  r->setBulk(bulk);
   if (request.command == Command::kFlushAll) {
     if (!view->topology->allow_flush_all) {
       r->start(owner, request.command, Plan::kLocal, &stats_);
@@ -140,15 +142,15 @@ void RequestDispatcher::dispatchReplicatedWrite(const protocol::Request& request
 }
 
 void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
-                             const protocol::Request& request) {
-  if (auto refused = server->admit()) {
+                             const protocol::Request& request, bool bulk) {
+  if (auto refused = server->admit(bulk)) {
     r->failChild(child, *refused);
     return;
   }
-  protocol::encodeForward(request, server->output());
+  protocol::encodeForward(request, server->output(bulk));
   r->expectReplies(1);
   server->commit(r, child, protocol::replyShapeFor(request.command), request.quiet,
-                 protocol::silentCode(request.command));
+                 protocol::silentCode(request.command), bulk);
 }
 
 void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientRequest* r,
@@ -157,7 +159,7 @@ void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientR
   const backend::ZoneView& zv = pool.zones[pool.local_zone];
   backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
   uint32_t child = r->addChild(server);
-  send(r, child, server, request);
+  send(r, child, server, request, r->bulk());
   r->sealed();
 }
 
