@@ -233,8 +233,10 @@ class SlowReadersTest(unittest.TestCase):
         self.assertGreater(len(latencies), 100)
         # Other clients' latency does not depend on the slow readers: p99 under 50 ms (1-3 ms
         # on a quiet machine; before issue 12, seconds). A loaded CI machine slows everything
-        # alike, so the bound there is the same clients' p99 alone, times three.
-        self.assertLess(p99(latencies), max(0.050, 3 * p99(alone)))
+        # alike, so the bound there is the same clients' p99 alone, times three; ASan copies
+        # every large value several times slower, hence its wider bound.
+        bound = 0.200 if SANITIZE else 0.050
+        self.assertLess(p99(latencies), max(bound, 3 * p99(alone)))
         # The budget acted: slow readers were refused or throttled, not buffered.
         self.assertGreater(int(during["proxy_buffer_out_of_memory_replies"]) +
                            int(during["proxy_buffer_throttled"]), 0)
