@@ -173,6 +173,7 @@ int runProxy(const config::ProxyOptions& options) {
     worker_options.buffer_share = kMinShare;
   }
   worker_options.backend_samples = options.metrics_per_backend;
+  worker_options.client_send_buffer = static_cast<int>(options.client_send_buffer);
 
   std::vector<std::unique_ptr<server::Worker>> workers;
   auto stats_context = std::make_shared<server::StatsContext>();

@@ -46,6 +46,7 @@ std::string proxyUsage() {
          "                     [--metrics-listen HOST:PORT] [--state-dir DIR]\n"
          "                     [--max-item-size BYTES] [--max-connections N]\n"
          "                     [--max-buffer-memory BYTES] [--partial-request-timeout-ms MS]\n"
+         "                     [--client-send-buffer BYTES]\n"
          "                     [--drain-timeout SECONDS]\n"
          "\n"
          "  --listen           address for memcached clients (default 0.0.0.0:11211)\n"
@@ -67,6 +68,8 @@ std::string proxyUsage() {
          "  --partial-request-timeout-ms  close a connection whose request is still\n"
          "                     incomplete this long after its first byte; 0: never\n"
          "                     (default 30000; idle connections are never closed)\n"
+         "  --client-send-buffer  kernel send buffer of each client socket, so a slow reader\n"
+         "                     cannot park megabytes in the kernel; 0: autotuning (default 256K)\n"
          "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
          "  --help, --version\n";
 }
@@ -95,20 +98,16 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
       o.metrics_per_backend = true;
       continue;
     }
-    static const char* kValued[] = {"--listen",
-                                    "--zone",
-                                    "--threads",
-                                    "--config",
-                                    "--controller",
-                                    "--metrics-listen",
-                                    "--state-dir",
-                                    "--max-item-size",
-                                    "--max-connections",
-                                    "--drain-timeout",
-                                    "--max-buffer-memory",
-                                    "--partial-request-timeout-ms"};
+    static const char* kValued[] = {"--listen",       "--zone",          "--threads",
+                                    "--config",       "--controller",    "--metrics-listen",
+                                    "--state-dir",    "--max-item-size", "--max-connections",
+                                    "--drain-timeout"};
+    // Issue 12's limits.
+    static const char* kLimitFlags[] = {"--max-buffer-memory", "--partial-request-timeout-ms",
+                                        "--client-send-buffer"};
     bool known = false;
     for (const char* k : kValued) known |= flag == k;
+    for (const char* k : kLimitFlags) known |= flag == k;
     if (!known) {
       result.error = "unknown flag " + flag + " (see --help)";
       return result;
@@ -158,6 +157,13 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.max_buffer_memory = bytes;
+    } else if (flag == "--client-send-buffer") {
+      uint64_t bytes = 0;
+      if (!parseByteSize(value, bytes) || (bytes != 0 && bytes < 4096) || bytes > (64ull << 20)) {
+        result.error = "--client-send-buffer must be 0 or from 4K to 64M";
+        return result;
+      }
+      o.client_send_buffer = bytes;
     } else if (flag == "--partial-request-timeout-ms") {
       if (!parseUnsigned(value, 0, 86400000, n)) {
         result.error = "--partial-request-timeout-ms must be from 0 to 86400000";

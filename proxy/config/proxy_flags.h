@@ -21,6 +21,8 @@ struct ProxyOptions {
   uint64_t max_buffer_memory = 512ull << 20;
   // An incomplete request is closed this long after its first byte (slowloris); 0: never.
   uint32_t partial_request_timeout_ms = 30000;
+  // Kernel send buffer of each client socket (SO_SNDBUF); 0: the kernel's autotuning.
+  uint64_t client_send_buffer = 256 << 10;
   unsigned drain_timeout_s = 10;
   bool metrics_per_backend = false;  // series with an address label: off by default
 };

@@ -15,22 +15,27 @@ BufferBudget::BufferBudget(uint64_t share, uint64_t max_item_size)
   cutoff_at_ = share + 2 * large_cap_;
 }
 
-Admission BufferBudget::admit(uint64_t held, bool owes_nothing, uint64_t reservation,
-                              bool granted) const {
+Admission BufferBudget::admit(const Asker& asker, uint64_t reservation) const {
   uint64_t now = committed();
-  if (now >= throttle_at_ && heavy(held)) {
+  if (now >= throttle_at_ && heavy(asker.held)) {
     return now >= share_ ? Admission::kReject : Admission::kWait;
   }
   if (reservation < kLargeReply) return Admission::kAdmit;
-  // At the budget a connection that is owed something gets no more large replies; one that
-  // is owed nothing (it reads what it is sent, or is new) still gets one at a time from the
-  // allowance, until the allowance itself is spent past the budget.
-  if (now >= share_ && (!owes_nothing || buffered() + large_reserved_ >= share_ + large_cap_)) {
-    return Admission::kReject;
+  Admission go = Admission::kAdmit;
+  if (now >= share_) {
+    // At the budget a connection that is owed something gets no more large replies; one that
+    // is owed nothing (it reads what it is sent) still gets one at a time from the allowance,
+    // until the allowance itself is spent past the budget; a new one gets its one on credit.
+    if (!asker.owes_nothing) return Admission::kReject;
+    if (asker.unknown) {
+      go = Admission::kAdmitOnCredit;
+    } else if (buffered() + large_reserved_ >= share_ + large_cap_) {
+      return Admission::kReject;
+    }
   }
-  bool queue_ahead = !granted && !large_waiters_.empty();
+  bool queue_ahead = !asker.granted && !large_waiters_.empty();
   if (queue_ahead || !largeRoom(reservation)) return Admission::kWaitLarge;
-  return Admission::kAdmit;
+  return go;
 }
 
 void BufferBudget::reserve(uint64_t bytes) {

@@ -22,12 +22,17 @@
 //   committed >= 100%                 requests on those connections are answered
 //                                     SERVER_ERROR out of memory; requests that may bring a
 //                                     large reply are too, unless their connection is owed
-//                                     nothing (one at a time, through the allowance below,
-//                                     until buffered + allowance in use reach share +
-//                                     allowance)
+//                                     nothing: then one at a time, through the allowance
+//                                     below, until buffered + allowance in use reach share +
+//                                     allowance. A connection whose reply sizes are unknown
+//                                     yet (new) always gets its one, on credit: a small reply
+//                                     is delivered (and teaches the connection), a large one
+//                                     is answered out of memory instead, so a new client of
+//                                     small values is served while slow readers hold the
+//                                     budget, and a new slow reader gets nothing to hold
 //   buffered > share + 2 allowances   estimates were wrong (a client switched to large
-//                                     values mid-pipeline): the connection holding the most
-//                                     buffer bytes is closed (cut off), one per loop turn
+//                                     values mid-pipeline): the connection with the most
+//                                     reply bytes unread is closed (cut off), one per turn
 // Independently of pressure, replies expected to be large (>= 64 KiB) may be in flight only up
 // to the large-reply allowance at once (FIFO for the rest): a backend connection is shared by
 // every client of the worker, and what is queued on it ahead of a small request is what that
@@ -74,6 +79,9 @@ struct BudgetCounters {
 
 enum class Admission : uint8_t {
   kAdmit,
+  // At the budget, from a connection whose reply sizes are not known yet: it goes, and should
+  // its reply turn out large it is answered out of memory instead (the bytes are dropped).
+  kAdmitOnCredit,
   kWait,       // memory pressure: keep the request unread until pressure drops
   kWaitLarge,  // the large-reply allowance is used up: wait for it, in arrival order
   kReject,     // answer SERVER_ERROR out of memory
@@ -120,10 +128,17 @@ class BufferBudget {
   // Worth trimming pools and caches now.
   bool underPressure() const { return committed() >= throttle_at_; }
 
-  // May a request expecting `reservation` reply bytes go, on a connection holding `held`?
-  // `owes_nothing`: no reply of the connection is in flight or unsent (it reads what it is
-  // sent, or is new). `granted`: it was just woken at the head of the large-reply queue.
-  Admission admit(uint64_t held, bool owes_nothing, uint64_t reservation, bool granted) const;
+  // What a connection asking is known for.
+  struct Asker {
+    uint64_t held = 0;          // its buffer bytes plus its reservations
+    bool owes_nothing = false;  // no reply in flight or unsent: it reads what it is sent
+    bool unknown = false;       // no retrieval reply yet: its reply sizes are a guess
+    bool granted = false;       // just woken at the head of the large-reply queue
+  };
+  // May a request expecting `reservation` reply bytes go?
+  Admission admit(const Asker& asker, uint64_t reservation) const;
+  // At take time: is a large reply admitted on credit to be refused after all?
+  bool saturated() const { return committed() >= share_; }
 
   void reserve(uint64_t bytes);
   void unreserve(uint64_t bytes);

@@ -93,10 +93,12 @@ void ClientConnection::noteReplySize(size_t bytes) {
 }
 
 void ClientConnection::noteRetrievalReply(size_t bytes, uint32_t keys) {
-  // Up at once, down by half per reply: a new client of small values proves it within a few
-  // gets, one large value puts it back among the large at once.
+  // The first reply replaces the guess (a new client of small values is small at once, even
+  // at the budget, where its next get would be refused as large); after that, up at once
+  // and down by half per reply, so one large value puts it back among the large.
   uint64_t per_key = bytes / std::max<uint32_t>(keys, 1);
-  get_estimate_ = std::max(per_key, get_estimate_ / 2);
+  get_estimate_ = get_estimate_known_ ? std::max(per_key, get_estimate_ / 2) : per_key;
+  get_estimate_known_ = true;
 }
 
 uint64_t ClientConnection::reservationFor(const protocol::Request& request) const {
@@ -201,7 +203,13 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
   uint64_t reservation = reservationFor(request_);
   bool granted = granted_;
   granted_ = false;
-  switch (budget.admit(held(), fifo_.empty() && out_.empty(), reservation, granted)) {
+  BufferBudget::Asker asker;
+  asker.held = held();
+  asker.owes_nothing = fifo_.empty() && out_.empty();
+  asker.unknown = !get_estimate_known_;
+  asker.granted = granted;
+  Admission admission = budget.admit(asker, reservation);
+  switch (admission) {
     case Admission::kWait:
       budget.waitForMemory(this);
       budget_blocked_ = true;
@@ -217,6 +225,7 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
            0, 0);
       return true;
     case Admission::kAdmit:
+    case Admission::kAdmitOnCredit:
       break;
   }
   // Large replies travel on the backends' bulk lanes, small ones never queue behind them.
@@ -225,18 +234,20 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
   bool retrieval = reservation > 0 || protocol::isRetrieval(request_.command) ||
                    request_.command == Command::kMetaGet;
   uint32_t keys = retrieval ? static_cast<uint32_t>(std::max<size_t>(request_.key_count, 1)) : 0;
-  push(dispatched, now, dispatched->ready() ? 0 : reservation, keys);
+  push(dispatched, now, dispatched->ready() ? 0 : reservation, keys,
+       admission == Admission::kAdmitOnCredit);
   return true;
 }
 
-void ClientConnection::push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys) {
+void ClientConnection::push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys,
+                            bool credit) {
   request->setStartedUs(now);
   request->chargeTo(&requests_account_);
   if (reserved != 0) {
     reserved_ += reserved;
     context_.budget.reserve(reserved);
   }
-  fifo_.push_back({request, static_cast<uint32_t>(reserved), keys});
+  fifo_.push_back({request, static_cast<uint32_t>(reserved), keys, credit});
 }
 
 void ClientConnection::takeReadyReplies() {
@@ -246,13 +257,26 @@ void ClientConnection::takeReadyReplies() {
     ClientRequest* r = e.request;
     size_t size = r->reply().size();
     noteReplySize(size);
-    if (e.keys != 0) noteRetrievalReply(size, e.keys);
+    // An error says nothing about the values (a backend failure would pass for a tiny one).
+    if (e.keys != 0 && protocol::classifyReply(r->command(), r->reply()) !=
+                           protocol::RequestResult::kServerError) {
+      noteRetrievalReply(size, e.keys);
+    }
     if (now == 0) now = event::nowMicros();
     recordDone(*r, now);
     fifo_.pop_front();
     if (e.reserved != 0) {
       reserved_ -= e.reserved;
       context_.budget.unreserve(e.reserved);
+    }
+    if (e.credit && size >= BufferBudget::kLargeReply && context_.budget.saturated()) {
+      // Admitted on credit and it came back large: refused now, its bytes freed at once.
+      context_.budget.counters().rejected.add();
+      std::string_view refusal = r->command() == Command::kMetaGet ? kOutOfMemory : kOutOfMemoryGet;
+      output_.append(refusal);
+      appendBufferSegment(refusal.size());
+      r->releaseByOwner(context_.pool);
+      continue;
     }
     queueOutput(r);
   }
@@ -267,14 +291,18 @@ void ClientConnection::queueOutput(ClientRequest* r) {
   }
   if (!reply.empty()) {
     output_.append(reply);
-    unsent_ += reply.size();
-    if (!out_.empty() && out_.back().request == nullptr) {
-      out_.back().bytes += reply.size();
-    } else {
-      out_.push_back({nullptr, reply.size()});
-    }
+    appendBufferSegment(reply.size());
   }
   r->releaseByOwner(context_.pool);
+}
+
+void ClientConnection::appendBufferSegment(size_t bytes) {
+  unsent_ += bytes;
+  if (!out_.empty() && out_.back().request == nullptr) {
+    out_.back().bytes += bytes;
+  } else {
+    out_.push_back({nullptr, bytes});
+  }
 }
 
 void ClientConnection::recordDone(const ClientRequest& r, int64_t now) {

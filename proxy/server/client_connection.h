@@ -84,19 +84,17 @@ class ClientConnection : public Flushable,
                                  requests_account_.bytes()) +
            reserved_;
   }
-  // Buffer bytes alone (what closing it would give back now).
-  uint64_t buffered() const {
-    return static_cast<uint64_t>(input_account_.bytes() + output_account_.bytes() +
-                                 requests_account_.bytes());
-  }
+  // Reply bytes waiting for the client to read them: what a slow reader holds.
+  size_t unsent() const { return unsent_; }
   // When the incomplete request at the head of the input began (0: none).
   int64_t partialSinceUs() const { return partial_since_us_; }
 
  private:
   struct Entry {
     ClientRequest* request;
-    uint32_t reserved;  // reply bytes reserved in the budget until the reply is taken
-    uint32_t keys;      // retrievals: keys asked (teaches the per-key reply estimate)
+    uint32_t reserved;    // reply bytes reserved in the budget until the reply is taken
+    uint32_t keys : 31;   // retrievals: keys asked (teaches the per-key reply estimate)
+    uint32_t credit : 1;  // Admission::kAdmitOnCredit: a large reply is refused at take
   };
   // What is to be written, in order: `bytes` of output_ (request == nullptr) or a large
   // reply still in its request.
@@ -112,10 +110,13 @@ class ClientConnection : public Flushable,
   void parseRequests(ByteBuffer& in);
   // False when the request must wait for the budget (it stays unread).
   bool admitAndDispatch(int64_t now);
-  void push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys);
+  void push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys,
+            bool credit = false);
   void takeReadyReplies();
   void recordDone(const ClientRequest& r, int64_t now);
   void queueOutput(ClientRequest* request);
+  // `bytes` just appended to output_ join the last buffer segment (or start one).
+  void appendBufferSegment(size_t bytes);
   void writeOutput();
   // Accounts `n` bytes just written: consumes output_, recycles fully written requests.
   void consumeOutput(size_t n);
@@ -146,8 +147,10 @@ class ClientConnection : public Flushable,
   size_t reply_estimate_;
   size_t inflight_window_;
   // Per key of a retrieval: what the budget reserves for a get. Starts at the largest item
-  // (unknown), follows large replies at once and small ones within a few replies.
+  // (unknown), then the first reply's size; follows large replies at once and small ones
+  // within a few replies.
   uint64_t get_estimate_;
+  bool get_estimate_known_ = false;  // a retrieval reply has been seen
   uint64_t reserved_ = 0;
   int64_t partial_since_us_ = 0;
   protocol::Request request_;  // reused: its token vector keeps its capacity

@@ -108,14 +108,15 @@ void Worker::afterTurn() {
 
 void Worker::cutOffHeaviest() {
   // One at a time: the memory of a closed connection comes back when the reaper destroys
-  // it, and the next turn looks again.
+  // it, and the next turn looks again. The one cut is the slowest reader: the most reply
+  // bytes it has not taken. Memory held only on its way through (a large reply being
+  // assembled, a request being received) is not a reason to close anyone.
   if (!closed_.empty()) return;
   ClientConnection* heaviest = nullptr;
-  uint64_t most = 0;
+  uint64_t most = budget_.lightLimit();
   connections_.forEach([&](ClientConnection* c) {
-    uint64_t held = c->buffered();  // bytes it holds, not bytes it expects
-    if (held > most) {
-      most = held;
+    if (c->unsent() > most) {
+      most = c->unsent();
       heaviest = c;
     }
   });
@@ -240,6 +241,13 @@ void Worker::onAccept() {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (options_.client_send_buffer > 0) {
+      // Replies a slow reader has not taken stay in the proxy, where the budget sees them,
+      // instead of in an autotuned kernel buffer of up to net.ipv4.tcp_wmem's maximum (charged
+      // to the pod's memory all the same, and invisible to the budget).
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.client_send_buffer,
+                 sizeof(options_.client_send_buffer));
+    }
     connections_.push_back(new ClientConnection(fd, context_));
   }
 }

@@ -45,6 +45,7 @@ struct WorkerOptions {
   ConnectionLimits connection_limits;
   std::shared_ptr<ConnectionSlots> slots;  // shared by every worker of the proxy
   uint64_t buffer_share = 256ull << 20;    // this worker's part of --max-buffer-memory
+  int client_send_buffer = 0;              // SO_SNDBUF of client sockets; 0: autotuned
   bool backend_samples = false;            // refresh backendSamples() every second
 };
 

@@ -204,10 +204,25 @@ class SlowReadersTest(unittest.TestCase):
         start.set()
 
         peak, peak_buffered = 0, 0
+        newcomer_checked = False
+        started = time.monotonic()
         while good.is_alive() and results.empty():
             peak = max(peak, rss(pid))
             s = self.proxy.stats(stats_client)
             peak_buffered = max(peak_buffered, int(s["proxy_buffer_bytes"]))
+            if not newcomer_checked and time.monotonic() - started > 2:
+                # A client that connects while the slow readers hold the budget is served too:
+                # its reply sizes are unknown, so its first get goes on credit, and once the
+                # proxy has seen its values are small they flow like anyone's.
+                newcomer_checked = True
+                with self.proxy.client(timeout=10) as c:
+                    for n in range(10):
+                        value = b"new%d" % n
+                        self.assertEqual(c.request(b"set newcomer 0 0 %d\r\n%s\r\n"
+                                                   % (len(value), value)), b"STORED\r\n")
+                        self.assertEqual(c.request(b"get newcomer\r\n"),
+                                         b"VALUE newcomer 0 %d\r\n%s\r\nEND\r\n"
+                                         % (len(value), value))
             time.sleep(0.1)
         alone, latencies, failures = results.get(timeout=30)
         good.join(10)

@@ -27,6 +27,7 @@ TEST(LimitFlags, DefaultsAndValues) {
   EXPECT_EQ(d.options.max_buffer_memory, 512ull << 20);
   EXPECT_EQ(d.options.partial_request_timeout_ms, 30000u);
   EXPECT_EQ(d.options.max_connections, 65536u);
+  EXPECT_EQ(d.options.client_send_buffer, 256u << 10);
   auto r = parseProxyFlags({"--config", "t.yaml", "--max-buffer-memory=64M",
                             "--partial-request-timeout-ms", "0", "--max-connections", "100"});
   ASSERT_TRUE(r.error.empty()) << r.error;
@@ -44,6 +45,9 @@ TEST(LimitFlags, OutOfRangeIsAnError) {
             "--partial-request-timeout-ms must be from 0 to 86400000");
   EXPECT_EQ(parseProxyFlags({"--config", "t", "--max-connections", "0"}).error,
             "--max-connections must be from 1 to 10000000");
+  EXPECT_EQ(parseProxyFlags({"--config", "t", "--client-send-buffer", "100"}).error,
+            "--client-send-buffer must be 0 or from 4K to 64M");
+  EXPECT_TRUE(parseProxyFlags({"--config", "t", "--client-send-buffer", "0"}).error.empty());
 }
 
 }  // namespace

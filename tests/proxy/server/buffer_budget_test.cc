@@ -26,6 +26,14 @@ class BufferBudgetTest : public ::testing::Test {
   BufferBudget budget{32 * kMiB, 1 * kMiB};
   MemoryAccount held{&budget.memory().client_output};
   void fill(uint64_t bytes) { held.charge(static_cast<int64_t>(bytes)); }
+  Admission admit(uint64_t connection_holds, bool owes_nothing, uint64_t reservation,
+                  bool unknown = false) {
+    BufferBudget::Asker asker;
+    asker.held = connection_holds;
+    asker.owes_nothing = owes_nothing;
+    asker.unknown = unknown;
+    return budget.admit(asker, reservation);
+  }
 };
 
 TEST_F(BufferBudgetTest, Thresholds) {
@@ -36,32 +44,32 @@ TEST_F(BufferBudgetTest, Thresholds) {
 }
 
 TEST_F(BufferBudgetTest, BelowPressureEverythingGoesAndLargeRepliesShareTheAllowance) {
-  EXPECT_EQ(budget.admit(10 * kMiB, false, 100, false), Admission::kAdmit);
-  EXPECT_EQ(budget.admit(0, true, kMiB, false), Admission::kAdmit);
+  EXPECT_EQ(admit(10 * kMiB, false, 100), Admission::kAdmit);
+  EXPECT_EQ(admit(0, true, kMiB), Admission::kAdmit);
   for (int i = 0; i < 4; ++i) budget.reserve(kMiB);
   // The allowance is used up: large requests wait, small ones do not.
-  EXPECT_EQ(budget.admit(0, true, kMiB, false), Admission::kWaitLarge);
-  EXPECT_EQ(budget.admit(0, true, 1000, false), Admission::kAdmit);
+  EXPECT_EQ(admit(0, true, kMiB), Admission::kWaitLarge);
+  EXPECT_EQ(admit(0, true, 1000), Admission::kAdmit);
   budget.unreserve(kMiB);
-  EXPECT_EQ(budget.admit(0, true, kMiB, false), Admission::kAdmit);
+  EXPECT_EQ(admit(0, true, kMiB), Admission::kAdmit);
   // One request larger than the whole allowance goes alone.
   for (int i = 0; i < 3; ++i) budget.unreserve(kMiB);
-  EXPECT_EQ(budget.admit(0, true, 20 * kMiB, false), Admission::kAdmit);
+  EXPECT_EQ(admit(0, true, 20 * kMiB), Admission::kAdmit);
 }
 
 TEST_F(BufferBudgetTest, NearTheBudgetHeavyConnectionsWaitAndAtItTheyAreRefused) {
   fill(27 * kMiB);  // past 80%
-  EXPECT_EQ(budget.admit(kMiB, false, 0, false), Admission::kWait);
-  EXPECT_EQ(budget.admit(64 * 1024, false, 100, false), Admission::kAdmit);
+  EXPECT_EQ(admit(kMiB, false, 0), Admission::kWait);
+  EXPECT_EQ(admit(64 * 1024, false, 100), Admission::kAdmit);
   fill(6 * kMiB);  // past the share
-  EXPECT_EQ(budget.admit(kMiB, false, 0, false), Admission::kReject);
+  EXPECT_EQ(admit(kMiB, false, 0), Admission::kReject);
   // A light connection's small request still flows.
-  EXPECT_EQ(budget.admit(1000, false, 100, false), Admission::kAdmit);
+  EXPECT_EQ(admit(1000, false, 100), Admission::kAdmit);
   // A large one: only if the connection is owed nothing, and within share + allowance.
-  EXPECT_EQ(budget.admit(1000, false, kMiB, false), Admission::kReject);
-  EXPECT_EQ(budget.admit(1000, true, kMiB, false), Admission::kAdmit);
+  EXPECT_EQ(admit(1000, false, kMiB), Admission::kReject);
+  EXPECT_EQ(admit(1000, true, kMiB), Admission::kAdmit);
   budget.reserve(3 * kMiB);  // 33 + 3 = 36 MiB: the allowance is spent past the share
-  EXPECT_EQ(budget.admit(0, true, kMiB, false), Admission::kReject);
+  EXPECT_EQ(admit(0, true, kMiB), Admission::kReject);
   EXPECT_FALSE(budget.overCutoff());
   fill(8 * kMiB);  // 41 MiB buffered: past share + 2 allowances
   EXPECT_TRUE(budget.overCutoff());
@@ -95,7 +103,7 @@ TEST_F(BufferBudgetTest, LargeWaitersGoInArrivalOrderAndKeepTheirPlace) {
   budget.waitForLarge(&c, kMiB, false);
   // A newcomer does not overtake the queue even when there is room.
   budget.unreserve(kMiB);
-  EXPECT_EQ(budget.admit(0, true, kMiB, false), Admission::kWaitLarge);
+  EXPECT_EQ(admit(0, true, kMiB), Admission::kWaitLarge);
   EXPECT_TRUE(budget.wake());  // room for one: the head (its onBudgetAvailable reserves)
   EXPECT_EQ(log, (std::vector<int>{1, 2, 3}));  // nobody reserved in this test: all go
   budget.forget(&a);
