@@ -37,14 +37,14 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
     : address_(backend.address),
       options_(options),
       stats_(stats),
-      base_(base),
-      flush_list_(flush_list),
       // Probes are queued like requests and flushed after the loop turn (Worker).
       retry_timer_(base, [this] { startProbe(); }),
       health_timer_(base, [this] { onHealthTimer(); }) {
-  toSockaddr(backend, sockaddr_, sockaddr_len_);
-  connection_ = std::make_unique<BackendConnection>(base, flush_list, sockaddr_, sockaddr_len_,
-                                                    *this, options.connection);
+  sockaddr_storage addr;
+  socklen_t len;
+  toSockaddr(backend, addr, len);
+  connection_ =
+      std::make_unique<BackendConnection>(base, flush_list, addr, len, *this, options.connection);
   if (options_.health.check_interval_ms > 0) {
     health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
   }
@@ -54,7 +54,6 @@ BackendServer::~BackendServer() {
   retry_timer_.cancel();
   health_timer_.cancel();
   connection_->abandon();
-  if (bulk_) bulk_->abandon();
   if (state_ != State::kUp) stats_.servers_down.sub();
   setQueueDepth(0);
 }
@@ -72,34 +71,23 @@ ReadTrust BackendServer::readTrust() const {
   return ReadTrust::kReadable;
 }
 
-std::optional<BackendFailure> BackendServer::admit(bool bulk) const {
+std::optional<BackendFailure> BackendServer::admit() const {
   if (state_ != State::kUp) return BackendFailure::kMarkedDown;
-  const BackendConnection* lane = bulk ? bulk_.get() : connection_.get();
-  if (lane != nullptr && lane->full()) return BackendFailure::kQueueFull;
+  if (connection_->full()) return BackendFailure::kQueueFull;
   return std::nullopt;
 }
 
-BackendConnection& BackendServer::lane(bool bulk) {
-  if (!bulk) return *connection_;
-  if (!bulk_) {
-    bulk_ = std::make_unique<BackendConnection>(base_, flush_list_, sockaddr_, sockaddr_len_, *this,
-                                                options_.connection);
-  }
-  return *bulk_;
-}
-
 void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet,
-                           protocol::ReplyCode silent_code, bool bulk) {
+                           protocol::ReplyCode silent_code) {
   stats_.requests.add();
   active_since_check_ = true;
-  lane(bulk).commit(sink, tag, shape, quiet, silent_code);
+  connection_->commit(sink, tag, shape, quiet, silent_code);
 }
 
 void BackendServer::setOptions(ServerOptions options) {
   bool had_checks = options_.health.check_interval_ms > 0;
   options_ = options;
   connection_->setOptions(options.connection);
-  if (bulk_) bulk_->setOptions(options.connection);
   if (!had_checks && options_.health.check_interval_ms > 0) {
     health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
   }
@@ -109,7 +97,6 @@ void BackendServer::retire() {
   retry_timer_.cancel();
   health_timer_.cancel();
   connection_->abandon();
-  if (bulk_) bulk_->abandon();
 }
 
 void BackendServer::onConnectionFailed(BackendConnection& connection, BackendFailure failure) {

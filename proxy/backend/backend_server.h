@@ -1,11 +1,6 @@
 // One memcached server as seen by one worker: its pipelined connection, its health, and
 // whether it may serve reads.
 //
-// Lanes: requests whose replies are expected to be large (the client's budget says so, issue
-// 12) travel on a second connection, opened on first use, so that small requests never queue
-// behind megabytes of values on the shared pipeline (head-of-line). Both lanes count for the
-// server's health; probes and idle checks use the main one.
-//
 // Health: after `failure_limit` consecutive connection failures the server is marked down and
 // every request fails fast; after a jittered, doubling delay a probe sends `version`, and only
 // a good answer brings it back. An idle server gets a `version` every check interval, so a
@@ -58,12 +53,11 @@ class BackendServer : public ConnectionObserver, private ReplySink {
 
   // Returns the reason a request cannot be sent now, or nullopt. After nullopt, encode the
   // request into output() and call commit(); the sink then hears back exactly once.
-  // `bulk`: the request's reply is expected to be large (the bulk lane).
-  std::optional<BackendFailure> admit(bool bulk = false) const;
-  ByteBuffer& output(bool bulk = false) { return lane(bulk).output(); }
+  std::optional<BackendFailure> admit() const;
+  ByteBuffer& output() { return connection_->output(); }
   // `quiet`: the request may get no reply (meta q); the sink then hears `silent_code`.
   void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet = false,
-              protocol::ReplyCode silent_code = protocol::ReplyCode::kOk, bool bulk = false);
+              protocol::ReplyCode silent_code = protocol::ReplyCode::kOk);
 
   // A write to `key` may not have reached this server (or left it diverged): delete it here
   // before this server serves reads again.
@@ -87,7 +81,6 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   enum class State : uint8_t { kUp, kDown, kProbing };
   enum Tag : uint32_t { kProbeTag, kHealthTag, kReplayTag, kFlushTag };
 
-  BackendConnection& lane(bool bulk);
   void markDown(BackendFailure failure);
   void startProbe();
   void onHealthTimer();
@@ -102,12 +95,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   std::string address_;
   ServerOptions options_;
   BackendStats& stats_;
-  event::EventBase& base_;
-  FlushList& flush_list_;
-  sockaddr_storage sockaddr_;
-  socklen_t sockaddr_len_ = 0;
   std::unique_ptr<BackendConnection> connection_;
-  std::unique_ptr<BackendConnection> bulk_;  // large replies; opened on first use
   event::Timer retry_timer_;
   event::Timer health_timer_;
   State state_ = State::kUp;

@@ -228,9 +228,7 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
     case Admission::kAdmitOnCredit:
       break;
   }
-  // Large replies travel on the backends' bulk lanes, small ones never queue behind them.
-  ClientRequest* dispatched =
-      context_.dispatcher.dispatch(request_, this, reservation >= BufferBudget::kLargeReply);
+  ClientRequest* dispatched = context_.dispatcher.dispatch(request_, this);
   bool retrieval = reservation > 0 || protocol::isRetrieval(request_.command) ||
                    request_.command == Command::kMetaGet;
   uint32_t keys = retrieval ? static_cast<uint32_t>(std::max<size_t>(request_.key_count, 1)) : 0;

@@ -123,13 +123,13 @@ uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::stri
 
 bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
                          protocol::ReplyShape shape) {
-  if (auto refused = server->admit(bulk_)) {
+  if (auto refused = server->admit()) {
     failChild(child, *refused);
     return false;
   }
-  server->output(bulk_).append(bytes);
+  server->output().append(bytes);
   ++outstanding_;
-  server->commit(this, child, shape, quiet_, protocol::silentCode(command_), bulk_);
+  server->commit(this, child, shape, quiet_, protocol::silentCode(command_));
   return !children_[child].failed;  // a connection can fail inside commit()
 }
 

@@ -73,9 +73,6 @@ class ClientRequest final : public backend::ReplySink {
   void overrideReply(std::string_view reply);
   void pinView(backend::BackendRegistry* registry, backend::TopologyView* view);
   void setPool(const backend::PoolView* pool) { pool_view_ = pool; }
-  // Its replies are expected to be large: backend requests go on the servers' bulk lanes.
-  void setBulk(bool bulk) { bulk_ = bulk; }
-  bool bulk() const { return bulk_; }
 
   // Keys in client order, each with its pool and the child (server) of the current round.
   void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
@@ -178,7 +175,6 @@ class ClientRequest final : public backend::ReplySink {
   bool local_only_ = false;    // kRead / kMultiGet: gets/gats never leave the local zone
   bool sending_ = false;       // a send loop is running: replies that arrive at once wait
   bool override_ = false;      // overrideReply(): reply_ is final
-  bool bulk_ = false;          // setBulk()
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;           // kRead
   uint32_t round_start_ = 0;            // kMultiGet: first child of the current round

@@ -151,11 +151,11 @@ void ClientRequest::sendMultiGetRound() {
   sending_ = true;
   for (uint32_t c = round_start_; c < child_count_; ++c) {
     backend::BackendServer* server = children_[c].server;
-    if (auto refused = server->admit(bulk_)) {
+    if (auto refused = server->admit()) {
       failChild(c, *refused);
       continue;
     }
-    ByteBuffer& out = server->output(bulk_);
+    ByteBuffer& out = server->output();
     out.append(copy_.view());
     for (size_t i = 0; i < key_refs_.size(); ++i) {
       if (key_refs_[i].resolved || key_refs_[i].child != c) continue;
@@ -164,8 +164,7 @@ void ClientRequest::sendMultiGetRound() {
     }
     out.append("\r\n");
     ++outstanding_;
-    server->commit(this, c, protocol::ReplyShape::kRetrieval, false, protocol::ReplyCode::kOk,
-                   bulk_);
+    server->commit(this, c, protocol::ReplyShape::kRetrieval);
   }
   sending_ = false;
   if (outstanding_ == 0 && sealed_) multiGetRoundDone();

@@ -44,8 +44,7 @@ ClientRequest* RequestDispatcher::deleteForTooLarge(const protocol::Request& req
   return r;
 }
 
-ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, RequestOwner* owner,
-                                           bool bulk) {
+ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, RequestOwner* owner) {
   stats_.commands[static_cast<int>(request.command)].add();
   switch (request.command) {
     case Command::kVersion:
@@ -68,7 +67,6 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
   if (view == nullptr) return localReply(protocol::errors::kNoTopology, owner, request.command);
 
   ClientRequest* r = pool_.acquire();
-  r->setBulk(bulk);
   if (request.command == Command::kFlushAll) {
     if (!view->topology->allow_flush_all) {
       r->start(owner, request.command, Plan::kLocal, &stats_);
@@ -142,15 +140,15 @@ void RequestDispatcher::dispatchReplicatedWrite(const protocol::Request& request
 }
 
 void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
-                             const protocol::Request& request, bool bulk) {
-  if (auto refused = server->admit(bulk)) {
+                             const protocol::Request& request) {
+  if (auto refused = server->admit()) {
     r->failChild(child, *refused);
     return;
   }
-  protocol::encodeForward(request, server->output(bulk));
+  protocol::encodeForward(request, server->output());
   r->expectReplies(1);
   server->commit(r, child, protocol::replyShapeFor(request.command), request.quiet,
-                 protocol::silentCode(request.command), bulk);
+                 protocol::silentCode(request.command));
 }
 
 void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientRequest* r,
@@ -159,7 +157,7 @@ void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientR
   const backend::ZoneView& zv = pool.zones[pool.local_zone];
   backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
   uint32_t child = r->addChild(server);
-  send(r, child, server, request, r->bulk());
+  send(r, child, server, request);
   r->sealed();
 }
 

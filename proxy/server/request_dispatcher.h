@@ -21,9 +21,8 @@ class RequestDispatcher {
   RequestDispatcher(backend::BackendRegistry& registry, RequestPool& pool, ProxyStats& stats,
                     StatsRenderer render_stats);
 
-  // Never returns null; the request is ready at once or will call its owner back. `bulk`:
-  // its reply is expected to be large (sent on the servers' bulk lanes, issue 12).
-  ClientRequest* dispatch(const protocol::Request& request, RequestOwner* owner, bool bulk = false);
+  // Never returns null; the request is ready at once or will call its owner back.
+  ClientRequest* dispatch(const protocol::Request& request, RequestOwner* owner);
   // A request answered by the proxy itself, in order, with `reply` (may be empty); by
   // default one the parser rejected.
   ClientRequest* localReply(std::string_view reply, RequestOwner* owner,
@@ -42,7 +41,7 @@ class RequestDispatcher {
                         backend::TopologyView* view);
   void dispatchFlushAll(const protocol::Request& request, ClientRequest* r);
   void send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
-            const protocol::Request& request, bool bulk = false);
+            const protocol::Request& request);
 
   backend::BackendRegistry& registry_;
   RequestPool& pool_;
