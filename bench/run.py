@@ -11,6 +11,7 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
     bench/run.py --replication [--seconds 10] [--markdown]
     bench/run.py --metrics-cost build-nometrics [--seconds 10] [--rounds 3]
     bench/run.py --hostile [--slow 200] [--seconds 8] [--budget 64M] [--plot FILE] [--markdown]
+                           [--proxy-build BUILD] [--compare-build BUILD] [--rss-cap MIB]
 
 --metrics-cost compares the proxy's CPU per request with and without per-request metrics
 (a second build configured with -DMEMZONE_BENCH_NO_REQUEST_METRICS=ON), runs alternating.
@@ -124,7 +125,14 @@ def main():
     parser.add_argument("--hostile", action="store_true",
                         help="well-behaved clients' throughput and p99 with slow readers attached")
     parser.add_argument("--slow", type=int, default=200, help="--hostile: slow readers")
-    parser.add_argument("--budget", default="64M", help="--hostile: memzone --max-buffer-memory")
+    parser.add_argument("--budget", default="64M",
+                        help="--hostile: memzone --max-buffer-memory ('none': not passed, for "
+                             "builds that predate it)")
+    parser.add_argument("--proxy-build", metavar="BUILD",
+                        help="--hostile: take memzone-proxy from this build (default: --build)")
+    parser.add_argument("--compare-build", metavar="BUILD",
+                        help="--hostile: also measure this build's memzone-proxy, without "
+                             "--max-buffer-memory (e.g. one from before the budget)")
     parser.add_argument("--plot", metavar="FILE", help="--hostile: write the RSS curves here (PNG)")
     parser.add_argument("--rss-cap", type=int, default=4096,
                         help="--hostile: MiB; stop a target's slow readers past this RSS")
@@ -360,7 +368,7 @@ def loadgen_once(loadgen, port, seconds, connections=20):
 
 def run_hostile(args):
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
-    proxy = os.path.join(args.build, "proxy/memzone-proxy")
+    proxy = os.path.join(args.proxy_build or args.build, "proxy/memzone-proxy")
     for tool in (loadgen, proxy):
         if not os.access(tool, os.X_OK):
             sys.exit("bench: %s missing; run scripts/build.sh" % tool)
@@ -386,10 +394,21 @@ def run_hostile(args):
         topology = os.path.join(work, "topology.yaml")
         with open(topology, "w") as f:
             f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
+        budget = [] if args.budget == "none" else ["--max-buffer-memory", args.budget]
         p = procs.start([proxy, "--listen", "127.0.0.1:%d" % proxy_port, "--zone", "a",
-                         "--config", topology, "--threads", str(args.proxy_threads),
-                         "--max-buffer-memory", args.budget], proxy_port)
-        targets.append(("memzone-proxy (%s budget)" % args.budget, proxy_port, p.pid))
+                         "--config", topology, "--threads", str(args.proxy_threads)] + budget,
+                        proxy_port)
+        targets.append(("memzone-proxy (%s)" % ("%s budget" % args.budget if budget else
+                                                 args.proxy_build or "no budget"),
+                        proxy_port, p.pid))
+        if args.compare_build:
+            other = os.path.join(args.compare_build, "proxy/memzone-proxy")
+            other_port = free_port()
+            o = procs.start([other, "--listen", "127.0.0.1:%d" % other_port, "--zone", "a",
+                             "--config", topology, "--threads", str(args.proxy_threads)],
+                            other_port)
+            targets.append(("memzone-proxy (%s, no budget)" % os.path.basename(
+                os.path.normpath(args.compare_build)), other_port, o.pid))
         if nutcracker:
             tw_port = free_port()
             conf = os.path.join(work, "nutcracker.yml")
