@@ -252,7 +252,12 @@ void ClientConnection::takeReadyReplies() {
   int64_t now = 0;  // read once, and only if something is ready
   while (!fifo_.empty() && fifo_.front().request->ready()) {
     Entry e = fifo_.front();
+    fifo_.pop_front();
     ClientRequest* r = e.request;
+    if (e.reserved != 0) {
+      reserved_ -= e.reserved;
+      context_.budget.unreserve(e.reserved);
+    }
     size_t size = r->reply().size();
     noteReplySize(size);
     // An error says nothing about the values (a backend failure would pass for a tiny one).
@@ -260,22 +265,14 @@ void ClientConnection::takeReadyReplies() {
                            protocol::RequestResult::kServerError) {
       noteRetrievalReply(size, e.keys);
     }
+    if (e.credit && size >= BufferBudget::kLargeReply && context_.budget.saturated()) {
+      // Admitted on credit and it came back large: refused now (its bytes are freed when
+      // the request is recycled, below).
+      context_.budget.counters().rejected.add();
+      r->overrideReply(r->command() == Command::kMetaGet ? kOutOfMemory : kOutOfMemoryGet);
+    }
     if (now == 0) now = event::nowMicros();
     recordDone(*r, now);
-    fifo_.pop_front();
-    if (e.reserved != 0) {
-      reserved_ -= e.reserved;
-      context_.budget.unreserve(e.reserved);
-    }
-    if (e.credit && size >= BufferBudget::kLargeReply && context_.budget.saturated()) {
-      // Admitted on credit and it came back large: refused now, its bytes freed at once.
-      context_.budget.counters().rejected.add();
-      std::string_view refusal = r->command() == Command::kMetaGet ? kOutOfMemory : kOutOfMemoryGet;
-      output_.append(refusal);
-      appendBufferSegment(refusal.size());
-      r->releaseByOwner(context_.pool);
-      continue;
-    }
     queueOutput(r);
   }
 }
