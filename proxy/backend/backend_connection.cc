@@ -237,7 +237,8 @@ bool BackendConnection::matchReplies() {
     }
     protocol::ReplyResult r = protocol::parseReply(in, p.shape);
     if (r.status == ReplyStatus::kNeedMore) return true;
-    if (r.status == ReplyStatus::kInvalid) {
+    if (r.status == ReplyStatus::kInvalid ||
+        !p.sink->replyMatches(p.tag, in.substr(0, r.consumed))) {
       fail(BackendFailure::kDesync);
       return false;
     }

@@ -116,6 +116,19 @@ uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::stri
   return UINT32_MAX;
 }
 
+bool ClientRequest::send(uint32_t child, backend::BackendServer* server,
+                         const protocol::Request& request) {
+  if (auto refused = server->admit()) {
+    failChild(child, *refused);
+    return false;
+  }
+  protocol::encodeForward(request, server->output());
+  ++outstanding_;
+  server->commit(this, child, protocol::replyShapeFor(command_), quiet_,
+                 protocol::silentCode(command_));
+  return !children_[child].failed;  // a connection can fail inside commit()
+}
+
 bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
                          protocol::ReplyShape shape) {
   if (auto refused = server->admit()) {
@@ -148,6 +161,16 @@ void ClientRequest::onBackendFailure(uint32_t tag, backend::BackendFailure failu
   failChild(tag, failure);
   --outstanding_;
   childDone(tag);
+}
+
+bool ClientRequest::replyMatches(uint32_t tag, std::string_view reply) const {
+  if (!protocol::isRetrieval(command_)) return true;
+  if (plan_ == Plan::kMultiGet) return multiGetReplyMatches(tag, reply);
+  // One key asked: every VALUE block must be that key's, and there is at most one.
+  protocol::ValueBlock block;
+  if (!protocol::parseValueBlock(reply, block)) return true;  // END or an error line
+  if (block.key != keyAt(0)) return false;
+  return !protocol::parseValueBlock(reply.substr(block.size), block);
 }
 
 void ClientRequest::childDone(uint32_t child) {
@@ -196,37 +219,6 @@ void ClientRequest::finish() {
     reply_child_ = kNoChild;
   }
   markReady();
-}
-
-void ClientRequest::finishSingle() {
-  if (override_) return;
-  Child& c = children_[0];
-  if (c.failed) {
-    stats_->server_errors.add();
-    reply_.append(backend::failureReply(c.failure));
-    return;
-  }
-  if (protocol::isRetrieval(command_) || command_ == Command::kMetaGet) {
-    bool hit =
-        c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
-    (hit ? stats_->get_hits : stats_->get_misses).add();
-  }
-  reply_child_ = 0;  // empty when a quiet request was answered with silence
-}
-
-void ClientRequest::finishBroadcast() {
-  for (size_t i = 0; i < child_count_; ++i) {
-    const Child& c = children_[i];
-    if (c.failed) {
-      reply_.append(backend::failureReply(c.failure));
-      return;
-    }
-    if (c.code != ReplyCode::kOk) {
-      reply_.append(c.reply.view());
-      return;
-    }
-  }
-  reply_.append("OK\r\n");
 }
 
 void ClientRequest::markReady() {

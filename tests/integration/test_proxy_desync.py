@@ -141,6 +141,9 @@ MISBEHAVIOURS = {
     "missing reply": lambda line, _: b"" if line == b"get a" else b"END\r\n",
     # a reply of the wrong shape for its request
     "wrong shape": lambda line, _: b"STORED\r\n" if line == b"get a" else b"END\r\n",
+    # the right shape, but a value for a key the request did not ask for
+    "another key's value": lambda line, _: (b"VALUE b 0 1\r\nB\r\nEND\r\n" if line == b"get a"
+                                           else b"END\r\n"),
     # bytes that are no reply at all
     "garbage": lambda line, _: b"HELLO\r\n" if line == b"get a" else b"END\r\n",
     # every reply right, the fence's opaque wrong
