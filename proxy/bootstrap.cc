@@ -139,6 +139,7 @@ int runProxy(const config::ProxyOptions& options) {
   worker_options.parser_limits.max_item_size = options.max_item_size;
   worker_options.max_connections = options.max_connections;
   worker_options.backend_samples = options.metrics_per_backend;
+  worker_options.server_board = std::make_shared<backend::ServerBoard>();
 
   std::vector<std::unique_ptr<server::Worker>> workers;
   auto stats_context = std::make_shared<server::StatsContext>();

@@ -5,11 +5,13 @@
 namespace memzone::backend {
 
 BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
-                                 std::string local_zone, BackendStats& stats)
+                                 std::string local_zone, BackendStats& stats,
+                                 std::shared_ptr<ServerBoard> board)
     : base_(base),
       flush_list_(flush_list),
       local_zone_(std::move(local_zone)),
       stats_(stats),
+      board_(board ? std::move(board) : std::make_shared<ServerBoard>()),
       drop_timer_(base, [this] { dropIdleRetiredViews(); }) {}
 
 BackendRegistry::~BackendRegistry() {
@@ -42,7 +44,8 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
             slot = it->second;
             slot->setOptions(options);
           } else {
-            slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_);
+            slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_,
+                                                   board_->stateFor(b.address));
             slot->connectAhead();  // in the background: the first request finds it ready
           }
           view->servers.push_back(slot);

@@ -37,8 +37,9 @@ struct TopologyView {
 
 class BackendRegistry {
  public:
+  // `board` is the proxy's shared server view (a private one when null).
   BackendRegistry(event::EventBase& base, FlushList& flush_list, std::string local_zone,
-                  BackendStats& stats);
+                  BackendStats& stats, std::shared_ptr<ServerBoard> board = nullptr);
   ~BackendRegistry();
 
   // Builds the view for `topology` and makes it current.
@@ -65,6 +66,7 @@ class BackendRegistry {
   FlushList& flush_list_;
   std::string local_zone_;
   BackendStats& stats_;
+  std::shared_ptr<ServerBoard> board_;
   std::map<std::string, std::shared_ptr<BackendServer>> servers_;
   TopologyView* current_ = nullptr;
   std::vector<std::unique_ptr<TopologyView>> views_;

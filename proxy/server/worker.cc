@@ -15,7 +15,7 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
     : index_(index),
       listen_fd_(listen_fd),
       options_(options),
-      registry_(base_, flush_list_, options.zone, backend_stats_),
+      registry_(base_, flush_list_, options.zone, backend_stats_, options.server_board),
       dispatcher_(registry_, pool_, stats_, std::move(render_stats)),
       parser_(options.parser_limits),
       reaper_(base_, [this] { reap(); }),

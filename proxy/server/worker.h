@@ -27,6 +27,8 @@ struct WorkerOptions {
   ConnectionLimits connection_limits;
   size_t max_connections = 65536;  // per worker
   bool backend_samples = false;    // refresh backendSamples() every second
+  // The proxy's shared view of each server (read trust); one per proxy, shared by workers.
+  std::shared_ptr<backend::ServerBoard> server_board;
 };
 
 // One backend as this worker sees it, sampled off the request path for per-backend metrics.
