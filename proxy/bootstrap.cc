@@ -140,6 +140,13 @@ int runProxy(const config::ProxyOptions& options) {
   worker_options.max_connections = options.max_connections;
   worker_options.backend_samples = options.metrics_per_backend;
   worker_options.server_board = std::make_shared<backend::ServerBoard>();
+  if (!options.state_dir.empty()) {
+    // Deletes a previous run still owed servers: each goes to the first worker that creates
+    // the server, and is replayed before that server serves reads.
+    worker_options.state_dir = options.state_dir;
+    worker_options.server_board->restore(backend::InvalidationLog::load(options.state_dir),
+                                         options.state_dir, static_cast<int>(threads));
+  }
 
   std::vector<std::unique_ptr<server::Worker>> workers;
   auto stats_context = std::make_shared<server::StatsContext>();

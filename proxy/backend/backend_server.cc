@@ -88,9 +88,40 @@ ReadTrust BackendServer::readTrust() const {
   return ReadTrust::kReadable;
 }
 
+void BackendServer::restore(const OwedDeletes& owed) {
+  for (const std::string& key : owed.keys) {
+    if (log_ != nullptr) log_->queued(address_, key);
+    invalidations_.push_back(key);
+  }
+  if (owed.overflowed) {
+    if (log_ != nullptr) log_->overflowed(address_);
+    overflowed_ = true;
+    overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+    if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
+  }
+  setQueueDepth(pendingInvalidations());
+  replay_wanted_ = overflowed_ || !invalidations_.empty();
+  updateOwing();
+  if (state_ == State::kUp) replayInvalidations();
+}
+
+OwedDeletes BackendServer::owed() const {
+  OwedDeletes out;
+  for (size_t i = 0; i < replaying_.size(); ++i) out.keys.push_back(replaying_.at(i));
+  for (size_t i = 0; i < invalidations_.size(); ++i) out.keys.push_back(invalidations_.at(i));
+  out.overflowed = overflowed_;
+  return out;
+}
+
 void BackendServer::updateOwing() {
   bool owes =
       !invalidations_.empty() || !replaying_.empty() || (overflowed_ && options_.allow_flush);
+  // The log learns when nothing is owed any more, overflow included.
+  bool clean = invalidations_.empty() && replaying_.empty() && !overflowed_;
+  if (clean != log_clean_) {
+    log_clean_ = clean;
+    if (clean && log_ != nullptr) log_->cleared(address_);
+  }
   if (owes == owing_published_) return;
   owing_published_ = owes;
   if (owes) {
@@ -234,6 +265,7 @@ void BackendServer::invalidate(std::string_view key) {
     return;
   }
   invalidations_.push_back(std::string(key));
+  if (log_ != nullptr) log_->queued(address_, key);
   zone().invalidations_queued.add();
   setQueueDepth(pendingInvalidations());
   updateOwing();
@@ -249,6 +281,7 @@ void BackendServer::overflow() {
   }
   zone().invalidations_dropped.add(dropped);
   overflowed_ = true;
+  if (log_ != nullptr) log_->overflowed(address_);
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
   if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);

@@ -70,6 +70,12 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   size_t pendingInvalidations() const { return invalidations_.size() + replaying_.size(); }
 
   void setOptions(ServerOptions options);
+  // Durable invalidations: `log` (may be null) records what this server is owed.
+  void setLog(InvalidationLog* log) { log_ = log; }
+  // Deletes a previous run of the proxy still owed this server.
+  void restore(const OwedDeletes& owed);
+  // What this worker owes the server now (for a log rewrite).
+  OwedDeletes owed() const;
   void connectAhead() { connection_->connectAhead(); }
   void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
@@ -109,6 +115,8 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   BackendStats& stats_;
   std::unique_ptr<BackendConnection> connection_;
   std::shared_ptr<ServerState> shared_;
+  InvalidationLog* log_ = nullptr;
+  bool log_clean_ = true;  // the log's last word for this server: nothing owed
   bool owing_published_ = false;
   uint32_t returns_seen_ = 0;  // shared_->returns when this worker marked the server down
   event::Timer retry_timer_;

@@ -13,6 +13,34 @@ std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
   return state;
 }
 
+void ServerBoard::restore(std::map<std::string, OwedDeletes> owed, std::string dir, int workers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  restored_ = std::move(owed);
+  restored_dir_ = std::move(dir);
+  logs_pending_ = workers;
+}
+
+OwedDeletes ServerBoard::takeRestored(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  OwedDeletes out;
+  auto it = restored_.find(address);
+  if (it != restored_.end()) {
+    out = std::move(it->second);
+    restored_.erase(it);
+  }
+  return out;
+}
+
+void ServerBoard::workerLogWritten() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (logs_pending_ > 0 && --logs_pending_ == 0) {
+    // Every worker's log now holds what it took; what nobody took belongs to servers no
+    // longer in the topology.
+    InvalidationLog::dropOld(restored_dir_);
+    restored_.clear();
+  }
+}
+
 std::vector<std::string> ServerBoard::owedAddresses() const {
   std::vector<std::string> out;
   std::lock_guard<std::mutex> lock(mu_);

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "proxy/backend/invalidation_log.h"
+
 namespace memzone::backend {
 
 struct alignas(64) ServerState {
@@ -45,9 +47,19 @@ class ServerBoard {
   // "dirty" (no proxy may read them until every proxy has reported them clean). Any thread.
   std::vector<std::string> owedAddresses() const;
 
+  // Durable invalidations (invalidation_log.h): what the files said each server is owed,
+  // handed once to the first worker that creates the server; and how many workers have yet
+  // to write their first log, after which the old files go.
+  void restore(std::map<std::string, OwedDeletes> owed, std::string dir, int workers);
+  OwedDeletes takeRestored(const std::string& address);
+  void workerLogWritten();
+
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::weak_ptr<ServerState>> states_;
+  std::map<std::string, OwedDeletes> restored_;
+  std::string restored_dir_;
+  int logs_pending_ = 0;
 };
 
 }  // namespace memzone::backend

@@ -26,7 +26,9 @@ std::string proxyUsage() {
          "  --threads          worker threads (default: one per core)\n"
          "  --config           static topology YAML (no controller); SIGHUP reloads it\n"
          "  --controller       memzone-controller's gRPC address: stream the topology from it\n"
-         "  --state-dir        keep the last applied snapshot here; serve it at start-up\n"
+         "  --state-dir        keep the deletes owed to servers here (they survive a restart)\n"
+         "                     and, with --controller, the last applied snapshot, served at\n"
+         "                     start-up\n"
          "                     until the controller answers\n"
          "  --metrics-listen   serve /metrics, /healthz, /readyz here\n"
          "  --metrics-per-backend  also export per-server series (address label; off by\n"
@@ -119,8 +121,6 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   }
   if (o.config_path.empty() == o.controller.empty()) {
     result.error = "exactly one of --config or --controller is required";
-  } else if (!o.state_dir.empty() && o.controller.empty()) {
-    result.error = "--state-dir needs --controller (a --config topology is already on disk)";
   }
   return result;
 }

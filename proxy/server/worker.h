@@ -29,6 +29,7 @@ struct WorkerOptions {
   bool backend_samples = false;    // refresh backendSamples() every second
   // The proxy's shared view of each server (read trust); one per proxy, shared by workers.
   std::shared_ptr<backend::ServerBoard> server_board;
+  std::string state_dir;  // with it, deletes owed to servers are logged there (durable)
 };
 
 // One backend as this worker sees it, sampled off the request path for per-backend metrics.

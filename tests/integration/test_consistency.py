@@ -1,6 +1,8 @@
 """No stale reads through any proxy (issue 17): what one proxy knows about a server, all of
 its workers know."""
+import shutil
 import socket
+import tempfile
 import time
 import unittest
 
@@ -80,6 +82,51 @@ class PerProxyServerStateTest(unittest.TestCase):
             proxy.stop()
             local.kill()
             remote.kill()
+
+
+class DurableInvalidationsTest(unittest.TestCase):
+    def test_owed_deletes_survive_a_proxy_restart(self):
+        local, remote = Memcached().start(), Memcached().start()
+        state_dir = tempfile.mkdtemp(prefix="memzone-state-")
+        yaml = pool_yaml(local.address, remote.address, down_retry_ms=200)
+        proxy = Proxy(yaml, zone="zone-a", threads=2, extra_args=["--state-dir", state_dir]).start()
+        restarted = None
+        try:
+            keys = [b"d%d" % i for i in range(6)]
+            for k in keys:
+                self.assertEqual(request(proxy.port, b"set %s 0 0 2\r\nv1\r\n" % k),
+                                 b"STORED\r\n")
+            local.pause()
+            # Every worker's health check times out and marks it down: writes then fail fast
+            # and are never sent (a write sent to a stopped memcached lands when it resumes).
+            time.sleep(0.8)
+            for k in keys:  # missed by the stopped local server: owed as deletes
+                request(proxy.port, b"set %s 0 0 2\r\nv2\r\n" % k)
+            proxy.stop()  # ... and the proxy goes away before it could replay them
+            local.resume()
+            with local.client() as c:  # the local server really holds the old values
+                self.assertIn(b"v1", c.request(b"get %s\r\n" % keys[0]))
+            restarted = Proxy(yaml, zone="zone-a", threads=3,
+                              extra_args=["--state-dir", state_dir]).start()
+            for _ in range(20):
+                for k in keys:
+                    self.assertNotIn(b"\r\nv1\r\n", request(restarted.port, b"get %s\r\n" % k))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with local.client() as c:
+                    if all(c.request(b"get %s\r\n" % k) == b"END\r\n" for k in keys):
+                        break
+                time.sleep(0.05)
+            else:
+                self.fail("the restored deletes were not replayed")
+            self.assertIn("restored", restarted.logs())
+        finally:
+            if restarted:
+                restarted.stop()
+            proxy.stop()
+            local.kill()
+            remote.kill()
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
