@@ -318,7 +318,10 @@ class Reader {
     // a round trip).
     uint64_t needed = uint64_t{health->max_down_retry_ms()} * 6 / 5 + timeouts->connect_ms() +
                       timeouts->request_ms();
-    if (v != 0 && v < needed) {
+    if (!(c && c["readHoldMs"]) && v < needed) {
+      v = static_cast<uint32_t>(needed);  // the default follows longer retries or timeouts
+      consistency->set_read_hold_ms(v);
+    } else if (v != 0 && v < needed) {
       YAML::Node at = c && c["readHoldMs"] ? c["readHoldMs"]
                       : h && h["maxDownRetryMs"] ? h["maxDownRetryMs"]
                                                  : root;

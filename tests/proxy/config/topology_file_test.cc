@@ -67,6 +67,15 @@ TEST(TopologyFile, DefaultsFollowDesign) {
   EXPECT_EQ(r.spec.consistency.read_hold_ms, 6000u);  // valid with the default health settings
 }
 
+TEST(TopologyFile, DefaultReadHoldFollowsLongerRetries) {
+  auto r = parseTopologyYaml(
+      "pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\nhealth: {maxDownRetryMs: "
+      "10000}\n",
+      "t.yaml");
+  ASSERT_TRUE(r.errors.empty());
+  EXPECT_EQ(r.spec.consistency.read_hold_ms, 12000u + 200u + 250u);
+}
+
 TEST(TopologyFile, VersionIsAContentHash) {
   std::string a = "pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\n";
   std::string b = "pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:2\"]\n";
