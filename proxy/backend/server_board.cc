@@ -1,5 +1,7 @@
 #include "proxy/backend/server_board.h"
 
+#include <algorithm>
+
 namespace memzone::backend {
 
 std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
@@ -38,6 +40,30 @@ void ServerBoard::workerLogWritten() {
     // longer in the topology.
     InvalidationLog::dropOld(restored_dir_);
     restored_.clear();
+  }
+}
+
+void ServerBoard::setDirty(const std::vector<std::string>& addresses) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [address, weak] : states_) {
+    std::shared_ptr<ServerState> s = weak.lock();
+    if (!s) continue;
+    bool dirty = std::find(addresses.begin(), addresses.end(), address) != addresses.end();
+    s->dirty.store(dirty, std::memory_order_relaxed);
+  }
+}
+
+void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [address, weak] : states_) {
+    std::shared_ptr<ServerState> s = weak.lock();
+    if (!s || !s->dirty.load(std::memory_order_relaxed)) continue;
+    int64_t until = now_us + int64_t{hold_ms} * 1000;
+    int64_t current = s->readable_at_us.load(std::memory_order_relaxed);
+    while (current < until &&
+           !s->readable_at_us.compare_exchange_weak(current, until, std::memory_order_relaxed)) {
+    }
+    s->dirty.store(false, std::memory_order_relaxed);
   }
 }
 

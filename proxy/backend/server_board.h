@@ -37,6 +37,9 @@ struct alignas(64) ServerState {
   // A worker's invalidation queue overflowed and flushing is not allowed: nobody reads it
   // before this time (the latest such deadline of any worker).
   std::atomic<int64_t> distrusted_until_us{0};
+  // Some proxy (this one or another) owes this server deletes, says the controller: nobody
+  // reads it until every proxy has reported it clean.
+  std::atomic<bool> dirty{false};
 };
 
 class ServerBoard {
@@ -53,6 +56,13 @@ class ServerBoard {
   void restore(std::map<std::string, OwedDeletes> owed, std::string dir, int workers);
   OwedDeletes takeRestored(const std::string& address);
   void workerLogWritten();
+
+  // The controller's list of dirty servers (every proxy's owed servers, united). Servers not
+  // in it are clean; one that stops being dirty still waits for its read hold, if any.
+  void setDirty(const std::vector<std::string>& addresses);
+  // The controller is gone: nobody tells us when other proxies are done, so every server
+  // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
+  void controllerLost(uint32_t hold_ms, int64_t now_us);
 
  private:
   mutable std::mutex mu_;
