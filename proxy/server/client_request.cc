@@ -78,6 +78,7 @@ uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attemp
   c.code = ReplyCode::kError;
   c.server = server;
   c.attempt = attempt;
+  c.line_bytes = 0;
   return static_cast<uint32_t>(child_count_++);
 }
 
@@ -245,7 +246,15 @@ void ClientRequest::maybeRecycle() {
   }
   reply_.shrinkIfAbove(64 * 1024);
   copy_.shrinkIfAbove(64 * 1024);
+  keys_.shrinkIfAbove(64 * 1024);
+  // A multi-get of thousands of keys must not pin its bookkeeping in the pool for ever.
+  if (key_refs_.capacity() > 1024) std::vector<KeyRef>().swap(key_refs_);
   for (size_t i = 0; i < child_count_; ++i) children_[i].reply.shrinkIfAbove(64 * 1024);
+  if (children_.size() > 64) {
+    children_.resize(64);
+    children_.shrink_to_fit();
+  }
+  child_count_ = 0;
   RequestPool* pool = pool_;
   released_by_owner_ = false;
   pool->release(this);

@@ -57,7 +57,8 @@ class ClientRequest final : public backend::ReplySink {
     backend::BackendFailure failure = backend::BackendFailure::kTimeout;
     protocol::ReplyCode code = protocol::ReplyCode::kError;
     backend::BackendServer* server = nullptr;
-    uint32_t attempt = 0;  // zone attempt: 0 = the local zone, then the pool's other zones
+    uint32_t attempt = 0;   // zone attempt: 0 = the local zone, then the pool's other zones
+    size_t line_bytes = 0;  // kMultiGet: length of the request line built for this child
   };
 
   // Set up by the dispatcher.
@@ -197,6 +198,7 @@ class ClientRequest final : public backend::ReplySink {
     bool failed = false;
   };
   std::vector<KeyRef> key_refs_;
+  static constexpr size_t kMaxBackendLine = 2048;  // kMultiGet: bytes per backend request line
   std::vector<Child> children_;
   size_t child_count_ = 0;  // children_ beyond this are pooled, not in use
 };

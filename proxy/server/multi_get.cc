@@ -80,7 +80,16 @@ void ClientRequest::sendMultiGetRound() {
     for (uint32_t c = round_start_; c < child_count_; ++c) {
       if (children_[c].server == server) child = c;
     }
-    if (child == UINT32_MAX) child = addChild(server, a);
+    // memcached hangs up on a line over 2048 bytes that straddles its reads (get/gets
+    // excepted), and re-scans long get lines every 22 keys: each backend request stays short.
+    if (child != UINT32_MAX && children_[child].line_bytes + 1 + key.size() > kMaxBackendLine) {
+      child = UINT32_MAX;
+    }
+    if (child == UINT32_MAX) {
+      child = addChild(server, a);
+      children_[child].line_bytes = copy_.size() + 2;
+    }
+    children_[child].line_bytes += 1 + key.size();
     ref.child = child;
   }
   // One backend request per server, its keys in the client's order.

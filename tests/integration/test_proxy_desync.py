@@ -144,11 +144,47 @@ MISBEHAVIOURS = {
     # the right shape, but a value for a key the request did not ask for
     "another key's value": lambda line, _: (b"VALUE b 0 1\r\nB\r\nEND\r\n" if line == b"get a"
                                            else b"END\r\n"),
+    # a value length that would wrap offsets around
+    "huge length": lambda line, _: (b"VALUE b 0 18446744073709551582\r\n"
+                                    if line == b"get a" else b"END\r\n"),
     # bytes that are no reply at all
     "garbage": lambda line, _: b"HELLO\r\n" if line == b"get a" else b"END\r\n",
     # every reply right, the fence's opaque wrong
     "wrong fence": wrong_fence,
 }
+
+
+class FenceAndLineTest(unittest.TestCase):
+    """What a client can do to the proxy's own traffic on a shared connection."""
+
+    def test_clients_cannot_poison_the_fence_or_overflow_memcacheds_line_limit(self):
+        server = Memcached().start()
+        proxy = Proxy(topology({"zone-a": [server.address]}), threads=1).start()
+        try:
+            with proxy.client() as c:
+                # Creating the fence key (and marking it) changes the fence's answer to
+                # "HD O<opaque> Z/W/X": still a fence, not a desync.
+                for poison in (b"mg memzone:fence N0 v\r\n", b"mg bWVt.em9uZTpmZW5jZQ== b N0\r\n",
+                               b"md memzone:fence I\r\n", b"mg memzone:fence v\r\n"):
+                    c.request(poison)
+                for i in range(20):
+                    self.assertEqual(c.request(b"set k%d 0 0 1\r\nx\r\n" % i), b"STORED\r\n")
+                # A meta line padded past 2048 bytes goes out rebuilt; one whose tokens alone
+                # are that long is answered here, and the connection lives.
+                self.assertEqual(c.request(b"mg k1" + b" " * 4440 + b"v\r\n"), b"VA 1\r\nx\r\n")
+                self.assertEqual(c.request(b"mg k1 k" + b"A" * 3000 + b" v\r\n"),
+                                 b"CLIENT_ERROR line too long\r\n")
+                # A multi-key gat of long keys is split into short lines per server.
+                keys = [b"%s%03d" % (b"g" * 200, i) for i in range(22)]
+                for k in keys:
+                    c.request(b"set %s 0 0 1\r\ny\r\n" % k)
+                reply = c.request(b"gat 0 " + b" ".join(keys) + b"\r\n")
+                self.assertEqual(reply.count(b"VALUE "), 22)
+            self.assertEqual(int(proxy.stats().get("proxy_backend_failures_desync", "0")), 0)
+            self.assertEqual(int(proxy.stats().get("proxy_backend_failures_disconnected", "0")), 0)
+        finally:
+            proxy.stop()
+            server.kill()
 
 
 class BackendDesyncTest(unittest.TestCase):
