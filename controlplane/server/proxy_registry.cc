@@ -34,7 +34,8 @@ void ProxyRegistry::sent(uint64_t id, const std::string& version, const std::str
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   ++it->second.snapshots_sent;
-  ops::logEvent(ops::LogLevel::kInfo, "sent:" + nonce, "sent topology %s (nonce %s) to proxy %s",
+  // One key per version: with thousands of proxies, one line a second says how many more.
+  ops::logEvent(ops::LogLevel::kInfo, "sent:" + version, "sent topology %s (nonce %s) to proxy %s",
                 version.c_str(), nonce.c_str(), it->second.node_id.c_str());
 }
 
@@ -44,8 +45,8 @@ void ProxyRegistry::acked(uint64_t id, const std::string& version) {
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   it->second.applied_version = version;
-  ops::logEvent(ops::LogLevel::kInfo, "ack:" + it->second.node_id + version,
-                "proxy %s ACKed topology %s", it->second.node_id.c_str(), version.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "ack:" + version, "proxy %s ACKed topology %s",
+                it->second.node_id.c_str(), version.c_str());
 }
 
 void ProxyRegistry::nacked(uint64_t id, const std::string& version, const std::string& reason) {

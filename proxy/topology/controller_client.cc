@@ -198,7 +198,11 @@ void ControllerClient::run() {
     const auto& [target, shown] = addresses[next % addresses.size()];
     ++next;
     auto started = std::chrono::steady_clock::now();
-    Outcome outcome = runStream(target, shown);
+    // A loaded controller (a restart storm: every proxy at once) may take longer than 2 s
+    // to complete handshakes; giving up sooner would only repeat the work. The bound grows
+    // with the backoff.
+    uint32_t connect_timeout_ms = std::max(options_.connect_timeout_ms, 2 * backoff_ms);
+    Outcome outcome = runStream(target, shown, connect_timeout_ms);
     if (outcome == Outcome::kStopped) return;
     if (outcome == Outcome::kEstablished &&
         std::chrono::steady_clock::now() - started >= kMinHealthyStream) {
@@ -211,7 +215,8 @@ void ControllerClient::run() {
 }
 
 ControllerClient::Outcome ControllerClient::runStream(const std::string& address,
-                                                      const std::string& shown) {
+                                                      const std::string& shown,
+                                                      uint32_t connect_timeout_ms) {
   if (on_state_) on_state_(ControllerState::kConnecting);
   grpc::ChannelArguments args;
   // A dead controller (or a silent network) is noticed within ~8 s, not at TCP's pace.
@@ -219,6 +224,8 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // A few KiB now and then: no bandwidth-delay probing (a ping per message received).
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // This channel makes one connection attempt: retries (and their backoff) are ours alone.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
@@ -238,7 +245,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
       if (std::chrono::system_clock::now() >= deadline) {
         ops::logEvent(ops::LogLevel::kWarn, "controller-connect:" + shown,
                       "controller %s: no connection within %u ms", shown.c_str(),
-                      options_.connect_timeout_ms);
+                      connect_timeout_ms);
         return Outcome::kFailed;
       }
     }

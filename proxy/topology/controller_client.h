@@ -13,7 +13,8 @@
 // serves the same content sends nothing and nothing is re-applied.
 //
 // One backoff, ours: each attempt uses a fresh channel (no gRPC reconnect backoff stacking on
-// top), and a connect attempt is bounded. After every address failed once the client waits,
+// top), and a connect attempt is bounded (2 s, or twice the current backoff: a controller
+// swamped by a reconnect storm is given time). After every address failed once the client waits,
 // jittered +-20%, from 250 ms growing x1.6 to 10 s, re-resolving names before the next round. An
 // established stream (the controller's initial metadata arrived) resets the backoff; one that
 // ends within a second of being established counts as a failure, so a controller that accepts
@@ -45,7 +46,7 @@ struct ControllerClientOptions {
   std::string initial_version;  // what the proxy serves already (state file), or ""
   uint32_t initial_backoff_ms = 250;
   uint32_t max_backoff_ms = 10000;
-  uint32_t connect_timeout_ms = 2000;  // one address's connect attempt
+  uint32_t connect_timeout_ms = 2000;  // one address's connect attempt (or 2 x the backoff)
   uint32_t health_interval_ms = 1000;  // how often backend health is looked at
 };
 
@@ -78,7 +79,8 @@ class ControllerClient {
   void run();
   void runHealth();
   // One stream to one resolved address ("ipv4:..."/"ipv6:..."), until it ends.
-  Outcome runStream(const std::string& address, const std::string& shown);
+  Outcome runStream(const std::string& address, const std::string& shown,
+                    uint32_t connect_timeout_ms);
   std::vector<std::pair<std::string, std::string>> resolveAll();  // (grpc target, shown)
   bool waitFor(uint32_t ms);                                      // false when stopping
   bool stopping();
