@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -80,6 +81,19 @@ class TopologyApplier {
   server::StatsContext& stats_;
 };
 
+// Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
+std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::Worker>>& workers) {
+  std::map<std::string, bool> up;  // address -> some worker has it up
+  for (const auto& w : workers) {
+    for (const auto& s : w->backendSamples()) up[s.address] |= s.up;
+  }
+  std::vector<std::string> down;
+  for (const auto& [address, is_up] : up) {
+    if (!is_up) down.push_back(address);
+  }
+  return down;
+}
+
 // The snapshot a restarted proxy serves until the controller answers, if any.
 std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
                                                     v1::TopologySnapshot& snapshot) {
@@ -138,7 +152,8 @@ int runProxy(const config::ProxyOptions& options) {
   worker_options.zone = options.zone;
   worker_options.parser_limits.max_item_size = options.max_item_size;
   worker_options.max_connections = options.max_connections;
-  worker_options.backend_samples = options.metrics_per_backend;
+  // Sampled backend health also feeds the controller (which backends this proxy has down).
+  worker_options.backend_samples = options.metrics_per_backend || !options.controller.empty();
   worker_options.server_board = std::make_shared<backend::ServerBoard>();
   if (!options.state_dir.empty()) {
     // Deletes a previous run still owed servers: each goes to the first worker that creates
@@ -187,7 +202,7 @@ int runProxy(const config::ProxyOptions& options) {
   std::unique_ptr<topology::ControllerClient> controller;
   if (!options.controller.empty()) {
     topology::ControllerClientOptions client_options;
-    client_options.target = options.controller;
+    topology::parseControllerTargets(options.controller, client_options.targets);  // checked
     client_options.node_id = nodeId();
     if (const char* node = getenv("NODE_NAME")) client_options.node_name = node;
     client_options.zone = options.zone;
@@ -201,7 +216,8 @@ int runProxy(const config::ProxyOptions& options) {
         },
         [stats_context](topology::ControllerState state) {
           stats_context->controller_connected = state == topology::ControllerState::kConnected;
-        });
+        },
+        [&workers] { return backendsDown(workers); });
     controller->start();
   }
 

@@ -1,6 +1,15 @@
 #include "controlplane/server/snapshot_cache.h"
 
+#include <algorithm>
+#include <thread>
+#include <vector>
+
 namespace memzone::controlplane {
+namespace {
+
+constexpr size_t kParallelAbove = 256;  // listeners; below, one thread is quicker
+
+}  // namespace
 
 bool SnapshotCache::publish(v1::TopologySnapshot snapshot) {
   {
@@ -9,7 +18,24 @@ bool SnapshotCache::publish(v1::TopologySnapshot snapshot) {
     current_ = std::make_shared<const v1::TopologySnapshot>(std::move(snapshot));
   }
   std::lock_guard lock(listeners_mu_);
-  for (auto& [id, listener] : listeners_) listener();
+  // Each listener starts a write to its proxy, and gRPC may do that write on the calling
+  // thread: with thousands of proxies, one thread would send them one after the other.
+  // Spread them over the cores.
+  size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), 4);
+  if (listeners_.size() < kParallelAbove || threads < 2) {
+    for (auto& [id, listener] : listeners_) listener();
+    return true;
+  }
+  std::vector<Listener*> all;
+  all.reserve(listeners_.size());
+  for (auto& [id, listener] : listeners_) all.push_back(&listener);
+  auto run = [&all, threads](size_t part) {
+    for (size_t i = part; i < all.size(); i += threads) (*all[i])();
+  };
+  std::vector<std::thread> helpers;
+  for (size_t part = 1; part < threads; ++part) helpers.emplace_back(run, part);
+  run(0);
+  for (auto& t : helpers) t.join();
   return true;
 }
 

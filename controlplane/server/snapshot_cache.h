@@ -21,8 +21,9 @@ class SnapshotCache {
   bool publish(v1::TopologySnapshot snapshot);
   std::shared_ptr<const v1::TopologySnapshot> current() const;
 
-  // Listeners run on the publisher's thread, under the cache's listener lock, so once
-  // unsubscribe() has returned a listener is never called again. They must not block.
+  // Listeners run on the publisher's thread (and, with many, on a few helper threads it
+  // joins), under the cache's listener lock, so once unsubscribe() has returned a listener is
+  // never called again. They must not block, and may run concurrently with each other.
   uint64_t subscribe(Listener listener);
   void unsubscribe(uint64_t id);
 

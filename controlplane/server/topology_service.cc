@@ -17,6 +17,10 @@ class TopologyStream final
   TopologyStream(grpc::CallbackServerContext* context, SnapshotCache& cache,
                  ProxyRegistry& registry, const ZoneResolver& zones)
       : peer_(context->peer()), cache_(cache), registry_(registry), zones_(zones) {
+    // Headers now, not with the first snapshot: a proxy that already has the current version
+    // gets no snapshot, and the headers are how it knows the stream is established.
+    context->AddInitialMetadata("memzone-controller", MEMZONE_VERSION);
+    StartSendInitialMetadata();
     StartRead(&request_);
   }
 
@@ -34,6 +38,7 @@ class TopologyStream final
       } else if (!request_.response_nonce().empty()) {
         answer(request_);
       }
+      registry_.health(id_, request_);  // every message of a reporting proxy carries it
       if (!first) {
         StartRead(&request_);
         sendIfNeededLocked();

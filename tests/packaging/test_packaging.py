@@ -18,13 +18,16 @@ CHART = os.path.join(ROOT, "charts/memzone")
 GO_ENV = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode",
               GOCACHE=os.environ.get("GOCACHE", "/tmp/memzone-gocache"), GOFLAGS="")
 
-# What memzone-controller calls (controlplane/sources/kubernetes_source.cc and
-# controlplane/status/status_writer.cc): (apiGroup, resource, scope) -> verbs.
+# What memzone-controller calls (controlplane/sources/kubernetes_source.cc,
+# controlplane/status/status_writer.cc, controlplane/ha/): (apiGroup, resource, scope) -> verbs.
 CONTROLLER_CALLS = {
     ("", "nodes", "cluster"): {"get", "list", "watch"},
+    ("", "services", "namespace"): {"get", "list", "watch"},
     ("discovery.k8s.io", "endpointslices", "namespace"): {"get", "list", "watch"},
     ("memzone.io", "replicatedpools", "namespace"): {"get", "list", "watch"},
     ("memzone.io", "replicatedpools/status", "namespace"): {"patch"},
+    # controlplane/ha: leader election and each replica's own Lease (listed, never watched).
+    ("coordination.k8s.io", "leases", "namespace"): {"get", "list", "create", "update", "delete"},
 }
 
 
@@ -32,6 +35,10 @@ def render_chart(*values_files):
     r = subprocess.run(["go", "run", os.path.join(ROOT, "tests/chart/render.go"), CHART] + list(values_files),
                        capture_output=True, text=True, timeout=300, env=GO_ENV, cwd=os.path.join(ROOT, "tests/chart"))
     return r
+
+
+def pod_labels(workload):
+    return workload["spec"]["template"]["metadata"]["labels"]
 
 
 def load_docs(text):
@@ -80,6 +87,30 @@ class ManifestChecks:
                                 for w in workloads))
         self.check_memzone_pods(workloads)
         self.check_rbac(docs)
+        self.check_controller_ha(docs, workloads)
+
+    def check_controller_ha(self, docs, workloads):
+        """Several controller replicas, spread across zones, one elected status writer, and
+        proxies that list every replica through a headless Service."""
+        controller = [w for w in workloads if w["spec"]["template"]["spec"]["containers"][0].get("command") == ["memzone-controller"]][0]
+        self.assertGreaterEqual(controller["spec"]["replicas"], 2)
+        pod = controller["spec"]["template"]["spec"]
+        keys = [c["topologyKey"] for c in pod.get("topologySpreadConstraints", [])]
+        self.assertIn("topology.kubernetes.io/zone", keys)
+        args = pod["containers"][0]["args"]
+        self.assertIn("--leader-elect=true", args)
+        env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
+        self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
+        headless = [s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"
+                    and s["spec"]["selector"].items() <= pod_labels(controller).items()]
+        self.assertEqual(len(headless), 1, "one headless Service for the controller replicas")
+        proxies = [w for w in workloads if w["spec"]["template"]["spec"]["containers"][0].get("command") == ["memzone-proxy"]]
+        for proxy in proxies:
+            target = arg_value(proxy["spec"]["template"]["spec"]["containers"][0]["args"], "--controller")
+            self.assertTrue(target.startswith(headless[0]["metadata"]["name"] + "."), target)
+        pdbs = [p for p in by_kind(docs, "PodDisruptionBudget")
+                if p["spec"]["selector"]["matchLabels"].items() <= pod_labels(controller).items()]
+        self.assertEqual(len(pdbs), 1)
 
     def check_memzone_pods(self, workloads):
         seen = set()
@@ -193,7 +224,8 @@ class ChartTest(unittest.TestCase, ManifestChecks):
             values = yaml.safe_load(f)
         jsonschema.validate(values, schema)
         for bad in [{"bogus": 1}, {"proxy": {"kind": "StatefulSet"}}, {"proxy": {"prot": 11211}},
-                    {"controller": {"replicas": 2}}, {"proxy": {"port": 0}},
+                    {"controller": {"replicas": -1}}, {"proxy": {"port": 0}},
+                    {"controller": {"leaderElection": {"leaseDuration": "1500ms"}}},
                     {"metrics": {"serviceMonitor": {"labels": {"release": 1}}}}]:
             with self.subTest(bad=bad), self.assertRaises(jsonschema.ValidationError):
                 jsonschema.validate(deep_merge(yaml.safe_load(yaml.safe_dump(values)), bad), schema)
@@ -205,6 +237,11 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         r = render_chart(bad)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("exampleMemcached.zones", r.stderr)
+        with open(bad, "w") as f:
+            f.write("controller:\n  replicas: 2\n  leaderElection:\n    enabled: false\n")
+        r = render_chart(bad)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("controller.leaderElection.enabled", r.stderr)
 
     def test_crds_are_the_deploy_crds(self):
         for f in glob.glob(os.path.join(CHART, "crds/*.yaml")):
@@ -231,6 +268,7 @@ class DeployTest(unittest.TestCase, ManifestChecks):
         crds = by_kind(docs, "CustomResourceDefinition")
         self.assertEqual(len(crds), 1)
         check_crd(self, crds[0])
+
 
 
 def crd_schema():
@@ -313,6 +351,17 @@ class CrdTest(unittest.TestCase):
         for cr in examples:
             with self.subTest(name=cr["metadata"]["name"]):
                 validate_cr(self, cr)
+
+    def test_examples_live_where_the_controller_watches(self):
+        """The examples were in a namespace the deployed controller does not watch."""
+        with open(os.path.join(ROOT, "deploy/controller.yaml")) as f:
+            controller = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "Deployment"][0]
+        watched = arg_value(controller["spec"]["template"]["spec"]["containers"][0]["args"], "--namespace")
+        for path in glob.glob(os.path.join(ROOT, "deploy/examples/*.yaml")):
+            with open(path) as f:
+                for d in yaml.safe_load_all(f):
+                    if d and d.get("kind") == "ReplicatedPool":
+                        self.assertEqual(d["metadata"]["namespace"], watched, path)
 
     def test_bad_examples_are_caught(self):
         _, schema = crd_schema()
