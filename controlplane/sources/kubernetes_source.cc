@@ -141,6 +141,12 @@ void KubernetesSource::rebuildUnchecked() {
                     "topology %s from kubernetes (%zu pools)", version.c_str(), pool_count);
     }
   }
+  std::vector<ZoneReadyBackends> ready;
+  for (const auto& p : model.pools) {
+    std::string name = p.key.substr(p.key.find('/') + 1);
+    for (const auto& [zone, count] : p.ready_backends) ready.push_back({name, zone, count});
+  }
+  counters_.setReadyBackends(std::move(ready));
   auto served = cache_.current();
   status_.write(model, served ? served->version() : "", pools, proxies_);
   model_ = std::move(model);
