@@ -192,6 +192,12 @@ void KubernetesSource::rebuildUnchecked() {
     ops::logEvent(ops::LogLevel::kInfo, "topology:" + version,
                   "topology %s from kubernetes (%zu pools)", version.c_str(), pool_count);
   }
+  std::vector<ZoneReadyBackends> ready;
+  for (const auto& p : model.pools) {
+    std::string name = p.key.substr(p.key.find('/') + 1);
+    for (const auto& [zone, count] : p.ready_backends) ready.push_back({name, zone, count});
+  }
+  counters_.setReadyBackends(std::move(ready));
   model_ = std::move(model);
 }
 
