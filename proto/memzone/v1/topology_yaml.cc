@@ -322,12 +322,13 @@ class Reader {
       v = static_cast<uint32_t>(needed);  // the default follows longer retries or timeouts
       consistency->set_read_hold_ms(v);
     } else if (v != 0 && v < needed) {
-      YAML::Node at = c && c["readHoldMs"] ? c["readHoldMs"]
+      YAML::Node at = c && c["readHoldMs"]       ? c["readHoldMs"]
                       : h && h["maxDownRetryMs"] ? h["maxDownRetryMs"]
                                                  : root;
       error(at, "consistency.readHoldMs",
             "must be 0 (off) or at least 1.2 x health.maxDownRetryMs + timeouts.connectMs + "
-            "timeouts.requestMs = " + std::to_string(needed) +
+            "timeouts.requestMs = " +
+                std::to_string(needed) +
                 " ms: a shorter hold can end before another proxy has noticed the server is "
                 "back and replayed the deletes it owes it");
     }
