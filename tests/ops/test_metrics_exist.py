@@ -27,7 +27,7 @@ import yaml
 import monitoring
 
 sys.path.insert(0, os.path.join(monitoring.ROOT, "tests/integration"))
-from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool  # noqa: E402
+from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool, service  # noqa: E402
 from harness import Controller, Memcached, Proxy, free_port, stop_process, wait_for_port  # noqa: E402
 
 NS = "cache"
@@ -90,6 +90,8 @@ class MetricsExistTest(unittest.TestCase):
         cls.addClassCleanup(cls.api.stop)
         store = cls.api.store
         store.put("nodes", node("node-a", "zone-a"))
+        # The pool's port is the Service's, mapped to the endpoints' port as kube-proxy does.
+        store.put("services", service("memcached", ports=[("memcache", port, port)], namespace=NS))
         store.put("endpointslices", endpoint_slice("memcached-abcde", "memcached",
                                                    [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")], port,
                                                    namespace=NS))
