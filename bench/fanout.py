@@ -14,9 +14,12 @@ source (polled every 10 ms) on a topology of 3 pools x 3 zones x 3 servers. Meas
 - restart storm: the controller is killed and restarted; all N reconnect (TCP, HTTP/2, stream)
   with the version they serve, so nothing needs sending.
 
+The simulated proxies run on the same cores as the controller (--client-nice 19 lets the
+controller have them first, closer to proxies on their own nodes).
+
 Not a test: numbers depend on the machine (and the simulated proxies share its cores).
 
-    bench/fanout.py [--build build] [--proxies 5000] [--changes 20] [--markdown]
+    bench/fanout.py [--build build] [--proxies 1000 5000] [--changes 20] [--client-nice 19] [--markdown]
 """
 import argparse
 import json
@@ -116,9 +119,10 @@ class Controller:
 
 
 class Fanout:
-    def __init__(self, binary, target, proxies):
+    def __init__(self, binary, target, proxies, nice=0):
         self.proc = subprocess.Popen([binary, "--controller", target, "--proxies", str(proxies)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.events = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -169,13 +173,14 @@ def run(args):
     write_atomically(config, topology(0))
     controller = Controller(controller_bin, config, os.path.join(work, "controller.log")).start()
     time.sleep(0.5)
-    r = {"proxies": args.proxies, "changes": args.changes, "loadavg_before": os.getloadavg()[0]}
+    r = {"proxies": args.proxies, "changes": args.changes, "client_nice": args.client_nice,
+         "loadavg_before": os.getloadavg()[0]}
     r["rss_base_mb"] = memory_mb(controller.pid)["VmRSS"]
     n = args.proxies
 
     # Connect: all N streams up and the first snapshot ACKed by all.
     cpu0, t0 = cpu_seconds(controller.pid), time.monotonic_ns()
-    fanout = Fanout(fanout_bin, "127.0.0.1:%d" % controller.port, n)
+    fanout = Fanout(fanout_bin, "127.0.0.1:%d" % controller.port, n, args.client_nice)
     try:
         fanout.wait(lambda e: e["event"] == "version", args.timeout, "first snapshot ACKed by all")
         r["connect_s"] = (time.monotonic_ns() - t0) / 1e9
@@ -271,6 +276,8 @@ def main():
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between changes")
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="run the simulated proxies at this nice level (they share the controller's cores)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 unless every change reached every proxy and no storm resent a snapshot")
