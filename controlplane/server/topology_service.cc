@@ -1,15 +1,9 @@
 #include "controlplane/server/topology_service.h"
 
-#include <atomic>
 #include <mutex>
 
 namespace memzone::controlplane {
 namespace {
-
-std::string nextNonce() {
-  static std::atomic<uint64_t> counter{0};
-  return std::to_string(++counter);
-}
 
 class TopologyStream final
     : public grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot> {
@@ -65,6 +59,7 @@ class TopologyStream final
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(mu_);
     write_in_flight_ = false;
+    out_.reset();
     if (!ok) {
       finishLocked();
       return;
@@ -110,18 +105,16 @@ class TopologyStream final
 
   void sendIfNeededLocked() {
     if (write_in_flight_ || awaiting_answer_ || finishing_ || id_ == 0) return;
-    auto snapshot = cache_.current();
+    auto snapshot = cache_.forZone(zone_);
     if (!snapshot) return;
     if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
-    out_ = *snapshot;
-    out_.set_nonce(nextNonce());
-    out_.set_proxy_zone(zone_);
-    sent_version_ = out_.version();
-    sent_nonce_ = out_.nonce();
+    out_ = std::move(snapshot);  // shared with the zone's other streams; kept until written
+    sent_version_ = out_->version();
+    sent_nonce_ = out_->nonce();
     awaiting_answer_ = true;
     write_in_flight_ = true;
     registry_.sent(id_, sent_version_, sent_nonce_);
-    StartWrite(&out_);
+    StartWrite(out_.get());
   }
 
   void finishLocked() {
@@ -138,7 +131,7 @@ class TopologyStream final
   const ZoneResolver& zones_;
   std::mutex mu_;
   v1::TopologyRequest request_;
-  v1::TopologySnapshot out_;
+  std::shared_ptr<const v1::TopologySnapshot> out_;
   uint64_t id_ = 0;
   uint64_t subscription_ = 0;
   std::string zone_;

@@ -231,8 +231,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 
   // Connect, bounded; a refused connection fails at once.
-  auto deadline =
-      std::chrono::system_clock::now() + std::chrono::milliseconds(options_.connect_timeout_ms);
+  auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(connect_timeout_ms);
   grpc_connectivity_state state = channel->GetState(true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
@@ -300,13 +299,19 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
       if (!stream->Write(answer)) break;
     }
   }
-  // Tear down: no report may be writing when the stream goes.
+  // Tear down: no report may be writing when the stream goes (one stuck in a write is
+  // cancelled; otherwise Finish says why the controller ended the stream).
   {
     std::lock_guard lock(mu_);
     stream_ = nullptr;
   }
-  context.TryCancel();
-  { std::lock_guard write_lock(write_mu_); }
+  {
+    std::unique_lock write_lock(write_mu_, std::try_to_lock);
+    if (!write_lock.owns_lock()) {
+      context.TryCancel();
+      write_lock.lock();
+    }
+  }
   grpc::Status status = stream->Finish();
   bool stop;
   {

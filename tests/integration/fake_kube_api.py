@@ -195,7 +195,11 @@ class Handler(BaseHTTPRequestHandler):
                 obj = copy.deepcopy(obj)
             if obj is None:
                 return self.not_found("leases.coordination.k8s.io", m.group(2))
-            return self.send_json(200, obj)
+            self.send_json(200, obj)
+            hook = self.api.after_lease_get
+            if hook and hook(m.group(2)):  # done: another writer raced the read-then-update
+                self.api.after_lease_get = None
+            return
         self.status(404, "NotFound", "no such path " + path)
 
     def not_found(self, resource, name):
@@ -432,6 +436,7 @@ class FakeKubeApi:
         self.lease_writes = []        # (create|update|delete, name, spec)
         self.lease_conflicts = 0
         self.event_delay = {}         # kind -> seconds a watch holds back each event
+        self.after_lease_get = None   # hook(name) run after a Lease GET is answered, until it returns True
         self.live = set()
         self.port = None
         self.httpd = None

@@ -48,6 +48,12 @@ def common_free_port(hosts):
     raise RuntimeError("no common free port")
 
 
+def micro_now():
+    """metav1.MicroTime for now."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%06dZ" % int((t % 1) * 1e6)
+
+
 def wait_until(predicate, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -532,6 +538,40 @@ class HighAvailabilityTest(unittest.TestCase):
         self.assertIn("released Lease", a.logs())
         # a's proxy reconnects nowhere (it listed only a); b counts what it sees.
         wait_until(lambda: self.status().get("proxies") == {"total": 1, "acked": 1}, 10, "b's count")
+
+    def test_a_leader_whose_lease_is_taken_stops_writing(self):
+        """Another holder takes the Lease (as a replica with a faster clock could): the leader's
+        renewal, conditional on the resourceVersion it read, gets 409 Conflict; it stops leading
+        within the renew deadline and writes no status until the intruder's lease expires."""
+        a = self.controller()
+        a.start()
+        wait_until(lambda: self.identity(a), 10, "a to lead")
+        wait_until(lambda: self.ready().get("reason") == "NoProxiesConnected", 10, "status from a")
+
+        def intrude():
+            lease = self.api.lease("memzone-controller", NS)
+            lease["spec"].update({"holderIdentity": "intruder", "renewTime": micro_now()})
+            self.api.store.put("leases", lease)  # a new resourceVersion: a's next update conflicts
+
+        conflicts = self.api.lease_conflicts
+        taken = time.monotonic()
+        # Right after a's next read of the Lease: a's update then carries a stale version.
+        self.api.after_lease_get = lambda name: name == "memzone-controller" and (intrude() or True)
+        wait_until(lambda: "stopped leading" in a.logs(), 5, "a to stop leading\n" + a.logs()[-2000:])
+        print("\nLease taken: the leader stopped after %.2f s" % (time.monotonic() - taken))
+        self.assertGreater(self.api.lease_conflicts, conflicts, "no 409 Conflict was exercised")
+        # While the intruder renews, a writes nothing, whatever changes.
+        patches = len(self.api.store.status_patches)
+        self.api.store.put("endpointslices", endpoint_slice("memcached-abcde", "memcached",
+                                                            [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")],
+                                                            self.port))
+        for _ in range(8):
+            time.sleep(0.25)
+            intrude()
+        self.assertEqual(len(self.api.store.status_patches), patches, "a wrote status without the Lease")
+        # The intruder goes quiet: a takes the Lease back after the lease duration and writes.
+        wait_until(lambda: self.lease().get("holderIdentity") == self.identity(a), self.LEASE_S + 3, "a again")
+        wait_until(lambda: len(self.api.store.status_patches) > patches, 5, "a's status write")
 
 
 class ReasonsDocumentedTest(unittest.TestCase):
