@@ -79,6 +79,8 @@ uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attemp
   c.server = server;
   c.attempt = attempt;
   c.line_bytes = 0;
+  c.first_key = UINT32_MAX;
+  c.last_key = 0;
   return static_cast<uint32_t>(child_count_++);
 }
 

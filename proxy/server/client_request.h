@@ -59,6 +59,10 @@ class ClientRequest final : public backend::ReplySink {
     backend::BackendServer* server = nullptr;
     uint32_t attempt = 0;   // zone attempt: 0 = the local zone, then the pool's other zones
     size_t line_bytes = 0;  // kMultiGet: length of the request line built for this child
+    // kMultiGet: the first and last key (index) this child asks for, so building its line
+    // and checking its reply scan its own stretch of keys, not all of them.
+    uint32_t first_key = UINT32_MAX;
+    uint32_t last_key = 0;
   };
 
   // Set up by the dispatcher.

@@ -5,6 +5,8 @@
 // asks each server once for all the keys it still owes; a key whose server failed, or
 // missed when readFailover includes miss, moves to its next zone in the next round. A failed
 // server's keys read as misses unless no key got any answer at all.
+#include <algorithm>
+
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
@@ -40,11 +42,12 @@ void ClientRequest::startMultiGet(const protocol::Request& request,
 bool ClientRequest::multiGetReplyMatches(uint32_t child, std::string_view reply) const {
   // The VALUE blocks must be keys this child asked for, in the order it asked: memcached
   // answers in request order and skips misses.
-  size_t next_key = 0;
+  size_t next_key = children_[child].first_key;
+  const size_t end = std::min<size_t>(children_[child].last_key + 1, key_refs_.size());
   protocol::ValueBlock block;
   while (protocol::parseValueBlock(reply, block)) {
     for (;; ++next_key) {
-      if (next_key == key_refs_.size()) return false;
+      if (next_key >= end) return false;
       const KeyRef& ref = key_refs_[next_key];
       if (!ref.resolved && ref.child == child && keyAt(next_key) == block.key) break;
     }
@@ -90,6 +93,8 @@ void ClientRequest::sendMultiGetRound() {
       children_[child].line_bytes = copy_.size() + 2;
     }
     children_[child].line_bytes += 1 + key.size();
+    children_[child].first_key = std::min(children_[child].first_key, static_cast<uint32_t>(i));
+    children_[child].last_key = static_cast<uint32_t>(i);
     ref.child = child;
   }
   // One backend request per server, its keys in the client's order.
@@ -102,7 +107,7 @@ void ClientRequest::sendMultiGetRound() {
     }
     ByteBuffer& out = server->output();
     out.append(copy_.view());
-    for (size_t i = 0; i < key_refs_.size(); ++i) {
+    for (size_t i = children_[c].first_key; i <= children_[c].last_key; ++i) {
       if (key_refs_[i].resolved || key_refs_[i].child != c) continue;
       out.append(' ');
       out.append(keyAt(i));

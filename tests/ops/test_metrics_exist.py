@@ -196,6 +196,12 @@ class MetricsExistTest(unittest.TestCase):
                 return None
             if not all(api("query", query=name)["result"] for name in monitoring.recorded_names()):
                 return None
+            # Rates over a window need two scrapes of each target (a loaded machine may have
+            # scraped the controller only once so far).
+            for job in ("memzone-proxy", "memzone-controller"):
+                counted = api("query", query='count_over_time(up{job="%s"}[1m])' % job)["result"]
+                if not counted or float(counted[0]["value"][1]) < 3:
+                    return None
             return rules
         rules = wait_until(ready, 60, "every rule evaluated and every recorded series present")
         for r in rules:
