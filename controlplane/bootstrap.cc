@@ -31,7 +31,7 @@ void addWatcherMetrics(const KubernetesSource& source, std::vector<prometheus::M
     out.push_back(std::move(f));
     return out.back();
   };
-  out.reserve(out.size() + 3);
+  out.reserve(out.size() + 5);
   auto& restarts = family("memzone_controller_kubernetes_watch_restarts_total",
                           "Watches that ended and were reopened, by kind and reason.");
   auto& relists =
@@ -55,6 +55,24 @@ void addWatcherMetrics(const KubernetesSource& source, std::vector<prometheus::M
     add(relists, gone, {{"kind", w->kind()}});
     add(errors, failed, {{"kind", w->kind()}});
   }
+  if (const ha::LeaderElector* elector = source.elector()) {
+    prometheus::MetricFamily leader;
+    leader.name = "memzone_controller_leader";
+    leader.help = "1 while this replica holds the leader election Lease (writes status).";
+    leader.type = MetricType::Gauge;
+    prometheus::ClientMetric m;
+    m.gauge.value = elector->isLeader() ? 1 : 0;
+    leader.metric.push_back(m);
+    out.push_back(std::move(leader));
+    prometheus::MetricFamily transitions;
+    transitions.name = "memzone_controller_leader_transitions_total";
+    transitions.help = "Times this replica started or stopped leading.";
+    transitions.type = MetricType::Counter;
+    prometheus::ClientMetric t;
+    t.counter.value = static_cast<double>(elector->transitions());
+    transitions.metric.push_back(t);
+    out.push_back(std::move(transitions));
+  }
 }
 
 std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cache) {
@@ -73,6 +91,8 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
     j["lastNackVersion"] = p.last_nack_version;
     j["lastNackReason"] = p.last_nack_reason;
     j["snapshotsSent"] = p.snapshots_sent;
+    j["reportsHealth"] = p.reports_health;
+    j["backendsDown"] = p.backends_down;
     proxies.push_back(std::move(j));
   }
   out["proxies"] = std::move(proxies);
@@ -112,7 +132,15 @@ int runController(const ControllerOptions& options) {
       fprintf(stderr, "memzone-controller: kubernetes: %s\n", error.c_str());
       return 1;
     }
-    kube_source = std::make_unique<KubernetesSource>(config, cache, registry, source_counters);
+    KubernetesSourceOptions source_options;
+    source_options.leader_elect = options.leader_elect;
+    ha::LeaderElectionConfig& e = source_options.election;
+    e.lease_name = options.leader_elect_resource_name;
+    e.lease_duration = std::chrono::milliseconds(options.leader_elect_lease_duration_ms);
+    e.renew_deadline = std::chrono::milliseconds(options.leader_elect_renew_deadline_ms);
+    e.retry_period = std::chrono::milliseconds(options.leader_elect_retry_period_ms);
+    kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry,
+                                                     source_counters);
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
       return hello.zone().empty() ? kube_source->zoneOfNode(hello.node_name()) : hello.zone();
@@ -131,6 +159,11 @@ int runController(const ControllerOptions& options) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 4000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Thousands of connections carrying a few KiB now and then: no bandwidth-delay probing
+  // (a ping per message received), small read buffers.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 4096);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 65536);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     fprintf(stderr, "memzone-controller: cannot listen on %s\n", options.grpc_listen.c_str());

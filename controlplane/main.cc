@@ -1,4 +1,6 @@
 // memzone-controller: flags -> bootstrap. Nothing else lives here.
+#include <absl/synchronization/mutex.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -8,6 +10,10 @@
 #include "memzone/ops/log.h"
 
 int main(int argc, char** argv) {
+  // Debian's abseil tracks lock order for every absl::Mutex (gRPC's) under one global spin
+  // lock: with thousands of proxy connections that lock alone stalls handshakes (a restart
+  // storm of 5,000 proxies never converged). Nothing here needs it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   memzone::ops::setLogProgram("memzone-controller");
   std::vector<std::string> args(argv + 1, argv + argc);
   memzone::controlplane::ControllerFlags flags = memzone::controlplane::parseControllerFlags(args);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -80,6 +81,19 @@ class TopologyApplier {
   std::vector<std::unique_ptr<server::Worker>>& workers_;
   server::StatsContext& stats_;
 };
+
+// Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
+std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::Worker>>& workers) {
+  std::map<std::string, bool> up;  // address -> some worker has it up
+  for (const auto& w : workers) {
+    for (const auto& s : w->backendSamples()) up[s.address] |= s.up;
+  }
+  std::vector<std::string> down;
+  for (const auto& [address, is_up] : up) {
+    if (!is_up) down.push_back(address);
+  }
+  return down;
+}
 
 // The snapshot a restarted proxy serves until the controller answers, if any.
 std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
@@ -172,8 +186,17 @@ int runProxy(const config::ProxyOptions& options) {
                   static_cast<unsigned long long>(options.max_buffer_memory), threads);
     worker_options.buffer_share = kMinShare;
   }
-  worker_options.backend_samples = options.metrics_per_backend;
   worker_options.client_send_buffer = static_cast<int>(options.client_send_buffer);
+  // Sampled backend health also feeds the controller (which backends this proxy has down).
+  worker_options.backend_samples = options.metrics_per_backend || !options.controller.empty();
+  worker_options.server_board = std::make_shared<backend::ServerBoard>();
+  if (!options.state_dir.empty()) {
+    // Deletes a previous run still owed servers: each goes to the first worker that creates
+    // the server, and is replayed before that server serves reads.
+    worker_options.state_dir = options.state_dir;
+    worker_options.server_board->restore(backend::InvalidationLog::load(options.state_dir),
+                                         options.state_dir, static_cast<int>(threads));
+  }
 
   std::vector<std::unique_ptr<server::Worker>> workers;
   auto stats_context = std::make_shared<server::StatsContext>();
@@ -216,7 +239,7 @@ int runProxy(const config::ProxyOptions& options) {
   std::unique_ptr<topology::ControllerClient> controller;
   if (!options.controller.empty()) {
     topology::ControllerClientOptions client_options;
-    client_options.target = options.controller;
+    topology::parseControllerTargets(options.controller, client_options.targets);  // checked
     client_options.node_id = nodeId();
     if (const char* node = getenv("NODE_NAME")) client_options.node_name = node;
     client_options.zone = options.zone;
@@ -230,7 +253,8 @@ int runProxy(const config::ProxyOptions& options) {
         },
         [stats_context](topology::ControllerState state) {
           stats_context->controller_connected = state == topology::ControllerState::kConnected;
-        });
+        },
+        [&workers] { return backendsDown(workers); });
     controller->start();
   }
 

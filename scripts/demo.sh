@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on one machine: installs what is missing, builds, then runs memcached
-# servers in three "zones", memzone-controller on a YAML topology file (once it exists in
-# this build) and memzone-proxy in front of them. Ctrl-C stops everything it started.
+# servers in three "zones", two memzone-controller replicas on a YAML topology file (started
+# first, so the proxy finds them at once) and memzone-proxy in front of them. Ctrl-C stops
+# everything it started.
 #   MEMZONE_DEMO_PORT=11311 scripts/demo.sh      proxy port (default 11311)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,13 +70,25 @@ YAML
 controller="$root/build/controlplane/memzone-controller"
 proxy="$root/build/proxy/memzone-proxy"
 if [[ -x "$controller" ]]; then
+  # Two controller replicas on the same file (they serve the same version), started and
+  # listening before the proxy, which lists both and moves to the other if one goes away.
+  for p in "$grpc_port" "$((grpc_port + 1))"; do
+    if port_in_use "$p"; then echo "demo: port $p is taken (set MEMZONE_DEMO_GRPC_PORT)" >&2; exit 1; fi
+  done
   "$controller" --source file --config "$work/topology.yaml" \
     --grpc-listen "127.0.0.1:$grpc_port" --metrics-listen "127.0.0.1:$controller_metrics_port" &
   pids+=($!)
-  "$proxy" --listen "127.0.0.1:$proxy_port" --zone zone-a --controller "127.0.0.1:$grpc_port" \
+  "$controller" --source file --config "$work/topology.yaml" --grpc-listen "127.0.0.1:$((grpc_port + 1))" &
+  pids+=($!)
+  for p in "$grpc_port" "$((grpc_port + 1))"; do
+    for _ in $(seq 1 100); do port_in_use "$p" && break; sleep 0.1; done
+    port_in_use "$p" || { echo "demo: controller on port $p did not start" >&2; exit 1; }
+  done
+  "$proxy" --listen "127.0.0.1:$proxy_port" --zone zone-a \
+    --controller "127.0.0.1:$grpc_port,127.0.0.1:$((grpc_port + 1))" \
     --state-dir "$work/proxy-state" --metrics-listen "127.0.0.1:$proxy_metrics_port" &
   pids+=($!)
-  source_note="controller on $work/topology.yaml (edit it: proxies pick up changes)"
+  source_note="two controllers on $work/topology.yaml (edit it: proxies pick up changes)"
 else
   "$proxy" --listen "127.0.0.1:$proxy_port" --zone zone-a --config "$work/topology.yaml" &
   pids+=($!)

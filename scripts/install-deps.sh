@@ -3,14 +3,19 @@
 # and the demo need. Idempotent: packages already present are not touched and
 # `apt-get update` runs at most once per invocation, only when something is
 # missing.
+#   scripts/install-deps.sh          everything
+#   scripts/install-deps.sh build    only what building the binaries needs (the image's build stage)
 set -euo pipefail
 
-packages=(
-  # build
+build_packages=(
   build-essential cmake pkg-config
   libevent-dev libyaml-cpp-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
+  ccache   # the image's build stage keeps its compiles in a cache mount
+)
+packages=(
+  "${build_packages[@]}"
   # unit tests (libmemcached is the ketama reference)
   libgtest-dev libgmock-dev libmemcached-dev
   # fuzzing (libFuzzer ships with clang's runtime)
@@ -22,7 +27,17 @@ packages=(
   python3-matplotlib
   # chart rendering test (Go text/template + sprig, Helm's engine)
   golang-go golang-github-masterminds-sprig-dev
+  # the image test: build the Dockerfile without a Docker engine (scripts/image.sh)
+  podman debootstrap
 )
+case "${1:-all}" in
+  all) ;;
+  build) packages=("${build_packages[@]}") ;;
+  *)
+    echo "usage: $0 [all|build]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,7 +20,24 @@ std::string controllerUsage() {
          "  --kube-token-file  bearer token file, re-read every minute and after a 401\n"
          "  --kube-ca-file     CA bundle for the API server's certificate\n"
          "  --poll-interval-ms how often the file source checks its file (default 200)\n"
+         "  --leader-elect[=false]  kubernetes source: only the holder of a Lease writes\n"
+         "                     ReplicatedPool status; every replica serves proxies (default on)\n"
+         "  --leader-elect-lease-duration  DURATION (default 15s; whole seconds)\n"
+         "  --leader-elect-renew-deadline  DURATION (default 10s)\n"
+         "  --leader-elect-retry-period    DURATION (default 2s)\n"
+         "  --leader-elect-resource-name   the Lease's name (default memzone-controller)\n"
          "  --help, --version\n";
+}
+
+bool parseDurationMs(const std::string& text, unsigned& out_ms) {
+  unsigned long long n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || p == text.data()) return false;
+  std::string unit(p, text.data() + text.size());
+  unsigned long long scale = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
+  if (scale == 0 || n > 3600000 / scale) return false;
+  out_ms = static_cast<unsigned>(n * scale);
+  return true;
 }
 
 ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
@@ -43,9 +60,30 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       result.version = true;
       return result;
     }
-    static const std::vector<std::string> kWithValue = {
-        "--source",   "--config",          "--grpc-listen",  "--metrics-listen",  "--namespace",
-        "--kube-api", "--kube-token-file", "--kube-ca-file", "--poll-interval-ms"};
+    if (flag == "--leader-elect") {
+      if (!has_inline || value == "true") {
+        o.leader_elect = true;
+      } else if (value == "false") {
+        o.leader_elect = false;
+      } else {
+        result.error = "--leader-elect must be true or false";
+        return result;
+      }
+      continue;
+    }
+    static const std::vector<std::string> kWithValue = {"--source",
+                                                        "--config",
+                                                        "--grpc-listen",
+                                                        "--metrics-listen",
+                                                        "--namespace",
+                                                        "--kube-api",
+                                                        "--kube-token-file",
+                                                        "--kube-ca-file",
+                                                        "--poll-interval-ms",
+                                                        "--leader-elect-lease-duration",
+                                                        "--leader-elect-renew-deadline",
+                                                        "--leader-elect-retry-period",
+                                                        "--leader-elect-resource-name"};
     bool known = false;
     for (const auto& k : kWithValue) known |= k == flag;
     if (!known) {
@@ -83,12 +121,37 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.poll_interval_ms = n;
+    } else if (flag == "--leader-elect-resource-name") {
+      o.leader_elect_resource_name = value;
+    } else {  // the three durations
+      unsigned ms = 0;
+      if (!parseDurationMs(value, ms) || ms == 0) {
+        result.error = flag + " must be a duration such as 15s or 500ms";
+        return result;
+      }
+      (flag == "--leader-elect-lease-duration"   ? o.leader_elect_lease_duration_ms
+       : flag == "--leader-elect-renew-deadline" ? o.leader_elect_renew_deadline_ms
+                                                 : o.leader_elect_retry_period_ms) = ms;
     }
   }
   if (o.source == "file") {
     if (o.config_path.empty()) result.error = "--source file needs --config FILE";
   } else if (o.source == "kubernetes") {
     if (!o.config_path.empty()) result.error = "--config is for --source file";
+    const std::string& name = o.leader_elect_resource_name;
+    bool dns_label =
+        !name.empty() && name.size() <= 63 && name.front() != '-' && name.back() != '-';
+    for (char c : name) dns_label &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    if (!dns_label)
+      result.error = "--leader-elect-resource-name must be a DNS label (a-z, 0-9, -)";
+    else if (o.leader_elect_lease_duration_ms % 1000 != 0)
+      result.error = "--leader-elect-lease-duration must be whole seconds (a Lease holds seconds)";
+    else if (o.leader_elect_lease_duration_ms <= o.leader_elect_renew_deadline_ms)
+      result.error =
+          "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline";
+    else if (o.leader_elect_renew_deadline_ms * 10ull <= o.leader_elect_retry_period_ms * 12ull)
+      result.error =
+          "--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period";
   } else if (o.source.empty()) {
     result.error = "--source is required (file or kubernetes)";
   } else {

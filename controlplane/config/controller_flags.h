@@ -16,7 +16,16 @@ struct ControllerOptions {
   std::string kube_token_file;
   std::string kube_ca_file;
   unsigned poll_interval_ms = 200;
+  // Leader election among replicas (kubernetes source): client-go's defaults.
+  bool leader_elect = true;
+  std::string leader_elect_resource_name = "memzone-controller";
+  unsigned leader_elect_lease_duration_ms = 15000;
+  unsigned leader_elect_renew_deadline_ms = 10000;
+  unsigned leader_elect_retry_period_ms = 2000;
 };
+
+// "15s", "1500ms", "1m" -> milliseconds; false when it does not parse.
+bool parseDurationMs(const std::string& text, unsigned& out_ms);
 
 struct ControllerFlags {
   ControllerOptions options;

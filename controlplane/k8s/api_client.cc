@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -11,6 +12,10 @@ namespace {
 
 constexpr const char* kServiceAccount = "/var/run/secrets/kubernetes.io/serviceaccount/";
 constexpr auto kTokenMaxAge = std::chrono::seconds(60);
+// Idle handles (and so kept-alive connections) beyond the watches' own: lists, status writes
+// and Lease renewals rarely overlap more than this.
+constexpr size_t kMaxIdleHandles = 4;
+constexpr const char* kUserAgent = "memzone-controller/" MEMZONE_VERSION;
 
 std::string readFile(const std::string& path) {
   std::ifstream in(path);
@@ -85,6 +90,36 @@ std::string resolveConfig(const std::string& api, const std::string& token_file,
 
 ApiClient::ApiClient(ApiConfig config) : config_(std::move(config)) { static CurlGlobal global; }
 
+ApiClient::~ApiClient() {
+  for (void* h : idle_handles_) curl_easy_cleanup(static_cast<CURL*>(h));
+}
+
+void* ApiClient::acquireHandle() {
+  {
+    std::lock_guard lock(handles_mu_);
+    if (!idle_handles_.empty()) {
+      void* h = idle_handles_.back();
+      idle_handles_.pop_back();
+      return h;
+    }
+  }
+  return curl_easy_init();
+}
+
+void ApiClient::releaseHandle(void* handle, bool reusable) {
+  CURL* curl = static_cast<CURL*>(handle);
+  if (reusable) {
+    // Options go back to their defaults; the live connection (and TLS session) stays.
+    curl_easy_reset(curl);
+    std::lock_guard lock(handles_mu_);
+    if (idle_handles_.size() < kMaxIdleHandles) {
+      idle_handles_.push_back(curl);
+      return;
+    }
+  }
+  curl_easy_cleanup(curl);
+}
+
 std::string ApiClient::token(bool force_reload) {
   if (config_.token_file.empty()) return "";
   std::lock_guard lock(mu_);
@@ -96,12 +131,24 @@ std::string ApiClient::token(bool force_reload) {
   return token_;
 }
 
-ApiResponse ApiClient::get(const std::string& path) {
-  return perform("GET", path, nullptr, nullptr, nullptr, 60);
+ApiResponse ApiClient::get(const std::string& path, long timeout_ms) {
+  return perform("GET", path, nullptr, nullptr, nullptr, timeout_ms ? timeout_ms : 60000);
 }
 
 ApiResponse ApiClient::mergePatch(const std::string& path, const std::string& json) {
-  return perform("PATCH", path, &json, nullptr, nullptr, 30);
+  return perform("PATCH", path, &json, nullptr, nullptr, 30000);
+}
+
+ApiResponse ApiClient::post(const std::string& path, const std::string& json, long timeout_ms) {
+  return perform("POST", path, &json, nullptr, nullptr, timeout_ms ? timeout_ms : 30000);
+}
+
+ApiResponse ApiClient::put(const std::string& path, const std::string& json, long timeout_ms) {
+  return perform("PUT", path, &json, nullptr, nullptr, timeout_ms ? timeout_ms : 30000);
+}
+
+ApiResponse ApiClient::remove(const std::string& path, long timeout_ms) {
+  return perform("DELETE", path, nullptr, nullptr, nullptr, timeout_ms ? timeout_ms : 30000);
 }
 
 ApiResponse ApiClient::stream(const std::string& path,
@@ -113,10 +160,10 @@ ApiResponse ApiClient::stream(const std::string& path,
 ApiResponse ApiClient::perform(const std::string& method, const std::string& path,
                                const std::string* body,
                                const std::function<bool(std::string_view)>* on_data,
-                               const std::atomic<bool>* stop, long timeout_s) {
+                               const std::atomic<bool>* stop, long timeout_ms) {
   ApiResponse response;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    CURL* curl = curl_easy_init();
+    CURL* curl = static_cast<CURL*>(acquireHandle());
     std::string url = config_.server + path;
     std::string auth = token(attempt > 0);
     curl_slist* headers = nullptr;
@@ -125,11 +172,15 @@ ApiResponse ApiClient::perform(const std::string& method, const std::string& pat
       headers = curl_slist_append(headers, ("Authorization: Bearer " + auth).c_str());
     if (method == "PATCH")
       headers = curl_slist_append(headers, "Content-Type: application/merge-patch+json");
+    else if (body != nullptr)
+      headers = curl_slist_append(headers, "Content-Type: application/json");
+    headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
     response = ApiResponse{};
     Transfer transfer{curl, &response.body, on_data, stop};
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, kUserAgent);
     if (body != nullptr) {
       curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->c_str());
       curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
@@ -139,9 +190,10 @@ ApiResponse ApiClient::perform(const std::string& method, const std::string& pat
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, onProgress);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &transfer);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     std::min(10000L, timeout_ms ? timeout_ms : 10000L));
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    if (timeout_s > 0) curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
+    if (timeout_ms > 0) curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     // A watch that goes silent (no bytes, not even bookmarks) for 2 minutes is dead.
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 120L);
@@ -151,7 +203,8 @@ ApiResponse ApiClient::perform(const std::string& method, const std::string& pat
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response.status);
     if (rc != CURLE_OK && !transfer.aborted) response.error = curl_easy_strerror(rc);
     curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    // An aborted transfer (a watch we ended) leaves its connection unusable: curl closes it.
+    releaseHandle(curl, rc == CURLE_OK);
     if (response.status != 401) break;  // 401: the token rotated; read it again and retry once
   }
   return response;

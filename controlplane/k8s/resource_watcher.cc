@@ -33,6 +33,13 @@ std::string objectKey(const nlohmann::json& object) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
+std::string ResourceWatcher::withQuery(const std::string& query) const {
+  std::string path = options_.path + "?" + query;
+  if (!options_.label_selector.empty())
+    path += "&labelSelector=" + urlEncode(options_.label_selector);
+  return path;
+}
+
 ResourceWatcher::ResourceWatcher(ApiClient& client, Options options, OnChange on_change)
     : client_(client), options_(std::move(options)), on_change_(std::move(on_change)) {}
 
@@ -115,7 +122,7 @@ bool ResourceWatcher::listPages(std::string& resource_version) {
   std::map<std::string, nlohmann::json> fresh;
   std::string continue_token;
   for (int page = 0; page < 100000; ++page) {
-    std::string path = options_.path + "?limit=" + std::to_string(options_.page_limit);
+    std::string path = withQuery("limit=" + std::to_string(options_.page_limit));
     if (!continue_token.empty()) path += "&continue=" + urlEncode(continue_token);
     ApiResponse r = client_.get(path);
     if (r.status == 410 && !continue_token.empty()) {  // the continue token expired: start over
@@ -161,8 +168,8 @@ void ResourceWatcher::replaceAll(std::map<std::string, nlohmann::json> fresh) {
 }
 
 ResourceWatcher::WatchEnd ResourceWatcher::watch(std::string& resource_version) {
-  std::string path = options_.path + "?watch=1&allowWatchBookmarks=true&timeoutSeconds=" +
-                     std::to_string(options_.watch_timeout_s);
+  std::string path = withQuery("watch=1&allowWatchBookmarks=true&timeoutSeconds=" +
+                               std::to_string(options_.watch_timeout_s));
   if (!resource_version.empty()) path += "&resourceVersion=" + urlEncode(resource_version);
   std::string carry;
   WatchEnd end = WatchEnd::kTimedOut;

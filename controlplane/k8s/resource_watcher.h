@@ -34,6 +34,7 @@ class ResourceWatcher {
   struct Options {
     std::string kind;  // for logs and metrics: "ReplicatedPool", "EndpointSlice", "Node"
     std::string path;  // collection path, e.g. /api/v1/nodes
+    std::string label_selector = {};  // e.g. "memzone.io/controller-replica", or "" for all
     unsigned page_limit = 500;
     unsigned watch_timeout_s = 300;
     unsigned max_backoff_ms = 30000;
@@ -61,6 +62,7 @@ class ResourceWatcher {
   bool applyEvent(const std::string& line, std::string& resource_version, WatchEnd& end);
   bool applyEventUnchecked(const std::string& line, std::string& resource_version, WatchEnd& end);
   bool sleepBackoff(unsigned& backoff_ms);
+  std::string withQuery(const std::string& query) const;
   void replaceAll(std::map<std::string, nlohmann::json> fresh);
 
   ApiClient& client_;

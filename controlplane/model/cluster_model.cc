@@ -21,6 +21,10 @@ std::string validate(const json& spec) {
     return "spec.port: must be a port name or number";
   }
   if (spec.contains("hash") && spec["hash"] != "ketama") return "spec.hash: must be ketama";
+  if (spec.contains("addressType") && spec["addressType"] != "IPv4" &&
+      spec["addressType"] != "IPv6") {
+    return "spec.addressType: must be IPv4 or IPv6";
+  }
   if (spec.contains("zones")) {
     if (!spec["zones"].is_array()) return "spec.zones: must be a list of zone names";
     for (const auto& z : spec["zones"]) {
@@ -81,41 +85,90 @@ struct Endpoint {
   uint32_t port;
 };
 
-// The ready endpoints of `service` by zone, merged over its slices and de-duplicated.
+// The Service port `port_spec` names (by name, by number, or the first when unset), resolved
+// to the name its EndpointSlice ports carry. Returns "" when it resolves, else the reason's
+// message; `reason` is set alongside.
+struct PortChoice {
+  std::string slice_port_name;  // the Service port's name ("" for a single unnamed port)
+  uint32_t fixed_port = 0;      // a Service without ports: spec.port is the pods' port
+};
+
+std::string resolvePort(const json& service, const json& port_spec, const std::string& name,
+                        PortChoice& out, std::string& reason) {
+  const json spec = service.value("spec", json::object());
+  const json ports = spec.value("ports", json::array());
+  if (!ports.is_array() || ports.empty()) {
+    // A headless Service without ports: its slices list none either; only a number can say.
+    if (port_spec.is_number_integer()) {
+      out.fixed_port = port_spec.get<uint32_t>();
+      return "";
+    }
+    reason = "PortNotFound";
+    return "Service " + name + " has no ports; set spec.port to the pods' port number";
+  }
+  for (const auto& p : ports) {
+    if (!p.is_object()) continue;
+    bool match = port_spec.is_string() ? p.value("name", "") == port_spec.get<std::string>()
+                 : port_spec.is_number_integer() ? p.value("port", 0) == port_spec.get<int>()
+                                                 : true;  // unset: the first port
+    if (match) {
+      out.slice_port_name = p.value("name", "");
+      return "";
+    }
+  }
+  reason = "PortNotFound";
+  return "Service " + name + " has no port " +
+         (port_spec.is_string() ? "named " + port_spec.get<std::string>()
+                                : std::to_string(port_spec.get<int>()));
+}
+
+// Who an endpoint is: its pod (targetRef), else its first address.
+std::string endpointIdentity(const json& ep, const std::string& address) {
+  const json ref = ep.value("targetRef", json::object());
+  if (ref.is_object() && ref.contains("name") && ref["name"].is_string()) {
+    return ref.value("kind", "") + "/" + ref.value("namespace", "") + "/" +
+           ref["name"].get<std::string>();
+  }
+  return "address/" + address;
+}
+
+// The ready endpoints of `service` by zone, merged over its slices of one address family and
+// counted once per pod.
 std::map<std::string, std::vector<Endpoint>> endpointsOf(
-    const std::string& ns, const std::string& service, const json& port_spec,
-    const std::map<std::string, json>& slices) {
+    const std::string& ns, const std::string& service, const std::string& address_type,
+    const PortChoice& port_choice, const std::map<std::string, json>& slices) {
   std::map<std::string, std::set<std::pair<std::string, uint32_t>>> seen;
+  std::set<std::string> pods;
   for (const auto& [key, slice] : slices) {
     const json meta = slice.value("metadata", json::object());
     if (meta.value("namespace", "") != ns) continue;
     if (meta.value("labels", json::object()).value("kubernetes.io/service-name", "") != service)
       continue;
-    std::string type = slice.value("addressType", "IPv4");
-    if (type != "IPv4" && type != "IPv6") continue;  // FQDN slices: the proxy wants IPs
-    // The port, by name or number, from this slice's ports.
-    uint32_t port = 0;
-    for (const auto& p : slice.value("ports", json::array())) {
-      bool match = port_spec.is_string() ? p.value("name", "") == port_spec.get<std::string>()
-                   : port_spec.is_number_integer() ? p.value("port", 0) == port_spec.get<int>()
-                                                   : true;  // unset: the first port
-      if (match && p.contains("port") && p["port"].is_number_integer()) {
-        port = p["port"].get<uint32_t>();
+    if (slice.value("addressType", "IPv4") != address_type) continue;  // and never FQDN
+    uint32_t port = port_choice.fixed_port;
+    if (port == 0) {
+      const json ports = slice.value("ports", json::array());
+      for (const auto& p : ports.is_array() ? ports : json::array()) {
+        if (!p.is_object() || p.value("name", "") != port_choice.slice_port_name) continue;
+        if (p.contains("port") && p["port"].is_number_integer()) port = p["port"].get<uint32_t>();
         break;
       }
     }
-    if (port == 0 && port_spec.is_number_integer()) port = port_spec.get<uint32_t>();
     if (port == 0 || port > 65535) continue;
     for (const auto& ep : slice.value("endpoints", json::array())) {
+      if (!ep.is_object()) continue;
       const json cond = ep.value("conditions", json::object());
       // Ready when true or absent (unknown); terminating endpoints leave the ring.
       if (cond.contains("ready") && cond["ready"] == false) continue;
       if (cond.value("terminating", false)) continue;
       const json addresses = ep.value("addresses", json::array());
-      if (addresses.empty() || !addresses[0].is_string()) continue;
+      if (!addresses.is_array() || addresses.empty() || !addresses[0].is_string()) continue;
+      std::string address = addresses[0].get<std::string>();
+      // One pod, one ring entry: a pod can sit in two slices while they are rebalanced.
+      if (!pods.insert(endpointIdentity(ep, address)).second) continue;
       std::string zone = ep.value("zone", "");
       if (zone.empty()) zone = kUnknownZone;
-      seen[zone].insert({addresses[0].get<std::string>(), port});
+      seen[zone].insert({address, port});
     }
   }
   std::map<std::string, std::vector<Endpoint>> out;
@@ -127,17 +180,17 @@ std::map<std::string, std::vector<Endpoint>> endpointsOf(
 
 }  // namespace
 
-ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
-                               const std::map<std::string, json>& slices,
+ClusterModel buildClusterModel(const ClusterObjects& objects,
                                std::map<std::string, json>& last_good) {
   ClusterModel model;
   v1::fillDefaultSettings(model.snapshot);
   std::set<std::string> prefixes_taken;
   // Keys are "namespace/name": a stable order, so equal inputs give an equal snapshot.
-  for (const auto& [key, cr] : pools) {
+  for (const auto& [key, cr] : objects.pools) {
     PoolOutcome outcome;
     outcome.key = key;
     const json meta = cr.value("metadata", json::object());
+    outcome.name = meta.value("name", "");
     outcome.generation = meta.value("generation", int64_t{0});
     json spec = cr.value("spec", json::object());
     std::string error = validate(spec);
@@ -155,10 +208,47 @@ ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
       spec = it->second;  // keep serving what was valid before
     }
     std::string ns = meta.value("namespace", "");
-    auto zones =
-        endpointsOf(ns, spec["service"].get<std::string>(), spec.value("port", json()), slices);
+    std::string service = spec["service"].get<std::string>();
+    std::string address_type = spec.value("addressType", "IPv4");
+
+    // Routes first: a pool that cannot serve still owns its prefixes (its keys must not fall
+    // through to another pool's servers).
+    std::vector<std::string> prefixes;
+    for (const auto& p : spec.value("prefixes", json::array()))
+      prefixes.push_back(p.get<std::string>());
+    if (prefixes.empty()) prefixes.push_back("");  // no prefixes: the default pool
+    std::string conflict;
+    for (const auto& p : prefixes) {
+      if (prefixes_taken.count(p)) conflict = p;
+    }
+    if (!conflict.empty()) {
+      if (outcome.valid) {
+        outcome.valid = false;
+        outcome.reason = "PrefixConflict";
+        outcome.message = "prefix \"" + conflict + "\" is already routed to another ReplicatedPool";
+      }
+      model.pools.push_back(std::move(outcome));
+      continue;
+    }
+
+    std::map<std::string, std::vector<Endpoint>> zones;
+    std::string not_serving_reason, not_serving_message;
+    auto svc = objects.services.find(ns + "/" + service);
+    if (svc == objects.services.end()) {
+      not_serving_reason = "ServiceNotFound";
+      not_serving_message = "Service " + service + " not found in namespace " + ns;
+    } else {
+      PortChoice port;
+      not_serving_message =
+          resolvePort(svc->second, spec.value("port", json()), service, port, not_serving_reason);
+      if (not_serving_message.empty()) {
+        zones = endpointsOf(ns, service, address_type, port, objects.slices);
+        not_serving_reason = "NoReadyBackends";
+        not_serving_message = "no ready " + address_type + " endpoints of Service " + service;
+      }
+    }
     v1::Pool pool;
-    pool.set_name(meta.value("name", ""));
+    pool.set_name(outcome.name);
     pool.set_hash("ketama");
     *pool.mutable_replication() = replicationOf(spec);
     std::vector<std::string> order;
@@ -181,30 +271,10 @@ ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
         b->set_weight(1);
       }
     }
-    if (pool.zones_size() == 0) {
-      if (outcome.valid) {
-        outcome.reason = "NoReadyBackends";
-        outcome.message = "no ready endpoints of Service " + spec["service"].get<std::string>();
-      }
-      model.pools.push_back(std::move(outcome));
-      continue;
-    }
-    std::vector<std::string> prefixes;
-    for (const auto& p : spec.value("prefixes", json::array()))
-      prefixes.push_back(p.get<std::string>());
-    if (prefixes.empty()) prefixes.push_back("");  // no prefixes: the default pool
-    std::string conflict;
-    for (const auto& p : prefixes) {
-      if (prefixes_taken.count(p)) conflict = p;
-    }
-    if (!conflict.empty()) {
-      if (outcome.valid) {
-        outcome.valid = false;
-        outcome.reason = "PrefixConflict";
-        outcome.message = "prefix \"" + conflict + "\" is already routed to another ReplicatedPool";
-      }
-      model.pools.push_back(std::move(outcome));
-      continue;
+    outcome.serving = pool.zones_size() > 0;
+    if (!outcome.serving && outcome.valid) {
+      outcome.reason = not_serving_reason;
+      outcome.message = not_serving_message;
     }
     for (const auto& p : prefixes) {
       prefixes_taken.insert(p);
@@ -218,7 +288,7 @@ ClusterModel buildClusterModel(const std::map<std::string, json>& pools,
   }
   // Forget last-good specs of ReplicatedPools that no longer exist.
   for (auto it = last_good.begin(); it != last_good.end();) {
-    it = pools.count(it->first) ? std::next(it) : last_good.erase(it);
+    it = objects.pools.count(it->first) ? std::next(it) : last_good.erase(it);
   }
   model.snapshot.set_version(v1::snapshotVersion(model.snapshot));
   return model;

@@ -60,12 +60,31 @@ std::vector<MetricFamily> ControllerCollector::Collect() const {
   auto& info = family(out, "memzone_controller_topology_info", "The topology version served (1).",
                       MetricType::Gauge);
   auto& ready = family(out, "memzone_controller_pool_ready_backends",
-                       "Backends in the served topology, by pool and zone.", MetricType::Gauge);
+                       "Ready backends by pool and zone (kubernetes source: every zone of the "
+                       "ReplicatedPool's status, 0 included).",
+                       MetricType::Gauge);
+  auto& backends = family(out, "memzone_controller_backend_info",
+                          "Backends of the served topology (1), to name the pool and zone of a "
+                          "proxy's per-backend series (same address label).",
+                          MetricType::Gauge);
+  auto from_source = source_.readyBackends();
+  if (from_source) {
+    for (const auto& z : *from_source) add(ready, z.ready, {{"pool", z.pool}, {"zone", z.zone}});
+  }
   if (snapshot) {
     add(info, 1, {{"version", snapshot->version()}});
     for (const auto& pool : snapshot->pools()) {
       for (const auto& zone : pool.zones()) {
-        add(ready, zone.backends_size(), {{"pool", pool.name()}, {"zone", zone.zone()}});
+        if (!from_source) {
+          add(ready, zone.backends_size(), {{"pool", pool.name()}, {"zone", zone.zone()}});
+        }
+        for (const auto& b : zone.backends()) {
+          // The proxy's form of a backend address (host:port, [v6]:port).
+          bool v6 = b.address().find(':') != std::string::npos;
+          std::string address =
+              (v6 ? "[" + b.address() + "]" : b.address()) + ":" + std::to_string(b.port());
+          add(backends, 1, {{"pool", pool.name()}, {"zone", zone.zone()}, {"address", address}});
+        }
       }
     }
   }

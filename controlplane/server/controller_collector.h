@@ -7,6 +7,9 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "controlplane/server/proxy_registry.h"
@@ -14,9 +17,32 @@
 
 namespace memzone::controlplane {
 
-// Counters a topology source keeps for the metrics.
+// Ready backends of one zone of a pool, as the source last computed them.
+struct ZoneReadyBackends {
+  std::string pool;
+  std::string zone;
+  int ready = 0;
+};
+
+// Counters a topology source keeps for the metrics. Any thread.
 struct SourceCounters {
   std::atomic<uint64_t> rejected{0};  // source states refused (bad file, invalid objects)
+
+  // The Kubernetes source reports every zone a ReplicatedPool's status lists, 0 included: a
+  // zone without ready backends is left out of the snapshot, and alerts need to see it.
+  // Never set (file source): the served snapshot's zones are reported.
+  void setReadyBackends(std::vector<ZoneReadyBackends> ready) {
+    std::lock_guard lock(mu_);
+    ready_ = std::move(ready);
+  }
+  std::optional<std::vector<ZoneReadyBackends>> readyBackends() const {
+    std::lock_guard lock(mu_);
+    return ready_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::optional<std::vector<ZoneReadyBackends>> ready_;
 };
 
 class ControllerCollector : public prometheus::Collectable {

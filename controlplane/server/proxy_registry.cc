@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "memzone/ops/log.h"
+#include "memzone/v1/topology_yaml.h"
 
 namespace memzone::controlplane {
 
@@ -33,7 +34,8 @@ void ProxyRegistry::sent(uint64_t id, const std::string& version, const std::str
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   ++it->second.snapshots_sent;
-  ops::logEvent(ops::LogLevel::kInfo, "sent:" + nonce, "sent topology %s (nonce %s) to proxy %s",
+  // One key per version: with thousands of proxies, one line a second says how many more.
+  ops::logEvent(ops::LogLevel::kInfo, "sent:" + version, "sent topology %s (nonce %s) to proxy %s",
                 version.c_str(), nonce.c_str(), it->second.node_id.c_str());
 }
 
@@ -43,8 +45,8 @@ void ProxyRegistry::acked(uint64_t id, const std::string& version) {
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   it->second.applied_version = version;
-  ops::logEvent(ops::LogLevel::kInfo, "ack:" + it->second.node_id + version,
-                "proxy %s ACKed topology %s", it->second.node_id.c_str(), version.c_str());
+  ops::logEvent(ops::LogLevel::kInfo, "ack:" + version, "proxy %s ACKed topology %s",
+                it->second.node_id.c_str(), version.c_str());
 }
 
 void ProxyRegistry::nacked(uint64_t id, const std::string& version, const std::string& reason) {
@@ -57,6 +59,53 @@ void ProxyRegistry::nacked(uint64_t id, const std::string& version, const std::s
   ops::logEvent(ops::LogLevel::kInfo, "ack:" + it->second.node_id + version,
                 "proxy %s NACKed topology %s: %s", it->second.node_id.c_str(), version.c_str(),
                 reason.c_str());
+}
+
+void ProxyRegistry::health(uint64_t id, const v1::TopologyRequest& request) {
+  if (!request.reports_health()) return;
+  std::set<std::string> down(request.backends_down().begin(), request.backends_down().end());
+  std::lock_guard lock(mu_);
+  auto it = proxies_.find(id);
+  if (it == proxies_.end()) return;
+  it->second.reports_health = true;
+  if (it->second.backends_down == down) return;
+  std::string list;
+  for (const auto& a : down) list += (list.empty() ? "" : " ") + a;
+  ops::logEvent(ops::LogLevel::kInfo, "health:" + it->second.node_id,
+                "proxy %s reports %zu backends down%s%s", it->second.node_id.c_str(), down.size(),
+                down.empty() ? "" : ": ", list.c_str());
+  it->second.backends_down = std::move(down);
+}
+
+void ProxyView::add(const ProxyView& other) {
+  total += other.total;
+  acked += other.acked;
+  nacked += other.nacked;
+  for (const auto& [zone, n] : other.zones_down) zones_down[zone] += n;
+}
+
+ProxyView ProxyRegistry::view(const v1::TopologySnapshot* served) const {
+  ProxyView out;
+  std::string version = served ? served->version() : "";
+  std::lock_guard lock(mu_);
+  for (const auto& [id, p] : proxies_) {
+    ++out.total;
+    if (served == nullptr) continue;
+    bool applied = p.applied_version == version;
+    out.acked += applied;
+    out.nacked += !applied && p.last_nack_version == version;
+    if (!applied || p.backends_down.empty()) continue;
+    for (const v1::Pool& pool : served->pools()) {
+      for (const v1::Zone& zone : pool.zones()) {
+        bool all_down = zone.backends_size() > 0;
+        for (const v1::Backend& b : zone.backends()) {
+          all_down = all_down && p.backends_down.count(v1::backendAddress(b)) > 0;
+        }
+        if (all_down) ++out.zones_down[pool.name() + "/" + zone.zone()];
+      }
+    }
+  }
+  return out;
 }
 
 std::vector<ProxyStatus> ProxyRegistry::proxies() const {

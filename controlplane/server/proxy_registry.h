@@ -7,8 +7,11 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
+
+#include "memzone/v1/topology.pb.h"
 
 namespace memzone::controlplane {
 
@@ -22,6 +25,22 @@ struct ProxyStatus {
   std::string last_nack_version;
   std::string last_nack_reason;
   uint64_t snapshots_sent = 0;
+  bool reports_health = false;          // the proxy sends backend health
+  std::set<std::string> backends_down;  // "address:port" it has down
+};
+
+// Where the proxies stand against one served topology: what ReplicatedPool status reports.
+// Summed over controller replicas (each knows only the proxies connected to it).
+struct ProxyView {
+  int total = 0;
+  int acked = 0;   // applied the served version
+  int nacked = 0;  // refused the served version (and serve an older one)
+  // "pool/zone" -> proxies that applied the served version and report every backend of that
+  // zone down.
+  std::map<std::string, int> zones_down;
+
+  void add(const ProxyView& other);
+  bool operator==(const ProxyView&) const = default;
 };
 
 struct ProxyCounters {
@@ -37,6 +56,11 @@ class ProxyRegistry {
   void sent(uint64_t id, const std::string& version, const std::string& nonce);
   void acked(uint64_t id, const std::string& version);
   void nacked(uint64_t id, const std::string& version, const std::string& reason);
+  // Backend health the proxy reported (every message of a proxy that reports carries it).
+  void health(uint64_t id, const v1::TopologyRequest& request);
+
+  // The proxies connected here, against `served` (null: nothing served yet).
+  ProxyView view(const v1::TopologySnapshot* served) const;
 
   std::vector<ProxyStatus> proxies() const;
   ProxyCounters counters() const;

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "memzone/v1/topology.pb.h"
 
@@ -20,15 +21,23 @@ class SnapshotCache {
   // Returns whether it changed.
   bool publish(v1::TopologySnapshot snapshot);
   std::shared_ptr<const v1::TopologySnapshot> current() const;
+  // The current snapshot as a proxy of `zone` is sent it: proxy_zone set, and a nonce of this
+  // publication and zone (a stream is sent each publication at most once, so it never sees a
+  // nonce twice). Built once per publication and zone and shared by every stream: with
+  // thousands of proxies, no copy per send. Null before the first publication.
+  std::shared_ptr<const v1::TopologySnapshot> forZone(const std::string& zone);
 
-  // Listeners run on the publisher's thread, under the cache's listener lock, so once
-  // unsubscribe() has returned a listener is never called again. They must not block.
+  // Listeners run on the publisher's thread (and, with many, on a few helper threads it
+  // joins), under the cache's listener lock, so once unsubscribe() has returned a listener is
+  // never called again. They must not block, and may run concurrently with each other.
   uint64_t subscribe(Listener listener);
   void unsubscribe(uint64_t id);
 
  private:
   mutable std::mutex mu_;
   std::shared_ptr<const v1::TopologySnapshot> current_;
+  uint64_t publication_ = 0;
+  std::map<std::string, std::shared_ptr<const v1::TopologySnapshot>> by_zone_;  // of current_
   std::mutex listeners_mu_;
   std::map<uint64_t, Listener> listeners_;
   uint64_t next_id_ = 1;

@@ -1,15 +1,9 @@
 #include "controlplane/server/topology_service.h"
 
-#include <atomic>
 #include <mutex>
 
 namespace memzone::controlplane {
 namespace {
-
-std::string nextNonce() {
-  static std::atomic<uint64_t> counter{0};
-  return std::to_string(++counter);
-}
 
 class TopologyStream final
     : public grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot> {
@@ -17,6 +11,10 @@ class TopologyStream final
   TopologyStream(grpc::CallbackServerContext* context, SnapshotCache& cache,
                  ProxyRegistry& registry, const ZoneResolver& zones)
       : peer_(context->peer()), cache_(cache), registry_(registry), zones_(zones) {
+    // Headers now, not with the first snapshot: a proxy that already has the current version
+    // gets no snapshot, and the headers are how it knows the stream is established.
+    context->AddInitialMetadata("memzone-controller", MEMZONE_VERSION);
+    StartSendInitialMetadata();
     StartRead(&request_);
   }
 
@@ -34,6 +32,7 @@ class TopologyStream final
       } else if (!request_.response_nonce().empty()) {
         answer(request_);
       }
+      registry_.health(id_, request_);  // every message of a reporting proxy carries it
       if (!first) {
         StartRead(&request_);
         sendIfNeededLocked();
@@ -60,6 +59,7 @@ class TopologyStream final
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(mu_);
     write_in_flight_ = false;
+    out_.reset();
     if (!ok) {
       finishLocked();
       return;
@@ -105,18 +105,16 @@ class TopologyStream final
 
   void sendIfNeededLocked() {
     if (write_in_flight_ || awaiting_answer_ || finishing_ || id_ == 0) return;
-    auto snapshot = cache_.current();
+    auto snapshot = cache_.forZone(zone_);
     if (!snapshot) return;
     if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
-    out_ = *snapshot;
-    out_.set_nonce(nextNonce());
-    out_.set_proxy_zone(zone_);
-    sent_version_ = out_.version();
-    sent_nonce_ = out_.nonce();
+    out_ = std::move(snapshot);  // shared with the zone's other streams; kept until written
+    sent_version_ = out_->version();
+    sent_nonce_ = out_->nonce();
     awaiting_answer_ = true;
     write_in_flight_ = true;
     registry_.sent(id_, sent_version_, sent_nonce_);
-    StartWrite(&out_);
+    StartWrite(out_.get());
   }
 
   void finishLocked() {
@@ -133,7 +131,7 @@ class TopologyStream final
   const ZoneResolver& zones_;
   std::mutex mu_;
   v1::TopologyRequest request_;
-  v1::TopologySnapshot out_;
+  std::shared_ptr<const v1::TopologySnapshot> out_;
   uint64_t id_ = 0;
   uint64_t subscription_ = 0;
   std::string zone_;

@@ -4,7 +4,9 @@
 // What is sent, and when (the xDS traps avoided): a proxy gets the current snapshot unless
 // it already ACKed that version (including at connect time, from its state file), and never
 // again a version it NACKed: a NACKed snapshot is resent only once the content, and so the
-// version, has changed. Answers carrying a stale nonce are ignored.
+// version, has changed. Answers carrying a stale nonce are ignored. A message with no nonce
+// after the first is a health report (which backends the proxy has down). Initial metadata
+// goes out at once, so a proxy knows the stream is established even when it is sent nothing.
 #pragma once
 
 #include <functional>

@@ -13,9 +13,11 @@ constexpr auto kStatusRefresh = std::chrono::seconds(1);
 
 }  // namespace
 
-KubernetesSource::KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache,
-                                   const ProxyRegistry& proxies, SourceCounters& counters)
+KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOptions options,
+                                   SnapshotCache& cache, const ProxyRegistry& proxies,
+                                   SourceCounters& counters)
     : client_(std::move(config)),
+      options_(std::move(options)),
       cache_(cache),
       proxies_(proxies),
       counters_(counters),
@@ -27,6 +29,9 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache,
       k8s::ResourceWatcher::Options{
           "ReplicatedPool", "/apis/memzone.io/v1alpha1/namespaces/" + ns + "/replicatedpools"},
       on_change);
+  services_ = std::make_unique<k8s::ResourceWatcher>(
+      client_, k8s::ResourceWatcher::Options{"Service", "/api/v1/namespaces/" + ns + "/services"},
+      on_change);
   slices_ = std::make_unique<k8s::ResourceWatcher>(
       client_,
       k8s::ResourceWatcher::Options{
@@ -34,15 +39,36 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache,
       on_change);
   nodes_ = std::make_unique<k8s::ResourceWatcher>(
       client_, k8s::ResourceWatcher::Options{"Node", "/api/v1/nodes"}, [] {});
+  if (options_.leader_elect) {
+    ha::LeaderElectionConfig& e = options_.election;
+    if (e.lease_namespace.empty()) e.lease_namespace = ns;
+    if (e.identity.empty()) e.identity = ha::makeIdentity();
+    elector_ = std::make_unique<ha::LeaderElector>(client_, e, [this](bool leading) {
+      roster_->setCollectGarbage(leading);
+      leadership_changed_ = true;
+      markDirty();  // a new leader says what it sees at once
+    });
+    roster_ = std::make_unique<ha::ReplicaRoster>(
+        client_,
+        ha::RosterConfig{e.lease_namespace, e.lease_name, e.identity, e.lease_duration,
+                         e.retry_period},
+        [this] {
+          auto served = cache_.current();
+          return ha::ReplicaView{served ? served->version() : "", proxies_.view(served.get())};
+        });
+  }
 }
 
 KubernetesSource::~KubernetesSource() { stop(); }
 
 void KubernetesSource::start() {
   pools_->start();
+  services_->start();
   slices_->start();
   nodes_->start();
   thread_ = std::thread([this] { run(); });
+  if (roster_) roster_->start();
+  if (elector_) elector_->start();
 }
 
 void KubernetesSource::stop() {
@@ -52,14 +78,19 @@ void KubernetesSource::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
+  // The Lease first: a standby takes over while we finish the rest.
+  if (elector_) elector_->stop();
+  if (roster_) roster_->stop();
   if (thread_.joinable()) thread_.join();
   pools_->stop();
+  services_->stop();
   slices_->stop();
   nodes_->stop();
 }
 
 bool KubernetesSource::synced() const {
-  return pools_->synced() && slices_->synced() && nodes_->synced() && cache_.current() != nullptr;
+  return pools_->synced() && services_->synced() && slices_->synced() && nodes_->synced() &&
+         cache_.current() != nullptr;
 }
 
 std::string KubernetesSource::zoneOfNode(const std::string& node) const {
@@ -73,7 +104,31 @@ std::string KubernetesSource::zoneOfNode(const std::string& node) const {
 }
 
 std::vector<const k8s::ResourceWatcher*> KubernetesSource::watchers() const {
-  return {pools_.get(), slices_.get(), nodes_.get()};
+  return {pools_.get(), services_.get(), slices_.get(), nodes_.get()};
+}
+
+bool KubernetesSource::writesStatus() const { return !elector_ || elector_->isLeader(); }
+
+ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {
+  ProxyView view = proxies_.view(served);
+  if (!roster_) return view;
+  std::string version = served ? served->version() : "";
+  for (const ha::ReplicaView& peer : roster_->peers()) {
+    if (peer.version == version) {
+      view.add(peer.proxies);
+    } else {
+      view.total += peer.proxies.total;  // serving another version yet: pending here
+    }
+  }
+  return view;
+}
+
+void KubernetesSource::writeStatus() {
+  if (leadership_changed_.exchange(false)) status_.reset();
+  if (!model_ || !writesStatus()) return;
+  auto served = cache_.current();
+  status_.write(*model_, served ? served->version() : "", pools_->objects(),
+                proxyView(served.get()));
 }
 
 void KubernetesSource::markDirty() {
@@ -99,12 +154,8 @@ void KubernetesSource::run() {
     lock.unlock();
     // Objects changed (or no model yet): rebuild. Otherwise only the proxies' ACKs moved,
     // and the status is refreshed from the model we have.
-    if (changed || !model_) {
-      rebuild();
-    } else {
-      auto served = cache_.current();
-      status_.write(*model_, served ? served->version() : "", pools_->objects(), proxies_);
-    }
+    if (changed || !model_) rebuild();
+    writeStatus();
     lock.lock();
   }
 }
@@ -121,9 +172,10 @@ void KubernetesSource::rebuild() {
 }
 
 void KubernetesSource::rebuildUnchecked() {
-  if (!pools_->synced() || !slices_->synced()) return;  // never publish half a cluster
-  auto pools = pools_->objects();
-  model::ClusterModel model = model::buildClusterModel(pools, slices_->objects(), last_good_);
+  // Never publish half a cluster.
+  if (!pools_->synced() || !services_->synced() || !slices_->synced()) return;
+  model::ClusterObjects objects{pools_->objects(), services_->objects(), slices_->objects()};
+  model::ClusterModel model = model::buildClusterModel(objects, last_good_);
   for (const auto& p : model.pools) {
     // Each invalid generation of a ReplicatedPool counts once, however often we rebuild.
     if (!p.valid && rejected_.insert(p.key + "@" + std::to_string(p.generation)).second) {
@@ -133,16 +185,19 @@ void KubernetesSource::rebuildUnchecked() {
                     p.message.c_str());
     }
   }
-  if (model.snapshot.pools_size() > 0) {
-    std::string version = model.snapshot.version();
-    size_t pool_count = static_cast<size_t>(model.snapshot.pools_size());
-    if (cache_.publish(model.snapshot)) {
-      ops::logEvent(ops::LogLevel::kInfo, "topology:" + version,
-                    "topology %s from kubernetes (%zu pools)", version.c_str(), pool_count);
-    }
+  // The real state, even with no pools: proxies must stop replicating a deleted pool.
+  std::string version = model.snapshot.version();
+  size_t pool_count = static_cast<size_t>(model.snapshot.pools_size());
+  if (cache_.publish(model.snapshot)) {
+    ops::logEvent(ops::LogLevel::kInfo, "topology:" + version,
+                  "topology %s from kubernetes (%zu pools)", version.c_str(), pool_count);
   }
-  auto served = cache_.current();
-  status_.write(model, served ? served->version() : "", pools, proxies_);
+  std::vector<ZoneReadyBackends> ready;
+  for (const auto& p : model.pools) {
+    std::string name = p.key.substr(p.key.find('/') + 1);
+    for (const auto& [zone, count] : p.ready_backends) ready.push_back({name, zone, count});
+  }
+  counters_.setReadyBackends(std::move(ready));
   model_ = std::move(model);
 }
 

@@ -1,9 +1,14 @@
-// The controller's Kubernetes source: ReplicatedPools (memzone.io/v1alpha1) and the
-// EndpointSlices of the Services they name, in one namespace, plus Nodes (for the zone of a
-// proxy that reports only its node name). Every change marks the model dirty; a debounce
-// window (100 ms) folds bursts of slice updates into one snapshot, well inside the 1 s in
-// which a ready/unready change must reach the proxies. ReplicatedPool status is written
-// after each rebuild and refreshed every second (proxies ACK asynchronously).
+// The controller's Kubernetes source: ReplicatedPools (memzone.io/v1alpha1), the Services they
+// name and their EndpointSlices, in one namespace, plus Nodes (for the zone of a proxy that
+// reports only its node name). Every change marks the model dirty; a debounce window (100 ms)
+// folds bursts of slice updates into one snapshot, well inside the 1 s in which a ready/unready
+// change must reach the proxies. Once every watch has listed, the snapshot published is always
+// the real state (no ReplicatedPools: no pools).
+//
+// Several replicas may run: each watches and serves streams (equal objects, equal snapshot,
+// equal version). With leader election on, only the holder of the Lease writes ReplicatedPool
+// status, after each rebuild and every second (proxies ACK asynchronously), counting the
+// proxies of every replica (ReplicaRoster).
 #pragma once
 
 #include <atomic>
@@ -17,6 +22,8 @@
 #include <string>
 #include <thread>
 
+#include "controlplane/ha/leader_elector.h"
+#include "controlplane/ha/replica_roster.h"
 #include "controlplane/k8s/api_client.h"
 #include "controlplane/k8s/resource_watcher.h"
 #include "controlplane/model/cluster_model.h"
@@ -27,10 +34,15 @@
 
 namespace memzone::controlplane {
 
+struct KubernetesSourceOptions {
+  bool leader_elect = true;           // off: this replica writes status on its own
+  ha::LeaderElectionConfig election;  // namespace: the watched one when empty
+};
+
 class KubernetesSource {
  public:
-  KubernetesSource(k8s::ApiConfig config, SnapshotCache& cache, const ProxyRegistry& proxies,
-                   SourceCounters& counters);
+  KubernetesSource(k8s::ApiConfig config, KubernetesSourceOptions options, SnapshotCache& cache,
+                   const ProxyRegistry& proxies, SourceCounters& counters);
   ~KubernetesSource();
 
   void start();
@@ -39,21 +51,31 @@ class KubernetesSource {
   // The zone label of a Node, or "" when unknown.
   std::string zoneOfNode(const std::string& node) const;
   std::vector<const k8s::ResourceWatcher*> watchers() const;
+  // Whether this replica writes status: it leads, or there is no election.
+  bool writesStatus() const;
+  const ha::LeaderElector* elector() const { return elector_.get(); }
 
  private:
   void markDirty();
   void run();
   void rebuild();
   void rebuildUnchecked();
+  void writeStatus();
+  ProxyView proxyView(const v1::TopologySnapshot* served) const;
 
   k8s::ApiClient client_;
+  KubernetesSourceOptions options_;
   SnapshotCache& cache_;
   const ProxyRegistry& proxies_;
   SourceCounters& counters_;
   StatusWriter status_;
   std::unique_ptr<k8s::ResourceWatcher> pools_;
+  std::unique_ptr<k8s::ResourceWatcher> services_;
   std::unique_ptr<k8s::ResourceWatcher> slices_;
   std::unique_ptr<k8s::ResourceWatcher> nodes_;
+  std::unique_ptr<ha::LeaderElector> elector_;
+  std::unique_ptr<ha::ReplicaRoster> roster_;
+  std::atomic<bool> leadership_changed_{false};
   std::map<std::string, nlohmann::json> last_good_;
   std::optional<model::ClusterModel> model_;  // the last one built; the source's thread only
   std::set<std::string> rejected_;            // "key@generation" already reported

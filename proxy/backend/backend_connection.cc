@@ -26,10 +26,14 @@ uint64_t randomFenceBase() {
   return rng();
 }
 
-// "O" + 16 hex digits.
+// 16 hex digits (no snprintf: this runs twice per batch, on the request path).
 size_t formatOpaque(uint64_t opaque, char (&out)[24]) {
-  return static_cast<size_t>(
-      snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(opaque)));
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i) {
+    out[i] = kHex[opaque & 0xf];
+    opaque >>= 4;
+  }
+  return 16;
 }
 
 }  // namespace
@@ -89,16 +93,31 @@ void BackendConnection::appendFence() {
 
 BackendConnection::FenceMatch BackendConnection::matchFence(std::string_view input, uint64_t opaque,
                                                             size_t& length) const {
-  char expected[32] = "EN O";  // or "HD O": the fence key may exist
+  // "EN O<hex>\r\n", or "HD O<hex>" when the fence key exists, possibly followed by flags
+  // memcached adds on its own (Z, W, X: a client may create or mark the key). The opaque
+  // alone proves the position; the rest of the line only has to be a plain meta line.
+  char expected[24] = "EN O";
   char hex[24];
   size_t n = formatOpaque(opaque, hex);
   std::memcpy(expected + 4, hex, n);
-  std::memcpy(expected + 4 + n, "\r\n", 2);
-  length = 4 + n + 2;
-  std::string_view head = input.substr(0, std::min(input.size(), length));
+  const size_t head_len = 4 + n;
+  std::string_view head = input.substr(0, std::min(input.size(), head_len));
   if (!head.empty() && head[0] == 'H') std::memcpy(expected, "HD", 2);
   if (head != std::string_view(expected, head.size())) return FenceMatch::kMismatch;
-  return head.size() == length ? FenceMatch::kMatch : FenceMatch::kNeedMore;
+  if (head.size() < head_len) return FenceMatch::kNeedMore;
+  size_t nl = input.find('\n', head_len);
+  if (nl == std::string_view::npos) {
+    return input.size() - head_len > 256 ? FenceMatch::kMismatch : FenceMatch::kNeedMore;
+  }
+  std::string_view rest = input.substr(head_len, nl + 1 - head_len);  // "\r\n" or " Z W\r\n"
+  if (rest.size() < 2 || rest.substr(rest.size() - 2) != "\r\n") return FenceMatch::kMismatch;
+  rest.remove_suffix(2);
+  if (!rest.empty() && (expected[0] != 'H' || rest[0] != ' ' ||
+                        rest.find_first_of("\r\0") != std::string_view::npos)) {
+    return FenceMatch::kMismatch;
+  }
+  length = nl + 1;
+  return FenceMatch::kMatch;
 }
 
 void BackendConnection::flushNow() {
@@ -255,7 +274,8 @@ bool BackendConnection::matchReplies() {
     }
     protocol::ReplyResult r = protocol::parseReply(in, p.shape);
     if (r.status == ReplyStatus::kNeedMore) return true;
-    if (r.status == ReplyStatus::kInvalid) {
+    if (r.status == ReplyStatus::kInvalid ||
+        !p.sink->replyMatches(p.tag, in.substr(0, r.consumed))) {
       fail(BackendFailure::kDesync);
       return false;
     }

@@ -5,12 +5,35 @@
 namespace memzone::backend {
 
 BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
-                                 std::string local_zone, BackendStats& stats)
+                                 std::string local_zone, BackendStats& stats,
+                                 std::shared_ptr<ServerBoard> board, const std::string& log_dir,
+                                 int worker)
     : base_(base),
       flush_list_(flush_list),
       local_zone_(std::move(local_zone)),
       stats_(stats),
-      drop_timer_(base, [this] { dropIdleRetiredViews(); }) {}
+      board_(board ? std::move(board) : std::make_shared<ServerBoard>()),
+      compact_timer_(base, [this] { rewriteLog(); }),
+      drop_timer_(base, [this] { dropIdleRetiredViews(); }) {
+  if (!log_dir.empty()) log_ = std::make_unique<InvalidationLog>(base, log_dir, worker);
+}
+
+void BackendRegistry::rewriteLog() {
+  if (!log_) return;
+  if (!log_written_ || log_->wantsCompaction()) {
+    std::map<std::string, OwedDeletes> owed;
+    for (const auto& [address, server] : servers_) {
+      OwedDeletes o = server->owed();
+      if (!o.keys.empty() || o.overflowed) owed[address] = std::move(o);
+    }
+    log_->rewrite(owed);
+    if (!log_written_) {
+      log_written_ = true;
+      board_->workerLogWritten();
+    }
+  }
+  compact_timer_.arm(std::chrono::seconds(1));
+}
 
 BackendRegistry::~BackendRegistry() {
   for (auto& [address, server] : servers_) server->retire();
@@ -44,7 +67,13 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
             slot = it->second;
             slot->setOptions(options);
           } else {
-            slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_);
+            slot = std::make_shared<BackendServer>(base_, flush_list_, b, options, stats_,
+                                                   board_->stateFor(b.address));
+            slot->setLog(log_.get());
+            // Deletes a previous run of the proxy still owed this server: replayed before it
+            // serves reads, like any queued delete.
+            OwedDeletes restored = board_->takeRestored(b.address);
+            if (!restored.keys.empty() || restored.overflowed) slot->restore(restored);
             slot->connectAhead();  // in the background: the first request finds it ready
           }
           view->servers.push_back(slot);
@@ -67,6 +96,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   }
   current_ = view.get();
   views_.push_back(std::move(view));
+  if (log_ && !log_written_) rewriteLog();
 }
 
 void BackendRegistry::dropIdleRetiredViews() {

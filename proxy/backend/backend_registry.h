@@ -37,8 +37,11 @@ struct TopologyView {
 
 class BackendRegistry {
  public:
+  // `board` is the proxy's shared server view (a private one when null); with `log_dir`,
+  // the deletes this worker (`worker`) owes servers are logged there (invalidation_log.h).
   BackendRegistry(event::EventBase& base, FlushList& flush_list, std::string local_zone,
-                  BackendStats& stats);
+                  BackendStats& stats, std::shared_ptr<ServerBoard> board = nullptr,
+                  const std::string& log_dir = "", int worker = 0);
   ~BackendRegistry();
 
   // Builds the view for `topology` and makes it current.
@@ -65,12 +68,18 @@ class BackendRegistry {
 
  private:
   void dropView(TopologyView* view);
+  // Rewrites the log from the servers' queues (after the first topology, and when it grew).
+  void rewriteLog();
   void dropIdleRetiredViews();
 
   event::EventBase& base_;
   FlushList& flush_list_;
   std::string local_zone_;
   BackendStats& stats_;
+  std::shared_ptr<ServerBoard> board_;
+  std::unique_ptr<InvalidationLog> log_;
+  bool log_written_ = false;
+  event::Timer compact_timer_;
   std::map<std::string, std::shared_ptr<BackendServer>> servers_;
   TopologyView* current_ = nullptr;
   std::vector<std::unique_ptr<TopologyView>> views_;

@@ -28,18 +28,29 @@ void toSockaddr(const topology::Backend& b, sockaddr_storage& out, socklen_t& le
 }
 
 constexpr size_t kMaxReplayInFlight = 64;
+// How often a worker that marked a server down looks whether another worker saw it return.
+constexpr auto kWatchInterval = std::chrono::milliseconds(50);
+
+void raiseTo(std::atomic<int64_t>& value, int64_t at_least) {
+  int64_t current = value.load(std::memory_order_relaxed);
+  while (current < at_least &&
+         !value.compare_exchange_weak(current, at_least, std::memory_order_relaxed)) {
+  }
+}
 
 }  // namespace
 
 BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
                              const topology::Backend& backend, ServerOptions options,
-                             BackendStats& stats)
+                             BackendStats& stats, std::shared_ptr<ServerState> shared)
     : address_(backend.address),
       options_(options),
       stats_(stats),
+      shared_(std::move(shared)),
       // Probes are queued like requests and flushed after the loop turn (Worker).
       retry_timer_(base, [this] { startProbe(); }),
-      health_timer_(base, [this] { onHealthTimer(); }) {
+      health_timer_(base, [this] { onHealthTimer(); }),
+      watch_timer_(base, [this] { onWatchTimer(); }) {
   sockaddr_storage addr;
   socklen_t len;
   toSockaddr(backend, addr, len);
@@ -53,6 +64,9 @@ BackendServer::BackendServer(event::EventBase& base, FlushList& flush_list,
 BackendServer::~BackendServer() {
   retry_timer_.cancel();
   health_timer_.cancel();
+  watch_timer_.cancel();
+  // What this worker owed dies with it (the server left the topology).
+  if (owing_published_) shared_->owing.fetch_sub(1, std::memory_order_relaxed);
   connection_->abandon();
   if (state_ != State::kUp) stats_.servers_down.sub();
   setQueueDepth(0);
@@ -60,15 +74,87 @@ BackendServer::~BackendServer() {
 
 ReadTrust BackendServer::readTrust() const {
   if (state_ != State::kUp) return ReadTrust::kDown;
-  if (!invalidations_.empty() || !replaying_.empty()) return ReadTrust::kUntrusted;
-  if (overflowed_ && (options_.allow_flush || event::nowMicros() < overflow_until_us_)) {
+  // Relaxed loads of one read-mostly line: a worker that just queued or replayed is seen by
+  // the others within the memory system's propagation time, long before any reply.
+  if (shared_->owing.load(std::memory_order_relaxed) != 0 ||
+      shared_->dirty.load(std::memory_order_relaxed)) {
     return ReadTrust::kUntrusted;
   }
-  if (held_until_us_ != 0) {
-    if (event::nowMicros() < held_until_us_) return ReadTrust::kHeld;
-    held_until_us_ = 0;  // spares the clock read on the next request
+  if (shared_->unreachable_since_us.load(std::memory_order_relaxed) != 0) return ReadTrust::kHeld;
+  int64_t readable_at = shared_->readable_at_us.load(std::memory_order_relaxed);
+  int64_t distrusted_until = shared_->distrusted_until_us.load(std::memory_order_relaxed);
+  if (readable_at != 0 || distrusted_until != 0) {
+    int64_t now = event::nowMicros();
+    if (now < distrusted_until) return ReadTrust::kUntrusted;
+    if (now < readable_at) return ReadTrust::kHeld;
   }
   return ReadTrust::kReadable;
+}
+
+void BackendServer::restore(const OwedDeletes& owed) {
+  for (const std::string& key : owed.keys) {
+    if (log_ != nullptr) log_->queued(address_, key);
+    invalidations_.push_back(key);
+  }
+  if (owed.overflowed) {
+    if (log_ != nullptr) log_->overflowed(address_);
+    overflowed_ = true;
+    overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+    if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
+  }
+  setQueueDepth(pendingInvalidations());
+  replay_wanted_ = overflowed_ || !invalidations_.empty();
+  updateOwing();
+  if (state_ == State::kUp) replayInvalidations();
+}
+
+OwedDeletes BackendServer::owed() const {
+  OwedDeletes out;
+  for (size_t i = 0; i < replaying_.size(); ++i) out.keys.push_back(replaying_.at(i));
+  for (size_t i = 0; i < invalidations_.size(); ++i) out.keys.push_back(invalidations_.at(i));
+  out.overflowed = overflowed_;
+  return out;
+}
+
+void BackendServer::updateOwing() {
+  bool owes =
+      !invalidations_.empty() || !replaying_.empty() || (overflowed_ && options_.allow_flush);
+  // The log learns when nothing is owed any more, overflow included.
+  bool clean = invalidations_.empty() && replaying_.empty() && !overflowed_;
+  if (clean != log_clean_) {
+    log_clean_ = clean;
+    if (clean && log_ != nullptr) log_->cleared(address_);
+  }
+  if (owes == owing_published_) return;
+  owing_published_ = owes;
+  if (owes) {
+    shared_->owing.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    shared_->owing.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void BackendServer::noteReturn() {
+  // The first worker to see the server answer after a failure starts the proxy's recovery
+  // hold from now, and wakes the workers that marked it down.
+  int64_t since = shared_->unreachable_since_us.exchange(0, std::memory_order_relaxed);
+  if (since == 0) return;
+  int64_t now = event::nowMicros();
+  raiseTo(shared_->readable_at_us, now + int64_t{options_.consistency.read_hold_ms} * 1000);
+  shared_->returns.fetch_add(1, std::memory_order_relaxed);
+  ops::logEvent(ops::LogLevel::kInfo, "return:" + address_,
+                "backend %s answers again after %.1f s; reads resume in %u ms", address_.c_str(),
+                static_cast<double>(now - since) / 1e6, options_.consistency.read_hold_ms);
+}
+
+void BackendServer::onWatchTimer() {
+  if (state_ != State::kDown) return;
+  if (shared_->returns.load(std::memory_order_relaxed) != returns_seen_) {
+    retry_timer_.cancel();
+    startProbe();
+    return;
+  }
+  watch_timer_.arm(kWatchInterval);
 }
 
 std::optional<BackendFailure> BackendServer::admit() const {
@@ -109,12 +195,15 @@ void BackendServer::onConnectionFailed(BackendConnection& connection, BackendFai
                   "%zu requests in flight failed",
                   address_.c_str(), connection.pending());
   }
-  if (options_.consistency.read_hold_ms > 0) {
-    held_until_us_ = event::nowMicros() + int64_t{options_.consistency.read_hold_ms} * 1000;
-  }
+  // Unreachable for the whole proxy until some worker sees it answer again.
+  int64_t expected = 0;
+  shared_->unreachable_since_us.compare_exchange_strong(expected, event::nowMicros(),
+                                                        std::memory_order_relaxed);
   if (state_ == State::kProbing) {
     state_ = State::kDown;
+    returns_seen_ = shared_->returns.load(std::memory_order_relaxed);
     retry_timer_.arm(std::chrono::milliseconds(nextRetryDelayMs()));
+    watch_timer_.arm(kWatchInterval);
     return;
   }
   if (state_ == State::kUp && ++consecutive_failures_ >= options_.health.failure_limit) {
@@ -124,6 +213,8 @@ void BackendServer::onConnectionFailed(BackendConnection& connection, BackendFai
 
 void BackendServer::markDown(BackendFailure failure) {
   state_ = State::kDown;
+  returns_seen_ = shared_->returns.load(std::memory_order_relaxed);
+  watch_timer_.arm(kWatchInterval);
   stats_.mark_down_events.add();
   stats_.servers_down.add();
   retry_delay_ms_ = 0;
@@ -169,6 +260,7 @@ void BackendServer::invalidate(std::string_view key) {
     // Already distrusted as a whole: keep holding (or wait for the flush).
     zone().invalidations_dropped.add();
     overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+    if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
     return;
   }
   if (pendingInvalidations() >= options_.consistency.invalidation_queue_limit) {
@@ -176,8 +268,10 @@ void BackendServer::invalidate(std::string_view key) {
     return;
   }
   invalidations_.push_back(std::string(key));
+  if (log_ != nullptr) log_->queued(address_, key);
   zone().invalidations_queued.add();
   setQueueDepth(pendingInvalidations());
+  updateOwing();
   replay_wanted_ = true;
   if (state_ == State::kUp) replayInvalidations();
 }
@@ -190,9 +284,12 @@ void BackendServer::overflow() {
   }
   zone().invalidations_dropped.add(dropped);
   overflowed_ = true;
+  if (log_ != nullptr) log_->overflowed(address_);
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+  if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
   setQueueDepth(replaying_.size());
+  updateOwing();
   ops::logEvent(
       ops::LogLevel::kWarn, "overflow:" + address_,
       "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",
@@ -222,6 +319,7 @@ void BackendServer::replayInvalidations() {
     replaying_.push_back(std::move(key));
   }
   replay_wanted_ = overflowed_ || !invalidations_.empty();
+  updateOwing();
 }
 
 void BackendServer::setQueueDepth(size_t depth) {
@@ -243,6 +341,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
       }
       setQueueDepth(pendingInvalidations());
       if (replay_wanted_) replayInvalidations();
+      updateOwing();
       return;
     }
     case kFlushTag:
@@ -254,6 +353,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
                       "backend %s flushed after an invalidation overflow", address_.c_str());
       }
       replay_wanted_ = overflowed_ || !invalidations_.empty();
+      updateOwing();
       return;
     case kHealthTag:
       health_check_inflight_ = false;
@@ -267,6 +367,7 @@ void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::Rep
     return;
   }
   state_ = State::kUp;
+  watch_timer_.cancel();
   consecutive_failures_ = 0;
   retry_delay_ms_ = 0;
   stats_.servers_down.sub();

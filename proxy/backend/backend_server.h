@@ -6,13 +6,16 @@
 // a good answer brings it back. An idle server gets a `version` every check interval, so a
 // hung server is noticed even without traffic.
 //
-// Read trust: a write copy that failed leaves a key in this server's invalidation queue. The
-// queue is replayed as deletes as soon as the server answers, and until it is empty the
-// server serves no reads (other zones do). Past the queue limit the keys are dropped and the
-// whole server is distrusted until flushed (when flush_all is allowed) or for a hold time.
-// After any failure it also serves no reads for `read_hold_ms`, the grace other proxies
-// get to replay their own queues for it. (A pool with a single zone has no copies to owe
-// and reads its servers regardless.) Worker thread only.
+// Read trust is the proxy's, not the worker's (server_board.h): a write copy that failed
+// leaves a key in this worker's invalidation queue for the server, replayed as deletes as
+// soon as the server answers; while any worker of the proxy has such a queue, no worker reads
+// the server (other zones serve). Past the queue limit the keys are dropped and the server is
+// distrusted until flushed (when flush_all is allowed) or for a hold time. A failure makes it
+// unreachable for every worker until one of them sees it answer; from that return reads wait
+// `read_hold_ms` more, the grace other proxies get to notice the return and replay their own
+// queues, and workers that had marked it down probe at once. (A pool with a single zone has
+// no copies to owe and reads its servers regardless.) Worker thread only, except the shared
+// state's atomics.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +25,7 @@
 
 #include "proxy/backend/backend_connection.h"
 #include "proxy/backend/backend_stats.h"
+#include "proxy/backend/server_board.h"
 #include "proxy/common/ring_queue.h"
 #include "proxy/topology/topology.h"
 
@@ -43,8 +47,9 @@ enum class ReadTrust : uint8_t {
 
 class BackendServer : public ConnectionObserver, private ReplySink {
  public:
+  // `shared` is the proxy's state for this address.
   BackendServer(event::EventBase& base, FlushList& flush_list, const topology::Backend& backend,
-                ServerOptions options, BackendStats& stats);
+                ServerOptions options, BackendStats& stats, std::shared_ptr<ServerState> shared);
   ~BackendServer() override;
 
   const std::string& address() const { return address_; }
@@ -65,6 +70,12 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   size_t pendingInvalidations() const { return invalidations_.size() + replaying_.size(); }
 
   void setOptions(ServerOptions options);
+  // Durable invalidations: `log` (may be null) records what this server is owed.
+  void setLog(InvalidationLog* log) { log_ = log; }
+  // Deletes a previous run of the proxy still owed this server.
+  void restore(const OwedDeletes& owed);
+  // What this worker owes the server now (for a log rewrite).
+  OwedDeletes owed() const;
   void connectAhead() { connection_->connectAhead(); }
   void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
@@ -74,6 +85,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   void onConnectionFailed(BackendConnection& connection, BackendFailure failure) override;
   void onReplyReceived() override {
     consecutive_failures_ = 0;
+    if (shared_->unreachable_since_us.load(std::memory_order_relaxed) != 0) noteReturn();
     if (replay_wanted_) replayInvalidations();
   }
 
@@ -88,6 +100,12 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   void replayInvalidations();
   void overflow();
   void setQueueDepth(size_t depth);
+  // Publishes whether this worker owes the server deletes (or distrusts it after an overflow).
+  void updateOwing();
+  // This worker saw the server answer while the proxy considered it unreachable.
+  void noteReturn();
+  // While marked down: probe at once when another worker has seen the server return.
+  void onWatchTimer();
   ZoneCounters& zone() { return stats_.zones[zone_slot_]; }
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
   void onBackendFailure(uint32_t tag, BackendFailure failure) override;
@@ -96,8 +114,14 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   ServerOptions options_;
   BackendStats& stats_;
   std::unique_ptr<BackendConnection> connection_;
+  std::shared_ptr<ServerState> shared_;
+  InvalidationLog* log_ = nullptr;
+  bool log_clean_ = true;  // the log's last word for this server: nothing owed
+  bool owing_published_ = false;
+  uint32_t returns_seen_ = 0;  // shared_->returns when this worker marked the server down
   event::Timer retry_timer_;
   event::Timer health_timer_;
+  event::Timer watch_timer_;
   State state_ = State::kUp;
   uint32_t consecutive_failures_ = 0;
   uint32_t retry_delay_ms_ = 0;
@@ -111,8 +135,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   bool replay_wanted_ = false;  // something to replay or flush once the server answers
   bool overflowed_ = false;
   bool flush_inflight_ = false;
-  int64_t overflow_until_us_ = 0;      // hold instead of flush
-  mutable int64_t held_until_us_ = 0;  // read hold after a failure
+  int64_t overflow_until_us_ = 0;  // hold instead of flush
 };
 
 }  // namespace memzone::backend

@@ -17,6 +17,7 @@ class RingQueue {
   T& front() { return slots_[head_ & mask_]; }
   T& back() { return slots_[(tail_ - 1) & mask_]; }
   T& at(size_t i) { return slots_[(head_ + i) & mask_]; }
+  const T& at(size_t i) const { return slots_[(head_ + i) & mask_]; }
 
   void push_back(T value) {
     if (size() == slots_.size()) grow();

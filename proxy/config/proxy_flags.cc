@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "proxy/topology/controller_client.h"
+
 namespace memzone::config {
 namespace {
 
@@ -42,7 +44,7 @@ bool parseByteSize(const std::string& text, uint64_t& out) {
 
 std::string proxyUsage() {
   return "usage: memzone-proxy --listen HOST:PORT --zone ZONE [--threads N]\n"
-         "                     (--config FILE | --controller HOST:PORT)\n"
+         "                     (--config FILE | --controller HOST:PORT[,HOST:PORT...])\n"
          "                     [--metrics-listen HOST:PORT] [--state-dir DIR]\n"
          "                     [--max-item-size BYTES] [--max-connections N]\n"
          "                     [--max-buffer-memory BYTES] [--partial-request-timeout-ms MS]\n"
@@ -54,9 +56,11 @@ std::string proxyUsage() {
          "                     zone from the controller, else the first zone of each pool)\n"
          "  --threads          worker threads (default: one per core)\n"
          "  --config           static topology YAML (no controller); SIGHUP reloads it\n"
-         "  --controller       memzone-controller's gRPC address: stream the topology from it\n"
-         "  --state-dir        keep the last applied snapshot here; serve it at start-up\n"
-         "                     until the controller answers\n"
+         "  --controller       memzone-controller's gRPC address(es): stream the topology from\n"
+         "                     one of them; a name may resolve to several (headless Service)\n"
+         "  --state-dir        keep the deletes owed to servers here (they survive a restart)\n"
+         "                     and, with --controller, the last applied snapshot, served at\n"
+         "                     start-up until the controller answers\n"
          "  --metrics-listen   serve /metrics, /healthz, /readyz here\n"
          "  --metrics-per-backend  also export per-server series (address label; off by\n"
          "                     default: one series per memcached server adds up)\n"
@@ -133,6 +137,11 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
     } else if (flag == "--config") {
       o.config_path = value;
     } else if (flag == "--controller") {
+      std::vector<std::string> targets;
+      if (std::string error = topology::parseControllerTargets(value, targets); !error.empty()) {
+        result.error = error;
+        return result;
+      }
       o.controller = value;
     } else if (flag == "--metrics-listen") {
       o.metrics_listen = value;
@@ -180,8 +189,6 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   }
   if (o.config_path.empty() == o.controller.empty()) {
     result.error = "exactly one of --config or --controller is required";
-  } else if (!o.state_dir.empty() && o.controller.empty()) {
-    result.error = "--state-dir needs --controller (a --config topology is already on disk)";
   }
   return result;
 }

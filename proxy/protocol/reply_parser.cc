@@ -17,10 +17,12 @@ bool findLine(std::string_view input, size_t from, std::string_view& line, size_
   return true;
 }
 
+// A value length from a backend. Lengths past 2 GiB (memcached's own ceiling) are refused,
+// so `offset + length + 2` can never wrap around on a hostile reply.
 bool parseSize(std::string_view token, size_t& out) {
   if (token.empty()) return false;
   auto [ptr, ec] = std::from_chars(token.data(), token.data() + token.size(), out);
-  return ec == std::errc() && ptr == token.data() + token.size();
+  return ec == std::errc() && ptr == token.data() + token.size() && out <= (size_t{1} << 31);
 }
 
 std::string_view nextToken(std::string_view& rest) {

@@ -76,6 +76,13 @@ bool isPlainLength(std::string_view token, int32_t value) {
   return ec == std::errc() && token == std::string_view(digits, end - digits);
 }
 
+// Bytes of the line the encoder rebuilds (an upper bound: the length token may shrink).
+size_t canonicalLineLength(const Request& r) {
+  size_t n = 2;
+  for (size_t i = 0; i < r.tokens.size(); ++i) n += r.tokens[i].size() + (i > 0);
+  return n;
+}
+
 // Text commands memcached knows but the proxy does not offer (server administration).
 bool isAdminCommand(std::string_view name) {
   static constexpr std::string_view kAdmin[] = {
@@ -142,11 +149,22 @@ ParseResult RequestParser::parse(std::string_view input, Request& out, size_t* s
     }
     return invalid(consumed, errors::kError);
   }
-  if (isRetrieval(out.command)) return parseRetrieval(consumed, out);
-  if (isStorage(out.command)) return parseStorage(input, consumed, out);
-  if (out.command == Command::kMetaSet) return parseMetaSet(input, consumed, out);
-  if (isMeta(out.command)) return parseMetaLine(consumed, out);
-  return parseOther(consumed, out);
+  ParseResult r = isRetrieval(out.command)           ? parseRetrieval(consumed, out)
+                  : isStorage(out.command)           ? parseStorage(input, consumed, out)
+                  : out.command == Command::kMetaSet ? parseMetaSet(input, consumed, out)
+                  : isMeta(out.command)              ? parseMetaLine(consumed, out)
+                                                     : parseOther(consumed, out);
+  if (r.status == ParseStatus::kOk && consumed > mc::kMaxLineWithoutNewline) {
+    // memcached hangs up on a line over 2048 bytes that straddles two of its reads (only
+    // get/gets may grow), and on a shared connection our line may straddle anything: long
+    // lines go out rebuilt (single spaces); one still too long is answered here. Multi-key
+    // retrievals are split by the proxy into short lines anyway.
+    out.rebuild = true;
+    if (!isRetrieval(out.command) && canonicalLineLength(out) > mc::kMaxLineWithoutNewline) {
+      return invalid(r.consumed, errors::kLineTooLong);
+    }
+  }
+  return r;
 }
 
 ParseResult RequestParser::withData(std::string_view input, size_t consumed, size_t bytes,

@@ -83,6 +83,9 @@ uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attemp
   c.code = ReplyCode::kError;
   c.server = server;
   c.attempt = attempt;
+  c.line_bytes = 0;
+  c.first_key = UINT32_MAX;
+  c.last_key = 0;
   return static_cast<uint32_t>(child_count_++);
 }
 
@@ -121,6 +124,19 @@ uint32_t ClientRequest::pickReadAttempt(const backend::PoolView& pool, std::stri
   return UINT32_MAX;
 }
 
+bool ClientRequest::send(uint32_t child, backend::BackendServer* server,
+                         const protocol::Request& request) {
+  if (auto refused = server->admit()) {
+    failChild(child, *refused);
+    return false;
+  }
+  protocol::encodeForward(request, server->output());
+  ++outstanding_;
+  server->commit(this, child, protocol::replyShapeFor(command_), quiet_,
+                 protocol::silentCode(command_));
+  return !children_[child].failed;  // a connection can fail inside commit()
+}
+
 bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
                          protocol::ReplyShape shape) {
   if (auto refused = server->admit()) {
@@ -157,6 +173,16 @@ void ClientRequest::onBackendFailure(uint32_t tag, backend::BackendFailure failu
   failChild(tag, failure);
   --outstanding_;
   childDone(tag);
+}
+
+bool ClientRequest::replyMatches(uint32_t tag, std::string_view reply) const {
+  if (!protocol::isRetrieval(command_)) return true;
+  if (plan_ == Plan::kMultiGet) return multiGetReplyMatches(tag, reply);
+  // One key asked: every VALUE block must be that key's, and there is at most one.
+  protocol::ValueBlock block;
+  if (!protocol::parseValueBlock(reply, block)) return true;  // END or an error line
+  if (block.key != keyAt(0)) return false;
+  return !protocol::parseValueBlock(reply.substr(block.size), block);
 }
 
 void ClientRequest::childDone(uint32_t child) {
@@ -205,37 +231,6 @@ void ClientRequest::finish() {
     reply_child_ = kNoChild;
   }
   markReady();
-}
-
-void ClientRequest::finishSingle() {
-  if (override_) return;
-  Child& c = children_[0];
-  if (c.failed) {
-    stats_->server_errors.add();
-    reply_.append(backend::failureReply(c.failure));
-    return;
-  }
-  if (protocol::isRetrieval(command_) || command_ == Command::kMetaGet) {
-    bool hit =
-        c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
-    (hit ? stats_->get_hits : stats_->get_misses).add();
-  }
-  reply_child_ = 0;  // empty when a quiet request was answered with silence
-}
-
-void ClientRequest::finishBroadcast() {
-  for (size_t i = 0; i < child_count_; ++i) {
-    const Child& c = children_[i];
-    if (c.failed) {
-      reply_.append(backend::failureReply(c.failure));
-      return;
-    }
-    if (c.code != ReplyCode::kOk) {
-      reply_.append(c.reply.view());
-      return;
-    }
-  }
-  reply_.append("OK\r\n");
 }
 
 void ClientRequest::markReady() {
@@ -291,7 +286,14 @@ void ClientRequest::maybeRecycle() {
   recycle(reply_);
   recycle(copy_);
   recycle(keys_);
+  // A multi-get of thousands of keys must not pin its bookkeeping in the pool for ever.
+  if (key_refs_.capacity() > 1024) std::vector<KeyRef>().swap(key_refs_);
   for (size_t i = 0; i < child_count_; ++i) recycle(children_[i].reply);
+  if (children_.size() > 64) {
+    children_.resize(64);
+    children_.shrink_to_fit();
+  }
+  child_count_ = 0;
   RequestPool* pool = pool_;
   released_by_owner_ = false;
   pool->release(this);

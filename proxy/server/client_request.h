@@ -6,10 +6,11 @@
 // Memory: its buffers are charged to its client connection while owned (the budget ranks
 // connections by what they hold), then to the worker's orphan account, then to the pool's.
 //
-// The dispatcher picks a plan and sends the first backend requests; the plan's own logic
-// (here and in replicated_write.cc / failover_read.cc) then follows the replies: copying a
-// cas to the other zones once it succeeded, failing a read over to the next zone, answering
-// when the wait policy is met, invalidating copies that failed or diverged.
+// The dispatcher routes the request and picks its plan; everything a plan does lives in the
+// plan's own file, from the first backend requests to the client's reply: single_plan.cc
+// (one server; flush_all to every server), replicated_write.cc (copies to every zone, the
+// wait policy, invalidations), failover_read.cc (one key, zone by zone), multi_get.cc (keys
+// grouped by server, reassembled in order).
 //
 // Lifetime: the owning ClientConnection holds it in its FIFO until the reply has been taken;
 // backends hold it (as a ReplySink) until each of its `outstanding` sub-requests has been
@@ -26,6 +27,8 @@
 #include "proxy/common/byte_buffer.h"
 #include "proxy/protocol/command.h"
 #include "proxy/protocol/reply_parser.h"
+#include "proxy/protocol/request.h"
+#include "proxy/routing/prefix_router.h"
 
 namespace memzone::server {
 
@@ -58,45 +61,30 @@ class ClientRequest final : public backend::ReplySink {
     backend::BackendFailure failure = backend::BackendFailure::kTimeout;
     protocol::ReplyCode code = protocol::ReplyCode::kError;
     backend::BackendServer* server = nullptr;
-    uint32_t attempt = 0;  // zone attempt: 0 = the local zone, then the pool's other zones
+    uint32_t attempt = 0;   // zone attempt: 0 = the local zone, then the pool's other zones
+    size_t line_bytes = 0;  // kMultiGet: length of the request line built for this child
+    // kMultiGet: the first and last key (index) this child asks for, so building its line
+    // and checking its reply scan its own stretch of keys, not all of them.
+    uint32_t first_key = UINT32_MAX;
+    uint32_t last_key = 0;
   };
 
   // Set up by the dispatcher.
   void start(RequestOwner* owner, protocol::Command command, Plan plan, ProxyStats* stats);
   void setLocalReply(std::string_view reply);
-  void setFlags(bool noreply, bool quiet) {
-    noreply_ = noreply;
-    quiet_ = quiet;
-  }
   // The client gets `reply` whatever the backends answer (a value too large to forward:
   // the key is deleted everywhere, the client hears memcached's "too large").
   void overrideReply(std::string_view reply);
   void pinView(backend::BackendRegistry* registry, backend::TopologyView* view);
-  void setPool(const backend::PoolView* pool) { pool_view_ = pool; }
 
-  // Keys in client order, each with its pool and the child (server) of the current round.
-  void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
-  std::string_view keyAt(size_t i) const;
-  uint32_t keyChild(size_t i) const { return key_refs_[i].child; }
-  // Returns the new child's index (its backend tag).
-  uint32_t addChild(backend::BackendServer* server, uint32_t attempt = 0);
-  Child& child(uint32_t i) { return children_[i]; }
-  uint32_t childCount() const { return static_cast<uint32_t>(child_count_); }
-  void expectReplies(uint32_t n) { outstanding_ += n; }
-  // A child that could not be sent at all (server down, queue full).
-  void failChild(uint32_t child, backend::BackendFailure failure);
-  // Called once the first backend requests have been sent or failed.
-  void sealed();
-
-  // kWrite: sends `bytes` to the key's server in every zone, or, with `defer_copies` (cas),
-  // to the local zone only and copy() to the others once the local zone succeeded.
-  ByteBuffer& copy() { return copy_; }
-  void startWrite(std::string_view key, std::string_view bytes, bool defer_copies);
-  // kRead: sends copy() to the local zone, then the others in turn; `local_only` for gets.
-  void startRead(std::string_view key, bool local_only);
-  // kMultiGet: after addKey() for every key, with copy() holding the command and its
-  // arguments before the keys ("get", "gat 60"): sends round one.
-  void startMultiGet(bool local_only);
+  // The plans. Each sends its first backend requests and seals the request; the request's
+  // views may die once it returns.
+  void startSingle(const protocol::Request& request, const backend::PoolView& pool);
+  void startBroadcast(const protocol::Request& request,
+                      const std::vector<backend::BackendServer*>& servers);
+  void startWrite(const protocol::Request& request, const backend::PoolView& pool);
+  void startRead(const protocol::Request& request, const backend::PoolView& pool);
+  void startMultiGet(const protocol::Request& request, const routing::PrefixRouter& router);
 
   // For the owning connection.
   bool ready() const { return ready_; }
@@ -117,8 +105,27 @@ class ClientRequest final : public backend::ReplySink {
   // ReplySink
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
   void onBackendFailure(uint32_t tag, backend::BackendFailure failure) override;
+  bool replyMatches(uint32_t tag, std::string_view reply) const override;
 
  private:
+  void setFlags(bool noreply, bool quiet) {
+    noreply_ = noreply;
+    quiet_ = quiet;
+  }
+  // Keys in client order, each with its pool and the child (server) of the current round.
+  void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
+  std::string_view keyAt(size_t i) const;
+  // Returns the new child's index (its backend tag).
+  uint32_t addChild(backend::BackendServer* server, uint32_t attempt = 0);
+  // A child that could not be sent at all (server down, queue full).
+  void failChild(uint32_t child, backend::BackendFailure failure);
+  // Called once the first backend requests have been sent or failed.
+  void sealed();
+  // A cas unique means something only to the server that issued it.
+  static bool isLocalOnlyRead(protocol::Command command) {
+    return command == protocol::Command::kGets || command == protocol::Command::kGats;
+  }
+
   void childDone(uint32_t child);
   void finish();
   void finishSingle();
@@ -137,11 +144,14 @@ class ClientRequest final : public backend::ReplySink {
   static uint32_t pickReadAttempt(const backend::PoolView& pool, std::string_view key,
                                   uint32_t from, uint32_t max_attempts);
   uint32_t maxReadAttempts(const backend::PoolView& pool) const;
-  // Sends `bytes` as child `child`; false when the server refused it or failed at once.
+  // Sends `bytes` (or the client's request, encoded for the server) as child `child`;
+  // false when the server refused it or failed at once.
   bool send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
             protocol::ReplyShape shape);
+  bool send(uint32_t child, backend::BackendServer* server, const protocol::Request& request);
 
   // replicated_write.cc
+  void sendWrite(std::string_view key, std::string_view bytes, const protocol::Request* request);
   void writeChildDone(uint32_t child);
   void sendDeferredCopies();
   void answerWriteIfDecided();
@@ -150,10 +160,12 @@ class ClientRequest final : public backend::ReplySink {
   void readChildDone(uint32_t child);
   void sendReadAttempt(uint32_t from);
   void finishRead(uint32_t answer_child);
+  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source);
+  // multi_get.cc
+  bool multiGetReplyMatches(uint32_t child, std::string_view reply) const;
   void multiGetRoundDone();
   void sendMultiGetRound();
   void finishMultiGet();
-  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source);
 
   RequestOwner* owner_ = nullptr;
   MemoryAccount* account_ = nullptr;  // where its buffers are charged
@@ -199,6 +211,7 @@ class ClientRequest final : public backend::ReplySink {
     bool failed = false;
   };
   std::vector<KeyRef> key_refs_;
+  static constexpr size_t kMaxBackendLine = 2048;  // kMultiGet: bytes per backend request line
   std::vector<Child> children_;
   size_t child_count_ = 0;  // children_ beyond this are pooled, not in use
 };

@@ -1,12 +1,12 @@
-// ClientRequest, plans kRead and kMultiGet: reads served by the local zone first, then by the
-// pool's other zones in the order the topology lists them.
+// ClientRequest, plan kRead: a one-key read served by the local zone first, then by the
+// pool's other zones in the order the topology lists them (multi_get.cc does the same per
+// key for multi-key gets).
 //
 // A zone is skipped without asking when its server for the key is down, has invalidations
-// pending, or failed moments ago (the read hold). A zone that fails or times
-// out, or misses when readFailover includes miss, passes the key to the next zone. A
-// multi-key get does this per key, in rounds: each round asks each server once for all the
-// keys it still owes. gets/gats stay in the local zone: their cas values mean nothing to
-// another zone's server. A hit served by another zone may be repaired into the local zone.
+// pending, or failed moments ago (the read hold). A zone that fails or times out, or misses
+// when readFailover includes miss, passes the key to the next zone. gets/gats stay in the
+// local zone: their cas values mean nothing to another zone's server. A hit served by
+// another zone may be repaired into the local zone.
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
@@ -23,10 +23,14 @@ bool answered(const ClientRequest::Child& c) { return !c.failed && !protocol::is
 
 }  // namespace
 
-void ClientRequest::startRead(std::string_view key, bool local_only) {
-  addKey(key, 0);
-  local_only_ = local_only;
+void ClientRequest::startRead(const protocol::Request& request, const backend::PoolView& pool) {
+  pool_view_ = &pool;
+  setFlags(request.noreply, request.quiet);
+  protocol::encodeForward(request, copy_);  // sent to each zone asked, in turn
+  addKey(request.key(), 0);
+  local_only_ = isLocalOnlyRead(request.command);
   sendReadAttempt(0);
+  sealed();
 }
 
 void ClientRequest::sendReadAttempt(uint32_t from) {
@@ -109,141 +113,6 @@ void ClientRequest::finishRead(uint32_t answer) {
   if (noreply_) {
     reply_.clear();
     reply_child_ = kNoChild;
-  }
-  markReady();
-}
-
-void ClientRequest::startMultiGet(bool local_only) {
-  local_only_ = local_only;
-  sendMultiGetRound();
-}
-
-void ClientRequest::sendMultiGetRound() {
-  const std::vector<backend::PoolView>& pools = view_->pools;
-  round_start_ = static_cast<uint32_t>(child_count_);
-  for (size_t i = 0; i < key_refs_.size(); ++i) {
-    KeyRef& ref = key_refs_[i];
-    if (ref.resolved) continue;
-    if (ref.pool >= pools.size()) {  // no route: never asked, reads as a miss
-      ref.resolved = true;
-      ref.failed = false;
-      continue;
-    }
-    const backend::PoolView& pool = pools[ref.pool];
-    std::string_view key = keyAt(i);
-    uint32_t a = pickReadAttempt(pool, key, ref.attempt, maxReadAttempts(pool));
-    if (a == UINT32_MAX) {
-      ref.resolved = true;  // no zone left to ask: a miss seen earlier stands, else failed
-      continue;
-    }
-    if (a > ref.attempt)
-      stats_->read_failovers[static_cast<int>(FailoverReason::kUnavailable)].add();
-    ref.attempt = a;
-    backend::BackendServer* server = serverFor(pool, key, a);
-    uint32_t child = UINT32_MAX;
-    for (uint32_t c = round_start_; c < child_count_; ++c) {
-      if (children_[c].server == server) child = c;
-    }
-    if (child == UINT32_MAX) child = addChild(server, a);
-    ref.child = child;
-  }
-  // One backend request per server, its keys in the client's order.
-  sending_ = true;
-  for (uint32_t c = round_start_; c < child_count_; ++c) {
-    backend::BackendServer* server = children_[c].server;
-    if (auto refused = server->admit()) {
-      failChild(c, *refused);
-      continue;
-    }
-    ByteBuffer& out = server->output();
-    out.append(copy_.view());
-    for (size_t i = 0; i < key_refs_.size(); ++i) {
-      if (key_refs_[i].resolved || key_refs_[i].child != c) continue;
-      out.append(' ');
-      out.append(keyAt(i));
-    }
-    out.append("\r\n");
-    ++outstanding_;
-    server->commit(this, c, protocol::ReplyShape::kRetrieval);
-  }
-  sending_ = false;
-  if (outstanding_ == 0 && sealed_) multiGetRoundDone();
-}
-
-void ClientRequest::multiGetRoundDone() {
-  if (answered_) return;
-  bool another_round = false;
-  for (size_t i = 0; i < key_refs_.size(); ++i) {
-    KeyRef& ref = key_refs_[i];
-    if (ref.resolved || ref.child == UINT32_MAX || ref.child < round_start_) continue;
-    const backend::PoolView& pool = view_->pools[ref.pool];
-    bool more = ref.attempt + 1 < maxReadAttempts(pool);
-    Child& c = children_[ref.child];
-    if (!answered(c)) {
-      if (more) {
-        stats_->read_failovers[static_cast<int>(FailoverReason::kError)].add();
-        ++ref.attempt;
-        another_round = true;
-      } else {
-        ref.resolved = true;
-      }
-      continue;
-    }
-    protocol::ValueBlock block;
-    std::string_view key = keyAt(i);
-    if (protocol::parseValueBlock(c.reply.view().substr(c.cursor), block) && block.key == key) {
-      ref.value_child = ref.child;
-      ref.value_offset = static_cast<uint32_t>(c.cursor);
-      ref.value_size = static_cast<uint32_t>(block.size);
-      c.cursor += block.size;
-      ref.resolved = true;
-      ref.failed = false;
-      if (ref.attempt > 0) repair(pool, key, c.server);
-    } else {
-      ref.failed = false;  // a miss is an answer
-      if (more && pool.pool->replication.failover_on_miss) {
-        stats_->read_failovers[static_cast<int>(FailoverReason::kMiss)].add();
-        ++ref.attempt;
-        another_round = true;
-      } else {
-        ref.resolved = true;
-      }
-    }
-  }
-  if (another_round) {
-    sendMultiGetRound();
-    return;
-  }
-  finishMultiGet();
-}
-
-void ClientRequest::finishMultiGet() {
-  answered_ = true;
-  bool any_answer = false;
-  const KeyRef* failed = nullptr;
-  for (const KeyRef& ref : key_refs_) {
-    if (!ref.failed) any_answer = true;
-    if (ref.failed && failed == nullptr) failed = &ref;
-  }
-  if (!any_answer && failed != nullptr) {
-    stats_->server_errors.add();
-    backend::BackendFailure f = failed->child != UINT32_MAX && children_[failed->child].failed
-                                    ? children_[failed->child].failure
-                                    : backend::BackendFailure::kMarkedDown;
-    reply_.append(backend::failureReply(f));
-  } else {
-    // A failed server's keys read as misses: a cache may always miss, and one dead server
-    // should not fail a whole multi-get.
-    for (const KeyRef& ref : key_refs_) {
-      if (ref.value_child == UINT32_MAX) {
-        stats_->get_misses.add();
-        continue;
-      }
-      stats_->get_hits.add();
-      reply_.append(
-          children_[ref.value_child].reply.view().substr(ref.value_offset, ref.value_size));
-    }
-    reply_.append("END\r\n");
   }
   markReady();
 }

@@ -69,7 +69,9 @@ class ReadRepair final : public backend::ReplySink {
     }
     size_t bytes = 0;
     auto [p, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
-    if (ec != std::errc() || reply.size() < eol + 2 + bytes + 2) return false;
+    if (ec != std::errc() || bytes > reply.size() || reply.size() < eol + 2 + bytes + 2) {
+      return false;
+    }
     // t-1: no expiry (T0 in ms); t0: expires this second, not worth copying.
     if (ttl == "0") return false;
     if (target_->admit()) return false;

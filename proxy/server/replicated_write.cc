@@ -43,23 +43,34 @@ bool diverged(Command command, const ClientRequest::Child& local,
 
 }  // namespace
 
-void ClientRequest::startWrite(std::string_view key, std::string_view bytes, bool defer_copies) {
+void ClientRequest::startWrite(const protocol::Request& request, const backend::PoolView& pool) {
+  pool_view_ = &pool;
+  setFlags(request.noreply, request.quiet);
+  std::string_view key = request.key();
   addKey(key, 0);
-  defer_copies_ = defer_copies;
-  protocol::ReplyShape shape = protocol::replyShapeFor(command_);
+  // A cas goes to the local zone only; once it succeeded the others get the value as a
+  // plain set (meta: the same command without its C token), kept in copy_ until then.
+  if (request.command == Command::kCas) {
+    defer_copies_ = true;
+    protocol::encodeSet(key, request.tokens[2], request.tokens[3], request.data, copy_);
+  } else if (size_t cas_token = protocol::metaCasToken(request); cas_token != 0) {
+    defer_copies_ = true;
+    protocol::encodeForwardWithout(request, cas_token, copy_);
+  }
   backend::BackendStats& backend_stats = registry_->stats();
   sending_ = true;
-  uint32_t zones = defer_copies ? 1 : zoneCount(*pool_view_);
+  uint32_t zones = defer_copies_ ? 1 : zoneCount(pool);
   for (uint32_t a = 0; a < zones; ++a) {
-    backend::BackendServer* server = serverFor(*pool_view_, key, a);
+    backend::BackendServer* server = serverFor(pool, key, a);
     uint32_t child = addChild(server, a);
     if (a > 0) {
-      uint32_t slot = pool_view_->zones[zoneForAttempt(*pool_view_, a)].zone->stats_slot;
+      uint32_t slot = pool.zones[zoneForAttempt(pool, a)].zone->stats_slot;
       backend_stats.zones[slot].copies_sent.add();
     }
-    send(child, server, bytes, shape);
+    send(child, server, request);
   }
   sending_ = false;
+  sealed();
 }
 
 void ClientRequest::writeChildDone(uint32_t) {

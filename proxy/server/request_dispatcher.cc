@@ -75,13 +75,13 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
     }
     r->start(owner, request.command, Plan::kBroadcast, &stats_);
     r->pinView(&registry_, view);
-    dispatchFlushAll(request, r);
+    r->startBroadcast(request, registry_.allServers());
     return r;
   }
   if (protocol::isRetrieval(request.command) && request.key_count > 1) {
     r->start(owner, request.command, Plan::kMultiGet, &stats_);
     r->pinView(&registry_, view);
-    dispatchMultiGet(request, r, view);
+    r->startMultiGet(request, view->topology->router);
     return r;
   }
   uint32_t pool = view->topology->router.poolFor(request.key());
@@ -97,93 +97,17 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
       pv.pool->replication.writes == topology::WritePolicy::kAllZones) {
     r->start(owner, request.command, Plan::kWrite, &stats_);
     r->pinView(&registry_, view);
-    r->setPool(&pv);
-    dispatchReplicatedWrite(request, r);
+    r->startWrite(request, pv);
   } else if (replicated && read) {
     r->start(owner, request.command, Plan::kRead, &stats_);
     r->pinView(&registry_, view);
-    r->setPool(&pv);
-    r->setFlags(request.noreply, request.quiet);
-    protocol::encodeForward(request, r->copy());
-    r->startRead(request.key(), isLocalOnlyRead(request.command));
-    r->sealed();
+    r->startRead(request, pv);
   } else {
     r->start(owner, request.command, Plan::kSingle, &stats_);
     r->pinView(&registry_, view);
-    dispatchSingle(request, r, pv);
+    r->startSingle(request, pv);
   }
   return r;
-}
-
-bool RequestDispatcher::isLocalOnlyRead(Command command) {
-  // A cas unique means something only to the server that issued it.
-  return command == Command::kGets || command == Command::kGats;
-}
-
-void RequestDispatcher::dispatchReplicatedWrite(const protocol::Request& request,
-                                                ClientRequest* r) {
-  r->setFlags(request.noreply, request.quiet);
-  scratch_.clear();
-  protocol::encodeForward(request, scratch_);
-  bool defer = false;
-  if (request.command == Command::kCas) {
-    // cas goes to the local zone; once it succeeded the others get the value as a plain set.
-    defer = true;
-    protocol::encodeSet(request.key(), request.tokens[2], request.tokens[3], request.data,
-                        r->copy());
-  } else if (size_t cas_token = protocol::metaCasToken(request); cas_token != 0) {
-    defer = true;
-    protocol::encodeForwardWithout(request, cas_token, r->copy());
-  }
-  r->startWrite(request.key(), scratch_.view(), defer);
-  r->sealed();
-}
-
-void RequestDispatcher::send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
-                             const protocol::Request& request) {
-  if (auto refused = server->admit()) {
-    r->failChild(child, *refused);
-    return;
-  }
-  protocol::encodeForward(request, server->output());
-  r->expectReplies(1);
-  server->commit(r, child, protocol::replyShapeFor(request.command), request.quiet,
-                 protocol::silentCode(request.command));
-}
-
-void RequestDispatcher::dispatchSingle(const protocol::Request& request, ClientRequest* r,
-                                       const backend::PoolView& pool) {
-  r->setFlags(request.noreply, request.quiet);
-  const backend::ZoneView& zv = pool.zones[pool.local_zone];
-  backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
-  uint32_t child = r->addChild(server);
-  send(r, child, server, request);
-  r->sealed();
-}
-
-void RequestDispatcher::dispatchMultiGet(const protocol::Request& request, ClientRequest* r,
-                                         backend::TopologyView* view) {
-  for (size_t i = 0; i < request.key_count; ++i) {
-    std::string_view key = request.key(i);
-    r->addKey(key, UINT32_MAX, view->topology->router.poolFor(key));
-  }
-  ByteBuffer& prefix = r->copy();
-  prefix.append(request.tokens[0]);
-  if (request.first_key == 2) {
-    prefix.append(' ');
-    prefix.append(request.tokens[1]);
-  }
-  r->startMultiGet(isLocalOnlyRead(request.command));
-  r->sealed();
-}
-
-void RequestDispatcher::dispatchFlushAll(const protocol::Request& request, ClientRequest* r) {
-  r->setFlags(request.noreply, false);
-  for (backend::BackendServer* server : registry_.allServers()) {
-    uint32_t child = r->addChild(server);
-    send(r, child, server, request);
-  }
-  r->sealed();
 }
 
 }  // namespace memzone::server

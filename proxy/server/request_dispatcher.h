@@ -1,6 +1,7 @@
 // Turns a parsed client request into a ClientRequest: answers proxy-local commands, routes
-// keys (prefix -> pool), picks the plan (single server; write copied to every zone; read
-// with zone failover; multi-get) and sends the first backend requests. Worker thread only.
+// keys (prefix -> pool) and picks the plan (single server; write copied to every zone; read
+// with zone failover; multi-get; every server); the plan itself (ClientRequest::start*)
+// sends the backend requests and builds the reply. Worker thread only.
 #pragma once
 
 #include <functional>
@@ -33,16 +34,6 @@ class RequestDispatcher {
                                    RequestOwner* owner);
 
  private:
-  void dispatchSingle(const protocol::Request& request, ClientRequest* r,
-                      const backend::PoolView& pool);
-  void dispatchReplicatedWrite(const protocol::Request& request, ClientRequest* r);
-  static bool isLocalOnlyRead(protocol::Command command);
-  void dispatchMultiGet(const protocol::Request& request, ClientRequest* r,
-                        backend::TopologyView* view);
-  void dispatchFlushAll(const protocol::Request& request, ClientRequest* r);
-  void send(ClientRequest* r, uint32_t child, backend::BackendServer* server,
-            const protocol::Request& request);
-
   backend::BackendRegistry& registry_;
   RequestPool& pool_;
   ProxyStats& stats_;

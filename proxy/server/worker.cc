@@ -36,7 +36,8 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
       // steady load without allocating, little enough not to matter after a burst.
       pool_(&budget_.memory().pooled, &budget_.memory().requests,
             std::min<uint64_t>(4 << 20, options.buffer_share / 16)),
-      registry_(base_, flush_list_, options.zone, backend_stats_),
+      registry_(base_, flush_list_, options.zone, backend_stats_, options.server_board,
+                options.state_dir, index),
       dispatcher_(registry_, pool_, stats_, std::move(render_stats)),
       parser_(options.parser_limits),
       context_{base_,

@@ -47,6 +47,9 @@ struct WorkerOptions {
   uint64_t buffer_share = 256ull << 20;    // this worker's part of --max-buffer-memory
   int client_send_buffer = 0;              // SO_SNDBUF of client sockets; 0: autotuned
   bool backend_samples = false;            // refresh backendSamples() every second
+  // The proxy's shared view of each server (read trust); one per proxy, shared by workers.
+  std::shared_ptr<backend::ServerBoard> server_board;
+  std::string state_dir;  // with it, deletes owed to servers are logged there (durable)
 };
 
 // One backend as this worker sees it, sampled off the request path for per-backend metrics.

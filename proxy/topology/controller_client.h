@@ -1,10 +1,24 @@
 // The proxy's subscription to memzone-controller's topology stream (DESIGN.md §2).
 //
-// One thread owns one gRPC bidirectional stream at a time: it says who the proxy is and
-// which version it serves, then answers every snapshot with an ACK (applied) or a NACK
-// (refused, with the reason; the previous topology keeps serving). When the stream breaks
-// it reconnects with capped, jittered exponential backoff; the proxy serves its last
-// topology meanwhile. gRPC keepalive notices a dead controller within seconds.
+// One thread owns one gRPC bidirectional stream at a time: it says who the proxy is and which
+// version it serves, then answers every snapshot with an ACK (applied) or a NACK (refused,
+// with the reason; the previous topology keeps serving). A second thread reports backend
+// health: which servers no worker has up, whenever that changes (every message carries it too),
+// so the controller never calls a pool Ready while its proxies cannot reach a zone.
+//
+// Several controllers: `targets` lists HOST:PORT entries; each host may resolve to several
+// addresses (a headless Service). Every address is tried in turn, from a random start so that
+// proxies spread over the replicas. When an established stream is lost the next address is
+// tried at once; the version the proxy serves goes with its first message, so a replica that
+// serves the same content sends nothing and nothing is re-applied.
+//
+// One backoff, ours: each attempt uses a fresh channel (no gRPC reconnect backoff stacking on
+// top), and a connect attempt is bounded (2 s, or twice the current backoff: a controller
+// swamped by a reconnect storm is given time). After every address failed once the client waits,
+// jittered +-20%, from 250 ms growing x1.6 to 10 s, re-resolving names before the next round. An
+// established stream (the controller's initial metadata arrived) resets the backoff; one that
+// ends within a second of being established counts as a failure, so a controller that accepts
+// and drops cannot make the proxy spin. gRPC keepalive notices a dead controller within seconds.
 #pragma once
 
 #include <condition_variable>
@@ -12,24 +26,33 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "memzone/v1/topology.pb.h"
 
 namespace grpc {
 class ClientContext;
-}
+template <class W, class R>
+class ClientReaderWriter;
+}  // namespace grpc
 
 namespace memzone::topology {
 
 struct ControllerClientOptions {
-  std::string target;  // HOST:PORT
+  std::vector<std::string> targets;  // HOST:PORT each (see parseControllerTargets)
   std::string node_id;
   std::string node_name;        // NODE_NAME (Kubernetes), may be empty
   std::string zone;             // --zone, may be empty
   std::string initial_version;  // what the proxy serves already (state file), or ""
   uint32_t initial_backoff_ms = 250;
   uint32_t max_backoff_ms = 10000;
+  uint32_t connect_timeout_ms = 2000;  // one address's connect attempt (or 2 x the backoff)
+  uint32_t health_interval_ms = 1000;  // how often backend health is looked at
 };
+
+// "a:1,b:2" -> {"a:1", "b:2"}; "" when every entry is HOST:PORT (IPv6 as [addr]:port), else
+// why not.
+std::string parseControllerTargets(const std::string& list, std::vector<std::string>& out);
 
 enum class ControllerState { kConnecting, kConnected, kDisconnected };
 
@@ -39,26 +62,46 @@ class ControllerClient {
   // Called on the client's thread.
   using ApplyFn = std::function<std::string(const v1::TopologySnapshot&)>;
   using StateFn = std::function<void(ControllerState)>;
+  // "address:port" of the backends the proxy has down, sorted. Called on the health thread.
+  using HealthFn = std::function<std::vector<std::string>()>;
 
-  ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state = {});
+  ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state = {},
+                   HealthFn health = {});
   ~ControllerClient();  // stops and joins
 
   void start();
   void stop();
 
  private:
+  using Stream = grpc::ClientReaderWriter<v1::TopologyRequest, v1::TopologySnapshot>;
+  enum class Outcome { kFailed, kEstablished, kStopped };
+
   void run();
-  bool waitBackoff(uint32_t ms);  // false when stopping
+  void runHealth();
+  // One stream to one resolved address ("ipv4:..."/"ipv6:..."), until it ends.
+  Outcome runStream(const std::string& address, const std::string& shown,
+                    uint32_t connect_timeout_ms);
+  std::vector<std::pair<std::string, std::string>> resolveAll();  // (grpc target, shown)
+  bool waitFor(uint32_t ms);                                      // false when stopping
+  bool stopping();
+  v1::TopologyRequest message(const std::string& nonce);  // hello/answer/report, with health
+  bool send(const v1::TopologyRequest& request);          // any thread; under write_mu_
 
   ControllerClientOptions options_;
   ApplyFn apply_;
   StateFn on_state_;
-  std::string applied_version_;
+  HealthFn health_;
+  std::string applied_version_;  // the client thread's
   std::thread thread_;
+  std::thread health_thread_;
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
   grpc::ClientContext* context_ = nullptr;  // the live stream's, under mu_, for cancel
+  Stream* stream_ = nullptr;                // the live, established stream, under mu_
+  std::vector<std::string> down_;           // the latest health, under mu_
+  std::vector<std::string> down_sent_;      // what the live stream was last told, under mu_
+  std::mutex write_mu_;                     // one Write at a time on the stream
 };
 
 }  // namespace memzone::topology

@@ -45,7 +45,9 @@ std::string_view toString(WaitPolicy p) {
 BuildResult buildTopology(const TopologySpec& spec) {
   auto topology = std::make_shared<Topology>();
   auto fail = [](std::string error) { return BuildResult{nullptr, std::move(error)}; };
-  if (spec.pools.empty()) return fail("pools: at least one pool is required");
+  // No pools, or a pool without zones, is a real state the controller publishes (the last
+  // ReplicatedPool deleted, the last backend unready): such keys get "no pool for this key".
+  // Files never get here with either (their reader requires servers).
   if (spec.connect_timeout_ms == 0 || spec.request_timeout_ms == 0) {
     return fail("timeouts: must be greater than zero");
   }
@@ -57,7 +59,7 @@ BuildResult buildTopology(const TopologySpec& spec) {
     if (ps.name.empty()) return fail(where + ".name: must not be empty");
     if (!pool_names.insert(ps.name).second) return fail(where + ".name: duplicate pool " + ps.name);
     if (ps.hash != "ketama") return fail(where + ".hash: unsupported hash " + ps.hash);
-    if (ps.zones.empty()) return fail(where + ".zones: at least one zone is required");
+    if (ps.zones.empty()) continue;  // not built: its routes lead nowhere
     Pool pool{ps.name, ps.replication, {}};
     std::set<std::string> zone_names;
     for (const ZoneSpec& zs : ps.zones) {
@@ -91,15 +93,17 @@ BuildResult buildTopology(const TopologySpec& spec) {
   for (size_t r = 0; r < spec.routes.size(); ++r) {
     const RouteSpec& rs = spec.routes[r];
     std::string where = "routes[" + std::to_string(r) + "]";
-    uint32_t index = UINT32_MAX;
+    if (!pool_names.count(rs.pool)) return fail(where + ".pool: no pool named " + rs.pool);
+    uint32_t index = routing::PrefixRouter::kNoPool;  // a pool without zones
     for (uint32_t p = 0; p < topology->pools.size(); ++p) {
       if (topology->pools[p].name == rs.pool) index = p;
     }
-    if (index == UINT32_MAX) return fail(where + ".pool: no pool named " + rs.pool);
     if (!prefixes.insert(rs.prefix).second) return fail(where + ".prefix: duplicate " + rs.prefix);
     routes.push_back({rs.prefix, index});
   }
-  topology->router = routing::PrefixRouter(std::move(routes));
+  // Without routes every key goes to the first pool, unless it has no zones (or none exists).
+  bool first_pool_built = !spec.pools.empty() && !spec.pools[0].zones.empty();
+  topology->router = routing::PrefixRouter(std::move(routes), first_pool_built);
   topology->connect_timeout_ms = spec.connect_timeout_ms;
   topology->request_timeout_ms = spec.request_timeout_ms;
   topology->health = spec.health;

@@ -65,7 +65,7 @@ struct ConsistencySpec {
   // replay their invalidations for it.
   // Keep it above health.maxDownRetryMs: that bounds when another proxy notices the server
   // is back and replays.
-  uint32_t read_hold_ms = 5000;
+  uint32_t read_hold_ms = 6000;
 };
 
 struct TopologySpec {

@@ -1,6 +1,7 @@
 // render: renders a Helm chart's templates the way Helm does, for tests (Helm itself is not
 // installable here). Go's text/template with the sprig function library (Helm's engine and
-// functions) plus Helm's own include, tpl, required, toYaml, fromYaml, toJson and lookup.
+// functions) plus Helm's own include, tpl, required, toYaml, fromYaml, toJson and lookup, and
+// .Files.Get.
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go run render.go CHART [VALUES.yaml ...]
 //
@@ -62,6 +63,22 @@ func toYaml(v interface{}) string {
 	return strings.TrimSuffix(buf.String(), "\n")
 }
 
+// chartFiles is Helm's .Files: the chart's non-template files by path relative to the chart.
+type chartFiles struct{ dir string }
+
+// Get returns a file's content, or "" when it does not exist (as Helm does).
+func (f chartFiles) Get(name string) string {
+	clean := filepath.Clean(name)
+	if filepath.IsAbs(clean) || strings.HasPrefix(clean, "..") || strings.HasPrefix(clean, "templates/") {
+		return ""
+	}
+	data, err := os.ReadFile(filepath.Join(f.dir, clean))
+	if err != nil {
+		return ""
+	}
+	return string(data)
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: render CHART [VALUES.yaml ...]")
@@ -79,6 +96,7 @@ func main() {
 		"Chart": map[string]interface{}{"Name": chart["name"], "Version": chart["version"],
 			"AppVersion": chart["appVersion"]},
 		"Capabilities": map[string]interface{}{"KubeVersion": map[string]interface{}{"Version": "v1.31.0"}},
+		"Files":        chartFiles{chartDir},
 	}
 
 	root := template.New("chart")

@@ -1,11 +1,14 @@
 """A test double of the Kubernetes API server that speaks its real wire format.
 
-Real JSON objects (discovery.k8s.io/v1 EndpointSlice, v1 Node, memzone.io/v1alpha1
-ReplicatedPool), one global resourceVersion, paginated lists (limit + continue), watch
-streams as chunked HTTP with one JSON event per line (ADDED/MODIFIED/DELETED/BOOKMARK/
-ERROR), chunks cut at arbitrary bytes, 410 Gone both as an HTTP status and as an ERROR event
-in a 200 stream, bearer-token auth that answers 401 until the client presents the current
-token, merge-patch of the /status subresource, dropped connections and restarts.
+Real JSON objects (discovery.k8s.io/v1 EndpointSlice, v1 Service, v1 Node, memzone.io/v1alpha1
+ReplicatedPool, coordination.k8s.io/v1 Lease), one global resourceVersion, paginated lists
+(limit + continue), label selectors, watch streams as chunked HTTP with one JSON event per
+line (ADDED/MODIFIED/DELETED/BOOKMARK/ERROR), chunks cut at arbitrary bytes, 410 Gone both as
+an HTTP status and as an ERROR event in a 200 stream, bearer-token auth that answers 401 until
+the client presents the current token, merge-patch of the /status subresource, Leases with
+create (409 AlreadyExists), update conditional on metadata.resourceVersion (409 Conflict),
+delete and MicroTime validation, HTTP/1.1 keep-alive, dropped connections and restarts.
+It records what a test may want to check: requests with their User-Agent, connections.
 """
 import base64
 import copy
@@ -14,19 +17,27 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KINDS = {
-    # path regex -> (kind key, namespaced)
+    # path regex -> kind key
     r"^/apis/memzone\.io/v1alpha1/namespaces/([^/]+)/replicatedpools$": "replicatedpools",
     r"^/apis/discovery\.k8s\.io/v1/namespaces/([^/]+)/endpointslices$": "endpointslices",
+    r"^/api/v1/namespaces/([^/]+)/services$": "services",
+    r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases$": "leases",
     r"^/api/v1/nodes$": "nodes",
 }
 LIST_KINDS = {"replicatedpools": ("memzone.io/v1alpha1", "ReplicatedPoolList"),
               "endpointslices": ("discovery.k8s.io/v1", "EndpointSliceList"),
+              "services": ("v1", "ServiceList"),
+              "leases": ("coordination.k8s.io/v1", "LeaseList"),
               "nodes": ("v1", "NodeList")}
 STATUS_PATH = r"^/apis/memzone\.io/v1alpha1/namespaces/([^/]+)/replicatedpools/([^/]+)/status$"
+LEASE_PATH = r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases/([^/]+)$"
+# metav1.MicroTime on the wire: RFC 3339 with exactly six fractional digits.
+MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 
 
 def now_rfc3339():
@@ -50,7 +61,7 @@ class Store:
         self.lock = threading.Condition()
         self.rv = 100
         self.objects = {k: {} for k in LIST_KINDS}
-        self.events = []            # (rv, kind, type, object)
+        self.events = []            # (rv, kind, type, object, monotonic time)
         self.compacted_rv = 0       # watches from before this get 410
         self.pending_errors = {}    # kind -> number of watches to end with an ERROR 410 event
         self.status_patches = []
@@ -76,7 +87,7 @@ class Store:
                 if old and "status" in old and "status" not in obj:
                     obj["status"] = old["status"]
             self.objects[kind][self._key(obj)] = obj
-            self.events.append((self.rv, kind, "MODIFIED" if old else "ADDED", obj))
+            self.events.append((self.rv, kind, "MODIFIED" if old else "ADDED", obj, time.monotonic()))
             self.lock.notify_all()
             return obj
 
@@ -86,14 +97,34 @@ class Store:
             self.rv += 1
             obj = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = str(self.rv)
-            self.events.append((self.rv, kind, "DELETED", obj))
+            self.events.append((self.rv, kind, "DELETED", obj, time.monotonic()))
             self.lock.notify_all()
+            return obj
 
     def compact(self):
         """Forget history: watches from an older resourceVersion get 410 Gone."""
         with self.lock:
             self.compacted_rv = self.rv
             self.events = []
+
+
+def label_selector_matches(selector, labels):
+    """The equality-based subset of label selectors: "k=v", "k==v", "k!=v", "k", "!k"."""
+    for term in filter(None, selector.split(",")):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != v:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -106,6 +137,11 @@ class Handler(BaseHTTPRequestHandler):
     def api(self):
         return self.server.api
 
+    def setup(self):
+        super().setup()
+        with self.server.api.counter_lock:
+            self.server.api.connections += 1
+
     def send_json(self, code, obj):
         body = json.dumps(obj).encode()
         self.send_response(code)
@@ -114,14 +150,28 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def status(self, code, reason, message):
-        self.send_json(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                              "message": message, "reason": reason, "code": code})
+    def status(self, code, reason, message, details=None):
+        obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}
+        if details:
+            obj["details"] = details
+        self.send_json(code, obj)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        try:
+            return json.loads(self.rfile.read(n)) if n else None
+        except ValueError:
+            return None
 
     def authorized(self):
         self.api.requests.append((self.command, self.path))
+        self.api.user_agents.append(self.headers.get("User-Agent", ""))
         if self.headers.get("Authorization") != "Bearer " + self.api.token:
             self.api.unauthorized += 1
+            # The body may still be on the wire: read it so the connection stays usable.
+            if self.command in ("POST", "PUT", "PATCH"):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.status(401, "Unauthorized", "Unauthorized")
             return False
         return True
@@ -130,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self.authorized():
             return
         path, _, query = self.path.partition("?")
-        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        params = {k: urllib.parse.unquote(v) for k, v in (p.split("=", 1) for p in query.split("&") if "=" in p)}
         for pattern, kind in KINDS.items():
             m = re.match(pattern, path)
             if m:
@@ -138,18 +188,41 @@ class Handler(BaseHTTPRequestHandler):
                 if params.get("watch") in ("1", "true"):
                     return self.watch(kind, ns, params)
                 return self.list(kind, ns, params)
+        m = re.match(LEASE_PATH, path)
+        if m:
+            with self.api.store.lock:
+                obj = self.api.store.objects["leases"].get((m.group(1), m.group(2)))
+                obj = copy.deepcopy(obj)
+            if obj is None:
+                return self.not_found("leases.coordination.k8s.io", m.group(2))
+            self.send_json(200, obj)
+            hook = self.api.after_lease_get
+            if hook and hook(m.group(2)):  # done: another writer raced the read-then-update
+                self.api.after_lease_get = None
+            return
         self.status(404, "NotFound", "no such path " + path)
+
+    def not_found(self, resource, name):
+        group, _, _ = resource.partition(".")
+        self.status(404, "NotFound", '%s "%s" not found' % (resource, name),
+                    {"name": name, "group": resource.partition(".")[2], "kind": group})
+
+    def selected(self, obj, ns, params):
+        if ns is not None and obj["metadata"].get("namespace") != ns:
+            return False
+        selector = params.get("labelSelector")
+        return not selector or label_selector_matches(selector, obj["metadata"].get("labels", {}))
 
     def list(self, kind, ns, params):
         store = self.api.store
         with store.lock:
-            items = sorted((o for (ons, _), o in store.objects[kind].items() if ns is None or ons == ns),
+            items = sorted((copy.deepcopy(o) for o in store.objects[kind].values() if self.selected(o, ns, params)),
                            key=lambda o: o["metadata"]["name"])
             rv = str(store.rv)
         limit = int(params.get("limit", "0") or 0)
         offset = 0
         if "continue" in params:
-            token = json.loads(base64.b64decode(params["continue"].replace("%3D", "=")))
+            token = json.loads(base64.b64decode(params["continue"]))
             if token["rv"] < self.api.store.compacted_rv:
                 return self.status(410, "Expired", "continue token expired")
             offset, rv = token["offset"], token["listrv"]
@@ -191,6 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         self.api.live.add(conn_id)
         try:
             while time.monotonic() < deadline and conn_id in self.api.live:
+                delay = self.api.event_delay.get(kind, 0)
                 with store.lock:
                     if store.pending_errors.get(kind, 0) > 0:
                         store.pending_errors[kind] -= 1
@@ -201,16 +275,22 @@ class Handler(BaseHTTPRequestHandler):
                         break
                     if since < store.compacted_rv:
                         since = store.compacted_rv
-                    out = [(rv, t, o) for rv, k, t, o in store.events if k == kind and rv > since and
-                           (ns is None or o["metadata"].get("namespace") == ns)]
+                    now = time.monotonic()
+                    out = []
+                    for rv, k, t, o, at in store.events:
+                        if k != kind or rv <= since or not self.selected(o, ns, params):
+                            continue
+                        if at + delay > now:
+                            break  # in order: nothing after a delayed event goes first
+                        out.append((rv, t, o))
                     if not out:
-                        store.lock.wait(0.1)
+                        store.lock.wait(0.05 if delay else 0.1)
                         current = store.rv
                 if out:
                     for rv, t, o in out:
                         self.write_chunk(json.dumps({"type": t, "object": o}).encode() + b"\n")
                         since = rv
-                elif bookmarks and time.monotonic() - last_bookmark > 0.5:
+                elif bookmarks and not delay and time.monotonic() - last_bookmark > 0.5:
                     api_version, list_kind = LIST_KINDS[kind]
                     bm = {"type": "BOOKMARK", "object": {"kind": list_kind[:-4], "apiVersion": api_version,
                                                          "metadata": {"resourceVersion": str(current)}}}
@@ -222,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
         finally:
             self.api.live.discard(conn_id)
 
@@ -230,18 +310,116 @@ class Handler(BaseHTTPRequestHandler):
         if not self.authorized():
             return
         m = re.match(STATUS_PATH, self.path)
+        body = self.read_body()
         if not m or self.headers.get("Content-Type") != "application/merge-patch+json":
             return self.status(415 if m else 404, "UnsupportedMediaType" if m else "NotFound", "unsupported")
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         store = self.api.store
         with store.lock:
             obj = store.objects["replicatedpools"].get((m.group(1), m.group(2)))
             if obj is None:
-                return self.status(404, "NotFound", "replicatedpools %s not found" % m.group(2))
+                return self.not_found("replicatedpools.memzone.io", m.group(2))
             patched = merge_patch(obj, {"status": body.get("status")})
             patched["metadata"] = obj["metadata"]
             store.status_patches.append((m.group(2), body["status"]))
-        self.send_json(200, store.put("replicatedpools", patched))
+            # A status write that changes nothing is no new version (as on a real API server).
+            if patched == obj:
+                return self.send_json(200, copy.deepcopy(obj))
+            self.send_json(200, store.put("replicatedpools", patched))
+
+    # Leases (coordination.k8s.io/v1), as client-go's LeaseLock uses them.
+
+    def lease_errors(self, body, ns, name=None):
+        if not isinstance(body, dict) or body.get("apiVersion") != "coordination.k8s.io/v1" or body.get("kind") != "Lease":
+            return "body must be a coordination.k8s.io/v1 Lease"
+        meta = body.get("metadata", {})
+        if not meta.get("name") or (name is not None and meta["name"] != name):
+            return "metadata.name: must match the path"
+        if meta.get("namespace", ns) != ns:
+            return "metadata.namespace: does not match the namespace of the request"
+        spec = body.get("spec", {})
+        for key in spec:
+            if key not in ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
+                           "leaseTransitions", "strategy", "preferredHolder"):
+                return "spec.%s: unknown field" % key
+        d = spec.get("leaseDurationSeconds")
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d <= 0):
+            return "spec.leaseDurationSeconds: must be greater than 0"
+        t = spec.get("leaseTransitions")
+        if t is not None and (not isinstance(t, int) or t < 0):
+            return "spec.leaseTransitions: must be greater than or equal to 0"
+        for key in ("acquireTime", "renewTime"):
+            if key in spec and not (isinstance(spec[key], str) and MICROTIME.match(spec[key])):
+                return "spec.%s: not a MicroTime: %r" % (key, spec[key])
+        return None
+
+    def do_POST(self):
+        if not self.authorized():
+            return
+        m = re.match(KINDS_LEASES, self.path.partition("?")[0])
+        body = self.read_body()
+        if not m:
+            return self.status(405, "MethodNotAllowed", "POST is only supported on leases here")
+        ns = m.group(1)
+        error = self.lease_errors(body, ns)
+        if error:
+            return self.status(422, "Invalid", error)
+        store = self.api.store
+        with store.lock:
+            name = body["metadata"]["name"]
+            if (ns, name) in store.objects["leases"]:
+                return self.status(409, "AlreadyExists", 'leases.coordination.k8s.io "%s" already exists' % name,
+                                   {"name": name, "group": "coordination.k8s.io", "kind": "leases"})
+            body["metadata"]["namespace"] = ns
+            body["metadata"].pop("resourceVersion", None)
+            self.api.lease_writes.append(("create", name, copy.deepcopy(body.get("spec", {}))))
+            self.send_json(201, store.put("leases", body))
+
+    def do_PUT(self):
+        if not self.authorized():
+            return
+        m = re.match(LEASE_PATH, self.path.partition("?")[0])
+        body = self.read_body()
+        if not m:
+            return self.status(405, "MethodNotAllowed", "PUT is only supported on leases here")
+        ns, name = m.group(1), m.group(2)
+        error = self.lease_errors(body, ns, name)
+        if error:
+            return self.status(422, "Invalid", error)
+        store = self.api.store
+        with store.lock:
+            current = store.objects["leases"].get((ns, name))
+            if current is None:
+                return self.not_found("leases.coordination.k8s.io", name)
+            rv = body["metadata"].get("resourceVersion")
+            if rv and rv != current["metadata"]["resourceVersion"]:
+                self.api.lease_conflicts += 1
+                return self.status(409, "Conflict",
+                                   'Operation cannot be fulfilled on leases.coordination.k8s.io "%s": the object has '
+                                   'been modified; please apply your changes to the latest version and try again' % name,
+                                   {"name": name, "group": "coordination.k8s.io", "kind": "leases"})
+            body["metadata"]["namespace"] = ns
+            for key in ("uid", "creationTimestamp"):
+                body["metadata"][key] = current["metadata"][key]
+            self.api.lease_writes.append(("update", name, copy.deepcopy(body.get("spec", {}))))
+            self.send_json(200, store.put("leases", body))
+
+    def do_DELETE(self):
+        if not self.authorized():
+            return
+        m = re.match(LEASE_PATH, self.path.partition("?")[0])
+        if not m:
+            return self.status(405, "MethodNotAllowed", "DELETE is only supported on leases here")
+        store = self.api.store
+        with store.lock:
+            if (m.group(1), m.group(2)) not in store.objects["leases"]:
+                return self.not_found("leases.coordination.k8s.io", m.group(2))
+            self.api.lease_writes.append(("delete", m.group(2), None))
+            store.delete("leases", m.group(1), m.group(2))
+        self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                             "details": {"name": m.group(2), "group": "coordination.k8s.io", "kind": "leases"}})
+
+
+KINDS_LEASES = r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases$"
 
 
 class FakeKubeApi:
@@ -251,7 +429,14 @@ class FakeKubeApi:
         self.rng = random.Random(seed)
         self.tiny_chunks = True
         self.requests, self.lists, self.watches = [], [], []
+        self.user_agents = []
         self.unauthorized = 0
+        self.connections = 0          # TCP connections accepted (keep-alive keeps this low)
+        self.counter_lock = threading.Lock()
+        self.lease_writes = []        # (create|update|delete, name, spec)
+        self.lease_conflicts = 0
+        self.event_delay = {}         # kind -> seconds a watch holds back each event
+        self.after_lease_get = None   # hook(name) run after a Lease GET is answered, until it returns True
         self.live = set()
         self.port = None
         self.httpd = None
@@ -284,6 +469,10 @@ class FakeKubeApi:
             self.store.pending_errors[kind] = self.store.pending_errors.get(kind, 0) + 1
             self.store.lock.notify_all()
 
+    def lease(self, name, namespace="cache"):
+        with self.store.lock:
+            return copy.deepcopy(self.store.objects["leases"].get((namespace, name)))
+
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.port
@@ -312,7 +501,7 @@ def endpoint(ip, zone, ready=True, terminating=False, node_name=None, pod=None):
     return ep
 
 
-def endpoint_slice(name, service, endpoints, port, namespace="cache", port_name="memcache"):
+def endpoint_slice(name, service, endpoints, port, namespace="cache", port_name="memcache", address_type="IPv4"):
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": name, "namespace": namespace, "generateName": service + "-",
                          "labels": {"kubernetes.io/service-name": service,
@@ -320,7 +509,7 @@ def endpoint_slice(name, service, endpoints, port, namespace="cache", port_name=
                          "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
                                               "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, service)),
                                               "controller": True, "blockOwnerDeletion": True}]},
-            "addressType": "IPv4",
+            "addressType": address_type,
             "endpoints": endpoints,
             "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
 
@@ -330,3 +519,18 @@ def replicated_pool(name, service, port="memcache", namespace="cache", **spec):
     body.update(spec)
     return {"apiVersion": "memzone.io/v1alpha1", "kind": "ReplicatedPool",
             "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def service(name, ports=(("memcache", 11211, 11211),), namespace="cache", ip_families=("IPv4",)):
+    """A ClusterIP Service; `ports` are (name, port, targetPort)."""
+    spec_ports = []
+    for port_name, port, target in ports:
+        p = {"port": port, "targetPort": target, "protocol": "TCP"}
+        if port_name:
+            p["name"] = port_name
+        spec_ports.append(p)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ipFamilies": list(ip_families),
+                     "ipFamilyPolicy": "PreferDualStack" if len(ip_families) > 1 else "SingleStack",
+                     "selector": {"app": name}, "ports": spec_ports}}

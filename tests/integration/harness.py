@@ -183,8 +183,9 @@ class Proxy:
     """memzone-proxy on a static topology file, or (controller="HOST:PORT") on the stream."""
 
     def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None,
-                 controller=None, state_dir=None, env=None):
+                 controller=None, state_dir=None, env=None, wrapper=()):
         self.env = env
+        self.wrapper = list(wrapper)  # e.g. setpriv: run the proxy as another user
         self.dir = tempfile.mkdtemp(prefix="memzone-test-")
         self.config = os.path.join(self.dir, "topology.yaml")
         self.controller = controller
@@ -205,7 +206,8 @@ class Proxy:
 
     def start(self):
         self.log = open(self.log_path, "a")
-        cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--threads", str(self.threads)]
+        cmd = self.wrapper + [PROXY, "--listen", "127.0.0.1:%d" % self.port,
+                              "--threads", str(self.threads)]
         if self.controller is None:
             cmd += ["--config", self.config]
         else:

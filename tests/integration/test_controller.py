@@ -7,11 +7,15 @@ without the controller resending it.
 import os
 import random
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import Controller, Memcached, Proxy, free_port, ketama_server
+import harness
+from harness import CONTROLLER, Controller, Memcached, Proxy, free_port, ketama_server, wait_for_port
 
 
 def topology_yaml(zones, wait="local", read_failover="[error]", repair="true", routes=None):
@@ -230,6 +234,137 @@ class ControllerOutageTest(ControllerTestBase):
         with proxy.client() as c:
             self.assertTrue(c.request(b"get st\r\n").startswith(b"SERVER_ERROR"))
         self.assertIn("ignoring state", proxy.logs())
+
+
+class HostController(Controller):
+    """A controller listening on another loopback address (127.0.0.2, ...)."""
+
+    def __init__(self, host, *args, **kwargs):
+        self.host = host
+        super().__init__(*args, **kwargs)
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        cmd = [CONTROLLER] + self.source_args + ["--grpc-listen", self.address] + self.extra_args
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc, host=self.host)
+        return self
+
+
+def connected_to(controller):
+    """Whether a proxy has connected to `controller` (its log says so)."""
+    return "connected (zone" in controller.logs()
+
+
+class ReconnectTest(ControllerTestBase):
+    def test_reconnects_within_1_5_s_of_a_1_s_controller_restart(self):
+        """Defect 5: gRPC's channel backoff stacked on the proxy's, and the proxy reset its
+        backoff only on a snapshot (a restarted controller with the same content sends none):
+        7-17 s to reconnect after a 1 s restart."""
+        text = topology_yaml({"a": [self.servers[0].address]})
+        controller = self.start_controller(text)
+        proxy = self.start_proxy(controller)
+        version = self.latest_version(controller)
+        self.wait_version(proxy, version)
+        controller.wait_for_log("ACKed topology %s" % version)
+        port = controller.port
+        controller.kill()
+        killed = time.monotonic()
+        time.sleep(1.0)
+        restarted = Controller(text, port=port).start()
+        self.addCleanup(restarted.kill)
+        up = time.monotonic()
+        deadline = up + 10
+        while not connected_to(restarted) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        connected = time.monotonic()
+        print("\ncontroller down 1 s: proxy reconnected %.2f s after the restart (%.2f s after the kill)"
+              % (connected - up, connected - killed))
+        self.assertTrue(connected_to(restarted), restarted.logs()[-2000:])
+        self.assertLess(connected - up, 1.5)
+        # Same content, same version: nothing is sent again, the proxy re-applies nothing.
+        time.sleep(0.3)
+        self.assertNotIn("sent topology", restarted.logs())
+        self.assertEqual(proxy.logs().count("applied topology"), 1)
+
+
+class SeveralControllersTest(ControllerTestBase):
+    """Proxies list several controllers (or a name resolving to several) and move to another
+    on loss without re-applying an identical version."""
+
+    def assert_moves(self, controllers, proxy):
+        version = self.latest_version(controllers[0])
+        self.wait_version(proxy, version)
+        for c in controllers:
+            self.assertEqual(self.latest_version(c), version, "replicas serve the same version")
+        wait = time.monotonic() + 5
+        while not any(connected_to(c) for c in controllers) and time.monotonic() < wait:
+            time.sleep(0.02)
+        serving = [c for c in controllers if connected_to(c)]
+        self.assertEqual(len(serving), 1, [c.logs()[-500:] for c in controllers])
+        first, other = serving[0], [c for c in controllers if c is not serving[0]][0]
+        applied = proxy.logs().count("applied topology")
+        load = Load(proxy)
+        load.start()
+        try:
+            lost = time.monotonic()
+            first.kill()
+            while not connected_to(other) and time.monotonic() < lost + 5:
+                time.sleep(0.01)
+            moved = time.monotonic() - lost
+            print("\nproxy moved to the other controller %.2f s after losing its own" % moved)
+            self.assertTrue(connected_to(other), other.logs()[-2000:])
+            self.assertLess(moved, 1.0)
+            time.sleep(0.3)
+            self.assertEqual(proxy.logs().count("applied topology"), applied, "an identical version re-applied")
+            self.assertNotIn("sent topology", other.logs())
+            # And it keeps following the survivor.
+            other.write_topology(topology_yaml({"a": [self.servers[0].address, self.servers[1].address]}))
+            v2 = self.latest_version(other, version)
+            self.wait_version(proxy, v2)
+            other.wait_for_log("ACKed topology %s" % v2)
+        finally:
+            errors = load.finish()
+        self.assertEqual(errors, [])
+
+    def test_a_list_of_controllers(self):
+        text = topology_yaml({"a": [self.servers[0].address]})
+        a, b = self.start_controller(text), self.start_controller(text)
+        proxy = Proxy(None, zone="a", controller="%s,%s" % (a.address, b.address)).start()
+        self.addCleanup(proxy.stop)
+        self.assert_moves([a, b], proxy)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("unshare"), "needs root and unshare for a private /etc/hosts")
+    def test_a_name_resolving_to_several_controllers(self):
+        """A headless Service: one name, one address per replica."""
+        port = free_port()
+        text = topology_yaml({"a": [self.servers[0].address]})
+        controllers = []
+        for host in ("127.0.0.2", "127.0.0.3"):
+            c = HostController(host, text, port=port).start()
+            self.addCleanup(c.kill)
+            controllers.append(c)
+        hosts = os.path.join(tempfile.mkdtemp(prefix="memzone-hosts-"), "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n127.0.0.2 controllers.test\n127.0.0.3 controllers.test\n")
+        # The proxy alone sees this /etc/hosts (a private mount namespace).
+        wrapper = os.path.join(os.path.dirname(hosts), "proxy-with-hosts")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec unshare -m sh -c 'mount --bind %s /etc/hosts && exec \"$0\" \"$@\"' %s \"$@\"\n"
+                    % (hosts, harness.PROXY))
+        os.chmod(wrapper, 0o755)
+        real = harness.PROXY
+        harness.PROXY = wrapper
+        try:
+            proxy = Proxy(None, zone="a", controller="controllers.test:%d" % port).start()
+        finally:
+            harness.PROXY = real
+        self.addCleanup(proxy.stop)
+        self.assert_moves(controllers, proxy)
 
 
 class NackTest(ControllerTestBase):

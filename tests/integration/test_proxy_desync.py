@@ -101,46 +101,118 @@ class DesyncTest(unittest.TestCase):
             server.kill()
 
 
-class BackendDesyncTest(unittest.TestCase):
-    """A backend that sends one reply too many: the connection is cut, nothing it sent
-    after going out of step reaches a client, and the failure is named and counted."""
+def line_backend(answer):
+    """A line-by-line memcached stand-in for FakeBackend: fences (`mg <key> O<opaque>`) and
+    `version` are answered like memcached would, every other line by `answer(line, opaque)`
+    (bytes to send, possibly nothing)."""
+    pending = [b""]
 
-    def test_extra_reply_is_a_named_failure_and_never_delivered(self):
-        pending = [b""]
+    def behaviour(data):
+        pending[0] += data
+        out = b""
+        while b"\r\n" in pending[0]:
+            line, pending[0] = pending[0].split(b"\r\n", 1)
+            words = line.split()
+            if words[:1] == [b"mg"] and words[1] == b"memzone:fence":
+                out += answer(line, words[2]) if line.startswith(b"mg memzone:fence") and \
+                    getattr(answer, "fences", False) else b"EN " + words[2] + b"\r\n"
+            elif words[:1] == [b"version"]:
+                out += b"VERSION 1.6.18\r\n"
+            else:
+                out += answer(line, None)
+        return out
 
-        def behaviour(data):
-            # A line-by-line memcached stand-in: fences (`mg <key> O<opaque>`) are answered
-            # like memcached would, `get a` gets its value plus a reply nobody asked for.
-            pending[0] += data
-            out = b""
-            while b"\r\n" in pending[0]:
-                line, pending[0] = pending[0].split(b"\r\n", 1)
-                words = line.split()
-                if words[:1] == [b"mg"]:
-                    out += b"EN " + b" ".join(w for w in words[2:] if w.startswith(b"O")) + b"\r\n"
-                elif words[:1] == [b"version"]:
-                    out += b"VERSION 1.6.18\r\n"
-                elif line == b"get a":
-                    out += b"VALUE a 0 1\r\nA\r\nEND\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
-                else:
-                    out += b"END\r\n"
-            return out
+    return behaviour
 
-        backend = FakeBackend(behaviour)
-        proxy = Proxy(topology({"zone-a": [backend.address]}), threads=1).start()
+
+def wrong_fence(line, opaque):
+    if opaque is not None:
+        return b"EN O" + b"0" * (len(opaque) - 1) + b"\r\n"
+    return b"END\r\n"
+
+
+wrong_fence.fences = True
+
+MISBEHAVIOURS = {
+    # one reply too many: a value nobody asked for follows the first answer
+    "extra reply": lambda line, _: (b"VALUE a 0 1\r\nA\r\nEND\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
+                                    if line == b"get a" else b"END\r\n"),
+    # one reply too few: the first request is never answered
+    "missing reply": lambda line, _: b"" if line == b"get a" else b"END\r\n",
+    # a reply of the wrong shape for its request
+    "wrong shape": lambda line, _: b"STORED\r\n" if line == b"get a" else b"END\r\n",
+    # the right shape, but a value for a key the request did not ask for
+    "another key's value": lambda line, _: (b"VALUE b 0 1\r\nB\r\nEND\r\n" if line == b"get a"
+                                           else b"END\r\n"),
+    # a value length that would wrap offsets around
+    "huge length": lambda line, _: (b"VALUE b 0 18446744073709551582\r\n"
+                                    if line == b"get a" else b"END\r\n"),
+    # bytes that are no reply at all
+    "garbage": lambda line, _: b"HELLO\r\n" if line == b"get a" else b"END\r\n",
+    # every reply right, the fence's opaque wrong
+    "wrong fence": wrong_fence,
+}
+
+
+class FenceAndLineTest(unittest.TestCase):
+    """What a client can do to the proxy's own traffic on a shared connection."""
+
+    def test_clients_cannot_poison_the_fence_or_overflow_memcacheds_line_limit(self):
+        server = Memcached().start()
+        proxy = Proxy(topology({"zone-a": [server.address]}), threads=1).start()
         try:
             with proxy.client() as c:
-                c.send(b"get a\r\nget b\r\n")
-                first = c.read_reply()
-                second = c.read_reply()
-            self.assertEqual(first, b"SERVER_ERROR backend desync\r\n")
-            self.assertEqual(second, b"SERVER_ERROR backend desync\r\n")
-            stats = proxy.stats()
-            self.assertGreaterEqual(int(stats.get("proxy_backend_failures_desync", "0")), 1)
-            self.assertIn("desync", proxy.logs())
+                # Creating the fence key (and marking it) changes the fence's answer to
+                # "HD O<opaque> Z/W/X": still a fence, not a desync.
+                for poison in (b"mg memzone:fence N0 v\r\n", b"mg bWVt.em9uZTpmZW5jZQ== b N0\r\n",
+                               b"md memzone:fence I\r\n", b"mg memzone:fence v\r\n"):
+                    c.request(poison)
+                for i in range(20):
+                    self.assertEqual(c.request(b"set k%d 0 0 1\r\nx\r\n" % i), b"STORED\r\n")
+                # A meta line padded past 2048 bytes goes out rebuilt; one whose tokens alone
+                # are that long is answered here, and the connection lives.
+                self.assertEqual(c.request(b"mg k1" + b" " * 4440 + b"v\r\n"), b"VA 1\r\nx\r\n")
+                self.assertEqual(c.request(b"mg k1 k" + b"A" * 3000 + b" v\r\n"),
+                                 b"CLIENT_ERROR line too long\r\n")
+                # A multi-key gat of long keys is split into short lines per server.
+                keys = [b"%s%03d" % (b"g" * 200, i) for i in range(22)]
+                for k in keys:
+                    c.request(b"set %s 0 0 1\r\ny\r\n" % k)
+                reply = c.request(b"gat 0 " + b" ".join(keys) + b"\r\n")
+                self.assertEqual(reply.count(b"VALUE "), 22)
+            self.assertEqual(int(proxy.stats().get("proxy_backend_failures_desync", "0")), 0)
+            self.assertEqual(int(proxy.stats().get("proxy_backend_failures_disconnected", "0")), 0)
         finally:
             proxy.stop()
-            backend.stop()
+            server.kill()
+
+
+class BackendDesyncTest(unittest.TestCase):
+    """A backend whose replies cannot be matched to its requests: the connection is cut,
+    nothing it sent reaches a client, and the failure is named, counted and logged."""
+
+    def test_every_kind_of_unmatched_reply_is_a_desync(self):
+        for name, answer in MISBEHAVIOURS.items():
+            with self.subTest(name):
+                backend = FakeBackend(line_backend(answer))
+                proxy = Proxy(topology({"zone-a": [backend.address]}), threads=1).start()
+                try:
+                    with proxy.client() as c:
+                        c.send(b"get a\r\nget b\r\n")
+                        first = c.read_reply()
+                        second = c.read_reply()
+                    self.assertEqual((first, second), (b"SERVER_ERROR backend desync\r\n",) * 2,
+                                     proxy.logs())
+                    stats = proxy.stats()
+                    self.assertGreaterEqual(int(stats.get("proxy_backend_failures_desync", "0")), 1)
+                    self.assertIn("desync", proxy.logs())
+                    # The connection is reopened and serves again (where the backend behaves).
+                    if name != "wrong fence":
+                        with proxy.client() as c:
+                            self.assertEqual(c.request(b"get b\r\n"), b"END\r\n")
+                finally:
+                    proxy.stop()
+                    backend.stop()
 
 
 if __name__ == "__main__":

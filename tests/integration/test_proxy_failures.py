@@ -183,7 +183,9 @@ class MisbehavingBackendTest(unittest.TestCase):
 
     def test_refused_connection(self):
         port = free_port()
-        proxy = Proxy(topology({"a": ["127.0.0.1:%d" % port]}, **fast_health())).start()
+        # No idle health check: the connect at start-up and the request are the only attempts.
+        proxy = Proxy(topology({"a": ["127.0.0.1:%d" % port]}, **fast_health(
+            health="{failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 0}"))).start()
         try:
             with proxy.client() as c:
                 self.assertEqual(c.request(b"get k\r\n"), b"SERVER_ERROR backend connect failed\r\n")

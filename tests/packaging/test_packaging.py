@@ -18,20 +18,37 @@ CHART = os.path.join(ROOT, "charts/memzone")
 GO_ENV = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode",
               GOCACHE=os.environ.get("GOCACHE", "/tmp/memzone-gocache"), GOFLAGS="")
 
-# What memzone-controller calls (controlplane/sources/kubernetes_source.cc and
-# controlplane/status/status_writer.cc): (apiGroup, resource, scope) -> verbs.
+# What memzone-controller calls (controlplane/sources/kubernetes_source.cc,
+# controlplane/status/status_writer.cc, controlplane/ha/): (apiGroup, resource, scope) -> verbs.
 CONTROLLER_CALLS = {
     ("", "nodes", "cluster"): {"get", "list", "watch"},
+    ("", "services", "namespace"): {"get", "list", "watch"},
     ("discovery.k8s.io", "endpointslices", "namespace"): {"get", "list", "watch"},
     ("memzone.io", "replicatedpools", "namespace"): {"get", "list", "watch"},
     ("memzone.io", "replicatedpools/status", "namespace"): {"patch"},
+    # controlplane/ha: leader election and each replica's own Lease (listed, never watched).
+    ("coordination.k8s.io", "leases", "namespace"): {"get", "list", "create", "update", "delete"},
 }
+
+
+def monitoring_rules():
+    with open(os.path.join(ROOT, "deploy/monitoring/memzone-rules.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def monitoring_dashboard():
+    with open(os.path.join(ROOT, "deploy/monitoring/memzone-dashboard.json")) as f:
+        return json.load(f)
 
 
 def render_chart(*values_files):
     r = subprocess.run(["go", "run", os.path.join(ROOT, "tests/chart/render.go"), CHART] + list(values_files),
                        capture_output=True, text=True, timeout=300, env=GO_ENV, cwd=os.path.join(ROOT, "tests/chart"))
     return r
+
+
+def pod_labels(workload):
+    return workload["spec"]["template"]["metadata"]["labels"]
 
 
 def load_docs(text):
@@ -80,6 +97,41 @@ class ManifestChecks:
                                 for w in workloads))
         self.check_memzone_pods(workloads)
         self.check_rbac(docs)
+        self.check_controller_ha(docs, workloads)
+        self.check_monitoring(docs)
+
+    def check_controller_ha(self, docs, workloads):
+        """Several controller replicas, spread across zones, one elected status writer, and
+        proxies that list every replica through a headless Service."""
+        controller = [w for w in workloads if w["spec"]["template"]["spec"]["containers"][0].get("command") == ["memzone-controller"]][0]
+        self.assertGreaterEqual(controller["spec"]["replicas"], 2)
+        pod = controller["spec"]["template"]["spec"]
+        keys = [c["topologyKey"] for c in pod.get("topologySpreadConstraints", [])]
+        self.assertIn("topology.kubernetes.io/zone", keys)
+        args = pod["containers"][0]["args"]
+        self.assertIn("--leader-elect=true", args)
+        env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
+        self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
+        headless = [s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"
+                    and s["spec"]["selector"].items() <= pod_labels(controller).items()]
+        self.assertEqual(len(headless), 1, "one headless Service for the controller replicas")
+        proxies = [w for w in workloads if w["spec"]["template"]["spec"]["containers"][0].get("command") == ["memzone-proxy"]]
+        for proxy in proxies:
+            target = arg_value(proxy["spec"]["template"]["spec"]["containers"][0]["args"], "--controller")
+            self.assertTrue(target.startswith(headless[0]["metadata"]["name"] + "."), target)
+        pdbs = [p for p in by_kind(docs, "PodDisruptionBudget")
+                if p["spec"]["selector"]["matchLabels"].items() <= pod_labels(controller).items()]
+        self.assertEqual(len(pdbs), 1)
+
+    def check_monitoring(self, docs):
+        """A PrometheusRule holds memzone's rules file; a dashboard ConfigMap holds its dashboard."""
+        for rule in by_kind(docs, "PrometheusRule"):
+            self.assertEqual(rule["apiVersion"], "monitoring.coreos.com/v1")
+            self.assertEqual(rule["spec"]["groups"], monitoring_rules()["groups"])
+        for cm in by_kind(docs, "ConfigMap"):
+            for name, text in cm.get("data", {}).items():
+                if name.endswith(".json"):
+                    self.assertEqual(json.loads(text), monitoring_dashboard(), "%s/%s" % (cm["metadata"]["name"], name))
 
     def check_memzone_pods(self, workloads):
         seen = set()
@@ -150,6 +202,9 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         test_pods = [d for d in by_kind(docs, "Pod") if d["metadata"]["annotations"].get("helm.sh/hook") == "test"]
         self.assertEqual(len(test_pods), 1)
         self.assertIn("NOTES.txt", r.stdout)
+        # Monitoring objects are opt-in: they need the Prometheus Operator's CRDs and a Grafana sidecar.
+        for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"):
+            self.assertEqual(by_kind(docs, kind), [], kind)
 
     def test_every_ci_values_file_renders_and_checks(self):
         files = sorted(glob.glob(os.path.join(CHART, "ci/*.yaml")))
@@ -162,9 +217,17 @@ class ChartTest(unittest.TestCase, ManifestChecks):
                 self.check_objects(docs)
                 self.check_values_schema(f, accept=True)
                 if "monitoring" in f:
-                    for kind in ("ServiceMonitor", "PodMonitor"):
+                    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
                         mon = by_kind(docs, kind)[0]
                         self.assertEqual(mon["metadata"]["labels"]["release"], "prometheus")
+                        self.assertEqual(mon["metadata"]["namespace"], "memzone")
+                    dashboards = by_kind(docs, "ConfigMap")
+                    self.assertEqual(len(dashboards), 1)
+                    meta = dashboards[0]["metadata"]
+                    self.assertEqual(meta["labels"]["grafana_dashboard"], "1")  # the sidecar's default label
+                    self.assertEqual(meta["annotations"], {"grafana_folder": "memzone"})
+                    self.assertEqual(meta["namespace"], "monitoring")
+                    self.assertEqual(list(dashboards[0]["data"]), ["memzone.json"])
                     dep = by_kind(docs, "Deployment")
                     proxy = [d for d in dep if d["metadata"]["name"].endswith("-proxy")][0]
                     keys = [c["topologyKey"] for c in proxy["spec"]["template"]["spec"]["topologySpreadConstraints"]]
@@ -193,8 +256,11 @@ class ChartTest(unittest.TestCase, ManifestChecks):
             values = yaml.safe_load(f)
         jsonschema.validate(values, schema)
         for bad in [{"bogus": 1}, {"proxy": {"kind": "StatefulSet"}}, {"proxy": {"prot": 11211}},
-                    {"controller": {"replicas": 2}}, {"proxy": {"port": 0}},
-                    {"metrics": {"serviceMonitor": {"labels": {"release": 1}}}}]:
+                    {"controller": {"replicas": -1}}, {"proxy": {"port": 0}},
+                    {"controller": {"leaderElection": {"leaseDuration": "1500ms"}}},
+                    {"metrics": {"serviceMonitor": {"labels": {"release": 1}}}},
+                    {"metrics": {"prometheusRule": {"enable": True}}},
+                    {"metrics": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}}]:
             with self.subTest(bad=bad), self.assertRaises(jsonschema.ValidationError):
                 jsonschema.validate(deep_merge(yaml.safe_load(yaml.safe_dump(values)), bad), schema)
 
@@ -205,6 +271,34 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         r = render_chart(bad)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("exampleMemcached.zones", r.stderr)
+        with open(bad, "w") as f:
+            f.write("controller:\n  replicas: 2\n  leaderElection:\n    enabled: false\n")
+        r = render_chart(bad)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("controller.leaderElection.enabled", r.stderr)
+
+    def test_monitoring_labels_come_from_the_values(self):
+        values = os.path.join(os.environ.get("TMPDIR", "/tmp"), "memzone-monitoring-values.yaml")
+        with open(values, "w") as f:
+            f.write("metrics:\n  prometheusRule:\n    enabled: true\n    labels: {prometheus: k8s, team: cache}\n"
+                    "  grafanaDashboard:\n    enabled: true\n    labels: {dashboards: memzone}\n")
+        r = render_chart(values)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        docs = load_docs(r.stdout)
+        self.check_objects(docs)
+        rule = by_kind(docs, "PrometheusRule")[0]
+        self.assertEqual({k: rule["metadata"]["labels"][k] for k in ("prometheus", "team")}, {"prometheus": "k8s", "team": "cache"})
+        cm = by_kind(docs, "ConfigMap")[0]
+        # The values' labels are deep-merged over the default {grafana_dashboard: "1"}, as Helm does.
+        self.assertEqual(cm["metadata"]["labels"]["dashboards"], "memzone")
+        self.assertEqual(cm["metadata"]["namespace"], "memzone")
+        self.assertNotIn("annotations", cm["metadata"])
+        self.assertEqual(by_kind(docs, "ServiceMonitor"), [])
+
+    def test_monitoring_files_are_the_deploy_files(self):
+        for name in ("memzone-rules.yaml", "memzone-dashboard.json"):
+            with open(os.path.join(CHART, "files", name)) as a, open(os.path.join(ROOT, "deploy/monitoring", name)) as b:
+                self.assertEqual(a.read(), b.read(), "charts/memzone/files/%s differs from deploy/monitoring/%s" % (name, name))
 
     def test_crds_are_the_deploy_crds(self):
         for f in glob.glob(os.path.join(CHART, "crds/*.yaml")):
@@ -231,6 +325,7 @@ class DeployTest(unittest.TestCase, ManifestChecks):
         crds = by_kind(docs, "CustomResourceDefinition")
         self.assertEqual(len(crds), 1)
         check_crd(self, crds[0])
+
 
 
 def crd_schema():
@@ -313,6 +408,17 @@ class CrdTest(unittest.TestCase):
         for cr in examples:
             with self.subTest(name=cr["metadata"]["name"]):
                 validate_cr(self, cr)
+
+    def test_examples_live_where_the_controller_watches(self):
+        """The examples were in a namespace the deployed controller does not watch."""
+        with open(os.path.join(ROOT, "deploy/controller.yaml")) as f:
+            controller = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "Deployment"][0]
+        watched = arg_value(controller["spec"]["template"]["spec"]["containers"][0]["args"], "--namespace")
+        for path in glob.glob(os.path.join(ROOT, "deploy/examples/*.yaml")):
+            with open(path) as f:
+                for d in yaml.safe_load_all(f):
+                    if d and d.get("kind") == "ReplicatedPool":
+                        self.assertEqual(d["metadata"]["namespace"], watched, path)
 
     def test_bad_examples_are_caught(self):
         _, schema = crd_schema()

@@ -20,7 +20,7 @@ namespace {
 constexpr uint32_t kConnectMs = 200, kRequestMs = 250;
 constexpr uint32_t kFailureLimit = 3, kDownRetryMs = 1000, kMaxDownRetryMs = 4000,
                    kCheckIntervalMs = 1000;
-constexpr uint32_t kQueueLimit = 10000, kOverflowHoldMs = 60000, kReadHoldMs = 5000;
+constexpr uint32_t kQueueLimit = 10000, kOverflowHoldMs = 60000, kReadHoldMs = 6000;
 
 bool validHostName(const std::string& host) {
   if (host.empty() || host.size() > 253) return false;
@@ -313,6 +313,25 @@ class Reader {
     consistency->set_overflow_hold_ms(v);
     readUint(c, "readHoldMs", "consistency.readHoldMs", kReadHoldMs, 0, 3600000, v);
     consistency->set_read_hold_ms(v);
+    // The hold must outlast how late another proxy can notice the server is back (its next
+    // probe: at most maxDownRetryMs plus 20% jitter) and replay what it owes (a connect and
+    // a round trip).
+    uint64_t needed = uint64_t{health->max_down_retry_ms()} * 6 / 5 + timeouts->connect_ms() +
+                      timeouts->request_ms();
+    if (!(c && c["readHoldMs"]) && v < needed) {
+      v = static_cast<uint32_t>(needed);  // the default follows longer retries or timeouts
+      consistency->set_read_hold_ms(v);
+    } else if (v != 0 && v < needed) {
+      YAML::Node at = c && c["readHoldMs"]       ? c["readHoldMs"]
+                      : h && h["maxDownRetryMs"] ? h["maxDownRetryMs"]
+                                                 : root;
+      error(at, "consistency.readHoldMs",
+            "must be 0 (off) or at least 1.2 x health.maxDownRetryMs + timeouts.connectMs + "
+            "timeouts.requestMs = " +
+                std::to_string(needed) +
+                " ms: a shorter hold can end before another proxy has noticed the server is "
+                "back and replayed the deletes it owes it");
+    }
 
     bool allow = false;
     if (root["allowFlushAll"] && readBool(root["allowFlushAll"], "allowFlushAll", allow)) {

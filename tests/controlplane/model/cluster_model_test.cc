@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 namespace memzone::controlplane::model {
 namespace {
 
@@ -36,6 +38,33 @@ json slice(const std::string& name, const std::string& service, std::vector<json
           {"ports", ports}};
 }
 
+// A Service `name` with one port per entry: {name, port, targetPort}.
+json service(const std::string& name,
+             std::vector<std::tuple<std::string, int, int>> ports = {{"memcache", 11211, 11211}}) {
+  json p = json::array();
+  for (const auto& [port_name, port, target] : ports) {
+    json entry = {{"port", port}, {"targetPort", target}, {"protocol", "TCP"}};
+    if (!port_name.empty()) entry["name"] = port_name;
+    p.push_back(entry);
+  }
+  return {{"apiVersion", "v1"},
+          {"kind", "Service"},
+          {"metadata", {{"name", name}, {"namespace", "cache"}}},
+          {"spec", {{"ports", p}, {"ipFamilies", {"IPv4", "IPv6"}}}}};
+}
+
+// The usual Services of these tests: "mc" (memcache 11211 -> 11211) and "other".
+std::map<std::string, json> services() {
+  return {{"cache/mc", service("mc")}, {"cache/other", service("other")}};
+}
+
+ClusterModel build(const std::map<std::string, json>& pools,
+                   const std::map<std::string, json>& slices,
+                   std::map<std::string, json>& last_good,
+                   std::map<std::string, json> svcs = services()) {
+  return buildClusterModel(ClusterObjects{pools, std::move(svcs), slices}, last_good);
+}
+
 std::map<std::string, std::vector<std::string>> zonesOf(const ClusterModel& m,
                                                         const std::string& p) {
   std::map<std::string, std::vector<std::string>> out;
@@ -63,7 +92,7 @@ TEST(ClusterModel, MergesSlicesDeduplicatesAndDropsUnreadyAndTerminating) {
        slice("f", "mc", {ep("mc.example", "z1")}, json::array({{{"port", 11211}}}), "FQDN")},
   };
   std::map<std::string, json> last_good;
-  ClusterModel m = buildClusterModel(pools, slices, last_good);
+  ClusterModel m = build(pools, slices, last_good);
   EXPECT_EQ(zonesOf(m, "p"),
             (std::map<std::string, std::vector<std::string>>{{"unknown", {"10.0.0.5:11211"}},
                                                              {"z1", {"10.0.0.1:11211"}},
@@ -77,13 +106,13 @@ TEST(ClusterModel, SameObjectsSameVersion) {
   std::map<std::string, json> pools = {{"cache/p", pool("p", R"({"service": "mc"})")}};
   std::map<std::string, json> slices = {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}};
   std::map<std::string, json> g1, g2;
-  EXPECT_EQ(buildClusterModel(pools, slices, g1).snapshot.version(),
-            buildClusterModel(pools, slices, g2).snapshot.version());
+  EXPECT_EQ(build(pools, slices, g1).snapshot.version(),
+            build(pools, slices, g2).snapshot.version());
   slices["cache/a"]["endpoints"][0]["conditions"]["ready"] = false;
   slices["cache/b"] = slice("b", "mc", {ep("10.0.0.7", "z1")});
-  EXPECT_NE(buildClusterModel(pools, slices, g1).snapshot.version(),
-            buildClusterModel(pools, {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}}, g2)
-                .snapshot.version());
+  EXPECT_NE(
+      build(pools, slices, g1).snapshot.version(),
+      build(pools, {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}}, g2).snapshot.version());
 }
 
 TEST(ClusterModel, PortByNumberAndZoneAllowListOrder) {
@@ -94,7 +123,8 @@ TEST(ClusterModel, PortByNumberAndZoneAllowListOrder) {
        slice("a", "mc", {ep("10.0.0.1", "z1"), ep("10.0.0.2", "z2"), ep("10.0.0.9", "z9")},
              json::array({{{"name", "memcache"}, {"port", 11300}}}))}};
   std::map<std::string, json> last_good;
-  ClusterModel m = buildClusterModel(pools, slices, last_good);
+  ClusterModel m =
+      build(pools, slices, last_good, {{"cache/mc", service("mc", {{"memcache", 11300, 11300}})}});
   ASSERT_EQ(m.snapshot.pools(0).zones_size(), 2);  // z9 not allowed, z3 has nobody
   EXPECT_EQ(m.snapshot.pools(0).zones(0).zone(), "z2");
   EXPECT_EQ(m.snapshot.pools(0).zones(1).zone(), "z1");
@@ -109,9 +139,9 @@ TEST(ClusterModel, InvalidEditKeepsTheLastValidSpecAndSaysWhy) {
   std::map<std::string, json> pools = {
       {"cache/p",
        pool("p", R"({"service": "mc", "replication": {"wait": "all"}, "prefixes": ["s:"]})")}};
-  ClusterModel good = buildClusterModel(pools, slices, last_good);
+  ClusterModel good = build(pools, slices, last_good);
   pools["cache/p"] = pool("p", R"({"service": "mc", "replication": {"wait": "sometimes"}})", 2);
-  ClusterModel bad = buildClusterModel(pools, slices, last_good);
+  ClusterModel bad = build(pools, slices, last_good);
   EXPECT_EQ(bad.snapshot.version(), good.snapshot.version());
   ASSERT_EQ(bad.pools.size(), 1u);
   EXPECT_FALSE(bad.pools[0].valid);
@@ -122,8 +152,7 @@ TEST(ClusterModel, InvalidEditKeepsTheLastValidSpecAndSaysWhy) {
 
   // Never valid: nothing to serve.
   std::map<std::string, json> fresh;
-  ClusterModel never =
-      buildClusterModel({{"cache/q", pool("q", R"({"port": "x"})")}}, slices, fresh);
+  ClusterModel never = build({{"cache/q", pool("q", R"({"port": "x"})")}}, slices, fresh);
   EXPECT_EQ(never.snapshot.pools_size(), 0);
   EXPECT_FALSE(never.pools[0].in_snapshot);
 }
@@ -135,11 +164,106 @@ TEST(ClusterModel, ConflictingPrefixesAndMissingBackends) {
       {"cache/b", pool("b", R"({"service": "mc", "prefixes": ["s:"]})")},
       {"cache/c", pool("c", R"({"service": "nothing-here"})")}};
   std::map<std::string, json> last_good;
-  ClusterModel m = buildClusterModel(pools, slices, last_good);
-  ASSERT_EQ(m.snapshot.pools_size(), 1);
+  ClusterModel m = build(pools, slices, last_good);
+  // c has no Service: in the snapshot without zones (its keys get "no pool"), not Ready.
+  ASSERT_EQ(m.snapshot.pools_size(), 2);
   EXPECT_EQ(m.snapshot.pools(0).name(), "a");
+  EXPECT_EQ(m.snapshot.pools(1).name(), "c");
+  EXPECT_EQ(m.snapshot.pools(1).zones_size(), 0);
   EXPECT_EQ(m.pools[1].reason, "PrefixConflict");
-  EXPECT_EQ(m.pools[2].reason, "NoReadyBackends");
+  EXPECT_FALSE(m.pools[1].in_snapshot);
+  EXPECT_EQ(m.pools[2].reason, "ServiceNotFound");
+  EXPECT_TRUE(m.pools[2].in_snapshot);
+  EXPECT_FALSE(m.pools[2].serving);
+}
+
+// Defect: `port: 11211` was taken as the pods' port. It is the Service port; the slice carries
+// the target port under the Service port's name (kube-proxy's mapping).
+TEST(ClusterModel, PortByNumberIsTheServicePortMappedToTheTargetPort) {
+  std::map<std::string, json> svcs = {
+      {"cache/mc", service("mc", {{"admin", 8080, 9090}, {"memcache", 11211, 21211}})}};
+  std::map<std::string, json> slices = {
+      {"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")},
+                        json::array({{{"name", "admin"}, {"port", 9090}},
+                                     {{"name", "memcache"}, {"port", 21211}}}))}};
+  std::map<std::string, json> last_good;
+  for (const char* spec :
+       {R"({"service": "mc", "port": 11211})", R"({"service": "mc", "port": "memcache"})"}) {
+    ClusterModel m = build({{"cache/p", pool("p", spec)}}, slices, last_good, svcs);
+    EXPECT_EQ(zonesOf(m, "p"),
+              (std::map<std::string, std::vector<std::string>>{{"z1", {"10.0.0.1:21211"}}}))
+        << spec;
+  }
+  // Unset: the Service's first port.
+  ClusterModel first =
+      build({{"cache/p", pool("p", R"({"service": "mc"})")}}, slices, last_good, svcs);
+  EXPECT_EQ(zonesOf(first, "p"),
+            (std::map<std::string, std::vector<std::string>>{{"z1", {"10.0.0.1:9090"}}}));
+  // A number that is only a target port is no Service port.
+  ClusterModel wrong = build({{"cache/p", pool("p", R"({"service": "mc", "port": 21211})")}},
+                             slices, last_good, svcs);
+  ASSERT_EQ(wrong.pools.size(), 1u);
+  EXPECT_EQ(wrong.pools[0].reason, "PortNotFound");
+  EXPECT_EQ(wrong.snapshot.pools(0).zones_size(), 0);
+  // A single unnamed Service port matches the slice's unnamed port.
+  std::map<std::string, json> unnamed_svc = {{"cache/mc", service("mc", {{"", 11211, 31211}})}};
+  std::map<std::string, json> unnamed_slices = {
+      {"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")}, json::array({{{"port", 31211}}}))}};
+  ClusterModel unnamed = build({{"cache/p", pool("p", R"({"service": "mc", "port": 11211})")}},
+                               unnamed_slices, last_good, unnamed_svc);
+  EXPECT_EQ(zonesOf(unnamed, "p"),
+            (std::map<std::string, std::vector<std::string>>{{"z1", {"10.0.0.1:31211"}}}));
+}
+
+json podEp(const std::string& ip, const char* zone, const std::string& pod) {
+  json e = ep(ip, zone);
+  e["targetRef"] = {{"kind", "Pod"}, {"namespace", "cache"}, {"name", pod}};
+  return e;
+}
+
+// Defect: a dual-stack Service has an IPv4 and an IPv6 slice; each pod was counted twice.
+TEST(ClusterModel, DualStackCountsEachPodOnceInTheChosenFamily) {
+  std::map<std::string, json> slices = {
+      {"cache/v4",
+       slice("v4", "mc", {podEp("10.0.0.1", "z1", "mc-0"), podEp("10.0.0.2", "z2", "mc-1")})},
+      {"cache/v6",
+       slice("v6", "mc", {podEp("fd00::1", "z1", "mc-0"), podEp("fd00::2", "z2", "mc-1")},
+             json::array({{{"name", "memcache"}, {"port", 11211}}}), "IPv6")},
+      // During a rebalance a pod sits in two slices of one family.
+      {"cache/v4b", slice("v4b", "mc", {podEp("10.0.0.1", "z1", "mc-0")})},
+  };
+  std::map<std::string, json> last_good;
+  ClusterModel v4 = build({{"cache/p", pool("p", R"({"service": "mc"})")}}, slices, last_good);
+  EXPECT_EQ(zonesOf(v4, "p"), (std::map<std::string, std::vector<std::string>>{
+                                  {"z1", {"10.0.0.1:11211"}}, {"z2", {"10.0.0.2:11211"}}}));
+  ClusterModel v6 = build({{"cache/p", pool("p", R"({"service": "mc", "addressType": "IPv6"})")}},
+                          slices, last_good);
+  EXPECT_EQ(zonesOf(v6, "p"), (std::map<std::string, std::vector<std::string>>{
+                                  {"z1", {"fd00::1:11211"}}, {"z2", {"fd00::2:11211"}}}));
+  ClusterModel bad = build({{"cache/q", pool("q", R"({"service": "mc", "addressType": "FQDN"})")}},
+                           slices, last_good);
+  EXPECT_EQ(bad.pools[0].reason, "InvalidSpec");
+}
+
+// Defect: with no ReplicatedPool left nothing was published, and proxies kept the deleted
+// pool. The real state is published: no pools; a pool without ready backends has no zones.
+TEST(ClusterModel, NoPoolsAndNoBackendsArePublishedAsTheyAre) {
+  std::map<std::string, json> last_good;
+  ClusterModel none = build({}, {}, last_good);
+  EXPECT_EQ(none.snapshot.pools_size(), 0);
+  EXPECT_EQ(none.snapshot.routes_size(), 0);
+  EXPECT_FALSE(none.snapshot.version().empty());
+
+  std::map<std::string, json> slices = {
+      {"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1", {{"ready", false}})})}};
+  ClusterModel empty = build({{"cache/p", pool("p", R"({"service": "mc", "prefixes": ["s:"]})")}},
+                             slices, last_good);
+  ASSERT_EQ(empty.snapshot.pools_size(), 1);
+  EXPECT_EQ(empty.snapshot.pools(0).zones_size(), 0);
+  ASSERT_EQ(empty.snapshot.routes_size(), 1);
+  EXPECT_EQ(empty.snapshot.routes(0).prefix(), "s:");
+  EXPECT_EQ(empty.pools[0].reason, "NoReadyBackends");
+  EXPECT_NE(empty.snapshot.version(), none.snapshot.version());
 }
 
 }  // namespace

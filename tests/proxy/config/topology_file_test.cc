@@ -64,6 +64,16 @@ TEST(TopologyFile, DefaultsFollowDesign) {
   EXPECT_EQ(r.spec.connect_timeout_ms, 200u);
   EXPECT_EQ(r.spec.request_timeout_ms, 250u);
   EXPECT_FALSE(r.spec.allow_flush_all);
+  EXPECT_EQ(r.spec.consistency.read_hold_ms, 6000u);  // valid with the default health settings
+}
+
+TEST(TopologyFile, DefaultReadHoldFollowsLongerRetries) {
+  auto r = parseTopologyYaml(
+      "pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\nhealth: {maxDownRetryMs: "
+      "10000}\n",
+      "t.yaml");
+  ASSERT_TRUE(r.errors.empty());
+  EXPECT_EQ(r.spec.consistency.read_hold_ms, 12000u + 200u + 250u);
 }
 
 TEST(TopologyFile, VersionIsAContentHash) {
@@ -107,6 +117,11 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"\n", "bad.yaml:5: yaml: "},
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
        "bad.yaml:4: pools[0].zones.a[1]: duplicate server 127.0.0.1:1"},
+      // The recovery hold must outlast another proxy's probe backoff: 1.2 x 4000 + 200 + 250.
+      {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\nconsistency: {readHoldMs: "
+       "4000}\n",
+       "bad.yaml:5: consistency.readHoldMs: must be 0 (off) or at least 1.2 x "
+       "health.maxDownRetryMs + timeouts.connectMs + timeouts.requestMs = 5250 ms"},
   };
   for (const auto& c : cases) {
     auto r = parseTopologyYaml(c.yaml, "bad.yaml");

@@ -86,3 +86,20 @@ TEST(ReplyParser, ValueBlocks) {
 
 }  // namespace
 }  // namespace memzone::protocol
+
+namespace memzone::protocol {
+namespace {
+
+TEST(ReplyParser, HugeLengthsFromABackendAreInvalidNotAWrapAround) {
+  // offset + length + 2 would wrap to a small number: never a "complete" reply.
+  const std::string huge = "END\r\nVALUE b 0 18446744073709551582\r\n";
+  EXPECT_EQ(parseReply(std::string_view(huge).substr(5), ReplyShape::kRetrieval).status,
+            ReplyStatus::kInvalid);
+  EXPECT_EQ(parseReply("VA 18446744073709551614 v\r\n", ReplyShape::kMeta).status,
+            ReplyStatus::kInvalid);
+  ValueBlock block;
+  EXPECT_FALSE(parseValueBlock("VALUE b 0 18446744073709551614\r\nxx\r\n", block));
+}
+
+}  // namespace
+}  // namespace memzone::protocol

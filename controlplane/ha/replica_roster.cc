@@ -1,0 +1,211 @@
+#include "controlplane/ha/replica_roster.h"
+
+#include <cstdio>
+
+#include "memzone/ops/log.h"
+
+namespace memzone::controlplane::ha {
+namespace {
+
+using nlohmann::json;
+
+std::string urlEncode(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+json viewToJson(const ReplicaView& v) {
+  json zones = json::object();
+  for (const auto& [zone, n] : v.proxies.zones_down) zones[zone] = n;
+  return {{"version", v.version},
+          {"total", v.proxies.total},
+          {"acked", v.proxies.acked},
+          {"nacked", v.proxies.nacked},
+          {"zonesDown", zones}};
+}
+
+ReplicaView viewFromJson(const json& j) {
+  ReplicaView v;
+  if (!j.is_object()) return v;
+  auto num = [&](const char* key) {
+    return j.contains(key) && j[key].is_number_integer() ? std::max(0, j[key].get<int>()) : 0;
+  };
+  v.version =
+      j.contains("version") && j["version"].is_string() ? j["version"].get<std::string>() : "";
+  v.proxies.total = num("total");
+  v.proxies.acked = num("acked");
+  v.proxies.nacked = num("nacked");
+  if (j.contains("zonesDown") && j["zonesDown"].is_object()) {
+    for (const auto& [zone, n] : j["zonesDown"].items()) {
+      if (n.is_number_integer() && n.get<int>() > 0) v.proxies.zones_down[zone] = n.get<int>();
+    }
+  }
+  return v;
+}
+
+std::string replicaLeaseName(const std::string& group, const std::string& identity) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char c : identity) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(hash));
+  return group + "-" + buf;
+}
+
+ReplicaRoster::ReplicaRoster(k8s::ApiClient& client, RosterConfig config,
+                             std::function<ReplicaView()> local)
+    : client_(client),
+      config_(std::move(config)),
+      local_(std::move(local)),
+      own_(client, config_.lease_namespace, replicaLeaseName(config_.group, config_.identity),
+           static_cast<long>(config_.lease_duration.count()),
+           json{{kReplicaOfLabel, config_.group}}) {}
+
+ReplicaRoster::~ReplicaRoster() { stop(); }
+
+void ReplicaRoster::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void ReplicaRoster::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool ReplicaRoster::sleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  wake_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+void ReplicaRoster::run() {
+  do {
+    renewOwn();
+    listPeers();
+  } while (sleepFor(config_.retry_period));
+  // Going away: the others stop counting our proxies now, not a lease duration later.
+  if (own_exists_) own_.remove();
+}
+
+void ReplicaRoster::renewOwn() {
+  LeaseRecord record;
+  record.holder_identity = config_.identity;
+  record.lease_duration_seconds = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::seconds>(config_.lease_duration).count());
+  record.renew_time = microTimeNow();
+  json annotations = {{kProxiesAnnotation, viewToJson(local_()).dump()}};
+  LeaseClient::Result r;
+  if (own_exists_) {
+    r = own_.update(record, annotations);
+    if (r == LeaseClient::Result::kConflict) {  // someone touched it: read it, write next time
+      LeaseRecord ignored;
+      own_.get(ignored);
+      return;
+    }
+    own_exists_ = r != LeaseClient::Result::kNotFound;  // deleted (taken for dead): recreate
+  }
+  if (!own_exists_) {
+    record.acquire_time = record.renew_time;
+    r = own_.create(record, annotations);
+    if (r == LeaseClient::Result::kConflict) {  // it exists after all: read it, update next time
+      LeaseRecord ignored;
+      own_exists_ = own_.get(ignored) == LeaseClient::Result::kOk;
+      return;
+    }
+    own_exists_ = r == LeaseClient::Result::kOk;
+  }
+  if (r != LeaseClient::Result::kOk) {
+    ops::logEvent(ops::LogLevel::kWarn, std::string("replica-lease"), "replica Lease %s: %s",
+                  own_.name().c_str(), own_.lastError().c_str());
+  }
+}
+
+void ReplicaRoster::listPeers() {
+  std::string selector = std::string(kReplicaOfLabel) + "=" + config_.group;
+  k8s::ApiResponse r =
+      client_.get("/apis/coordination.k8s.io/v1/namespaces/" + config_.lease_namespace +
+                      "/leases?labelSelector=" + urlEncode(selector),
+                  static_cast<long>(config_.lease_duration.count()));
+  if (r.status != 200) {
+    ops::logEvent(ops::LogLevel::kWarn, std::string("replica-list"), "listing replica Leases: %s",
+                  r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+    return;
+  }
+  json list = json::parse(r.body, nullptr, false);
+  if (!list.is_object() || !list.contains("items") || !list["items"].is_array()) return;
+  auto now = Clock::now();
+  std::vector<std::string> dead;
+  {
+    std::lock_guard lock(peers_mu_);
+    std::map<std::string, Peer> next;
+    for (const auto& item : list["items"]) {
+      if (!item.is_object()) continue;
+      const json meta = item.value("metadata", json::object());
+      std::string name = meta.value("name", "");
+      if (name.empty() || name == own_.name()) continue;
+      LeaseRecord record = recordOf(item);
+      Peer peer;
+      auto old = peers_.find(name);
+      peer.record = record;
+      peer.changed =
+          old != peers_.end() && old->second.record == record ? old->second.changed : now;
+      const json annotations = meta.value("annotations", json::object());
+      if (annotations.is_object() && annotations.contains(kProxiesAnnotation) &&
+          annotations[kProxiesAnnotation].is_string()) {
+        peer.view = viewFromJson(
+            json::parse(annotations[kProxiesAnnotation].get<std::string>(), nullptr, false));
+      }
+      auto duration = std::chrono::seconds(std::max(1, record.lease_duration_seconds));
+      if (collect_garbage_ && now - peer.changed > 3 * duration) dead.push_back(name);
+      next.emplace(name, std::move(peer));
+    }
+    peers_ = std::move(next);
+  }
+  for (const std::string& name : dead) {
+    LeaseClient lease(client_, config_.lease_namespace, name,
+                      static_cast<long>(config_.lease_duration.count()));
+    if (lease.remove() == LeaseClient::Result::kOk) {
+      ops::logEvent(ops::LogLevel::kInfo, "replica-gc:" + name,
+                    "deleted the Lease of replica %s (not renewed for 3 lease durations)",
+                    name.c_str());
+    }
+  }
+}
+
+std::vector<ReplicaView> ReplicaRoster::peers() const {
+  auto now = Clock::now();
+  std::vector<ReplicaView> out;
+  std::lock_guard lock(peers_mu_);
+  for (const auto& [name, peer] : peers_) {
+    // Replicas renew every retry period: three missed renewals (or the lease duration, if
+    // shorter) and its proxies are not counted any more. Sooner than the election gives up
+    // on a dead leader, so its proxies, reconnected elsewhere, are not counted twice.
+    std::chrono::nanoseconds alive = std::min<std::chrono::nanoseconds>(
+        std::chrono::seconds(std::max(1, peer.record.lease_duration_seconds)),
+        3 * config_.retry_period);
+    if (now - peer.changed < alive) out.push_back(peer.view);
+  }
+  return out;
+}
+
+size_t ReplicaRoster::livePeers() const { return peers().size(); }
+
+}  // namespace memzone::controlplane::ha

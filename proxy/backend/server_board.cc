@@ -1,0 +1,81 @@
+#include "proxy/backend/server_board.h"
+
+#include <algorithm>
+
+namespace memzone::backend {
+
+std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::weak_ptr<ServerState>& slot = states_[address];
+  std::shared_ptr<ServerState> state = slot.lock();
+  if (!state) {
+    state = std::make_shared<ServerState>();
+    slot = state;
+  }
+  return state;
+}
+
+void ServerBoard::restore(std::map<std::string, OwedDeletes> owed, std::string dir, int workers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  restored_ = std::move(owed);
+  restored_dir_ = std::move(dir);
+  logs_pending_ = workers;
+}
+
+OwedDeletes ServerBoard::takeRestored(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  OwedDeletes out;
+  auto it = restored_.find(address);
+  if (it != restored_.end()) {
+    out = std::move(it->second);
+    restored_.erase(it);
+  }
+  return out;
+}
+
+void ServerBoard::workerLogWritten() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (logs_pending_ > 0 && --logs_pending_ == 0) {
+    // Every worker's log now holds what it took; what nobody took belongs to servers no
+    // longer in the topology.
+    InvalidationLog::dropOld(restored_dir_);
+    restored_.clear();
+  }
+}
+
+void ServerBoard::setDirty(const std::vector<std::string>& addresses) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [address, weak] : states_) {
+    std::shared_ptr<ServerState> s = weak.lock();
+    if (!s) continue;
+    bool dirty = std::find(addresses.begin(), addresses.end(), address) != addresses.end();
+    s->dirty.store(dirty, std::memory_order_relaxed);
+  }
+}
+
+void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [address, weak] : states_) {
+    std::shared_ptr<ServerState> s = weak.lock();
+    if (!s || !s->dirty.load(std::memory_order_relaxed)) continue;
+    int64_t until = now_us + int64_t{hold_ms} * 1000;
+    int64_t current = s->readable_at_us.load(std::memory_order_relaxed);
+    while (current < until &&
+           !s->readable_at_us.compare_exchange_weak(current, until, std::memory_order_relaxed)) {
+    }
+    s->dirty.store(false, std::memory_order_relaxed);
+  }
+}
+
+std::vector<std::string> ServerBoard::owedAddresses() const {
+  std::vector<std::string> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [address, weak] : states_) {
+    std::shared_ptr<ServerState> s = weak.lock();
+    if (!s) continue;
+    if (s->owing.load(std::memory_order_relaxed) != 0) out.push_back(address);
+  }
+  return out;
+}
+
+}  // namespace memzone::backend

@@ -1,0 +1,75 @@
+// The proxy's one view of each memcached server, shared by every worker (issue 17). Workers
+// keep their own connections, queues and health timers; what decides whether a server may
+// serve reads lives here, so no worker reads a server another worker of the same proxy still
+// owes deletes to, and the recovery hold is counted from the moment the proxy saw the server
+// answer again, not from some worker's last failure.
+//
+// Thread model: the board (address -> state) is touched on the control path only (topology
+// swaps) under a mutex. A ServerState is read on the request path with relaxed atomic loads of
+// one read-mostly cache line, and written only when a server fails, returns, or a worker's
+// invalidation queue empties or fills: no lock, no read-modify-write per request.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "proxy/backend/invalidation_log.h"
+
+namespace memzone::backend {
+
+struct alignas(64) ServerState {
+  // Workers that have deletes queued for this server (failed copies).
+  std::atomic<uint32_t> owing{0};
+  // Non-zero from a worker's connection failure until some worker sees the server answer:
+  // until then it may be missing writes other proxies sent it, so nobody reads it.
+  std::atomic<int64_t> unreachable_since_us{0};
+  // After the return, reads wait until this time: the grace other proxies get to notice the
+  // return and replay what they owe it (readHoldMs; 0 with the controller's dirty-server list).
+  std::atomic<int64_t> readable_at_us{0};
+  // Bumped at each return, so workers that marked it down probe at once instead of waiting
+  // for their backoff (and replay their queues).
+  std::atomic<uint32_t> returns{0};
+  // A worker's invalidation queue overflowed and flushing is not allowed: nobody reads it
+  // before this time (the latest such deadline of any worker).
+  std::atomic<int64_t> distrusted_until_us{0};
+  // Some proxy (this one or another) owes this server deletes, says the controller: nobody
+  // reads it until every proxy has reported it clean.
+  std::atomic<bool> dirty{false};
+};
+
+class ServerBoard {
+ public:
+  // The state for `address`, created on first use; any thread (control path).
+  std::shared_ptr<ServerState> stateFor(const std::string& address);
+  // Addresses some worker owes deletes to: what this proxy reports to the controller as
+  // "dirty" (no proxy may read them until every proxy has reported them clean). Any thread.
+  std::vector<std::string> owedAddresses() const;
+
+  // Durable invalidations (invalidation_log.h): what the files said each server is owed,
+  // handed once to the first worker that creates the server; and how many workers have yet
+  // to write their first log, after which the old files go.
+  void restore(std::map<std::string, OwedDeletes> owed, std::string dir, int workers);
+  OwedDeletes takeRestored(const std::string& address);
+  void workerLogWritten();
+
+  // The controller's list of dirty servers (every proxy's owed servers, united). Servers not
+  // in it are clean; one that stops being dirty still waits for its read hold, if any.
+  void setDirty(const std::vector<std::string>& addresses);
+  // The controller is gone: nobody tells us when other proxies are done, so every server
+  // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
+  void controllerLost(uint32_t hold_ms, int64_t now_us);
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::weak_ptr<ServerState>> states_;
+  std::map<std::string, OwedDeletes> restored_;
+  std::string restored_dir_;
+  int logs_pending_ = 0;
+};
+
+}  // namespace memzone::backend
