@@ -33,6 +33,15 @@ inline constexpr std::string_view kMetaBadDelta = "CLIENT_ERROR invalid numeric 
 inline constexpr std::string_view kMetaOpaqueTooLong = "CLIENT_ERROR opaque token too long\r\n";
 inline constexpr std::string_view kMetaSetBadMode = "CLIENT_ERROR invalid mode for ms M token\r\n";
 
+// Over the buffer budget or the connection limit: memcached 1.6's own words for the same
+// situation.
+inline constexpr std::string_view kOutOfMemoryStoring =
+    "SERVER_ERROR out of memory storing object\r\n";
+inline constexpr std::string_view kOutOfMemoryGet =
+    "SERVER_ERROR out of memory writing get response\r\n";
+inline constexpr std::string_view kOutOfMemory = "SERVER_ERROR out of memory\r\n";
+inline constexpr std::string_view kTooManyConnections = "ERROR Too many open connections\r\n";
+
 // The proxy's own answers (no memcached equivalent).
 inline constexpr std::string_view kLineTooLong = "CLIENT_ERROR line too long\r\n";
 inline constexpr std::string_view kFlushDisabled =

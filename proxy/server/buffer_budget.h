@@ -49,13 +49,6 @@
 
 namespace memzone::server {
 
-// Client-visible answers: memcached 1.6's own words for the same situation.
-inline constexpr std::string_view kOutOfMemoryStoring =
-    "SERVER_ERROR out of memory storing object\r\n";
-inline constexpr std::string_view kOutOfMemoryGet =
-    "SERVER_ERROR out of memory writing get response\r\n";
-inline constexpr std::string_view kOutOfMemory = "SERVER_ERROR out of memory\r\n";
-
 // Buffer memory of one worker, by kind (all roll up into `total`).
 struct BufferMemory {
   MemoryAccount total;

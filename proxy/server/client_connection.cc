@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "proxy/protocol/client_errors.h"
+
 namespace memzone::server {
 
 using protocol::Command;
@@ -28,12 +30,12 @@ constexpr int kMaxIov = 64;
 std::string_view outOfMemoryReply(const protocol::Request& request) {
   if (request.noreply) return {};  // memcached says nothing to noreply, errors included
   if (protocol::isStorage(request.command) || request.command == Command::kMetaSet) {
-    return kOutOfMemoryStoring;
+    return protocol::errors::kOutOfMemoryStoring;
   }
   if (protocol::isRetrieval(request.command) || request.command == Command::kMetaGet) {
-    return kOutOfMemoryGet;
+    return protocol::errors::kOutOfMemoryGet;
   }
-  return kOutOfMemory;
+  return protocol::errors::kOutOfMemory;
 }
 
 }  // namespace
@@ -271,7 +273,8 @@ void ClientConnection::takeReadyReplies() {
       // Admitted on credit and it came back large: refused now (its bytes are freed when
       // the request is recycled, below).
       context_.budget.counters().rejected.add();
-      r->overrideReply(r->command() == Command::kMetaGet ? kOutOfMemory : kOutOfMemoryGet);
+      r->overrideReply(r->command() == Command::kMetaGet ? protocol::errors::kOutOfMemory
+                                                         : protocol::errors::kOutOfMemoryGet);
     }
     if (now == 0) now = event::nowMicros();
     recordDone(*r, now);

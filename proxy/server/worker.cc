@@ -11,12 +11,12 @@
 #include <cstring>
 
 #include "memzone/ops/log.h"
+#include "proxy/protocol/client_errors.h"
 
 namespace memzone::server {
 namespace {
 
 // memcached's words and behaviour beyond -c: accept, say so, close.
-constexpr std::string_view kTooManyConnections = "ERROR Too many open connections\r\n";
 // Out of file descriptors: accept() would fail again at once (the listener stays readable),
 // so the worker stops watching it this long.
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
@@ -234,8 +234,9 @@ void Worker::onAccept() {
     if (!options_.slots->tryTake()) {
       stats_.rejected_connections.add();
       // A fresh socket has room for one line; what the client sent first is not read.
-      ssize_t sent = ::send(fd, kTooManyConnections.data(), kTooManyConnections.size(),
-                            MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t sent =
+          ::send(fd, protocol::errors::kTooManyConnections.data(),
+                 protocol::errors::kTooManyConnections.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       (void)sent;
       ::close(fd);
       continue;
