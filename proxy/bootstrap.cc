@@ -274,7 +274,8 @@ int runProxy(const config::ProxyOptions& options) {
           return report;
         },
         [board, stats_context](const v1::DirtyServers& dirty) {
-          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()});
+          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()},
+                          dirty.generation(), dirty.confirmed_generation());
           stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
         });
     board->setOwedListener([client = controller.get()] { client->healthChanged(); });
