@@ -28,12 +28,8 @@ std::string urlEncode(const std::string& s) {
 json viewToJson(const ReplicaView& v) {
   json zones = json::object();
   for (const auto& [zone, n] : v.proxies.zones_down) zones[zone] = n;
-  return {{"version", v.version},
-          {"total", v.proxies.total},
-          {"acked", v.proxies.acked},
-          {"nacked", v.proxies.nacked},
-          {"zonesDown", zones},
-          {"dirty", v.dirty}};
+  return {{"version", v.version},       {"total", v.proxies.total}, {"acked", v.proxies.acked},
+          {"nacked", v.proxies.nacked}, {"zonesDown", zones},       {"dirty", v.dirty}};
 }
 
 ReplicaView viewFromJson(const json& j) {

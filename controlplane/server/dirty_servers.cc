@@ -22,8 +22,7 @@ DirtyServers::~DirtyServers() {
   thread_.join();
 }
 
-void DirtyServers::report(const std::string& node_id, uint64_t stream,
-                          std::set<std::string> owed) {
+void DirtyServers::report(const std::string& node_id, uint64_t stream, std::set<std::string> owed) {
   std::lock_guard lock(mu_);
   auto it = reports_.find(node_id);
   if (it == reports_.end()) {
@@ -49,8 +48,7 @@ void DirtyServers::disconnected(const std::string& node_id, uint64_t stream) {
   ops::logEvent(ops::LogLevel::kInfo, "dirty-retained:" + node_id,
                 "proxy %s disconnected owing invalidations to %zu servers; they stay dirty for "
                 "%lld ms unless it reports again",
-                node_id.c_str(), it->second.owed.size(),
-                static_cast<long long>(retain_.count()));
+                node_id.c_str(), it->second.owed.size(), static_cast<long long>(retain_.count()));
   wake_.notify_all();  // the notifier's next expiry may be sooner now
 }
 

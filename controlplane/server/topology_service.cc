@@ -37,8 +37,9 @@ class TopologyStream final
       registry_.health(id_, request_);  // every message of a reporting proxy carries it
       if (request_.reports_owed()) {
         // Under mu_ is fine: the set calls its listeners (which take mu_) on its own thread.
-        dirty_.report(node_id_, id_, std::set<std::string>(request_.backends_owed().begin(),
-                                                             request_.backends_owed().end()));
+        dirty_.report(node_id_, id_,
+                      std::set<std::string>(request_.backends_owed().begin(),
+                                            request_.backends_owed().end()));
         dirty_.applied(id_, request_.dirty_applied());
       }
       if (!first) {
@@ -178,7 +179,7 @@ class TopologyStream final
   uint64_t subscription_ = 0;
   uint64_t dirty_subscription_ = 0;
   std::string node_id_;
-  bool wants_dirty_ = false;   // the proxy reports what it owes: it is sent the dirty set
+  bool wants_dirty_ = false;  // the proxy reports what it owes: it is sent the dirty set
   // Generation and confirmed generation last sent (none yet: even the empty set goes out).
   std::pair<uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0};
   std::string zone_;
@@ -195,8 +196,8 @@ class TopologyStream final
 
 }  // namespace
 
-TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry,
-                                 DirtyServers& dirty, ZoneResolver zones)
+TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, DirtyServers& dirty,
+                                 ZoneResolver zones)
     : cache_(cache), registry_(registry), dirty_(dirty), zones_(std::move(zones)) {}
 
 grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* TopologyService::StreamTopology(

@@ -56,7 +56,8 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOption
         [this] {
           auto served = cache_.current();
           std::set<std::string> dirty = dirty_servers_.local();
-          return ha::ReplicaView{served ? served->version() : "", proxies_.view(served.get()),
+          return ha::ReplicaView{served ? served->version() : "",
+                                 proxies_.view(served.get()),
                                  {dirty.begin(), dirty.end()}};
         });
   }
@@ -115,7 +116,8 @@ bool KubernetesSource::writesStatus() const { return !elector_ || elector_->isLe
 void KubernetesSource::unitePeersDirtyServers() {
   if (!roster_) return;
   std::set<std::string> dirty;
-  for (const ha::ReplicaView& peer : roster_->peers()) dirty.insert(peer.dirty.begin(), peer.dirty.end());
+  for (const ha::ReplicaView& peer : roster_->peers())
+    dirty.insert(peer.dirty.begin(), peer.dirty.end());
   dirty_servers_.setPeers(std::move(dirty));
 }
 

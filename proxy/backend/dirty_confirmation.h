@@ -30,8 +30,7 @@ class ConfirmationWaiter {
 
 class DirtyConfirmations {
  public:
-  explicit DirtyConfirmations(event::EventBase& base)
-      : timer_(base, [this] { poll(); }) {}
+  explicit DirtyConfirmations(event::EventBase& base) : timer_(base, [this] { poll(); }) {}
 
   void wait(ConfirmationWaiter* waiter) {
     waiting_.push_back(waiter);

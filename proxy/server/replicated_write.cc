@@ -96,6 +96,7 @@ void ClientRequest::writeChildDone(uint32_t) {
     if (confirming_) {
       // The reply is decided but held: outstanding_ keeps the request alive meanwhile.
       confirm_until_us_ = event::nowMicros() + backend::kDirtyConfirmationWaitUs;
+      stats_->writes_confirmation_waits.add();
       ++outstanding_;
       registry_->confirmations().wait(this);
     }
@@ -107,15 +108,17 @@ bool ClientRequest::invalidatedServersKnownDirty() const {
   bool local_ok = succeeded(local);
   for (size_t i = 0; i < child_count_; ++i) {
     const Child& c = children_[i];
-    bool invalidated = i == 0 ? !local_ok
-                              : !succeeded(c) || (local_ok && diverged(command_, local, c));
+    bool invalidated =
+        i == 0 ? !local_ok : !succeeded(c) || (local_ok && diverged(command_, local, c));
     if (invalidated && c.server != nullptr && !c.server->knownDirtyToAll()) return false;
   }
   return true;
 }
 
 bool ClientRequest::confirmationCheck(int64_t now_us) {
-  if (now_us < confirm_until_us_ && !invalidatedServersKnownDirty()) return false;
+  bool confirmed = invalidatedServersKnownDirty();
+  if (!confirmed && now_us < confirm_until_us_) return false;
+  if (!confirmed) stats_->writes_confirmation_timeouts.add();
   confirming_ = false;
   --outstanding_;
   markReady();

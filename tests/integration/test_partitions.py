@@ -168,6 +168,13 @@ class PartialPartitionTest(unittest.TestCase):
             # What remains is the time from a failed copy to every proxy knowing: the copy's
             # timeout has passed when the write is acknowledged (wait: all), then one report
             # and one push through the controller.
+            # The first write whose copy failed waited for every proxy to know, not longer.
+            a_stats = proxies["zone-a"].stats()
+            print("proxy a: %s writes waited for the confirmation, %s past the bound" % (
+                a_stats.get("proxy_write_confirmation_waits"),
+                a_stats.get("proxy_write_confirmation_timeouts")))
+            self.assertGreaterEqual(int(a_stats.get("proxy_write_confirmation_waits", 0)), 1)
+            self.assertEqual(a_stats.get("proxy_write_confirmation_timeouts"), "0")
             late = [s for s in stale if s[3] > 0.5]
             self.assertEqual(late[:5], [], "stale reads long after the acknowledgement")
 
