@@ -77,16 +77,10 @@ size_t DirtyServers::size() const {
 }
 
 uint64_t DirtyServers::subscribe(Listener listener) {
-  std::lock_guard lock(listeners_mu_);
-  uint64_t id = next_id_++;
-  listeners_.emplace(id, std::move(listener));
-  return id;
+  return listeners_.subscribe(std::move(listener));
 }
 
-void DirtyServers::unsubscribe(uint64_t id) {
-  std::lock_guard lock(listeners_mu_);
-  listeners_.erase(id);
-}
+void DirtyServers::unsubscribe(uint64_t id) { listeners_.unsubscribe(id); }
 
 void DirtyServers::expire(Clock::time_point now) {
   std::lock_guard lock(mu_);
@@ -192,11 +186,7 @@ void DirtyServers::run() {
     if (!changed_) continue;
     changed_ = false;
     lock.unlock();
-    {
-      // Each listener starts (or schedules) a write on its stream; none blocks.
-      std::lock_guard listeners(listeners_mu_);
-      for (auto& [id, listener] : listeners_) listener();
-    }
+    listeners_.callAll();  // each starts (or schedules) a write on its stream
     lock.lock();
   }
 }

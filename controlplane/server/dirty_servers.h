@@ -32,6 +32,7 @@
 #include <string>
 #include <thread>
 
+#include "controlplane/server/listener_set.h"
 #include "memzone/v1/topology.pb.h"
 
 namespace memzone::controlplane {
@@ -93,9 +94,7 @@ class DirtyServers {
   bool stopping_ = false;
   std::condition_variable wake_;
 
-  std::mutex listeners_mu_;
-  std::map<uint64_t, Listener> listeners_;
-  uint64_t next_id_ = 1;
+  ListenerSet listeners_;
   std::thread thread_;
 };
 
