@@ -22,6 +22,12 @@ struct ControllerOptions {
   unsigned leader_elect_lease_duration_ms = 15000;
   unsigned leader_elect_renew_deadline_ms = 10000;
   unsigned leader_elect_retry_period_ms = 2000;
+  // mTLS on the topology stream (all empty: plaintext, for the local demo only).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::vector<std::string> tls_allowed_identities;  // SAN DNS/URI patterns; empty: any
+  unsigned tls_reload_interval_ms = 10000;
 };
 
 // "15s", "1500ms", "1m" -> milliseconds; false when it does not parse.
