@@ -228,7 +228,11 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // This channel makes one connection attempt: retries (and their backoff) are ours alone.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  // The name the controller's certificate is checked against, whichever address this is.
+  if (options_.credentials) args.SetSslTargetNameOverride(options_.server_name);
+  auto channel = grpc::CreateCustomChannel(
+      address, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
 
   // Connect, bounded; a refused connection fails at once.
   auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(connect_timeout_ms);

@@ -23,6 +23,7 @@
 
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@
 #include "memzone/v1/topology.pb.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ClientContext;
 template <class W, class R>
 class ClientReaderWriter;
@@ -48,6 +50,9 @@ struct ControllerClientOptions {
   uint32_t max_backoff_ms = 10000;
   uint32_t connect_timeout_ms = 2000;  // one address's connect attempt (or 2 x the backoff)
   uint32_t health_interval_ms = 1000;  // how often backend health is looked at
+  // TLS (controller_credentials.h), shared by every channel; null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string server_name;  // what the controller's certificate must say (TLS only)
 };
 
 // "a:1,b:2" -> {"a:1", "b:2"}; "" when every entry is HOST:PORT (IPv6 as [addr]:port), else
