@@ -183,6 +183,8 @@ class MetricsExistTest(unittest.TestCase):
                                 stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(stop_process, proc, log, "prometheus")
         wait_for_port(port, timeout=30, proc=proc)
+        # It listens before its storage is open, answering 503 until then.
+        wait_until(lambda: http_get(port, "/-/ready")[0] == 200, 30, "prometheus ready")
 
         def api(path, **params):
             status, body = http_get(port, "/api/v1/" + path + ("?" + urllib.parse.urlencode(params, doseq=True)
