@@ -175,6 +175,19 @@ bool controllerCredentials(const config::ProxyOptions& options, ops::TlsObserver
     return false;
   }
   client.server_name = tls.server_name;
+  // With TLS 1.3 the controller checks this proxy's certificate after the proxy finished its
+  // side of the handshake: a refusal shows only as a connection closed right after the
+  // controller's certificate was accepted.
+  client.on_connect_failed = [&observer](const std::string& shown,
+                                         std::chrono::steady_clock::time_point started) {
+    if (observer.lastAccepted() < started) return;
+    observer.acceptedThenRefused();
+    ops::logEvent(ops::LogLevel::kError, "controller-refused:" + shown,
+                  "controller %s closed the connection after the TLS handshake: it refused this "
+                  "proxy's certificate (none, another CA, or an identity it does not allow; the "
+                  "controller's log says which)",
+                  shown.c_str());
+  };
   ops::TlsObserver::installGrpcLogHook(&observer);
   ops::watchCertificateExpiry(tls.cert_file);
   ops::watchCertificateExpiry(tls.ca_file);

@@ -218,6 +218,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
                                                       const std::string& shown,
                                                       uint32_t connect_timeout_ms) {
   if (on_state_) on_state_(ControllerState::kConnecting);
+  auto attempt_started = std::chrono::steady_clock::now();
   grpc::ChannelArguments args;
   // A dead controller (or a silent network) is noticed within ~8 s, not at TCP's pace.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
@@ -239,6 +240,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   grpc_connectivity_state state = channel->GetState(true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+      if (options_.on_connect_failed) options_.on_connect_failed(shown, attempt_started);
       return Outcome::kFailed;
     }
     auto slice =

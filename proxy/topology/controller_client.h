@@ -21,6 +21,7 @@
 // and drops cannot make the proxy spin. gRPC keepalive notices a dead controller within seconds.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -53,6 +54,9 @@ struct ControllerClientOptions {
   // TLS (controller_credentials.h), shared by every channel; null: plaintext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string server_name;  // what the controller's certificate must say (TLS only)
+  // Told of a connection attempt that failed before the channel was ready (address shown,
+  // when the attempt started), so TLS can say why where it can. The client's thread.
+  std::function<void(const std::string&, std::chrono::steady_clock::time_point)> on_connect_failed;
 };
 
 // "a:1,b:2" -> {"a:1", "b:2"}; "" when every entry is HOST:PORT (IPv6 as [addr]:port), else

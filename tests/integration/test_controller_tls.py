@@ -134,6 +134,15 @@ class ControllerTlsTest(unittest.TestCase):
         for proxy in (anonymous, stranger, intruder):
             self.assert_never_subscribes(proxy, seconds=1)
         self.assertNotIn("stream established", anonymous.logs() + stranger.logs() + intruder.logs())
+        # Each of them says the controller refused it.
+        for proxy in (anonymous, stranger, intruder):
+            self.assertIn("closed the connection after the TLS handshake: it refused this proxy's "
+                          "certificate", proxy.logs())
+            text = http_get(proxy.metrics_port, "/metrics")
+            self.assertGreaterEqual(metric(text, "memzone_proxy_controller_tls_handshakes_total",
+                                           '{result="refused_by_peer"}'), 1)
+            self.assertEqual(metric(text, "memzone_proxy_controller_tls_handshakes_total",
+                                    '{result="ok"}'), 0)
         self.assertEqual(json.loads(http_get(self.metrics_port, "/proxies"))["proxies"], [])
         text = http_get(self.metrics_port, "/metrics")
         for reason in ("no_peer_certificate", "untrusted_certificate", "identity_not_allowed"):

@@ -71,6 +71,23 @@ TlsHandshakeResult classifyHandshakeFailure(const std::string& message) {
 
 TlsObserver::TlsObserver(std::string prefix) : prefix_(std::move(prefix)) {}
 
+void TlsObserver::count(TlsHandshakeResult result) {
+  if (result == TlsHandshakeResult::kOk) {
+    last_accepted_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  }
+  counts_[static_cast<size_t>(result)]++;
+}
+
+std::chrono::steady_clock::time_point TlsObserver::lastAccepted() const {
+  return std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(last_accepted_ns_.load()));
+}
+
+void TlsObserver::acceptedThenRefused() {
+  counts_[static_cast<size_t>(TlsHandshakeResult::kOk)]--;
+  counts_[static_cast<size_t>(TlsHandshakeResult::kRefusedByPeer)]++;
+}
+
 TlsObserver::~TlsObserver() {
   TlsObserver* self = this;
   hooked.compare_exchange_strong(self, nullptr);  // gRPC lines are still written

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <string>
 
 namespace memzone::ops {
@@ -35,7 +36,12 @@ class TlsObserver : public prometheus::Collectable {
   // `prefix`: "memzone_controller" or "memzone_proxy_controller".
   explicit TlsObserver(std::string prefix);
   ~TlsObserver() override;
-  void count(TlsHandshakeResult result) { counts_[static_cast<size_t>(result)]++; }
+  void count(TlsHandshakeResult result);
+  // When this side last accepted a peer (kOk), on the steady clock.
+  std::chrono::steady_clock::time_point lastAccepted() const;
+  // A handshake this side accepted was then refused by the peer (TLS 1.3: the server checks
+  // the client's certificate after the client finished): moves one kOk to kRefusedByPeer.
+  void acceptedThenRefused();
   uint64_t countOf(TlsHandshakeResult result) const {
     return counts_[static_cast<size_t>(result)].load();
   }
@@ -46,6 +52,7 @@ class TlsObserver : public prometheus::Collectable {
 
  private:
   std::string prefix_;
+  std::atomic<int64_t> last_accepted_ns_{0};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(TlsHandshakeResult::kCount)> counts_{};
 };
 
