@@ -51,11 +51,11 @@ class ControllerTlsTest(unittest.TestCase):
             "controller", dns=[CONTROLLER_NAME], ip=["127.0.0.1"])
         self.proxy_cert, self.proxy_key, _ = self.ca.issue("proxy", uri=[PROXY_ID])
 
-    def start_controller(self, allowed=ALLOWED, files=None, reload="10s"):
+    def start_controller(self, allowed=ALLOWED, files=None, reload="10s", port=None):
         self.metrics_port = free_port()
         files = files or {"cert": self.server_cert, "key": self.server_key,
                           "client_ca": self.ca.cert}
-        controller = Controller(topology_yaml({"a": [self.memcached.address]}),
+        controller = Controller(topology_yaml({"a": [self.memcached.address]}), port=port,
                                 extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port],
                                 tls=dict(files, allowed=allowed, reload=reload)).start()
         self.addCleanup(controller.kill)
@@ -258,6 +258,19 @@ class ControllerTlsTest(unittest.TestCase):
         expiry = metric(text, "memzone_tls_certificate_expiry_seconds",
                         '{file="%s"}' % server_dir.path("tls.crt"))
         self.assertLess(expiry - time.time(), 10 * 86400 + 60)
+
+        # The first proxy re-read its files too: once the old CA is gone from the controller,
+        # it reconnects (to a restarted controller) with its new certificate.
+        server_dir.publish({"tls.crt": read(server_cert), "tls.key": read(server_key),
+                            "ca.crt": read(new_ca.cert)})
+        controller.kill()
+        controller = self.start_controller(files={"cert": server_dir.path("tls.crt"),
+                                                  "key": server_dir.path("tls.key"),
+                                                  "client_ca": server_dir.path("ca.crt")},
+                                           reload="1s", port=controller.port)
+        wait_until(lambda: proxy.logs().count("stream established") == 2, 20,
+                   "the first proxy back on the restarted controller")
+        self.assertNotIn("refused", controller.logs())
 
 
 if __name__ == "__main__":
