@@ -95,6 +95,7 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
     j["snapshotsSent"] = p.snapshots_sent;
     j["reportsHealth"] = p.reports_health;
     j["backendsDown"] = p.backends_down;
+    j["backendsOwed"] = p.backends_owed;
     proxies.push_back(std::move(j));
   }
   out["proxies"] = std::move(proxies);
@@ -149,6 +150,7 @@ int runController(const ControllerOptions& options) {
 
   SnapshotCache cache;
   ProxyRegistry registry;
+  DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
   std::unique_ptr<KubernetesSource> kube_source;
@@ -185,7 +187,7 @@ int runController(const ControllerOptions& options) {
     };
     synced = [&kube_source] { return kube_source->synced(); };
   }
-  TopologyService service(cache, registry, zones);
+  TopologyService service(cache, registry, dirty, zones);
   auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
@@ -216,6 +218,7 @@ int runController(const ControllerOptions& options) {
   std::unique_ptr<ops::HttpEndpoint> metrics;
   if (!options.metrics_listen.empty()) {
     auto collector = std::make_shared<ControllerCollector>(registry, cache, source_counters);
+    collector->setDirtyServers(&dirty);
     if (kube_source)
       collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
     std::vector<std::shared_ptr<prometheus::Collectable>> collectables{

@@ -4,12 +4,26 @@
 
 namespace memzone::backend {
 
+void OwedSignal::setListener(std::function<void()> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(listener);
+}
+
+void OwedSignal::notify() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (listener_) listener_();
+}
+
 std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   std::weak_ptr<ServerState>& slot = states_[address];
   std::shared_ptr<ServerState> state = slot.lock();
   if (!state) {
     state = std::make_shared<ServerState>();
+    state->owed_signal = signal_;
+    // A server added while some proxy owes it deletes (it was in an older topology of theirs).
+    state->dirty.store(std::binary_search(dirty_.begin(), dirty_.end(), address),
+                       std::memory_order_relaxed);
     slot = state;
   }
   return state;
@@ -43,12 +57,14 @@ void ServerBoard::workerLogWritten() {
   }
 }
 
-void ServerBoard::setDirty(const std::vector<std::string>& addresses) {
+void ServerBoard::setDirty(std::vector<std::string> addresses) {
+  std::sort(addresses.begin(), addresses.end());
   std::lock_guard<std::mutex> lock(mu_);
+  dirty_ = std::move(addresses);
   for (auto& [address, weak] : states_) {
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    bool dirty = std::find(addresses.begin(), addresses.end(), address) != addresses.end();
+    bool dirty = std::binary_search(dirty_.begin(), dirty_.end(), address);
     s->dirty.store(dirty, std::memory_order_relaxed);
   }
 }
@@ -65,15 +81,19 @@ void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
     }
     s->dirty.store(false, std::memory_order_relaxed);
   }
+  dirty_.clear();
 }
 
-std::vector<std::string> ServerBoard::owedAddresses() const {
+std::vector<std::string> ServerBoard::owedAddresses(int64_t now_us) const {
   std::vector<std::string> out;
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [address, weak] : states_) {
+  for (const auto& [address, weak] : states_) {  // a std::map: sorted
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    if (s->owing.load(std::memory_order_relaxed) != 0) out.push_back(address);
+    if (s->owing.load(std::memory_order_relaxed) != 0 ||
+        s->distrusted_until_us.load(std::memory_order_relaxed) > now_us) {
+      out.push_back(address);
+    }
   }
   return out;
 }

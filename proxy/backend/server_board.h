@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,19 @@
 #include "proxy/backend/invalidation_log.h"
 
 namespace memzone::backend {
+
+// Tells the controller client that what the proxy owes changed, so the report goes out now
+// rather than at the next health interval (the window in which other proxies may still read
+// the server). Called on transitions only, never per request.
+class OwedSignal {
+ public:
+  void setListener(std::function<void()> listener);
+  void notify();
+
+ private:
+  std::mutex mu_;
+  std::function<void()> listener_;
+};
 
 struct alignas(64) ServerState {
   // Workers that have deletes queued for this server (failed copies).
@@ -40,15 +54,20 @@ struct alignas(64) ServerState {
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
+  // The board's; workers call it when `owing` or `distrusted_until_us` changes.
+  std::shared_ptr<OwedSignal> owed_signal;
 };
 
 class ServerBoard {
  public:
   // The state for `address`, created on first use; any thread (control path).
   std::shared_ptr<ServerState> stateFor(const std::string& address);
-  // Addresses some worker owes deletes to: what this proxy reports to the controller as
-  // "dirty" (no proxy may read them until every proxy has reported them clean). Any thread.
-  std::vector<std::string> owedAddresses() const;
+  // Addresses some worker owes deletes to, or holds distrusted after an overflow: what this
+  // proxy reports to the controller as owed (no proxy may read them until every proxy has
+  // reported them clean), sorted. Any thread.
+  std::vector<std::string> owedAddresses(int64_t now_us) const;
+  // Called (on a worker thread) whenever what owedAddresses() returns may have changed.
+  void setOwedListener(std::function<void()> listener) { signal_->setListener(std::move(listener)); }
 
   // Durable invalidations (invalidation_log.h): what the files said each server is owed,
   // handed once to the first worker that creates the server; and how many workers have yet
@@ -57,9 +76,10 @@ class ServerBoard {
   OwedDeletes takeRestored(const std::string& address);
   void workerLogWritten();
 
-  // The controller's list of dirty servers (every proxy's owed servers, united). Servers not
-  // in it are clean; one that stops being dirty still waits for its read hold, if any.
-  void setDirty(const std::vector<std::string>& addresses);
+  // The controller's list of dirty servers (every proxy's owed servers, united), sorted.
+  // Servers not in it are clean; one that stops being dirty still waits for its read hold,
+  // if any. A server the board learns of later starts dirty if it is in the latest list.
+  void setDirty(std::vector<std::string> addresses);
   // The controller is gone: nobody tells us when other proxies are done, so every server
   // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
   void controllerLost(uint32_t hold_ms, int64_t now_us);
@@ -67,6 +87,8 @@ class ServerBoard {
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::weak_ptr<ServerState>> states_;
+  std::vector<std::string> dirty_;  // the controller's latest list, sorted
+  std::shared_ptr<OwedSignal> signal_ = std::make_shared<OwedSignal>();
   std::map<std::string, OwedDeletes> restored_;
   std::string restored_dir_;
   int logs_pending_ = 0;

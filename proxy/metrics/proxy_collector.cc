@@ -282,8 +282,17 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_topology_nacks_total", "Snapshots refused (NACKed).",
              MetricType::Counter),
       static_cast<double>(context_->nacks.load()));
+  add(family(out, "memzone_proxy_owed_servers",
+             "Servers this proxy owes invalidations to (failed copies not yet replayed, or an "
+             "overflow hold): no proxy reads them.",
+             MetricType::Gauge),
+      context_->owed_servers.load());
   int connected = context_->controller_connected.load();
   if (connected >= 0) {
+    add(family(out, "memzone_proxy_dirty_servers",
+               "Servers the controller says some proxy owes invalidations to: not read.",
+               MetricType::Gauge),
+        context_->dirty_servers.load());
     add(family(out, "memzone_proxy_controller_connected",
                "1 while the topology stream to the controller is up.", MetricType::Gauge),
         connected);

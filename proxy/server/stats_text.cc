@@ -114,6 +114,8 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "total_connections", total);
   stat(out, "rejected_connections", rejected);
   stat(out, "max_connections", context.max_connections);
+  stat(out, "dirty_servers", uint64_t{context.dirty_servers.load()});
+  stat(out, "owed_servers", uint64_t{context.owed_servers.load()});
   stat(out, "cmd_get",
        count(Command::kGet) + count(Command::kGets) + count(Command::kGat) + count(Command::kGats) +
            count(Command::kMetaGet));

@@ -128,6 +128,18 @@ class PartialPartitionTest(unittest.TestCase):
                             stale.append((k, got, history[-1][0], time.monotonic() - newer[0]))
                 sock.close()
 
+            dirty_seen = []
+
+            def watch_b_dirty():
+                # When proxy b learns (through the controller) that a proxy owes server b.
+                with proxies["zone-b"].client() as c:
+                    while not stop.is_set() and not dirty_seen:
+                        if int(proxies["zone-b"].stats(c).get("dirty_servers", 0)) > 0:
+                            dirty_seen.append(time.monotonic())
+                        time.sleep(0.002)
+
+            watcher = threading.Thread(target=watch_b_dirty, daemon=True)
+            watcher.start()
             reader = threading.Thread(target=read_through_b, daemon=True)
             reader.start()
             version = 0
@@ -143,15 +155,36 @@ class PartialPartitionTest(unittest.TestCase):
                 time.sleep(0.05)
             stop.set()
             reader.join(10)
-            writer.close()
+            watcher.join(10)
             window = max((s[3] for s in stale), default=0.0)
+            first_ack = min((h[0][1] for h in acked.values() if h), default=None)
+            self.assertTrue(dirty_seen, "proxy b never heard that server b is dirty")
+            self.assertIsNotNone(first_ack, "no write was acknowledged during the partition")
             print("\npartial partition: %d stale reads through the proxy that still reaches the "
-                  "server, window %.0f ms" % (len(stale), window * 1000))
+                  "server, window %.0f ms; proxy b knew server b dirty %.1f ms after the first "
+                  "acknowledged write whose copy failed" % (
+                      len(stale), window * 1000, (dirty_seen[0] - first_ack) * 1000))
             # What remains is the time from a failed copy to every proxy knowing: the copy's
             # timeout has passed when the write is acknowledged (wait: all), then one report
             # and one push through the controller.
             late = [s for s in stale if s[3] > 0.5]
             self.assertEqual(late[:5], [], "stale reads long after the acknowledgement")
+
+            # The partition heals: proxy a replays its deletes, reports clean, and every proxy
+            # reads server b again (no proxy keeps a server dirty for nothing).
+            subprocess.run(["iptables", "-F", "OUTPUT"], capture_output=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if int(proxies["zone-b"].stats().get("dirty_servers", 1)) == 0:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(proxies["zone-b"].stats().get("dirty_servers"), "0",
+                             "server b still dirty 30 s after the partition healed")
+            with servers["zone-b"].client() as direct:
+                for k in keys[:5]:  # the superseded values are gone from server b
+                    reply = direct.request(b"get %s\r\n" % k)
+                    self.assertNotIn(b"v0\r\n", reply, k)
+            writer.close()
         finally:
             subprocess.run(["iptables", "-F", "OUTPUT"], capture_output=True)
             for p in proxies.values():

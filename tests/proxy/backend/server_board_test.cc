@@ -29,14 +29,42 @@ TEST(ServerBoard, OwedAddressesAreThoseSomeWorkerOwes) {
   ServerBoard board;
   auto a = board.stateFor("a:1");
   auto b = board.stateFor("b:1");
-  EXPECT_TRUE(board.owedAddresses().empty());
+  EXPECT_TRUE(board.owedAddresses(0).empty());
   a->owing.fetch_add(1);
   a->owing.fetch_add(1);  // two workers
-  EXPECT_EQ(board.owedAddresses(), std::vector<std::string>{"a:1"});
+  EXPECT_EQ(board.owedAddresses(0), std::vector<std::string>{"a:1"});
   a->owing.fetch_sub(1);
-  EXPECT_EQ(board.owedAddresses(), std::vector<std::string>{"a:1"});  // one still owes
+  EXPECT_EQ(board.owedAddresses(0), std::vector<std::string>{"a:1"});  // one still owes
   a->owing.fetch_sub(1);
-  EXPECT_TRUE(board.owedAddresses().empty());
+  EXPECT_TRUE(board.owedAddresses(0).empty());
+}
+
+TEST(ServerBoard, AnOverflowHoldIsOwedUntilItEnds) {
+  // The keys were dropped: the server may hold stale values for everyone, not just us.
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  a->distrusted_until_us.store(5'000'000);
+  EXPECT_EQ(board.owedAddresses(4'999'999), std::vector<std::string>{"a:1"});
+  EXPECT_TRUE(board.owedAddresses(5'000'000).empty());
+}
+
+TEST(ServerBoard, OwedChangesReachTheListener) {
+  ServerBoard board;
+  int calls = 0;
+  board.setOwedListener([&calls] { ++calls; });
+  auto a = board.stateFor("a:1");
+  ASSERT_TRUE(a->owed_signal);
+  a->owed_signal->notify();
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(ServerBoard, AServerLearnedAfterTheDirtyListStartsDirty) {
+  ServerBoard board;
+  board.setDirty({"b:1", "a:1"});  // unsorted on the wire is fine
+  auto a = board.stateFor("a:1");
+  auto c = board.stateFor("c:1");
+  EXPECT_TRUE(a->dirty.load());
+  EXPECT_FALSE(c->dirty.load());
 }
 
 TEST(ServerBoard, DirtyListFromTheControllerReplacesThePreviousOne) {
