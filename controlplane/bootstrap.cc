@@ -179,7 +179,7 @@ int runController(const ControllerOptions& options) {
     e.lease_duration = std::chrono::milliseconds(options.leader_elect_lease_duration_ms);
     e.renew_deadline = std::chrono::milliseconds(options.leader_elect_renew_deadline_ms);
     e.retry_period = std::chrono::milliseconds(options.leader_elect_retry_period_ms);
-    kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry,
+    kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {

@@ -334,13 +334,14 @@ int runProxy(const config::ProxyOptions& options) {
           }
         },
         [&workers, board, stats_context] {
-          topology::ControllerClient::HealthReport report{
-              backendsDown(workers), board->owedAddresses(event::nowMicros())};
+          topology::ControllerClient::HealthReport report{backendsDown(workers),
+                                                          board->owedAddresses(event::nowMicros())};
           stats_context->owed_servers = static_cast<uint32_t>(report.owed.size());
           return report;
         },
         [board, stats_context](const v1::DirtyServers& dirty) {
-          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()});
+          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()}, dirty.generation(),
+                          dirty.confirmed_generation());
           stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
         });
     board->setOwedListener([client = controller.get()] { client->healthChanged(); });

@@ -22,8 +22,7 @@ DirtyServers::~DirtyServers() {
   thread_.join();
 }
 
-void DirtyServers::report(const std::string& node_id, uint64_t stream,
-                          std::set<std::string> owed) {
+void DirtyServers::report(const std::string& node_id, uint64_t stream, std::set<std::string> owed) {
   std::lock_guard lock(mu_);
   auto it = reports_.find(node_id);
   if (it == reports_.end()) {
@@ -49,8 +48,7 @@ void DirtyServers::disconnected(const std::string& node_id, uint64_t stream) {
   ops::logEvent(ops::LogLevel::kInfo, "dirty-retained:" + node_id,
                 "proxy %s disconnected owing invalidations to %zu servers; they stay dirty for "
                 "%lld ms unless it reports again",
-                node_id.c_str(), it->second.owed.size(),
-                static_cast<long long>(retain_.count()));
+                node_id.c_str(), it->second.owed.size(), static_cast<long long>(retain_.count()));
   wake_.notify_all();  // the notifier's next expiry may be sooner now
 }
 
@@ -117,13 +115,58 @@ void DirtyServers::recomputeLocked() {
       std::equal(all.begin(), all.end(), current.begin())) {
     return;
   }
+  ++generation_;
+  // Nobody has applied the new generation yet, unless nobody takes the set at all.
+  confirmed_ = applied_.empty() ? generation_ : confirmed_;
+  publishLocked(&all);
+}
+
+void DirtyServers::confirmLocked() {
+  uint64_t lowest = generation_;
+  for (const auto& [stream, generation] : applied_) lowest = std::min(lowest, generation);
+  if (lowest <= confirmed_) return;
+  confirmed_ = lowest;
+  publishLocked(nullptr);
+}
+
+void DirtyServers::publishLocked(const std::set<std::string>* addresses) {
   auto next = std::make_shared<v1::TopologySnapshot>();
   v1::DirtyServers* dirty = next->mutable_dirty();
-  dirty->set_generation(++generation_);
-  for (const std::string& a : all) dirty->add_addresses(a);
+  dirty->set_generation(generation_);
+  dirty->set_confirmed_generation(confirmed_);
+  if (addresses != nullptr) {
+    for (const std::string& a : *addresses) dirty->add_addresses(a);
+  } else {
+    *dirty->mutable_addresses() = message_->dirty().addresses();
+  }
   message_ = std::move(next);
   changed_ = true;
   wake_.notify_all();
+}
+
+void DirtyServers::attach(uint64_t stream) {
+  std::lock_guard lock(mu_);
+  applied_.emplace(stream, 0);
+  // A proxy that has not applied the set yet may read its servers: what was confirmed is
+  // not any more (only matters while something is dirty).
+  if (message_->dirty().addresses_size() > 0 && confirmed_ != 0) {
+    confirmed_ = 0;
+    publishLocked(nullptr);
+  }
+}
+
+void DirtyServers::detach(uint64_t stream) {
+  std::lock_guard lock(mu_);
+  // A proxy that went away no longer reads anything: it cannot hold confirmation back.
+  if (applied_.erase(stream) > 0) confirmLocked();
+}
+
+void DirtyServers::applied(uint64_t stream, uint64_t generation) {
+  std::lock_guard lock(mu_);
+  auto it = applied_.find(stream);
+  if (it == applied_.end() || generation <= it->second) return;
+  it->second = std::min(generation, generation_);
+  confirmLocked();
 }
 
 void DirtyServers::run() {

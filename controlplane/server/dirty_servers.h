@@ -13,6 +13,10 @@
 // from --state-dir. A proxy that never comes back takes its debts with it; past `retain` the
 // servers are read again (the window DESIGN.md documents).
 //
+// Confirmation: every stream that takes the set is attached, and says which generation its
+// proxy has applied; the lowest of those is published as `confirmed_generation`, so a proxy
+// that just failed a copy knows when every other proxy has stopped reading that server.
+//
 // Listeners (the streams) are called on this object's own thread, never on a reporter's: a
 // stream reports under its own lock, and its listener takes that lock. Any thread.
 #pragma once
@@ -45,6 +49,11 @@ class DirtyServers {
   // The stream ended. What the proxy still owed stays dirty for `retain`, unless the same
   // proxy reports again meanwhile (on another stream or another replica: then through it).
   void disconnected(const std::string& node_id, uint64_t stream);
+  // A stream that takes the set (attach at its start, detach at its end) and the generation
+  // its proxy applied.
+  void attach(uint64_t stream);
+  void detach(uint64_t stream);
+  void applied(uint64_t stream, uint64_t generation);
   // What the other controller replicas' proxies owe (their local() sets, united).
   void setPeers(std::set<std::string> dirty);
 
@@ -68,12 +77,16 @@ class DirtyServers {
     Clock::time_point retained_until;
   };
   void recomputeLocked();  // message_ from reports_ and peers_, notifies when it changed
+  void confirmLocked();    // confirmed_generation from applied_, notifies when it changed
+  void publishLocked(std::set<std::string> const* addresses);
   void run();
 
   const std::chrono::milliseconds retain_;
   mutable std::mutex mu_;
   std::map<std::string, Report> reports_;  // by node_id
   std::set<std::string> peers_;
+  std::map<uint64_t, uint64_t> applied_;  // attached stream -> generation its proxy applied
+  uint64_t confirmed_ = 0;
   std::shared_ptr<const v1::TopologySnapshot> message_;
   uint64_t generation_ = 0;
   bool changed_ = false;  // listeners have not heard of the latest message_

@@ -2,6 +2,7 @@
 
 #include <mutex>
 #include <set>
+#include <utility>
 
 namespace memzone::controlplane {
 namespace {
@@ -36,8 +37,10 @@ class TopologyStream final
       registry_.health(id_, request_);  // every message of a reporting proxy carries it
       if (request_.reports_owed()) {
         // Under mu_ is fine: the set calls its listeners (which take mu_) on its own thread.
-        dirty_.report(node_id_, id_, std::set<std::string>(request_.backends_owed().begin(),
-                                                             request_.backends_owed().end()));
+        dirty_.report(node_id_, id_,
+                      std::set<std::string>(request_.backends_owed().begin(),
+                                            request_.backends_owed().end()));
+        dirty_.applied(id_, request_.dirty_applied());
       }
       if (!first) {
         StartRead(&request_);
@@ -90,7 +93,10 @@ class TopologyStream final
     if (dirty_subscription_ != 0) dirty_.unsubscribe(dirty_subscription_);
     if (id_ != 0) {
       registry_.disconnected(id_);
-      if (wants_dirty_) dirty_.disconnected(node_id_, id_);
+      if (wants_dirty_) {
+        dirty_.detach(id_);
+        dirty_.disconnected(node_id_, id_);
+      }
     }
     delete this;
   }
@@ -109,6 +115,7 @@ class TopologyStream final
     node_id_ = request.node_id();
     wants_dirty_ = request.reports_owed();
     id_ = registry_.connected(std::move(status));
+    if (wants_dirty_) dirty_.attach(id_);
   }
 
   void answer(const v1::TopologyRequest& request) {
@@ -129,8 +136,10 @@ class TopologyStream final
       // The dirty set goes first and needs no answer: a proxy must stop reading a dirty
       // server as soon as possible, whatever snapshot is in flight.
       auto dirty = dirty_.message();
-      if (dirty->dirty().generation() != dirty_sent_) {
-        dirty_sent_ = dirty->dirty().generation();
+      std::pair<uint64_t, uint64_t> state{dirty->dirty().generation(),
+                                          dirty->dirty().confirmed_generation()};
+      if (state != dirty_sent_) {
+        dirty_sent_ = state;
         out_ = std::move(dirty);
         write_in_flight_ = true;
         StartWrite(out_.get());
@@ -170,8 +179,9 @@ class TopologyStream final
   uint64_t subscription_ = 0;
   uint64_t dirty_subscription_ = 0;
   std::string node_id_;
-  bool wants_dirty_ = false;   // the proxy reports what it owes: it is sent the dirty set
-  uint64_t dirty_sent_ = ~uint64_t{0};  // generation last sent (none yet: even 0 goes out)
+  bool wants_dirty_ = false;  // the proxy reports what it owes: it is sent the dirty set
+  // Generation and confirmed generation last sent (none yet: even the empty set goes out).
+  std::pair<uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0};
   std::string zone_;
   std::string acked_version_;
   std::string nacked_version_;
@@ -186,8 +196,8 @@ class TopologyStream final
 
 }  // namespace
 
-TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry,
-                                 DirtyServers& dirty, ZoneResolver zones)
+TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, DirtyServers& dirty,
+                                 ZoneResolver zones)
     : cache_(cache), registry_(registry), dirty_(dirty), zones_(std::move(zones)) {}
 
 grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* TopologyService::StreamTopology(

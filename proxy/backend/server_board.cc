@@ -4,12 +4,12 @@
 
 namespace memzone::backend {
 
-void OwedSignal::setListener(std::function<void()> listener) {
+void ControllerLink::setListener(std::function<void()> listener) {
   std::lock_guard<std::mutex> lock(mu_);
   listener_ = std::move(listener);
 }
 
-void OwedSignal::notify() {
+void ControllerLink::notify() {
   std::lock_guard<std::mutex> lock(mu_);
   if (listener_) listener_();
 }
@@ -20,10 +20,12 @@ std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
   std::shared_ptr<ServerState> state = slot.lock();
   if (!state) {
     state = std::make_shared<ServerState>();
-    state->owed_signal = signal_;
+    state->controller = link_;
     // A server added while some proxy owes it deletes (it was in an older topology of theirs).
-    state->dirty.store(std::binary_search(dirty_.begin(), dirty_.end(), address),
-                       std::memory_order_relaxed);
+    auto dirty = dirty_since_.find(address);
+    state->dirty.store(dirty != dirty_since_.end(), std::memory_order_relaxed);
+    state->dirty_confirmed.store(dirty != dirty_since_.end() && dirty->second <= confirmed_,
+                                 std::memory_order_relaxed);
     slot = state;
   }
   return state;
@@ -57,16 +59,26 @@ void ServerBoard::workerLogWritten() {
   }
 }
 
-void ServerBoard::setDirty(std::vector<std::string> addresses) {
-  std::sort(addresses.begin(), addresses.end());
+void ServerBoard::setDirty(std::vector<std::string> addresses, uint64_t generation,
+                           uint64_t confirmed) {
   std::lock_guard<std::mutex> lock(mu_);
-  dirty_ = std::move(addresses);
+  std::map<std::string, uint64_t> since;
+  for (std::string& a : addresses) {
+    auto old = dirty_since_.find(a);
+    uint64_t first = old != dirty_since_.end() ? old->second : generation;
+    since.emplace(std::move(a), first);
+  }
+  dirty_since_ = std::move(since);
+  confirmed_ = confirmed;
   for (auto& [address, weak] : states_) {
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    bool dirty = std::binary_search(dirty_.begin(), dirty_.end(), address);
+    auto it = dirty_since_.find(address);
+    bool dirty = it != dirty_since_.end();
     s->dirty.store(dirty, std::memory_order_relaxed);
+    s->dirty_confirmed.store(dirty && it->second <= confirmed_, std::memory_order_relaxed);
   }
+  link_->coordinated.store(true, std::memory_order_relaxed);
 }
 
 void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
@@ -81,7 +93,14 @@ void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
     }
     s->dirty.store(false, std::memory_order_relaxed);
   }
-  dirty_.clear();
+  for (auto& [address, weak] : states_) {
+    if (std::shared_ptr<ServerState> s = weak.lock()) {
+      s->dirty_confirmed.store(false, std::memory_order_relaxed);
+    }
+  }
+  dirty_since_.clear();
+  confirmed_ = 0;
+  link_->coordinated.store(false, std::memory_order_relaxed);
 }
 
 std::vector<std::string> ServerBoard::owedAddresses(int64_t now_us) const {

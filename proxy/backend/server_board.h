@@ -23,13 +23,15 @@
 
 namespace memzone::backend {
 
-// Tells the controller client that what the proxy owes changed, so the report goes out now
-// rather than at the next health interval (the window in which other proxies may still read
-// the server). Called on transitions only, never per request.
-class OwedSignal {
+// What every server's state shares with the controller client: a way to report at once that
+// what the proxy owes changed (rather than at the next health interval: the window in which
+// other proxies may still read the server; called on transitions only, never per request),
+// and whether the controller's dirty set is live (a stream is up and sends it).
+class ControllerLink {
  public:
   void setListener(std::function<void()> listener);
   void notify();
+  std::atomic<bool> coordinated{false};
 
  private:
   std::mutex mu_;
@@ -54,8 +56,11 @@ struct alignas(64) ServerState {
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
-  // The board's; workers call it when `owing` or `distrusted_until_us` changes.
-  std::shared_ptr<OwedSignal> owed_signal;
+  // Every proxy on the controller has applied a dirty set holding this server: none reads it.
+  // A write whose copy to it failed is acknowledged only then (or after a bound).
+  std::atomic<bool> dirty_confirmed{false};
+  // The board's; workers notify it when `owing` or `distrusted_until_us` changes.
+  std::shared_ptr<ControllerLink> controller;
 };
 
 class ServerBoard {
@@ -67,7 +72,7 @@ class ServerBoard {
   // reported them clean), sorted. Any thread.
   std::vector<std::string> owedAddresses(int64_t now_us) const;
   // Called (on a worker thread) whenever what owedAddresses() returns may have changed.
-  void setOwedListener(std::function<void()> listener) { signal_->setListener(std::move(listener)); }
+  void setOwedListener(std::function<void()> listener) { link_->setListener(std::move(listener)); }
 
   // Durable invalidations (invalidation_log.h): what the files said each server is owed,
   // handed once to the first worker that creates the server; and how many workers have yet
@@ -76,10 +81,12 @@ class ServerBoard {
   OwedDeletes takeRestored(const std::string& address);
   void workerLogWritten();
 
-  // The controller's list of dirty servers (every proxy's owed servers, united), sorted.
-  // Servers not in it are clean; one that stops being dirty still waits for its read hold,
-  // if any. A server the board learns of later starts dirty if it is in the latest list.
-  void setDirty(std::vector<std::string> addresses);
+  // The controller's dirty set (every proxy's owed servers, united) at `generation`, of which
+  // every proxy on the controller has applied `confirmed` or later. Servers not in it are
+  // clean; one that stops being dirty still waits for its read hold, if any. A server the
+  // board learns of later starts dirty if it is in the latest set.
+  void setDirty(std::vector<std::string> addresses, uint64_t generation = 0,
+                uint64_t confirmed = 0);
   // The controller is gone: nobody tells us when other proxies are done, so every server
   // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
   void controllerLost(uint32_t hold_ms, int64_t now_us);
@@ -87,8 +94,10 @@ class ServerBoard {
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::weak_ptr<ServerState>> states_;
-  std::vector<std::string> dirty_;  // the controller's latest list, sorted
-  std::shared_ptr<OwedSignal> signal_ = std::make_shared<OwedSignal>();
+  // The controller's latest set: address -> the generation since which it is dirty.
+  std::map<std::string, uint64_t> dirty_since_;
+  uint64_t confirmed_ = 0;
+  std::shared_ptr<ControllerLink> link_ = std::make_shared<ControllerLink>();
   std::map<std::string, OwedDeletes> restored_;
   std::string restored_dir_;
   int logs_pending_ = 0;

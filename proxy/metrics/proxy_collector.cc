@@ -100,6 +100,14 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_client_connections_limit",
              "--max-connections: client connections the proxy accepts at once.", MetricType::Gauge),
       static_cast<double>(context_->max_connections));
+  add(family(out, "memzone_proxy_write_confirmation_waits_total",
+             "Writes whose reply waited until every proxy knew a failed copy's server dirty.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().writes_confirmation_waits.get(); }));
+  add(family(out, "memzone_proxy_write_confirmation_timeouts_total",
+             "Of those, writes answered after the 500 ms bound without the confirmation.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().writes_confirmation_timeouts.get(); }));
   add(family(out, "memzone_proxy_accept_pauses_total",
              "Times accepting paused for lack of file descriptors.", MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().accept_pauses.get(); }));

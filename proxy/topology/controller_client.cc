@@ -123,6 +123,7 @@ v1::TopologyRequest ControllerClient::message(const std::string& nonce) {
     for (const auto& a : health_report_.down) m.add_backends_down(a);
     m.set_reports_owed(true);
     for (const auto& a : health_report_.owed) m.add_backends_owed(a);
+    m.set_dirty_applied(dirty_applied_);
     health_sent_ = health_report_;
   }
   return m;
@@ -287,6 +288,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   v1::TopologyRequest hello;
   {
     std::lock_guard lock(mu_);
+    dirty_applied_ = 0;  // generations are per controller
     hello = message("");
   }
   bool established = false;
@@ -309,8 +311,19 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     while (stream->Read(&snapshot)) {
       if (!established) establish();
       if (snapshot.version().empty()) {
-        // The dirty set alone: not a topology, never answered.
-        if (on_dirty_ && snapshot.has_dirty()) on_dirty_(snapshot.dirty());
+        // The dirty set alone: not a topology, never answered; but once applied, the
+        // controller hears so (a report), and confirms to the proxies waiting on it.
+        if (!on_dirty_ || !snapshot.has_dirty()) continue;
+        on_dirty_(snapshot.dirty());
+        std::lock_guard write_lock(write_mu_);
+        v1::TopologyRequest report;
+        {
+          std::lock_guard lock(mu_);
+          if (snapshot.dirty().generation() == dirty_applied_) continue;
+          dirty_applied_ = snapshot.dirty().generation();
+          report = message("");
+        }
+        if (!stream->Write(report)) break;
         continue;
       }
       std::string refused = apply_(snapshot);

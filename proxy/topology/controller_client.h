@@ -127,6 +127,7 @@ class ControllerClient {
   HealthReport health_report_;              // the latest, under mu_
   HealthReport health_sent_;                // what the live stream was last told, under mu_
   bool health_changed_ = false;             // healthChanged() since the last look, under mu_
+  uint64_t dirty_applied_ = 0;              // the live stream's dirty generation applied, mu_
   std::mutex write_mu_;                     // one Write at a time on the stream
 };
 

@@ -81,6 +81,54 @@ TEST(DirtyServers, OtherReplicasSetsAreUnitedButNotReportedAsLocal) {
   EXPECT_EQ(d.local(), std::set<std::string>{"a:1"});  // no echo between replicas
 }
 
+uint64_t confirmed(const DirtyServers& d) { return d.message()->dirty().confirmed_generation(); }
+uint64_t generation(const DirtyServers& d) { return d.message()->dirty().generation(); }
+
+TEST(DirtyServers, ConfirmedOnceEveryAttachedStreamAppliedTheGeneration) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  uint64_t g = generation(d);
+  EXPECT_LT(confirmed(d), g);
+  d.applied(1, g);
+  EXPECT_LT(confirmed(d), g);  // proxy 2 may still read a:1
+  d.applied(2, g);
+  EXPECT_EQ(confirmed(d), g);
+}
+
+TEST(DirtyServers, AStreamThatEndsNoLongerHoldsConfirmationBack) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, generation(d));
+  d.detach(2);  // proxy 2 went away without applying: it reads nothing any more
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
+TEST(DirtyServers, ANewStreamWithdrawsConfirmationUntilItApplies) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, generation(d));
+  ASSERT_EQ(confirmed(d), generation(d));
+  d.attach(3);  // has not seen the set: it may read a:1
+  EXPECT_LT(confirmed(d), generation(d));
+  d.applied(3, generation(d));
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
+TEST(DirtyServers, AppliedBeyondTheCurrentGenerationIsIgnored) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, 1000);  // a generation of another controller: cannot confirm ours
+  d.applied(2, generation(d));
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
 TEST(DirtyServers, ListenersHearOfChangesOnTheSetsOwnThread) {
   DirtyServers d(60s);
   std::atomic<int> calls{0};
