@@ -12,10 +12,12 @@
 
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/server_credentials.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
 #include "controlplane/sources/file_source.h"
 #include "controlplane/sources/kubernetes_source.h"
+#include "memzone/ops/certificate_expiry.h"
 #include "memzone/ops/http_endpoint.h"
 
 namespace memzone::controlplane {
@@ -100,6 +102,42 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
   return out.dump(2) + "\n";
 }
 
+// mTLS from the flags' files, or plaintext with a warning; nullptr after logging a bad file.
+std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions& options,
+                                                         ops::TlsObserver& observer) {
+  if (options.tls_cert.empty()) {
+    fprintf(stderr,
+            "memzone-controller: WARNING: the topology stream is PLAINTEXT: any host that reaches "
+            "%s can subscribe and read the topology, and proxies cannot verify this controller. "
+            "For the local demo only; set --tls-cert, --tls-key and --tls-client-ca.\n",
+            options.grpc_listen.c_str());
+    return grpc::InsecureServerCredentials();
+  }
+  ServerTlsOptions tls;
+  tls.cert_file = options.tls_cert;
+  tls.key_file = options.tls_key;
+  tls.client_ca_file = options.tls_client_ca;
+  tls.allowed_identities = options.tls_allowed_identities;
+  tls.reload_interval_s = options.tls_reload_interval_ms / 1000;
+  std::string error;
+  auto credentials = makeServerTlsCredentials(tls, observer, error);
+  if (!credentials) {
+    fprintf(stderr, "memzone-controller: TLS: %s\n", error.c_str());
+    return nullptr;
+  }
+  ops::TlsObserver::installGrpcLogHook(&observer);
+  ops::watchCertificateExpiry(tls.cert_file);
+  ops::watchCertificateExpiry(tls.client_ca_file);
+  std::string allowed;
+  for (const auto& a : tls.allowed_identities) allowed += (allowed.empty() ? "" : ",") + a;
+  fprintf(stderr,
+          "memzone-controller: topology stream: mutual TLS (certificate %s, client CA %s, "
+          "identities %s, files re-read every %us)\n",
+          tls.cert_file.c_str(), tls.client_ca_file.c_str(),
+          allowed.empty() ? "any from the CA" : allowed.c_str(), tls.reload_interval_s);
+  return credentials;
+}
+
 }  // namespace
 
 int runController(const ControllerOptions& options) {
@@ -150,9 +188,12 @@ int runController(const ControllerOptions& options) {
     synced = [&kube_source] { return kube_source->synced(); };
   }
   TopologyService service(cache, registry, dirty, zones);
+  auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
+  if (!credentials) return 1;
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(options.grpc_listen, credentials, &bound_port);
   builder.RegisterService(&service);
   // Keepalive: a proxy that vanished is noticed within seconds; proxies may ping as often as
   // every 4 s without being told to go away.
@@ -180,8 +221,10 @@ int runController(const ControllerOptions& options) {
     collector->setDirtyServers(&dirty);
     if (kube_source)
       collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
-    metrics = std::make_unique<ops::HttpEndpoint>(
-        std::vector<std::shared_ptr<prometheus::Collectable>>{collector}, synced);
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables{
+        collector, ops::certificateExpiryCollector()};
+    if (!options.tls_cert.empty()) collectables.push_back(tls_observer);
+    metrics = std::make_unique<ops::HttpEndpoint>(std::move(collectables), synced);
     // Every connected proxy: what it applied, its last NACK and why, since when.
     metrics->addJson("/proxies", [&registry, &cache] { return proxiesJson(registry, cache); });
     std::string error = metrics->start(options.metrics_listen);

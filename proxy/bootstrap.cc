@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "memzone/ops/certificate_expiry.h"
 #include "memzone/ops/http_endpoint.h"
 #include "memzone/ops/log.h"
 #include "proxy/config/topology_file.h"
@@ -23,6 +24,7 @@
 #include "proxy/server/stats_text.h"
 #include "proxy/server/worker.h"
 #include "proxy/topology/controller_client.h"
+#include "proxy/topology/controller_credentials.h"
 #include "proxy/topology/snapshot_codec.h"
 #include "proxy/topology/state_file.h"
 #include "proxy/topology/topology.h"
@@ -149,9 +151,72 @@ void raiseFileLimit(size_t max_connections) {
   }
 }
 
+// TLS to the controller from the flags' files, or plaintext with a warning; false after
+// logging a bad file.
+bool controllerCredentials(const config::ProxyOptions& options, ops::TlsObserver& observer,
+                           topology::ControllerClientOptions& client) {
+  if (options.controller_ca.empty()) {
+    fprintf(stderr,
+            "memzone-proxy: WARNING: the topology stream to %s is PLAINTEXT: this proxy cannot "
+            "tell the controller from an impostor, and the controller cannot tell who it is. For "
+            "the local demo only; set --controller-ca (and --controller-tls-cert/-key).\n",
+            options.controller.c_str());
+    return true;
+  }
+  topology::ControllerTlsOptions tls;
+  tls.ca_file = options.controller_ca;
+  tls.cert_file = options.controller_tls_cert;
+  tls.key_file = options.controller_tls_key;
+  tls.server_name = options.controller_server_name;
+  if (tls.server_name.empty()) {  // the host of the first --controller entry
+    std::string first = client.targets.front();
+    tls.server_name = first.substr(0, first.rfind(':'));
+    if (tls.server_name.size() > 2 && tls.server_name.front() == '[')
+      tls.server_name = tls.server_name.substr(1, tls.server_name.size() - 2);
+  }
+  tls.reload_interval_s = options.controller_tls_reload_interval_s;
+  std::string error;
+  client.credentials = topology::makeControllerTlsCredentials(tls, observer, error);
+  if (!client.credentials) {
+    fprintf(stderr, "memzone-proxy: controller TLS: %s\n", error.c_str());
+    return false;
+  }
+  client.server_name = tls.server_name;
+  // With TLS 1.3 the controller checks this proxy's certificate after the proxy finished its
+  // side of the handshake: a refusal shows only as a connection closed right after the
+  // controller's certificate was accepted.
+  client.on_connect_failed = [&observer](const std::string& shown,
+                                         std::chrono::steady_clock::time_point started) {
+    if (observer.lastAccepted() < started) return;
+    observer.acceptedThenRefused();
+    ops::logEvent(ops::LogLevel::kError, "controller-refused:" + shown,
+                  "controller %s closed the connection after the TLS handshake: it refused this "
+                  "proxy's certificate (none, another CA, or an identity it does not allow; the "
+                  "controller's log says which)",
+                  shown.c_str());
+  };
+  ops::TlsObserver::installGrpcLogHook(&observer);
+  ops::watchCertificateExpiry(tls.cert_file);
+  ops::watchCertificateExpiry(tls.ca_file);
+  fprintf(stderr,
+          "memzone-proxy: topology stream: TLS to a controller named %s (CA %s, %s, files "
+          "re-read every %us)\n",
+          tls.server_name.c_str(), tls.ca_file.c_str(),
+          tls.cert_file.empty() ? "no client certificate" : tls.cert_file.c_str(),
+          tls.reload_interval_s);
+  return true;
+}
+
 }  // namespace
 
 int runProxy(const config::ProxyOptions& options) {
+  // Before anything else: a bad TLS file fails start-up at once.
+  auto controller_tls = std::make_shared<ops::TlsObserver>("memzone_proxy_controller");
+  topology::ControllerClientOptions client_options;
+  if (!options.controller.empty()) {
+    topology::parseControllerTargets(options.controller, client_options.targets);  // checked
+    if (!controllerCredentials(options, *controller_tls, client_options)) return 1;
+  }
   std::shared_ptr<const topology::Topology> topology;
   v1::TopologySnapshot state;
   if (options.controller.empty()) {
@@ -227,9 +292,12 @@ int runProxy(const config::ProxyOptions& options) {
 
   std::unique_ptr<ops::HttpEndpoint> metrics;
   if (!options.metrics_listen.empty()) {
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables{
+        std::make_shared<metrics::ProxyCollector>(stats_context),
+        ops::certificateExpiryCollector()};
+    if (client_options.credentials) collectables.push_back(controller_tls);
     metrics = std::make_unique<ops::HttpEndpoint>(
-        std::vector<std::shared_ptr<prometheus::Collectable>>{
-            std::make_shared<metrics::ProxyCollector>(stats_context)},
+        std::move(collectables),
         // Ready: listening (already), a topology to route with, and not draining.
         [stats_context] {
           return !stats_context->topologyVersion().empty() && !stats_context->draining;
@@ -245,8 +313,6 @@ int runProxy(const config::ProxyOptions& options) {
 
   std::unique_ptr<topology::ControllerClient> controller;
   if (!options.controller.empty()) {
-    topology::ControllerClientOptions client_options;
-    topology::parseControllerTargets(options.controller, client_options.targets);  // checked
     client_options.node_id = nodeId();
     if (const char* node = getenv("NODE_NAME")) client_options.node_name = node;
     client_options.zone = options.zone;

@@ -28,6 +28,15 @@ std::string controllerUsage() {
          "  --leader-elect-resource-name   the Lease's name (default memzone-controller)\n"
          "  --dirty-retain     DURATION a proxy that disconnected owing invalidations keeps\n"
          "                     its servers dirty, unread by every proxy (default 60s)\n"
+         "  --tls-cert FILE    the controller's certificate (PEM, chain allowed): mutual TLS on\n"
+         "                     the topology stream; needs --tls-key and --tls-client-ca.\n"
+         "                     Without it the stream is plaintext (local demo only)\n"
+         "  --tls-key FILE     its private key (PEM)\n"
+         "  --tls-client-ca FILE  proxies must present a certificate from this CA\n"
+         "  --tls-allowed-identities LIST  comma-separated SAN DNS names or URIs a proxy\n"
+         "                     certificate must carry one of; * matches anything\n"
+         "                     (spiffe://td/ns/memzone/sa/*). Default: any from the CA\n"
+         "  --tls-reload-interval DURATION  how often the files are re-read (default 10s)\n"
          "  --help, --version\n";
 }
 
@@ -86,7 +95,12 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
                                                         "--leader-elect-renew-deadline",
                                                         "--leader-elect-retry-period",
                                                         "--leader-elect-resource-name",
-                                                        "--dirty-retain"};
+                                                        "--dirty-retain",
+                                                        "--tls-cert",
+                                                        "--tls-key",
+                                                        "--tls-client-ca",
+                                                        "--tls-allowed-identities",
+                                                        "--tls-reload-interval"};
     bool known = false;
     for (const auto& k : kWithValue) known |= k == flag;
     if (!known) {
@@ -124,6 +138,33 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.poll_interval_ms = n;
+    } else if (flag == "--tls-cert") {
+      o.tls_cert = value;
+    } else if (flag == "--tls-key") {
+      o.tls_key = value;
+    } else if (flag == "--tls-client-ca") {
+      o.tls_client_ca = value;
+    } else if (flag == "--tls-allowed-identities") {
+      o.tls_allowed_identities.clear();
+      size_t start = 0;
+      while (start <= value.size()) {
+        size_t comma = value.find(',', start);
+        std::string entry = value.substr(start, comma == std::string::npos ? comma : comma - start);
+        if (entry.empty()) {
+          result.error = "--tls-allowed-identities: empty entry in \"" + value + "\"";
+          return result;
+        }
+        o.tls_allowed_identities.push_back(entry);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else if (flag == "--tls-reload-interval") {
+      unsigned ms = 0;
+      if (!parseDurationMs(value, ms) || ms < 1000 || ms % 1000 != 0) {
+        result.error = "--tls-reload-interval must be whole seconds, at least 1s (e.g. 10s)";
+        return result;
+      }
+      o.tls_reload_interval_ms = ms;
     } else if (flag == "--leader-elect-resource-name") {
       o.leader_elect_resource_name = value;
     } else if (flag == "--dirty-retain") {
@@ -141,6 +182,15 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
        : flag == "--leader-elect-renew-deadline" ? o.leader_elect_renew_deadline_ms
                                                  : o.leader_elect_retry_period_ms) = ms;
     }
+  }
+  bool any_tls = !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_client_ca.empty() ||
+                 !o.tls_allowed_identities.empty();
+  if (any_tls && (o.tls_cert.empty() || o.tls_key.empty() || o.tls_client_ca.empty())) {
+    // Half a configuration would silently run without client authentication.
+    result.error =
+        "--tls-cert, --tls-key and --tls-client-ca go together (mutual TLS on the topology "
+        "stream); --tls-allowed-identities needs them";
+    return result;
   }
   if (o.source == "file") {
     if (o.config_path.empty()) result.error = "--source file needs --config FILE";

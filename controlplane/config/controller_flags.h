@@ -25,6 +25,12 @@ struct ControllerOptions {
   // How long a proxy that disconnected owing invalidations keeps its servers dirty
   // (dirty_servers.h): time for its stream to come back or for it to restart from --state-dir.
   unsigned dirty_retain_ms = 60000;
+  // mTLS on the topology stream (all empty: plaintext, for the local demo only).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::vector<std::string> tls_allowed_identities;  // SAN DNS/URI patterns; empty: any
+  unsigned tls_reload_interval_ms = 10000;
 };
 
 // "15s", "1500ms", "1m" -> milliseconds; false when it does not parse.

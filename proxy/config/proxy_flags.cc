@@ -75,6 +75,14 @@ std::string proxyUsage() {
          "  --client-send-buffer  kernel send buffer of each client socket, so a slow reader\n"
          "                     cannot park megabytes in the kernel; 0: autotuning (default 256K)\n"
          "  --drain-timeout    on SIGTERM, seconds to finish in-flight requests (default 10)\n"
+         "  --controller-ca FILE  TLS to the controller: verify its certificate with this CA\n"
+         "                     (PEM). Without it the stream is plaintext (local demo only)\n"
+         "  --controller-tls-cert FILE, --controller-tls-key FILE  this proxy's client\n"
+         "                     certificate and key (PEM), for a controller that requires one\n"
+         "  --controller-server-name NAME  the name the controller's certificate must carry\n"
+         "                     (SAN DNS or IP; default: the host of the first --controller)\n"
+         "  --controller-tls-reload-interval SECONDS  how often those files are re-read\n"
+         "                     (default 10)\n"
          "  --help, --version\n";
 }
 
@@ -109,9 +117,14 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
     // Issue 12's limits.
     static const char* kLimitFlags[] = {"--max-buffer-memory", "--partial-request-timeout-ms",
                                         "--client-send-buffer"};
+    // Issue 15's TLS to the controller.
+    static const char* kControllerTlsFlags[] = {"--controller-ca", "--controller-tls-cert",
+                                                "--controller-tls-key", "--controller-server-name",
+                                                "--controller-tls-reload-interval"};
     bool known = false;
     for (const char* k : kValued) known |= flag == k;
     for (const char* k : kLimitFlags) known |= flag == k;
+    for (const char* k : kControllerTlsFlags) known |= flag == k;
     if (!known) {
       result.error = "unknown flag " + flag + " (see --help)";
       return result;
@@ -179,6 +192,21 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.partial_request_timeout_ms = static_cast<uint32_t>(n);
+    } else if (flag == "--controller-ca") {
+      o.controller_ca = value;
+    } else if (flag == "--controller-tls-cert") {
+      o.controller_tls_cert = value;
+    } else if (flag == "--controller-tls-key") {
+      o.controller_tls_key = value;
+    } else if (flag == "--controller-server-name") {
+      o.controller_server_name = value;
+    } else if (flag == "--controller-tls-reload-interval") {
+      std::string digits = value.ends_with('s') ? value.substr(0, value.size() - 1) : value;
+      if (!parseUnsigned(digits, 1, 3600, n)) {
+        result.error = "--controller-tls-reload-interval must be from 1 to 3600 seconds";
+        return result;
+      }
+      o.controller_tls_reload_interval_s = static_cast<unsigned>(n);
     } else if (flag == "--drain-timeout") {
       if (!parseUnsigned(value, 0, 3600, n)) {
         result.error = "--drain-timeout must be from 0 to 3600 seconds";
@@ -189,6 +217,14 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   }
   if (o.config_path.empty() == o.controller.empty()) {
     result.error = "exactly one of --config or --controller is required";
+  } else if (o.controller_tls_cert.empty() != o.controller_tls_key.empty()) {
+    result.error = "--controller-tls-cert and --controller-tls-key go together";
+  } else if ((!o.controller_tls_cert.empty() || !o.controller_server_name.empty()) &&
+             o.controller_ca.empty()) {
+    // A client certificate over a connection that trusts any server would be half of TLS.
+    result.error = "--controller-tls-cert and --controller-server-name need --controller-ca";
+  } else if (!o.controller_ca.empty() && o.controller.empty()) {
+    result.error = "--controller-ca is for --controller";
   }
   return result;
 }

@@ -25,6 +25,12 @@ struct ProxyOptions {
   uint64_t client_send_buffer = 256 << 10;
   unsigned drain_timeout_s = 10;
   bool metrics_per_backend = false;  // series with an address label: off by default
+  // TLS to the controller (all empty: plaintext, for the local demo only).
+  std::string controller_tls_cert;
+  std::string controller_tls_key;
+  std::string controller_ca;           // verifies the controller's certificate
+  std::string controller_server_name;  // default: the host of the first --controller entry
+  unsigned controller_tls_reload_interval_s = 10;
 };
 
 struct FlagsResult {

@@ -238,6 +238,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
                                                       const std::string& shown,
                                                       uint32_t connect_timeout_ms) {
   if (on_state_) on_state_(ControllerState::kConnecting);
+  auto attempt_started = std::chrono::steady_clock::now();
   grpc::ChannelArguments args;
   // A dead controller (or a silent network) is noticed within ~8 s, not at TCP's pace.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
@@ -248,13 +249,18 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // This channel makes one connection attempt: retries (and their backoff) are ours alone.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  // The name the controller's certificate is checked against, whichever address this is.
+  if (options_.credentials) args.SetSslTargetNameOverride(options_.server_name);
+  auto channel = grpc::CreateCustomChannel(
+      address, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
 
   // Connect, bounded; a refused connection fails at once.
   auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(connect_timeout_ms);
   grpc_connectivity_state state = channel->GetState(true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+      if (options_.on_connect_failed) options_.on_connect_failed(shown, attempt_started);
       return Outcome::kFailed;
     }
     auto slice =

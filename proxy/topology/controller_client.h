@@ -25,8 +25,10 @@
 // and drops cannot make the proxy spin. gRPC keepalive notices a dead controller within seconds.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,6 +37,7 @@
 #include "memzone/v1/topology.pb.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ClientContext;
 template <class W, class R>
 class ClientReaderWriter;
@@ -52,6 +55,12 @@ struct ControllerClientOptions {
   uint32_t max_backoff_ms = 10000;
   uint32_t connect_timeout_ms = 2000;  // one address's connect attempt (or 2 x the backoff)
   uint32_t health_interval_ms = 1000;  // how often backend health is looked at
+  // TLS (controller_credentials.h), shared by every channel; null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  std::string server_name;  // what the controller's certificate must say (TLS only)
+  // Told of a connection attempt that failed before the channel was ready (address shown,
+  // when the attempt started), so TLS can say why where it can. The client's thread.
+  std::function<void(const std::string&, std::chrono::steady_clock::time_point)> on_connect_failed;
 };
 
 // "a:1,b:2" -> {"a:1", "b:2"}; "" when every entry is HOST:PORT (IPv6 as [addr]:port), else

@@ -183,8 +183,10 @@ class Proxy:
     """memzone-proxy on a static topology file, or (controller="HOST:PORT") on the stream."""
 
     def __init__(self, topology_yaml, zone=None, threads=2, extra_args=(), port=None,
-                 controller=None, state_dir=None, env=None, wrapper=()):
+                 controller=None, state_dir=None, env=None, wrapper=(), controller_tls=None):
         self.env = env
+        # TLS to the controller: {"ca", "cert", "key", "server_name", "reload"}, any subset.
+        self.controller_tls = controller_tls or {}
         self.wrapper = list(wrapper)  # e.g. setpriv: run the proxy as another user
         self.dir = tempfile.mkdtemp(prefix="memzone-test-")
         self.config = os.path.join(self.dir, "topology.yaml")
@@ -212,6 +214,12 @@ class Proxy:
             cmd += ["--config", self.config]
         else:
             cmd += ["--controller", self.controller, "--state-dir", self.state_dir]
+            for key, flag in (("ca", "--controller-ca"), ("cert", "--controller-tls-cert"),
+                              ("key", "--controller-tls-key"),
+                              ("server_name", "--controller-server-name"),
+                              ("reload", "--controller-tls-reload-interval")):
+                if key in self.controller_tls:
+                    cmd += [flag, str(self.controller_tls[key])]
         if self.zone:
             cmd += ["--zone", self.zone]
         cmd += self.extra_args
@@ -258,8 +266,10 @@ class Controller:
     """memzone-controller: by default the file source on a topology file the test rewrites;
     `source_args` replaces that (e.g. --source kubernetes ...)."""
 
-    def __init__(self, topology_yaml, port=None, extra_args=(), source_args=None):
+    def __init__(self, topology_yaml, port=None, extra_args=(), source_args=None, tls=None):
         self.extra_args = list(extra_args)
+        # mTLS on the stream: {"cert", "key", "client_ca", "allowed": [...], "reload"}.
+        self.tls = tls or {}
         self.dir = tempfile.mkdtemp(prefix="memzone-controller-")
         self.config = os.path.join(self.dir, "topology.yaml")
         self.source_args = source_args or ["--source", "file", "--config", self.config,
@@ -280,6 +290,12 @@ class Controller:
     def start(self):
         self.log = open(self.log_path, "a")
         cmd = [CONTROLLER] + self.source_args + ["--grpc-listen", self.address] + self.extra_args
+        for key, flag in (("cert", "--tls-cert"), ("key", "--tls-key"),
+                          ("client_ca", "--tls-client-ca"), ("reload", "--tls-reload-interval")):
+            if key in self.tls:
+                cmd += [flag, str(self.tls[key])]
+        if self.tls.get("allowed"):
+            cmd += ["--tls-allowed-identities", ",".join(self.tls["allowed"])]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)
         return self

@@ -29,6 +29,7 @@ import monitoring
 sys.path.insert(0, os.path.join(monitoring.ROOT, "tests/integration"))
 from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool, service  # noqa: E402
 from harness import Controller, Memcached, Proxy, free_port, stop_process, wait_for_port  # noqa: E402
+from tls_certs import CertAuthority  # noqa: E402
 
 NS = "cache"
 IPS = ["127.0.0.2", "127.0.0.3"]
@@ -101,14 +102,20 @@ class MetricsExistTest(unittest.TestCase):
         token = os.path.join(tempfile.mkdtemp(prefix="memzone-ops-"), "token")
         with open(token, "w") as f:
             f.write("token-1\n")
+        # The stream runs mutual TLS, so that both binaries export the certificate expiry.
+        ca = CertAuthority("memzone-ops")
+        server_cert, server_key, _ = ca.issue("controller", ip=["127.0.0.1"])
+        proxy_cert, proxy_key, _ = ca.issue("proxy", dns=["proxy.memzone.svc"])
         cls.controller_metrics = free_port()
         cls.controller = Controller(None, source_args=[
             "--source", "kubernetes", "--namespace", NS, "--kube-api", cls.api.url, "--kube-token-file", token],
-            extra_args=["--metrics-listen", "127.0.0.1:%d" % cls.controller_metrics]).start()
+            extra_args=["--metrics-listen", "127.0.0.1:%d" % cls.controller_metrics],
+            tls={"cert": server_cert, "key": server_key, "client_ca": ca.cert}).start()
         cls.addClassCleanup(cls.controller.kill)
         wait_for_port(cls.controller_metrics, proc=cls.controller.proc)
         cls.proxy_metrics = free_port()
         cls.proxy = Proxy(None, controller=cls.controller.address, env={"NODE_NAME": "node-a"},
+                          controller_tls={"ca": ca.cert, "cert": proxy_cert, "key": proxy_key},
                           extra_args=["--metrics-listen", "127.0.0.1:%d" % cls.proxy_metrics,
                                       "--metrics-per-backend"]).start()
         cls.addClassCleanup(cls.proxy.stop)
@@ -176,6 +183,8 @@ class MetricsExistTest(unittest.TestCase):
                                 stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(stop_process, proc, log, "prometheus")
         wait_for_port(port, timeout=30, proc=proc)
+        # It listens before its storage is open, answering 503 until then.
+        wait_until(lambda: http_get(port, "/-/ready")[0] == 200, 30, "prometheus ready")
 
         def api(path, **params):
             status, body = http_get(port, "/api/v1/" + path + ("?" + urllib.parse.urlencode(params, doseq=True)

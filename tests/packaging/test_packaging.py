@@ -158,8 +158,12 @@ class ManifestChecks:
                 self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
                 self.assertEqual(c["readinessProbe"]["httpGet"]["port"], "metrics")
                 if command[0] == "memzone-proxy":
-                    listen = arg_value(c["args"], "--listen")
-                    self.assertEqual(int(listen.rsplit(":", 1)[1]), ports["memcache"])
+                    # Plaintext first; a tls: listener (client-facing TLS) beside it.
+                    listen = arg_value(c["args"], "--listen").split(",")
+                    self.assertEqual(int(listen[0].rsplit(":", 1)[1]), ports["memcache"])
+                    for extra in listen[1:]:
+                        self.assertTrue(extra.startswith("tls:"), extra)
+                        self.assertEqual(int(extra.rsplit(":", 1)[1]), ports["memcache-tls"])
                     env = {e["name"]: e for e in c.get("env", [])}
                     self.assertEqual(env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName")
                     state = arg_value(c["args"], "--state-dir")
@@ -232,10 +236,86 @@ class ChartTest(unittest.TestCase, ManifestChecks):
                     proxy = [d for d in dep if d["metadata"]["name"].endswith("-proxy")][0]
                     keys = [c["topologyKey"] for c in proxy["spec"]["template"]["spec"]["topologySpreadConstraints"]]
                     self.assertIn("topology.kubernetes.io/zone", keys)
+                if "tls-everything" in f:
+                    self.check_tls_everything(docs)
                 if "example-memcached" in f:
                     self.assertEqual(len(by_kind(docs, "StatefulSet")), 3)
                     pool = by_kind(docs, "ReplicatedPool")[0]
                     validate_cr(self, pool)
+
+    def check_tls_everything(self, docs):
+        """ci/tls-everything.yaml: each TLS use mounts its Secret where its flags point, and
+        cert-manager issues those Secrets from the release's own CA."""
+        workloads = by_kind(docs, "Deployment") + by_kind(docs, "DaemonSet")
+
+        def container(command):
+            pod = [w for w in workloads if w["spec"]["template"]["spec"]["containers"][0]["command"] == [command]][0]
+            return pod["spec"]["template"]["spec"], pod["spec"]["template"]["spec"]["containers"][0]
+
+        def mounted_secrets(pod, c):
+            """mountPath -> secretName of every Secret volume the container mounts read-only."""
+            secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+            out = {}
+            for m in c.get("volumeMounts", []):
+                if m["name"] in secrets:
+                    self.assertTrue(m.get("readOnly"), m)
+                    out[m["mountPath"]] = secrets[m["name"]]
+            return out
+
+        def secret_of(mounts, path):
+            dirs = [d for d in mounts if path.startswith(d + "/")]
+            self.assertEqual(len(dirs), 1, "%s is in no mounted Secret: %s" % (path, mounts))
+            return mounts[dirs[0]]
+
+        certificates = {c["spec"]["secretName"]: c for c in by_kind(docs, "Certificate")}
+        issuers = {i["metadata"]["name"]: i for i in by_kind(docs, "Issuer")}
+        # The release's CA: self-signed Issuer -> CA Certificate -> CA Issuer -> the rest.
+        ca_issuers = [i for i in issuers.values() if "ca" in i["spec"]]
+        self.assertEqual(len(ca_issuers), 1)
+        ca_cert = certificates[ca_issuers[0]["spec"]["ca"]["secretName"]]
+        self.assertTrue(ca_cert["spec"]["isCA"])
+        self.assertIn("selfSigned", issuers[ca_cert["spec"]["issuerRef"]["name"]]["spec"])
+
+        def issued(secret, usage):
+            cert = certificates.get(secret)
+            self.assertIsNotNone(cert, "no Certificate writes Secret %s" % secret)
+            self.assertEqual(cert["spec"]["issuerRef"]["name"], ca_issuers[0]["metadata"]["name"])
+            self.assertIn(usage, cert["spec"]["usages"])
+            self.assertEqual(cert["spec"]["privateKey"]["rotationPolicy"], "Always")
+            return cert
+
+        # Controller: mutual TLS on the stream, the proxies' identity on the allow-list.
+        pod, c = container("memzone-controller")
+        mounts = mounted_secrets(pod, c)
+        args = c["args"]
+        secret = secret_of(mounts, arg_value(args, "--tls-cert"))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-key")))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-client-ca")))
+        controller_cert = issued(secret, "server auth")
+        self.assertEqual(arg_value(args, "--tls-reload-interval"), "5s")
+        allowed = arg_value(args, "--tls-allowed-identities").split(",")
+
+        # Proxy: its client certificate for the stream, client-facing TLS, backend CAs.
+        pod, c = container("memzone-proxy")
+        mounts = mounted_secrets(pod, c)
+        args = c["args"]
+        secret = secret_of(mounts, arg_value(args, "--controller-tls-cert"))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--controller-tls-key")))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--controller-ca")))
+        proxy_cert = issued(secret, "client auth")
+        self.assertEqual(proxy_cert["spec"]["uris"], allowed)
+        server_name = arg_value(args, "--controller-server-name")
+        self.assertIn(server_name, controller_cert["spec"]["dnsNames"])
+        self.assertTrue(arg_value(args, "--controller").startswith(server_name + ":"))
+        secret = secret_of(mounts, arg_value(args, "--tls-cert"))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-key")))
+        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-client-ca")))
+        clients_cert = issued(secret, "server auth")
+        self.assertEqual(arg_value(args, "--tls-verify"), "require")
+        svc = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-proxy")][0]
+        self.assertTrue(any(d.startswith(svc["metadata"]["name"] + ".") for d in clients_cert["spec"]["dnsNames"]))
+        self.assertIn("memcache-tls", [p["name"] for p in svc["spec"]["ports"]])
+        self.assertEqual(mounts["/etc/memzone/tls/backends/sessions"], "memcached-sessions-tls")
 
     def check_values_schema(self, values_file, accept):
         import jsonschema
@@ -260,7 +340,11 @@ class ChartTest(unittest.TestCase, ManifestChecks):
                     {"controller": {"leaderElection": {"leaseDuration": "1500ms"}}},
                     {"metrics": {"serviceMonitor": {"labels": {"release": 1}}}},
                     {"metrics": {"prometheusRule": {"enable": True}}},
-                    {"metrics": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}}]:
+                    {"metrics": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}},
+                    {"tls": {"proxyClients": {"verify": "always"}}},
+                    {"tls": {"controllerStream": {"reloadInterval": "1m"}}},
+                    {"tls": {"backends": [{"name": "Sessions", "secret": "x"}]}},
+                    {"tls": {"certManager": {"issuerRef": {"kind": "Secret"}}}}]:
             with self.subTest(bad=bad), self.assertRaises(jsonschema.ValidationError):
                 jsonschema.validate(deep_merge(yaml.safe_load(yaml.safe_dump(values)), bad), schema)
 
@@ -276,6 +360,12 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         r = render_chart(bad)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("controller.leaderElection.enabled", r.stderr)
+        # TLS without cert-manager names its Secrets.
+        with open(bad, "w") as f:
+            f.write("tls:\n  controllerStream:\n    enabled: true\n")
+        r = render_chart(bad)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("tls.controllerStream.controllerSecret is required unless tls.certManager.enabled", r.stderr)
 
     def test_monitoring_labels_come_from_the_values(self):
         values = os.path.join(os.environ.get("TMPDIR", "/tmp"), "memzone-monitoring-values.yaml")
