@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <thread>
@@ -42,11 +43,27 @@ std::shared_ptr<const topology::Topology> loadTopology(const std::string& path) 
   return built.topology;
 }
 
-std::string nodeId() {
+// Who this proxy is to the controller. With --state-dir the first run's identity is kept in
+// DIR/node-id, so a restarted proxy takes over the debts the controller retained for it
+// (dirty_servers.h) instead of leaving them to expire; without, a new one per process.
+std::string nodeId(const std::string& state_dir) {
+  std::string path = state_dir.empty() ? "" : state_dir + "/node-id";
+  if (!path.empty()) {
+    std::ifstream in(path);
+    std::string saved;
+    if (std::getline(in, saved) && !saved.empty() && saved.size() < 256) return saved;
+  }
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  return std::string(host) + "-" + std::to_string(getpid()) + "-" +
-         std::to_string(std::time(nullptr));
+  std::string id =
+      std::string(host) + "-" + std::to_string(getpid()) + "-" + std::to_string(std::time(nullptr));
+  if (!path.empty()) {
+    std::ofstream out(path + ".tmp");
+    out << id << "\n";
+    out.close();
+    if (out) std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  return id;
 }
 
 // Hands each new topology to every worker (each switches at a request boundary) and keeps
@@ -262,6 +279,14 @@ int runProxy(const config::ProxyOptions& options) {
   // Sampled backend health also feeds the controller (which backends this proxy has down).
   worker_options.backend_samples = options.metrics_per_backend || !options.controller.empty();
   worker_options.server_board = std::make_shared<backend::ServerBoard>();
+  if (!options.controller.empty()) {
+    // Other proxies may owe servers deletes this proxy has not heard of (it may have just
+    // restarted, serving its state file's topology): no replicated server is read until the
+    // controller's first dirty set, or for readHoldMs without one.
+    uint32_t hold_ms =
+        topology ? topology->consistency.read_hold_ms : topology::ConsistencySpec{}.read_hold_ms;
+    worker_options.server_board->awaitDirtySet(event::nowMicros() + int64_t{hold_ms} * 1000);
+  }
   if (!options.state_dir.empty()) {
     // Deletes a previous run still owed servers: each goes to the first worker that creates
     // the server, and is replayed before that server serves reads.
@@ -313,7 +338,7 @@ int runProxy(const config::ProxyOptions& options) {
 
   std::unique_ptr<topology::ControllerClient> controller;
   if (!options.controller.empty()) {
-    client_options.node_id = nodeId();
+    client_options.node_id = nodeId(options.state_dir);
     if (const char* node = getenv("NODE_NAME")) client_options.node_name = node;
     client_options.zone = options.zone;
     client_options.initial_version = topology ? state.version() : "";
@@ -334,14 +359,20 @@ int runProxy(const config::ProxyOptions& options) {
           }
         },
         [&workers, board, stats_context] {
+          board->expireAwaiting(event::nowMicros());
           topology::ControllerClient::HealthReport report{backendsDown(workers),
                                                           board->owedAddresses(event::nowMicros())};
           stats_context->owed_servers = static_cast<uint32_t>(report.owed.size());
           return report;
         },
         [board, stats_context](const v1::DirtyServers& dirty) {
-          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()}, dirty.generation(),
-                          dirty.confirmed_generation());
+          std::vector<std::pair<std::string, uint64_t>> since;
+          for (int i = 0; i < dirty.addresses_size(); ++i) {
+            // An older controller sends no `since`: then nothing counts as confirmed early.
+            since.emplace_back(dirty.addresses(i),
+                               i < dirty.since_size() ? dirty.since(i) : dirty.generation());
+          }
+          board->setDirty(since, dirty.confirmed_generation());
           stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
         });
     board->setOwedListener([client = controller.get()] { client->healthChanged(); });
@@ -371,10 +402,6 @@ int runProxy(const config::ProxyOptions& options) {
   }
 
   stats_context->draining = true;  // /readyz fails first, so load balancers move on
-  if (controller) {
-    controller->stop();
-    worker_options.server_board->setOwedListener({});  // workers outlive the client
-  }
   ops::logEvent(ops::LogLevel::kInfo, std::string("draining"), "draining (up to %us)",
                 options.drain_timeout_s);
   for (auto& w : workers) w->drain();
@@ -384,6 +411,11 @@ int runProxy(const config::ProxyOptions& options) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     w->stop();
+  }
+  // The stream stays up while connections drain: they still need the dirty set.
+  if (controller) {
+    worker_options.server_board->setOwedListener({});
+    controller->stop();
   }
   for (auto& w : workers) w->join();
   if (metrics) metrics->stop();

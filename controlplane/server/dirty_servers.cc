@@ -1,6 +1,7 @@
 #include "controlplane/server/dirty_servers.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "memzone/ops/log.h"
 
@@ -23,6 +24,12 @@ DirtyServers::~DirtyServers() {
 }
 
 void DirtyServers::report(const std::string& node_id, uint64_t stream, std::set<std::string> owed) {
+  if (owed.size() > kMaxReported) {
+    ops::logEvent(ops::LogLevel::kWarn, "dirty-too-many:" + node_id,
+                  "proxy %s reports %zu owed servers; keeping the first %zu", node_id.c_str(),
+                  owed.size(), kMaxReported);
+    owed.erase(std::next(owed.begin(), kMaxReported), owed.end());
+  }
   std::lock_guard lock(mu_);
   auto it = reports_.find(node_id);
   if (it == reports_.end()) {
@@ -110,6 +117,12 @@ void DirtyServers::recomputeLocked() {
     return;
   }
   ++generation_;
+  std::map<std::string, uint64_t> since;
+  for (const std::string& a : all) {
+    auto it = since_.find(a);
+    since.emplace(a, it != since_.end() ? it->second : generation_);
+  }
+  since_ = std::move(since);
   // Nobody has applied the new generation yet, unless nobody takes the set at all.
   confirmed_ = applied_.empty() ? generation_ : confirmed_;
   publishLocked(&all);
@@ -129,9 +142,13 @@ void DirtyServers::publishLocked(const std::set<std::string>* addresses) {
   dirty->set_generation(generation_);
   dirty->set_confirmed_generation(confirmed_);
   if (addresses != nullptr) {
-    for (const std::string& a : *addresses) dirty->add_addresses(a);
+    for (const std::string& a : *addresses) {
+      dirty->add_addresses(a);
+      dirty->add_since(since_[a]);
+    }
   } else {
     *dirty->mutable_addresses() = message_->dirty().addresses();
+    *dirty->mutable_since() = message_->dirty().since();
   }
   message_ = std::move(next);
   changed_ = true;

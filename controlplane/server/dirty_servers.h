@@ -45,7 +45,10 @@ class DirtyServers {
   explicit DirtyServers(std::chrono::milliseconds retain);
   ~DirtyServers();  // stops the notifier thread
 
-  // A proxy's report, state of the world: what `node_id` (on stream `stream`) owes now.
+  // A proxy's report, state of the world: what `node_id` (on stream `stream`) owes now. At
+  // most kMaxReported addresses are kept per report (a bigger one is cut, and logged), so a
+  // buggy or hostile proxy cannot grow the set, the messages or the replica Leases unbounded.
+  static constexpr size_t kMaxReported = 1024;
   void report(const std::string& node_id, uint64_t stream, std::set<std::string> owed);
   // The stream ended. What the proxy still owed stays dirty for `retain`, unless the same
   // proxy reports again meanwhile (on another stream or another replica: then through it).
@@ -86,7 +89,8 @@ class DirtyServers {
   mutable std::mutex mu_;
   std::map<std::string, Report> reports_;  // by node_id
   std::set<std::string> peers_;
-  std::map<uint64_t, uint64_t> applied_;  // attached stream -> generation its proxy applied
+  std::map<std::string, uint64_t> since_;  // address in the set -> generation it entered
+  std::map<uint64_t, uint64_t> applied_;   // attached stream -> generation its proxy applied
   uint64_t confirmed_ = 0;
   std::shared_ptr<const v1::TopologySnapshot> message_;
   uint64_t generation_ = 0;

@@ -35,7 +35,8 @@ class TopologyStream final
         answer(request_);
       }
       registry_.health(id_, request_);  // every message of a reporting proxy carries it
-      if (request_.reports_owed()) {
+      // Only a stream that said so in its hello: its end is what retires its report.
+      if (wants_dirty_ && request_.reports_owed()) {
         // Under mu_ is fine: the set calls its listeners (which take mu_) on its own thread.
         dirty_.report(node_id_, id_,
                       std::set<std::string>(request_.backends_owed().begin(),

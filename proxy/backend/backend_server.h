@@ -55,10 +55,12 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   const std::string& address() const { return address_; }
   bool up() const { return state_ == State::kUp; }
   ReadTrust readTrust() const;
-  // Whether no other proxy can be reading this server any more because of what this proxy
-  // owes it: no controller coordinates (nothing to wait for), or every proxy on it has
-  // applied a dirty set holding this server (dirty_confirmation.h).
+  // Whether a write that left an invalidation for this server may be acknowledged
+  // (dirty_confirmation.h): this worker owes it nothing any more (the delete was replayed:
+  // the old value is gone), or no controller coordinates (nothing to wait for), or every
+  // proxy on it has applied a dirty set holding this server.
   bool knownDirtyToAll() const {
+    if (invalidations_.empty() && replaying_.empty() && !overflowed_) return true;
     const ControllerLink* link = shared_->controller.get();
     return link == nullptr || !link->coordinated.load(std::memory_order_relaxed) ||
            shared_->dirty_confirmed.load(std::memory_order_relaxed);

@@ -23,7 +23,8 @@ std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
     state->controller = link_;
     // A server added while some proxy owes it deletes (it was in an older topology of theirs).
     auto dirty = dirty_since_.find(address);
-    state->dirty.store(dirty != dirty_since_.end(), std::memory_order_relaxed);
+    state->dirty.store(awaiting_until_us_ != 0 || dirty != dirty_since_.end(),
+                       std::memory_order_relaxed);
     state->dirty_confirmed.store(dirty != dirty_since_.end() && dirty->second <= confirmed_,
                                  std::memory_order_relaxed);
     slot = state;
@@ -59,16 +60,11 @@ void ServerBoard::workerLogWritten() {
   }
 }
 
-void ServerBoard::setDirty(std::vector<std::string> addresses, uint64_t generation,
+void ServerBoard::setDirty(const std::vector<std::pair<std::string, uint64_t>>& since,
                            uint64_t confirmed) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::map<std::string, uint64_t> since;
-  for (std::string& a : addresses) {
-    auto old = dirty_since_.find(a);
-    uint64_t first = old != dirty_since_.end() ? old->second : generation;
-    since.emplace(std::move(a), first);
-  }
-  dirty_since_ = std::move(since);
+  dirty_since_ = std::map<std::string, uint64_t>(since.begin(), since.end());
+  awaiting_until_us_ = 0;
   confirmed_ = confirmed;
   for (auto& [address, weak] : states_) {
     std::shared_ptr<ServerState> s = weak.lock();
@@ -79,6 +75,26 @@ void ServerBoard::setDirty(std::vector<std::string> addresses, uint64_t generati
     s->dirty_confirmed.store(dirty && it->second <= confirmed_, std::memory_order_relaxed);
   }
   link_->coordinated.store(true, std::memory_order_relaxed);
+}
+
+void ServerBoard::awaitDirtySet(int64_t until_us) {
+  std::lock_guard<std::mutex> lock(mu_);
+  awaiting_until_us_ = until_us;
+  for (auto& [address, weak] : states_) {
+    if (std::shared_ptr<ServerState> s = weak.lock())
+      s->dirty.store(true, std::memory_order_relaxed);
+  }
+}
+
+void ServerBoard::expireAwaiting(int64_t now_us) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (awaiting_until_us_ == 0 || now_us < awaiting_until_us_) return;
+  awaiting_until_us_ = 0;
+  for (auto& [address, weak] : states_) {
+    if (std::shared_ptr<ServerState> s = weak.lock()) {
+      s->dirty.store(dirty_since_.count(address) > 0, std::memory_order_relaxed);
+    }
+  }
 }
 
 void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {

@@ -81,12 +81,16 @@ class ServerBoard {
   OwedDeletes takeRestored(const std::string& address);
   void workerLogWritten();
 
-  // The controller's dirty set (every proxy's owed servers, united) at `generation`, of which
-  // every proxy on the controller has applied `confirmed` or later. Servers not in it are
-  // clean; one that stops being dirty still waits for its read hold, if any. A server the
-  // board learns of later starts dirty if it is in the latest set.
-  void setDirty(std::vector<std::string> addresses, uint64_t generation = 0,
-                uint64_t confirmed = 0);
+  // The controller's dirty set (every proxy's owed servers, united): each address with the
+  // generation since which it is dirty, and the generation every proxy on the controller has
+  // applied. Servers not in it are clean; one that stops being dirty still waits for its read
+  // hold, if any. A server the board learns of later starts dirty if it is in the latest set.
+  void setDirty(const std::vector<std::pair<std::string, uint64_t>>& since, uint64_t confirmed);
+  // A proxy on the controller starts with every server dirty until the first set arrives
+  // (other proxies may owe servers this one knows nothing of), for at most `until_us`: then
+  // expireAwaiting() falls back to the time hold alone.
+  void awaitDirtySet(int64_t until_us);
+  void expireAwaiting(int64_t now_us);
   // The controller is gone: nobody tells us when other proxies are done, so every server
   // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
   void controllerLost(uint32_t hold_ms, int64_t now_us);
@@ -97,6 +101,7 @@ class ServerBoard {
   // The controller's latest set: address -> the generation since which it is dirty.
   std::map<std::string, uint64_t> dirty_since_;
   uint64_t confirmed_ = 0;
+  int64_t awaiting_until_us_ = 0;  // non-zero until the first dirty set (awaitDirtySet)
   std::shared_ptr<ControllerLink> link_ = std::make_shared<ControllerLink>();
   std::map<std::string, OwedDeletes> restored_;
   std::string restored_dir_;

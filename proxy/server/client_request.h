@@ -156,6 +156,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void sendDeferredCopies();
   void answerWriteIfDecided();
   void reconcileWrite();
+  // Whether the write leaves an invalidation for child `child`'s server.
+  bool invalidates(size_t child) const;
   // Whether every server this write leaves an invalidation for is known dirty to every proxy.
   bool invalidatedServersKnownDirty() const;
   bool confirmationCheck(int64_t now_us) override;

@@ -94,23 +94,34 @@ void ClientRequest::writeChildDone(uint32_t) {
   if (outstanding_ == 0 && !defer_copies_) {
     reconcileWrite();  // queues the invalidations: the proxy reports them at once
     if (confirming_) {
-      // The reply is decided but held: outstanding_ keeps the request alive meanwhile.
-      confirm_until_us_ = event::nowMicros() + backend::kDirtyConfirmationWaitUs;
-      stats_->writes_confirmation_waits.add();
-      ++outstanding_;
-      registry_->confirmations().wait(this);
+      // Checked only now that this request's invalidations are queued: a confirmation seen
+      // before could belong to a debt that was being paid off meanwhile.
+      if (invalidatedServersKnownDirty()) {
+        confirming_ = false;
+        markReady();
+      } else {
+        // The reply is decided but held: outstanding_ keeps the request alive meanwhile.
+        confirm_until_us_ = event::nowMicros() + backend::kDirtyConfirmationWaitUs;
+        stats_->writes_confirmation_waits.add();
+        ++outstanding_;
+        registry_->confirmations().wait(this);
+      }
     }
   }
 }
 
-bool ClientRequest::invalidatedServersKnownDirty() const {
+bool ClientRequest::invalidates(size_t child) const {
   const Child& local = children_[0];
   bool local_ok = succeeded(local);
+  if (child == 0) return !local_ok;
+  const Child& c = children_[child];
+  return !succeeded(c) || (local_ok && diverged(command_, local, c));
+}
+
+bool ClientRequest::invalidatedServersKnownDirty() const {
   for (size_t i = 0; i < child_count_; ++i) {
     const Child& c = children_[i];
-    bool invalidated =
-        i == 0 ? !local_ok : !succeeded(c) || (local_ok && diverged(command_, local, c));
-    if (invalidated && c.server != nullptr && !c.server->knownDirtyToAll()) return false;
+    if (invalidates(i) && c.server != nullptr && !c.server->knownDirtyToAll()) return false;
   }
   return true;
 }
@@ -207,24 +218,21 @@ void ClientRequest::answerWriteIfDecided() {
   if (noreply_) {
     reply_.clear();
     reply_child_ = kNoChild;
-  } else if (!answer->failed && outstanding_ == 0 && !defer_copies_ &&
-             !invalidatedServersKnownDirty()) {
-    confirming_ = true;  // writeChildDone() starts the wait once the invalidations are queued
-    return;
+  } else if (!answer->failed && outstanding_ == 0 && !defer_copies_) {
+    for (size_t c = 0; c < child_count_; ++c) {
+      if (invalidates(c)) {
+        confirming_ = true;  // writeChildDone() decides once the invalidations are queued
+        return;
+      }
+    }
   }
   markReady();
 }
 
 void ClientRequest::reconcileWrite() {
   std::string_view key = keyAt(0);
-  const Child& local = children_[0];
-  bool local_ok = succeeded(local);
-  if (!local_ok) local.server->invalidate(key);
-  for (size_t i = 1; i < child_count_; ++i) {
-    const Child& copy = children_[i];
-    if (!succeeded(copy) || (local_ok && diverged(command_, local, copy))) {
-      copy.server->invalidate(key);
-    }
+  for (size_t i = 0; i < child_count_; ++i) {
+    if (invalidates(i)) children_[i].server->invalidate(key);
   }
 }
 

@@ -285,9 +285,13 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     context_ = &context;
   }
   std::unique_ptr<Stream> stream = stub->StreamTopology(&context);
+  // The hello says what the proxy owes now (debts restored from --state-dir included), not
+  // what the health thread saw up to a second ago.
+  HealthReport health = health_ ? health_() : HealthReport{};
   v1::TopologyRequest hello;
   {
     std::lock_guard lock(mu_);
+    if (health_) health_report_ = std::move(health);
     dirty_applied_ = 0;  // generations are per controller
     hello = message("");
   }

@@ -129,6 +129,22 @@ TEST(DirtyServers, AppliedBeyondTheCurrentGenerationIsIgnored) {
   EXPECT_EQ(confirmed(d), generation(d));
 }
 
+TEST(DirtyServers, SinceIsWhenAnAddressLastEnteredTheSet) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {"a:1"});
+  uint64_t entered = generation(d);
+  d.report("p2", 2, {"b:1"});
+  auto m = d.message()->dirty();
+  ASSERT_EQ(m.addresses_size(), 2);
+  ASSERT_EQ(m.since_size(), 2);
+  EXPECT_EQ(m.since(0), entered);        // a:1 stayed
+  EXPECT_EQ(m.since(1), generation(d));  // b:1 is new
+  d.report("p1", 1, {});
+  d.report("p1", 1, {"a:1"});  // left and came back: since starts again
+  m = d.message()->dirty();
+  EXPECT_EQ(m.since(0), generation(d));
+}
+
 TEST(DirtyServers, ListenersHearOfChangesOnTheSetsOwnThread) {
   DirtyServers d(60s);
   std::atomic<int> calls{0};

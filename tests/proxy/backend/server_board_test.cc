@@ -60,7 +60,7 @@ TEST(ServerBoard, OwedChangesReachTheListener) {
 
 TEST(ServerBoard, AServerLearnedAfterTheDirtyListStartsDirty) {
   ServerBoard board;
-  board.setDirty({"b:1", "a:1"});  // unsorted on the wire is fine
+  board.setDirty({{"b:1", 1}, {"a:1", 1}}, 0);
   auto a = board.stateFor("a:1");
   auto c = board.stateFor("c:1");
   EXPECT_TRUE(a->dirty.load());
@@ -71,31 +71,64 @@ TEST(ServerBoard, ADirtyServerIsConfirmedOnceEveryProxyAppliedASetHoldingIt) {
   ServerBoard board;
   auto a = board.stateFor("a:1");
   auto b = board.stateFor("b:1");
-  board.setDirty({"a:1"}, 5, 4);  // a:1 dirty since 5; every proxy has applied 4
+  board.setDirty({{"a:1", 5}}, 4);  // a:1 dirty since 5; every proxy has applied 4
   EXPECT_TRUE(a->dirty.load());
   EXPECT_FALSE(a->dirty_confirmed.load());
   EXPECT_TRUE(a->controller->coordinated.load());
-  board.setDirty({"a:1", "b:1"}, 6, 5);  // a:1 since 5 is confirmed; b:1 since 6 is not
+  board.setDirty({{"a:1", 5}, {"b:1", 6}}, 5);  // a:1 since 5 is confirmed; b:1 is not
   EXPECT_TRUE(a->dirty_confirmed.load());
   EXPECT_FALSE(b->dirty_confirmed.load());
-  board.setDirty({"b:1"}, 7, 7);
+  board.setDirty({{"b:1", 6}}, 7);
   EXPECT_FALSE(a->dirty_confirmed.load());
   EXPECT_TRUE(b->dirty_confirmed.load());
-  board.setDirty({"a:1", "b:1"}, 8, 7);  // a:1 dirty again: since 8, not confirmed yet
+  board.setDirty({{"a:1", 8}, {"b:1", 6}}, 7);  // a:1 dirty again: since 8, not confirmed
   EXPECT_FALSE(a->dirty_confirmed.load());
   board.controllerLost(6000, 0);  // no confirmation without a controller; nothing to wait for
   EXPECT_FALSE(b->dirty_confirmed.load());
   EXPECT_FALSE(b->controller->coordinated.load());
 }
 
+TEST(ServerBoard, ASkippedGenerationDoesNotConfirmEarly) {
+  // a:1 left the set at 6 and came back at 7; this proxy saw 5 and 7 only. Every proxy has
+  // applied 6 (where a:1 was clean and readable): not confirmed.
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  board.setDirty({{"a:1", 5}}, 5);
+  EXPECT_TRUE(a->dirty_confirmed.load());
+  board.setDirty({{"a:1", 7}}, 6);
+  EXPECT_FALSE(a->dirty_confirmed.load());
+}
+
+TEST(ServerBoard, AProxyOnTheControllerReadsNothingReplicatedBeforeTheFirstSet) {
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  board.awaitDirtySet(5'000'000);
+  auto b = board.stateFor("b:1");  // learned from the state file's topology meanwhile
+  EXPECT_TRUE(a->dirty.load());
+  EXPECT_TRUE(b->dirty.load());
+  board.setDirty({{"b:1", 3}}, 3);  // the first set: only b:1 is owed
+  EXPECT_FALSE(a->dirty.load());
+  EXPECT_TRUE(b->dirty.load());
+}
+
+TEST(ServerBoard, NoFirstSetWithinTheBoundFallsBackToTheTimeHold) {
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  board.awaitDirtySet(5'000'000);
+  board.expireAwaiting(4'999'999);
+  EXPECT_TRUE(a->dirty.load());
+  board.expireAwaiting(5'000'000);
+  EXPECT_FALSE(a->dirty.load());
+}
+
 TEST(ServerBoard, DirtyListFromTheControllerReplacesThePreviousOne) {
   ServerBoard board;
   auto a = board.stateFor("a:1");
   auto b = board.stateFor("b:1");
-  board.setDirty({"a:1"});
+  board.setDirty({{"a:1", 1}}, 0);
   EXPECT_TRUE(a->dirty.load());
   EXPECT_FALSE(b->dirty.load());
-  board.setDirty({"b:1"});
+  board.setDirty({{"b:1", 2}}, 0);
   EXPECT_FALSE(a->dirty.load());
   EXPECT_TRUE(b->dirty.load());
 }
@@ -104,7 +137,7 @@ TEST(ServerBoard, LosingTheControllerWhileDirtyFallsBackToTheTimeHold) {
   ServerBoard board;
   auto a = board.stateFor("a:1");
   auto b = board.stateFor("b:1");
-  board.setDirty({"a:1"});
+  board.setDirty({{"a:1", 1}}, 0);
   board.controllerLost(6000, 1'000'000);
   EXPECT_FALSE(a->dirty.load());
   EXPECT_EQ(a->readable_at_us.load(), 1'000'000 + 6'000'000);  // held, not read at once
