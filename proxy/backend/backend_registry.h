@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "proxy/backend/backend_server.h"
+#include "proxy/tls/tls_contexts.h"
 #include "proxy/topology/topology.h"
 
 namespace memzone::backend {
@@ -34,6 +35,9 @@ struct TopologyView {
   bool retired = false;
   std::vector<std::shared_ptr<BackendServer>> servers;  // keeps every referenced server alive
 };
+
+// The files and verification a pool's `tls:` asks of its servers' connections.
+tls::TlsFiles backendTlsFiles(const topology::BackendTlsSpec& spec);
 
 class BackendRegistry {
  public:
@@ -61,6 +65,10 @@ class BackendRegistry {
   std::vector<BackendServer*> allServers() const;
   // Charged with every backend connection's buffers; a connection holding more than
   // `max_input_bytes` of undelivered replies fails (0: no limit). Before the first apply().
+  // Where pools with backend TLS find their context (null: TLS pools cannot connect).
+  void setTlsContexts(std::shared_ptr<tls::TlsContexts> contexts) {
+    tls_contexts_ = std::move(contexts);
+  }
   void setBufferLimits(MemoryAccount* account, size_t max_input_bytes) {
     buffer_account_ = account;
     max_input_bytes_ = max_input_bytes;
@@ -86,6 +94,7 @@ class BackendRegistry {
   event::Timer drop_timer_;
   MemoryAccount* buffer_account_ = nullptr;
   size_t max_input_bytes_ = 0;
+  std::shared_ptr<tls::TlsContexts> tls_contexts_;
 };
 
 }  // namespace memzone::backend

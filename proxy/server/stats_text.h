@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "proxy/common/byte_buffer.h"
+#include "proxy/tls/tls_contexts.h"
 
 namespace memzone::server {
 
@@ -24,9 +25,10 @@ struct StatsContext {
   std::atomic<uint64_t> nacks{0};
   std::atomic<int> controller_connected{-1};  // -1: no controller (static --config)
   std::atomic<bool> draining{false};
-  bool per_backend_metrics = false;  // fixed at start-up
-  uint64_t max_connections = 0;      // fixed at start-up
-  uint64_t max_buffer_memory = 0;    // fixed at start-up (the workers' shares, summed)
+  bool per_backend_metrics = false;       // fixed at start-up
+  uint64_t max_connections = 0;           // fixed at start-up
+  uint64_t max_buffer_memory = 0;         // fixed at start-up (the workers' shares, summed)
+  std::shared_ptr<tls::TlsContexts> tls;  // fixed at start-up; certificate expiry, reloads
 
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);
