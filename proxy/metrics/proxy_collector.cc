@@ -4,7 +4,6 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/metric_type.h>
 
-#include <ctime>
 #include <limits>
 #include <map>
 #include <string>
@@ -127,14 +126,15 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
         sum([&](const server::Worker& w) { return counters(w).connections.get(); }),
         {{"side", side}});
   }
-  auto& expiry = family(out, "memzone_proxy_tls_certificate_expiry_seconds",
-                        "Seconds until the notAfter of the (first) certificate in each TLS file; "
-                        "negative once expired.",
+  // The name and unit every memzone binary uses (MemzoneTLSCertificateExpiring computes the
+  // seconds left as this minus time()): a timestamp, like blackbox_exporter's.
+  auto& expiry = family(out, "memzone_tls_certificate_expiry_seconds",
+                        "notAfter of the (first) certificate in each TLS file the proxy loaded, "
+                        "as a Unix time.",
                         MetricType::Gauge);
   if (context_->tls) {
-    int64_t now = static_cast<int64_t>(std::time(nullptr));
     for (const tls::CertExpiry& e : context_->tls->expiries()) {
-      add(expiry, static_cast<double>(e.not_after - now), {{"file", e.path}});
+      add(expiry, static_cast<double>(e.not_after), {{"file", e.path}});
     }
   }
   add(family(out, "memzone_proxy_tls_reload_failures_total",

@@ -189,9 +189,9 @@ class ClientTlsTest(unittest.TestCase):
         self.assertIn('memzone_proxy_tls_handshakes_total{side="client",result="ok"}', text)
         self.assertIn('memzone_proxy_tls_connections{side="backend"}', text)
         line = [l for l in text.splitlines()
-                if l.startswith("memzone_proxy_tls_certificate_expiry_seconds") and self.cert in l]
+                if l.startswith("memzone_tls_certificate_expiry_seconds") and self.cert in l]
         self.assertEqual(len(line), 1, text)
-        seconds = float(line[0].rsplit(" ", 1)[1])
+        seconds = float(line[0].rsplit(" ", 1)[1]) - time.time()  # a Unix time
         self.assertTrue(29 * 86400 < seconds <= 30 * 86400, seconds)
 
     def test_bad_flags_fail_at_start(self):
