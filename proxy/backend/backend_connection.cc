@@ -87,6 +87,20 @@ BackendConnection::~BackendConnection() {
   if (tls_session_ != nullptr) SSL_SESSION_free(tls_session_);
 }
 
+void BackendConnection::setOptions(ConnectionOptions options) {
+  bool tls_changed = options.tls_enabled != options_.tls_enabled || options.tls != options_.tls ||
+                     options.tls_server_name != options_.tls_server_name;
+  options_ = std::move(options);
+  input_.setAccount(options_.buffer_account);
+  output_.setAccount(options_.buffer_account);
+  if (!tls_changed || state_ == State::kDisconnected) return;
+  if (pending_.empty()) {
+    closeSocket();
+  } else {
+    reconnect_ = true;
+  }
+}
+
 void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape,
                                bool quiet, protocol::ReplyCode silent_code) {
   Pending p;
@@ -320,6 +334,10 @@ void BackendConnection::readReplies() {
     if (static_cast<size_t>(n) < 64 * 1024 && !(tls_ && tls_->hasBuffered())) break;
   }
   if (tls_ && tls_->wantsWrite()) io_->want(true, true);
+  if (reconnect_ && pending_.empty()) {
+    closeSocket();  // new TLS settings: the next request connects with them
+    return;
+  }
   // What a burst of large replies needed goes back: 1 MiB is kept while idle, up to 4 MiB
   // while busy, so a steady flow of large values does not regrow (and copy) it every batch.
   if (pending_.empty()) {
@@ -481,6 +499,7 @@ void BackendConnection::closeSocket() {
   output_.clear();
   while (!request_ends_.empty()) request_ends_.pop_front();
   last_end_ = 0;
+  reconnect_ = false;
   written_total_ = 0;
   matched_ = 0;
   scanned_ = 0;

@@ -86,12 +86,9 @@ class BackendConnection : public Flushable {
   size_t pending() const { return pending_.size(); }
   bool full() const { return pending_.size() >= options_.max_pending; }
   bool connected() const { return state_ == State::kConnected; }
-  void setOptions(ConnectionOptions options) {
-    // A change of TLS settings applies from the next connect (a live session is kept).
-    options_ = std::move(options);
-    input_.setAccount(options.buffer_account);
-    output_.setAccount(options.buffer_account);
-  }
+  // Other TLS settings (a topology edit, not a file rotation) close the connection as soon
+  // as nothing is pending on it: the next one uses them, and none stays in plaintext.
+  void setOptions(ConnectionOptions options);
 
   // Connects now rather than at the first request (a server just added to the topology).
   void connectAhead() {
@@ -175,6 +172,7 @@ class BackendConnection : public Flushable {
   RingQueue<uint64_t> request_ends_;     // absolute output offsets (TLS only)
   uint64_t written_total_ = 0;           // output bytes written since the connect
   uint64_t last_end_ = 0;                // the last request end written
+  bool reconnect_ = false;               // TLS settings changed: close once idle
   std::unique_ptr<tls::TlsStream> tls_;  // null: plaintext
   SSL_SESSION* tls_session_ = nullptr;   // offered on the next connect (resumption)
   std::string address_text_;             // for log lines
