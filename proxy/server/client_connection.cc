@@ -62,7 +62,7 @@ ClientConnection::ClientConnection(int fd, ConnectionContext& context, SSL_CTX* 
     handshake_since_us_ = event::nowMicros();
     context_.handshaking.push_back(this);
     context_.stats.tls.handshaking.add();
-    context_.budget.memory().tls.charge(kTlsMemoryEstimate);
+    context_.budget.memory().tls.charge(kTlsHandshakeMemory);
   }
   io_.want(true, false);
 }
@@ -88,7 +88,7 @@ ClientConnection::~ClientConnection() {
     } else {
       context_.stats.tls.connections.sub();
     }
-    context_.budget.memory().tls.charge(-kTlsMemoryEstimate);
+    context_.budget.memory().tls.charge(-(handshaking_ ? kTlsHandshakeMemory : kTlsSessionMemory));
     tls_.reset();  // before the socket closes (no close_notify: nothing is owed by then)
   }
   if (fd_ >= 0) ::close(fd_);
@@ -122,6 +122,7 @@ void ClientConnection::continueHandshake() {
   ListLink<HandshakeTag>::unlink();
   context_.stats.tls.handshaking.sub();
   context_.stats.tls.connections.add();
+  context_.budget.memory().tls.charge(kTlsSessionMemory - kTlsHandshakeMemory);
   context_.stats.tls.count(tls_->resumed() ? tls::HandshakeResult::kResumed
                                            : tls::HandshakeResult::kOk);
   io_.want(true, false);

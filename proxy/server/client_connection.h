@@ -99,10 +99,13 @@ class ClientConnection : public Flushable,
   int64_t partialSinceUs() const { return partial_since_us_; }
   // When the TLS handshake began (accept), while it is not done.
   int64_t handshakeSinceUs() const { return handshake_since_us_; }
-  // OpenSSL's state of one TLS connection, charged to the budget as an estimate: the SSL
-  // object, and record buffers while a handshake or a record is in progress (an idle
-  // connection releases them: SSL_MODE_RELEASE_BUFFERS).
-  static constexpr int64_t kTlsMemoryEstimate = 48 * 1024;
+  // OpenSSL's state of one TLS connection, charged to the budget as an estimate: during the
+  // handshake the SSL object, its handshake state and both record buffers; once established
+  // the session and keys only (record buffers are released between records:
+  // SSL_MODE_RELEASE_BUFFERS), so ten thousand idle TLS clients do not look like a budget's
+  // worth of buffers.
+  static constexpr int64_t kTlsHandshakeMemory = 48 * 1024;
+  static constexpr int64_t kTlsSessionMemory = 8 * 1024;
 
  private:
   struct Entry {
