@@ -114,7 +114,8 @@ def run_load(loadgen, port, args, depth, prefill=False, get_ratio=0.9, tls_ca=No
         cmd += ["--tls-ca", tls_ca]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
     if out.returncode != 0:
-        sys.exit("bench: loadgen failed: %s" % out.stderr.strip())
+        sys.exit("bench: loadgen against port %d failed: %s %s" % (port, out.stderr.strip(),
+                                                                   out.stdout.strip()))
     return json.loads(out.stdout)
 
 

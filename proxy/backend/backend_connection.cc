@@ -176,6 +176,8 @@ void BackendConnection::flushNow() {
       break;  // written once connected
     case State::kConnected:
       writeOutput();
+      // Replies read ahead into the TLS session when the last read stopped at its limit.
+      if (state_ == State::kConnected && tls_ && tls_->hasBuffered()) readReplies();
       break;
   }
 }
@@ -338,6 +340,7 @@ void BackendConnection::readReplies() {
     closeSocket();  // new TLS settings: the next request connects with them
     return;
   }
+  if (tls_ && tls_->hasBuffered()) flush_list_.schedule(this);  // taken after this turn
   // What a burst of large replies needed goes back: 1 MiB is kept while idle, up to 4 MiB
   // while busy, so a steady flow of large values does not regrow (and copy) it every batch.
   if (pending_.empty()) {

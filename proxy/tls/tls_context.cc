@@ -98,12 +98,18 @@ std::shared_ptr<SSL_CTX> TlsContext::build(std::vector<CertExpiry>& expiries,
   SSL_CTX* c = ctx.get();
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
   SSL_CTX_set_cipher_list(c, kTls12Ciphers);
-  SSL_CTX_set_options(
-      c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // A peer that closes without close_notify has closed (most memcached clients do; the
+  // protocol delimits its own messages): a FIN, as on plaintext, not a socket error.
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
   // Writes may be partial and retried from a buffer that moved (ByteBuffer compacts); an
   // idle connection gives its record buffers back (RELEASE_BUFFERS).
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+  // One read() takes every record the socket has (up to the read buffer) instead of two
+  // per record (header, then body): pipelined small replies come many records at a time.
+  // Readers then drain what is read ahead (TlsStream::hasBuffered) before waiting again.
+  SSL_CTX_set_read_ahead(c, 1);
   if (!files_.cert.empty()) {
     if (SSL_CTX_use_certificate_chain_file(c, files_.cert.c_str()) != 1) {
       error = files_.cert + ": cannot load certificate chain: " + opensslError();

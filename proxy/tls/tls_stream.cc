@@ -97,7 +97,11 @@ ssize_t TlsStream::read(char* data, size_t size) {
   ERR_clear_error();
   size_t n = 0;
   int rc = SSL_read_ex(ssl_, data, size, &n);
-  if (rc == 1) return static_cast<ssize_t>(n);
+  if (rc == 1) {
+    starved_ = false;
+    return static_cast<ssize_t>(n);
+  }
+  starved_ = SSL_get_error(ssl_, rc) == SSL_ERROR_WANT_READ;
   return fail(rc);
 }
 
@@ -124,7 +128,7 @@ ssize_t TlsStream::write(const iovec* iov, int count) {
   return static_cast<ssize_t>(total);
 }
 
-bool TlsStream::hasBuffered() const { return SSL_pending(ssl_) > 0; }
+bool TlsStream::hasBuffered() const { return !starved_ && SSL_has_pending(ssl_) == 1; }
 
 bool TlsStream::resumed() const { return SSL_session_reused(ssl_) == 1; }
 

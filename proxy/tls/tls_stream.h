@@ -38,7 +38,9 @@ class TlsStream {
   ssize_t read(char* data, size_t size);
   // Writes the segments in order, stopping at the first that is not taken whole.
   ssize_t write(const iovec* iov, int count);
-  // Decrypted bytes already inside the session: no readable event will announce them.
+  // Bytes already inside the session (read ahead from the socket, or decrypted and not yet
+  // taken): no readable event will announce them. False once a read found them to be only
+  // part of a record (the rest must come from the socket, which then turns readable).
   bool hasBuffered() const;
   bool wantsWrite() const { return want_write_; }
   bool resumed() const;
@@ -52,6 +54,7 @@ class TlsStream {
 
   SSL* ssl_ = nullptr;
   bool want_write_ = false;
+  bool starved_ = false;  // the last read wanted more from the socket
   std::string error_;
 };
 
