@@ -411,6 +411,57 @@ class RotationTest(unittest.TestCase):
         self.assertIn("reloaded", proxy.logs())
 
 
+class BackendRotationTest(unittest.TestCase):
+    """The backend CA file is swapped (a Secret update): the next handshakes verify against
+    the new CA, without a restart or a topology change."""
+
+    def test_backend_ca_rotation(self):
+        old_ca, new_ca = CertAuthority("old"), CertAuthority("new")
+        secret = os.path.join(old_ca.dir, "backend-secret")
+        os.makedirs(secret)
+        ca_file = os.path.join(secret, "ca.crt")
+        shutil.copy(old_ca.cert, ca_file + ".tmp")
+        os.replace(ca_file + ".tmp", ca_file)
+        server = tls_memcached(old_ca)
+        self.addCleanup(server.kill)
+        proxy = Proxy(pool_yaml({"a": [server.address]}, tls={"caFile": ca_file}) +
+                      "health: {downRetryMs: 100, maxDownRetryMs: 200}\n").start()
+        self.addCleanup(proxy.stop)
+        c = PyClient(("127.0.0.1", proxy.port), connect_timeout=5, timeout=5)
+        self.addCleanup(c.close)
+        self.assertTrue(c.set("brot:a", b"1", noreply=False))
+
+        # The server comes back with a certificate from the new CA: refused by name...
+        server.kill()
+        cert, key = new_ca.issue("memcached")
+        replacement = Memcached(port=server.port, extra_args=[
+            "-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s" % (cert, key)]).start()
+        self.addCleanup(replacement.kill)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if int(stats_of(proxy.port)["proxy_tls_backend_handshakes_failed"]) > 0:
+                break
+            try:
+                c.get("brot:a")
+            except Exception:  # noqa: BLE001 - failing is what this phase expects
+                pass
+            time.sleep(0.1)
+        self.assertGreater(int(stats_of(proxy.port)["proxy_tls_backend_handshakes_failed"]), 0)
+        # ... until the CA file is rotated: then it is trusted, with no restart.
+        shutil.copy(new_ca.cert, ca_file + ".tmp")
+        os.replace(ca_file + ".tmp", ca_file)
+        deadline = time.monotonic() + 15
+        ok = False
+        while time.monotonic() < deadline and not ok:
+            try:
+                ok = c.set("brot:b", b"2", noreply=False)
+            except Exception:  # noqa: BLE001 - until the reload and the next probe
+                time.sleep(0.2)
+        self.assertTrue(ok)
+        self.assertEqual(c.get("brot:b"), b"2")
+        self.assertIn("backend TLS certificate reloaded", proxy.logs())
+
+
 class HandshakeFloodTest(unittest.TestCase):
     def test_abandoned_handshakes_stay_bounded(self):
         ca = CertAuthority("flood")
