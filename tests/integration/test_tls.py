@@ -500,7 +500,10 @@ class HandshakeFloodTest(unittest.TestCase):
         rss1, fds1 = proc_status(pid)
         # Within --max-connections, and a bounded cost per half-open handshake.
         self.assertLess(fds1 - fds0, 1100)
-        self.assertLess(rss1 - rss0, 100 << 20, (rss0, rss1))
+        # About 45 KiB per half-open handshake in a release build (the 48 KiB the budget is
+        # charged); no RSS bound under ASan, as in test_proxy_memory.py.
+        if os.environ.get("MEMZONE_SANITIZE") != "1":
+            self.assertLess(rss1 - rss0, 100 << 20, (rss0, rss1))
         # Plaintext clients are still served meanwhile.
         c = PyClient(("127.0.0.1", proxy.port), connect_timeout=15, timeout=15)
         self.assertTrue(c.set("flood:a", b"1", noreply=False))
