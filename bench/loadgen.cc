@@ -4,10 +4,14 @@
 // depth > 1 = pipelined), a get/set mix over a fixed key space with fixed-size values.
 // Latency is measured per request from its send to its reply, into log-linear buckets.
 // One thread, epoll; prints one JSON line. We write our own because memcaslap cannot
-// pipeline and reports no percentiles.
+// pipeline and reports no percentiles. --tls-ca FILE speaks TLS (blocking sockets: a record
+// read once readable arrives whole; bytes left inside the session are drained before the
+// next wait).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -37,7 +41,10 @@ struct Options {
   int value_size = 100;
   double get_ratio = 0.9;
   bool prefill = false;
+  std::string tls_ca;  // speak TLS, verifying the server against this CA
 };
+
+SSL_CTX* g_tls = nullptr;
 
 uint64_t nowNanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -78,6 +85,7 @@ class LatencyHistogram {
 
 struct Connection {
   int fd = -1;
+  SSL* ssl = nullptr;
   std::string out;
   std::string in;
   std::deque<std::pair<bool, uint64_t>> pending;  // (is_get, sent_at)
@@ -103,6 +111,28 @@ int connectTo(const Options& o) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
+}
+
+void startTls(Connection& c) {
+  if (g_tls == nullptr) return;
+  c.ssl = SSL_new(g_tls);
+  SSL_set_fd(c.ssl, c.fd);
+  if (SSL_connect(c.ssl) != 1) {
+    ERR_print_errors_fp(stderr);
+    die("tls handshake");
+  }
+}
+
+ssize_t sendSome(Connection& c, const char* data, size_t size) {
+  if (c.ssl == nullptr) return ::send(c.fd, data, size, MSG_NOSIGNAL);
+  int n = SSL_write(c.ssl, data, static_cast<int>(size));
+  return n > 0 ? n : -1;
+}
+
+ssize_t recvSome(Connection& c, char* data, size_t size) {
+  if (c.ssl == nullptr) return ::recv(c.fd, data, size, 0);
+  int n = SSL_read(c.ssl, data, static_cast<int>(size));
+  return n > 0 ? n : (SSL_get_error(c.ssl, n) == SSL_ERROR_ZERO_RETURN ? 0 : -1);
 }
 
 class Workload {
@@ -158,7 +188,7 @@ size_t completeReply(std::string_view in, bool is_get, bool& hit, bool& error) {
 
 bool flushOut(Connection& c) {
   while (!c.out.empty()) {
-    ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
+    ssize_t n = sendSome(c, c.out.data(), c.out.size());
     if (n < 0) return errno == EAGAIN;
     c.out.erase(0, static_cast<size_t>(n));
   }
@@ -170,12 +200,16 @@ void prefill(const Options& o) {
   Workload workload(one);
   Connection c;
   c.fd = connectTo(o);
+  startTls(c);
   for (int key = 0; key < o.keys;) {
-    for (int i = 0; i < 200 && key < o.keys; ++i, ++key) workload.appendFor(c, key, false);
+    // Under TLS one batch fits one record: memcached -Z strands what follows a value whose
+    // tail it reads from the next record (see BackendConnection's record boundaries).
+    int batch = c.ssl != nullptr ? 100 : 200;
+    for (int i = 0; i < batch && key < o.keys; ++i, ++key) workload.appendFor(c, key, false);
     if (!flushOut(c)) die("prefill send");
     while (!c.pending.empty()) {
       char buf[65536];
-      ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+      ssize_t n = recvSome(c, buf, sizeof buf);
       if (n <= 0) die("prefill recv");
       c.in.append(buf, static_cast<size_t>(n));
       bool hit, error;
@@ -220,11 +254,13 @@ Options parseOptions(int argc, char** argv) {
       o.get_ratio = std::atof(value());
     else if (flag == "--prefill")
       o.prefill = true;
+    else if (flag == "--tls-ca")
+      o.tls_ca = value();
     else {
       std::fprintf(stderr,
                    "usage: memzone-loadgen --server HOST:PORT [--connections 50] [--depth 1] "
                    "[--seconds 10] [--keys 100000] [--value-size 100] [--get-ratio 0.9] "
-                   "[--prefill]\n");
+                   "[--prefill] [--tls-ca FILE]\n");
       std::exit(2);
     }
   }
@@ -235,6 +271,11 @@ Options parseOptions(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   Options o = parseOptions(argc, argv);
+  if (!o.tls_ca.empty()) {
+    g_tls = SSL_CTX_new(TLS_client_method());
+    if (SSL_CTX_load_verify_locations(g_tls, o.tls_ca.c_str(), nullptr) != 1) die("--tls-ca");
+    SSL_CTX_set_verify(g_tls, SSL_VERIFY_PEER, nullptr);
+  }
   if (o.prefill) prefill(o);
 
   Workload workload(o);
@@ -243,6 +284,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < conns.size(); ++i) {
     Connection& c = conns[i];
     c.fd = connectTo(o);
+    startTls(c);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = i;
@@ -265,13 +307,18 @@ int main(int argc, char** argv) {
     now = nowNanos();
     for (int e = 0; e < n; ++e) {
       Connection& c = conns[events[static_cast<size_t>(e)].data.u64];
-      ssize_t got = ::recv(c.fd, buf, sizeof buf, 0);
+      ssize_t got = recvSome(c, buf, sizeof buf);
       if (got == 0) {
         std::fprintf(stderr, "memzone-loadgen: server closed a connection\n");
         return 1;
       }
       if (got < 0) continue;
       c.in.append(buf, static_cast<size_t>(got));
+      while (c.ssl != nullptr && SSL_pending(c.ssl) > 0) {
+        got = recvSome(c, buf, sizeof buf);
+        if (got <= 0) break;
+        c.in.append(buf, static_cast<size_t>(got));
+      }
       size_t used_total = 0;
       int completed = 0;
       while (!c.pending.empty()) {

@@ -9,6 +9,7 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
 
     bench/run.py [--build build] [--seconds 10] [--rounds 3] [--proxy-threads 1] [--markdown]
     bench/run.py --replication [--seconds 10] [--markdown]
+    bench/run.py --tls [--seconds 10] [--rounds 3] [--markdown]
     bench/run.py --metrics-cost build-nometrics [--seconds 10] [--rounds 3]
     bench/run.py --hostile [--slow 200] [--seconds 8] [--budget 64M] [--plot FILE] [--markdown]
                            [--proxy-build BUILD] [--compare-build BUILD] [--rss-cap MIB]
@@ -22,6 +23,12 @@ Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, 
 (--max-buffer-memory BUDGET) and twemproxy, sampling each target's RSS every 100 ms; --plot
 draws the RSS curves (matplotlib). A target whose RSS passes --rss-cap has its slow readers
 stopped early (twemproxy buffers without bound).
+
+--tls measures what TLS costs (certificates made with the openssl CLI): memcached directly,
+plaintext and with -Z; memzone-proxy plaintext, with client TLS (a tls: listener), with
+backend TLS (a pool with tls: to memcached -Z), and both; each target's CPU per request (the
+proxy's, or memcached's when direct), pipelined (depth 16) and request/response (depth 1).
+Then the proxy's CPU per client handshake, full and resumed (TLS 1.3 tickets).
 
 --replication compares, through memzone-proxy only, a pool in one zone with the same pool
 replicated to three zones (one memcached per zone; wait: local and wait: all), for a
@@ -97,15 +104,18 @@ class Processes:
                 p.kill()
 
 
-def run_load(loadgen, port, args, depth, prefill=False, get_ratio=0.9):
+def run_load(loadgen, port, args, depth, prefill=False, get_ratio=0.9, tls_ca=None):
     cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", "50",
            "--depth", str(depth), "--seconds", str(args.seconds), "--keys", "100000",
            "--value-size", "100", "--get-ratio", str(get_ratio)]
     if prefill:
         cmd.append("--prefill")
+    if tls_ca:
+        cmd += ["--tls-ca", tls_ca]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
     if out.returncode != 0:
-        sys.exit("bench: loadgen failed: %s" % out.stderr.strip())
+        sys.exit("bench: loadgen against port %d failed: %s %s" % (port, out.stderr.strip(),
+                                                                   out.stdout.strip()))
     return json.loads(out.stdout)
 
 
@@ -122,6 +132,8 @@ def main():
     parser.add_argument("--against", metavar="BUILD",
                         help="compare this build's proxy CPU per request with another build's")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tls", action="store_true",
+                        help="what client and backend TLS cost the proxy, against memcached -Z")
     parser.add_argument("--hostile", action="store_true",
                         help="well-behaved clients' throughput and p99 with slow readers attached")
     parser.add_argument("--slow", type=int, default=200, help="--hostile: slow readers")
@@ -141,6 +153,8 @@ def main():
         return run_hostile(args)
     if args.replication:
         return run_replication(args)
+    if args.tls:
+        return run_tls(args)
     if args.metrics_cost:
         return run_build_comparison(args, {"with metrics": args.build,
                                            "without metrics": args.metrics_cost}, (16,))
@@ -218,6 +232,127 @@ def main():
                 print("| %d | %s | %.0f | %.1f | %.1f | %s |" % (
                     depth, name, r["ops_per_sec"], r["p50_us"], r["p99_us"],
                     "%.2f" % per_million if per_million is not None else "—"))
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_certs(work):
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI); returns (ca, cert, key)."""
+    def openssl(*a):
+        subprocess.run(["openssl"] + list(a), cwd=work, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=bench CA")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=bench")
+    with open(os.path.join(work, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-set_serial", "1", "-days", "2", "-out", "server.pem", "-extfile", "san.ext")
+    return [os.path.join(work, f) for f in ("ca.pem", "server.pem", "server.key")]
+
+
+def handshake_cpu(port, pid, ca, count, resume):
+    """The proxy's CPU seconds per TLS handshake over `count` connections (TLS 1.3)."""
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca)
+    session = None
+    before = cpu_seconds(pid)
+    resumed = 0
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"version\r\n")
+                s.recv(100)  # the tickets have arrived with (or before) the reply
+                resumed += s.session_reused
+                if resume:
+                    session = s.session
+    return (cpu_seconds(pid) - before) / count, resumed
+
+
+def run_tls(args):
+    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
+    proxy = os.path.join(args.build, "proxy/memzone-proxy")
+    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
+    work = tempfile.mkdtemp(prefix="memzone-bench-tls-")
+    procs = Processes()
+    try:
+        ca, cert, key = make_certs(work)
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+
+        def start_memcached(tls):
+            port = free_port()
+            extra = ["-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s,ssl_session_cache" % (cert, key)] \
+                if tls else []
+            p = procs.start([memcached, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256",
+                             "-t", "2", "-c", "4096"] + user + extra, port)
+            return port, p.pid
+
+        mc_port, mc_pid = start_memcached(False)
+        mcz_port, mcz_pid = start_memcached(True)
+
+        def start_proxy(backend_port, backend_tls):
+            port, tls_port = free_port(), free_port()
+            topology = os.path.join(work, "topology-%d.yaml" % port)
+            with open(topology, "w") as f:
+                f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n'
+                        % backend_port)
+                if backend_tls:
+                    f.write("    tls: {caFile: %s}\n" % ca)
+            p = procs.start([proxy, "--listen", "127.0.0.1:%d,tls:127.0.0.1:%d" % (port, tls_port),
+                             "--tls-cert", cert, "--tls-key", key, "--zone", "a",
+                             "--config", topology, "--threads", str(args.proxy_threads)], port)
+            return port, tls_port, p.pid
+
+        plain_port, plain_tls_port, plain_pid = start_proxy(mc_port, False)
+        btls_port, btls_tls_port, btls_pid = start_proxy(mcz_port, True)
+        targets = [  # name, port, client TLS, pid whose CPU is measured
+            ("memcached (direct)", mc_port, False, mc_pid),
+            ("memcached -Z (direct, TLS)", mcz_port, True, mcz_pid),
+            ("memzone-proxy plaintext", plain_port, False, plain_pid),
+            ("memzone-proxy client TLS", plain_tls_port, True, plain_pid),
+            ("memzone-proxy backend TLS", btls_port, False, btls_pid),
+            ("memzone-proxy client+backend TLS", btls_tls_port, True, btls_pid),
+        ]
+        run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
+        run_load(loadgen, mcz_port, argparse.Namespace(seconds=0.5), 1, prefill=True, tls_ca=ca)
+        rows = []
+        for depth in (16, 1):
+            totals = {name: {"ops": 0, "seconds": 0.0, "cpu": 0.0, "p50": [], "p99": []}
+                      for name, _, _, _ in targets}
+            for _ in range(args.rounds):
+                for name, port, tls, pid in targets:
+                    before = cpu_seconds(pid)
+                    result = run_load(loadgen, port, args, depth, tls_ca=ca if tls else None)
+                    t = totals[name]
+                    t["cpu"] += cpu_seconds(pid) - before
+                    t["ops"] += result["ops"]
+                    t["seconds"] += result["seconds"]
+                    t["p50"].append(result["p50_us"])
+                    t["p99"].append(result["p99_us"])
+            for name, _, _, _ in targets:
+                t = totals[name]
+                row = (depth, name, t["ops"] / t["seconds"], sorted(t["p50"])[len(t["p50"]) // 2],
+                       sorted(t["p99"])[len(t["p99"]) // 2], t["cpu"] / t["ops"] * 1e6)
+                rows.append(row)
+                print("depth %-2d %-34s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  "
+                      "CPU %.2f s per 1M req" % row, flush=True)
+        full, _ = handshake_cpu(plain_tls_port, plain_pid, ca, 300, resume=False)
+        resumed_cpu, resumed = handshake_cpu(plain_tls_port, plain_pid, ca, 300, resume=True)
+        print("client handshake, proxy CPU: full %.0f us, resumed %.0f us (%d/300 resumed)"
+              % (full * 1e6, resumed_cpu * 1e6, resumed), flush=True)
+        if args.markdown:
+            print()
+            print("| depth | target | ops/s | p50 (µs) | p99 (µs) | CPU-s / 1M req (proxy, or memcached when direct) |")
+            print("|---|---|---:|---:|---:|---:|")
+            for row in rows:
+                print("| %d | %s | %.0f | %.1f | %.1f | %.2f |" % row)
+            print()
+            print("| client handshake | proxy CPU per handshake (µs) |")
+            print("|---|---:|")
+            print("| full (TLS 1.3, P-256) | %.0f |" % (full * 1e6))
+            print("| resumed (ticket) | %.0f |" % (resumed_cpu * 1e6))
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)

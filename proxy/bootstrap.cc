@@ -18,12 +18,14 @@
 #include "memzone/ops/certificate_expiry.h"
 #include "memzone/ops/http_endpoint.h"
 #include "memzone/ops/log.h"
+#include "proxy/backend/backend_registry.h"
 #include "proxy/config/topology_file.h"
 #include "proxy/event/event_base.h"
 #include "proxy/metrics/proxy_collector.h"
 #include "proxy/server/listen_socket.h"
 #include "proxy/server/stats_text.h"
 #include "proxy/server/worker.h"
+#include "proxy/tls/tls_contexts.h"
 #include "proxy/topology/controller_client.h"
 #include "proxy/topology/controller_credentials.h"
 #include "proxy/topology/snapshot_codec.h"
@@ -33,13 +35,43 @@
 namespace memzone {
 namespace {
 
-std::shared_ptr<const topology::Topology> loadTopology(const std::string& path) {
+// Builds the TLS context of every pool with backend TLS (their files are read now): "" when
+// all are usable, else "pools[N].tls: reason" and the topology is refused (start-up fails,
+// a reload is rejected, a streamed snapshot is NACKed).
+std::string prepareBackendTls(const topology::Topology& topology, tls::TlsContexts& contexts) {
+  for (size_t p = 0; p < topology.pools.size(); ++p) {
+    const topology::Pool& pool = topology.pools[p];
+    if (!pool.tls.enabled) continue;
+    std::string error;
+    if (!contexts.backend(backend::backendTlsFiles(pool.tls), error)) {
+      return "pool " + pool.name + ": tls: " + error;
+    }
+    // Their expiry joins the process's one metric family (certificate_expiry.h).
+    ops::watchCertificateExpiry(pool.tls.ca_file);
+    ops::watchCertificateExpiry(pool.tls.cert_file);
+    if (!pool.tls.verify) {
+      ops::logEvent(ops::LogLevel::kWarn, "tls-noverify:" + pool.name,
+                    "pool %s: backend TLS with verify: false: servers are not authenticated",
+                    pool.name.c_str());
+    }
+  }
+  return "";
+}
+
+std::shared_ptr<const topology::Topology> loadTopology(const std::string& path,
+                                                       tls::TlsContexts& tls) {
   config::TopologyFileResult file = config::loadTopologyFile(path);
   for (const auto& e : file.errors) fprintf(stderr, "memzone-proxy: %s\n", e.c_str());
   if (!file.errors.empty()) return nullptr;
   topology::BuildResult built = topology::buildTopology(file.spec);
-  if (!built.topology)
+  if (!built.topology) {
     fprintf(stderr, "memzone-proxy: %s: %s\n", path.c_str(), built.error.c_str());
+    return nullptr;
+  }
+  if (std::string error = prepareBackendTls(*built.topology, tls); !error.empty()) {
+    fprintf(stderr, "memzone-proxy: %s: %s\n", path.c_str(), error.c_str());
+    return nullptr;
+  }
   return built.topology;
 }
 
@@ -71,8 +103,8 @@ std::string nodeId(const std::string& state_dir) {
 class TopologyApplier {
  public:
   TopologyApplier(std::vector<std::unique_ptr<server::Worker>>& workers,
-                  server::StatsContext& stats)
-      : workers_(workers), stats_(stats) {}
+                  server::StatsContext& stats, tls::TlsContexts& tls)
+      : workers_(workers), stats_(stats), tls_(tls) {}
 
   void apply(std::shared_ptr<const topology::Topology> topology) {
     for (auto& w : workers_) w->setTopology(topology);
@@ -90,6 +122,10 @@ class TopologyApplier {
       stats_.nacks.fetch_add(1);
       return built.error;
     }
+    if (std::string error = prepareBackendTls(*built.topology, tls_); !error.empty()) {
+      stats_.nacks.fetch_add(1);
+      return error;
+    }
     apply(built.topology);
     ops::logEvent(ops::LogLevel::kInfo, "applied:" + snapshot.version(),
                   "applied topology %s from the controller", snapshot.version().c_str());
@@ -106,6 +142,7 @@ class TopologyApplier {
   std::vector<std::unique_ptr<server::Worker>>& workers_;
   server::StatsContext& stats_;
   std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
+  tls::TlsContexts& tls_;
 };
 
 // Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
@@ -123,7 +160,8 @@ std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::
 
 // The snapshot a restarted proxy serves until the controller answers, if any.
 std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
-                                                    v1::TopologySnapshot& snapshot) {
+                                                    v1::TopologySnapshot& snapshot,
+                                                    tls::TlsContexts& tls) {
   if (dir.empty()) return nullptr;
   std::string error;
   auto saved = topology::loadSnapshot(dir, error);
@@ -134,7 +172,8 @@ std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
     return nullptr;
   }
   topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
-  if (!built.topology) {
+  if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
+  if (!built.topology || !built.error.empty()) {
     ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring state: %s",
                   built.error.c_str());
     return nullptr;
@@ -224,6 +263,22 @@ bool controllerCredentials(const config::ProxyOptions& options, ops::TlsObserver
   return true;
 }
 
+// The client-facing TLS context when some listener is tls:, else null ("" error).
+std::shared_ptr<tls::TlsContext> clientFacingTls(const config::ProxyOptions& options,
+                                                 std::string& error) {
+  bool any = false;
+  for (const config::ListenerSpec& l : options.listeners) any |= l.tls;
+  if (!any) return nullptr;
+  tls::TlsFiles files;
+  files.cert = options.tls.cert_file;
+  files.key = options.tls.key_file;
+  files.ca = options.tls.client_ca_file;
+  files.verify = options.tls.verify == config::TlsVerify::kRequire    ? tls::Verify::kRequire
+                 : options.tls.verify == config::TlsVerify::kOptional ? tls::Verify::kOptional
+                                                                      : tls::Verify::kNone;
+  return tls::TlsContext::create(tls::Role::kServer, files, error);
+}
+
 }  // namespace
 
 int runProxy(const config::ProxyOptions& options) {
@@ -234,13 +289,27 @@ int runProxy(const config::ProxyOptions& options) {
     topology::parseControllerTargets(options.controller, client_options.targets);  // checked
     if (!controllerCredentials(options, *controller_tls, client_options)) return 1;
   }
+  auto tls_contexts = std::make_shared<tls::TlsContexts>();
+  {
+    std::string error;
+    std::shared_ptr<tls::TlsContext> client_tls = clientFacingTls(options, error);
+    if (!error.empty()) {
+      fprintf(stderr, "memzone-proxy: client TLS: %s\n", error.c_str());
+      return 1;
+    }
+    tls_contexts->setClientFacing(client_tls);
+    if (client_tls) {
+      ops::watchCertificateExpiry(options.tls.cert_file);
+      ops::watchCertificateExpiry(options.tls.client_ca_file);
+    }
+  }
   std::shared_ptr<const topology::Topology> topology;
   v1::TopologySnapshot state;
   if (options.controller.empty()) {
-    topology = loadTopology(options.config_path);
+    topology = loadTopology(options.config_path, *tls_contexts);
     if (!topology) return 1;
   } else {
-    topology = loadState(options.state_dir, state);
+    topology = loadState(options.state_dir, state, *tls_contexts);
   }
 
   // Signals are handled by this thread alone (sigwait below); workers never see them.
@@ -254,10 +323,18 @@ int runProxy(const config::ProxyOptions& options) {
 
   unsigned threads =
       options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-  server::ListenResult listen = server::listenReusePort(options.listen, threads);
-  if (!listen.error.empty()) {
-    fprintf(stderr, "memzone-proxy: %s\n", listen.error.c_str());
-    return 1;
+  // Every listener has one socket per worker (SO_REUSEPORT); worker i takes the i-th of each.
+  std::vector<std::vector<server::WorkerListener>> listeners(threads);
+  std::string bound;
+  for (const config::ListenerSpec& spec : options.listeners) {
+    server::ListenResult listen = server::listenReusePort(spec.address, threads);
+    if (!listen.error.empty()) {
+      fprintf(stderr, "memzone-proxy: %s\n", listen.error.c_str());
+      return 1;
+    }
+    for (unsigned i = 0; i < threads; ++i) listeners[i].push_back({listen.fds[i], spec.tls});
+    if (!bound.empty()) bound += ",";
+    bound += (spec.tls ? "tls:" : "") + listen.bound;
   }
 
   raiseFileLimit(options.max_connections);
@@ -287,6 +364,8 @@ int runProxy(const config::ProxyOptions& options) {
         topology ? topology->consistency.read_hold_ms : topology::ConsistencySpec{}.read_hold_ms;
     worker_options.server_board->awaitDirtySet(event::nowMicros() + int64_t{hold_ms} * 1000);
   }
+  worker_options.tls = tls_contexts;
+  worker_options.tls_handshake_timeout_ms = options.tls.handshake_timeout_ms;
   if (!options.state_dir.empty()) {
     // Deletes a previous run still owed servers: each goes to the first worker that creates
     // the server, and is replayed before that server serves reads.
@@ -302,17 +381,18 @@ int runProxy(const config::ProxyOptions& options) {
   stats_context->per_backend_metrics = options.metrics_per_backend;
   stats_context->max_connections = options.max_connections;
   stats_context->max_buffer_memory = worker_options.buffer_share * threads;
+  stats_context->tls = tls_contexts;
   for (unsigned i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<server::Worker>(
-        static_cast<int>(i), listen.fds[i], worker_options,
+        static_cast<int>(i), std::move(listeners[i]), worker_options,
         [stats_context](ByteBuffer& out) { server::renderStats(*stats_context, out); }));
     stats_context->workers.push_back(workers.back().get());
   }
-  TopologyApplier applier(workers, *stats_context);
+  TopologyApplier applier(workers, *stats_context, *tls_contexts);
   if (topology) applier.apply(topology);
   for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
-          MEMZONE_VERSION, listen.bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),
+          MEMZONE_VERSION, bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),
           threads, topology ? topology->version.c_str() : "none yet");
 
   std::unique_ptr<ops::HttpEndpoint> metrics;
@@ -380,11 +460,17 @@ int runProxy(const config::ProxyOptions& options) {
   }
 
   while (true) {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    // Once a second without a signal: certificate and key files that changed are re-read
+    // (a stat() each; rotation by cert-manager needs no restart and drops no connection).
+    timespec tick{1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig < 0) {
+      tls_contexts->reloadAll();
+      continue;
+    }
     if (sig == SIGHUP) {
       if (options.config_path.empty()) continue;  // the controller owns the topology
-      auto next = loadTopology(options.config_path);
+      auto next = loadTopology(options.config_path, *tls_contexts);
       if (!next) {
         ops::logEvent(ops::LogLevel::kError, "reload-rejected:" + options.config_path,
                       "reload of %s rejected; keeping topology %s", options.config_path.c_str(),

@@ -63,7 +63,37 @@ std::string validate(const json& spec) {
       return "spec.replication.repair: must be true or false";
     }
   }
+  if (spec.contains("tls")) {
+    const json& t = spec["tls"];
+    if (!t.is_object()) return "spec.tls: must be an object";
+    for (const char* key : {"enabled", "verify"}) {
+      if (t.contains(key) && !t[key].is_boolean()) {
+        return std::string("spec.tls.") + key + ": must be true or false";
+      }
+    }
+    for (const char* key : {"caFile", "certFile", "keyFile", "serverName"}) {
+      if (t.contains(key) && !t[key].is_string()) {
+        return std::string("spec.tls.") + key + ": must be a string";
+      }
+    }
+    if (t.contains("certFile") != t.contains("keyFile")) {
+      return "spec.tls: certFile and keyFile go together";
+    }
+  }
   return "";
+}
+
+// Backend TLS (memcached -Z): paths are files on the proxies' hosts (mounted Secrets).
+void tlsOf(const json& spec, v1::Pool& pool) {
+  const json t = spec.value("tls", json::object());
+  if (t.empty() || !t.value("enabled", true)) return;
+  v1::BackendTls* out = pool.mutable_tls();
+  out->set_enabled(true);
+  out->set_ca_file(t.value("caFile", ""));
+  out->set_cert_file(t.value("certFile", ""));
+  out->set_key_file(t.value("keyFile", ""));
+  out->set_server_name(t.value("serverName", ""));
+  out->set_skip_verify(!t.value("verify", true));
 }
 
 v1::Replication replicationOf(const json& spec) {
@@ -251,6 +281,7 @@ ClusterModel buildClusterModel(const ClusterObjects& objects,
     pool.set_name(outcome.name);
     pool.set_hash("ketama");
     *pool.mutable_replication() = replicationOf(spec);
+    tlsOf(spec, pool);
     std::vector<std::string> order;
     if (spec.contains("zones") && !spec["zones"].empty()) {
       for (const auto& z : spec["zones"]) order.push_back(z.get<std::string>());

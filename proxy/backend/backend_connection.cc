@@ -1,9 +1,12 @@
 #include "proxy/backend/backend_connection.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -36,6 +39,30 @@ size_t formatOpaque(uint64_t opaque, char (&out)[24]) {
   return 16;
 }
 
+std::string formatAddress(const sockaddr_storage& address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (address.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&address);
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
+    return std::string("[") + text + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in*>(&address);
+  inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
+  return std::string(text) + ":" + std::to_string(ntohs(a->sin_port));
+}
+
+std::string hostOf(const sockaddr_storage& address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (address.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&address)->sin6_addr, text,
+              sizeof(text));
+  } else {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&address)->sin_addr, text,
+              sizeof(text));
+  }
+  return text;
+}
+
 }  // namespace
 
 BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_list,
@@ -48,7 +75,8 @@ BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_li
       observer_(observer),
       options_(options),
       timer_(base, [this] { onTimer(); }),
-      next_fence_(randomFenceBase()) {
+      next_fence_(randomFenceBase()),
+      address_text_(formatAddress(address)) {
   input_.setAccount(options.buffer_account);
   output_.setAccount(options.buffer_account);
 }
@@ -56,6 +84,21 @@ BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_li
 BackendConnection::~BackendConnection() {
   flush_list_.forget(this);
   closeSocket();
+  if (tls_session_ != nullptr) SSL_SESSION_free(tls_session_);
+}
+
+void BackendConnection::setOptions(ConnectionOptions options) {
+  bool tls_changed = options.tls_enabled != options_.tls_enabled || options.tls != options_.tls ||
+                     options.tls_server_name != options_.tls_server_name;
+  options_ = std::move(options);
+  input_.setAccount(options_.buffer_account);
+  output_.setAccount(options_.buffer_account);
+  if (!tls_changed || state_ == State::kDisconnected) return;
+  if (pending_.empty()) {
+    closeSocket();
+  } else {
+    reconnect_ = true;
+  }
 }
 
 void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape,
@@ -67,6 +110,7 @@ void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplySha
   p.quiet = quiet;
   p.code = silent_code;
   push(p);
+  markRequestEnd();
   // A quiet request's silence is proven by the fence right behind it.
   if (quiet || ++unfenced_ >= kMaxUnfenced) appendFence();
   flush_list_.schedule(this);
@@ -85,6 +129,7 @@ void BackendConnection::appendFence() {
   output_.append(kFencePrefix);
   output_.append(std::string_view(hex, n));
   output_.append("\r\n");
+  markRequestEnd();
   Pending fence;
   fence.fence = next_fence_;
   push(fence);
@@ -127,9 +172,12 @@ void BackendConnection::flushNow() {
       if (!pending_.empty()) startConnect();
       break;
     case State::kConnecting:
+    case State::kHandshaking:
       break;  // written once connected
     case State::kConnected:
       writeOutput();
+      // Replies read ahead into the TLS session when the last read stopped at its limit.
+      if (state_ == State::kConnected && tls_ && tls_->hasBuffered()) readReplies();
       break;
   }
 }
@@ -157,6 +205,8 @@ void BackendConnection::startConnect() {
 void BackendConnection::onIo(bool readable, bool writable) {
   if (state_ == State::kConnecting) {
     if (writable || readable) onConnectDone();
+  } else if (state_ == State::kHandshaking) {
+    continueHandshake();
   } else if (state_ == State::kConnected) {
     if (readable) readReplies();
     if (state_ == State::kConnected && writable) writeOutput();
@@ -172,6 +222,60 @@ void BackendConnection::onConnectDone() {
     fail(BackendFailure::kConnectFailed);
     return;
   }
+  if (options_.tls_enabled) {
+    if (!options_.tls) {
+      fail(BackendFailure::kTlsHandshake);
+      return;
+    }
+    // Warm-up: the handshake runs here, off the request path; requests keep queueing.
+    std::shared_ptr<SSL_CTX> ctx = options_.tls->current();
+    bool by_name = !options_.tls_server_name.empty();
+    tls_ = std::make_unique<tls::TlsStream>(ctx.get(), fd_, tls::Role::kClient,
+                                            by_name ? options_.tls_server_name : hostOf(address_),
+                                            /*verify_ip=*/!by_name, tls_session_);
+    if (!tls_->valid()) {
+      fail(BackendFailure::kTlsHandshake);
+      return;
+    }
+    state_ = State::kHandshaking;
+    if (options_.tls_counters != nullptr) options_.tls_counters->handshaking.add();
+    connect_deadline_us_ = event::nowMicros() + int64_t{options_.connect_timeout_ms} * 1000;
+    timer_.arm(std::chrono::milliseconds(options_.connect_timeout_ms));
+    continueHandshake();
+    return;
+  }
+  onReady();
+}
+
+void BackendConnection::continueHandshake() {
+  switch (tls_->handshake()) {
+    case tls::TlsStream::Step::kWantRead:
+      io_->want(true, false);
+      return;
+    case tls::TlsStream::Step::kWantWrite:
+      io_->want(false, true);
+      return;
+    case tls::TlsStream::Step::kFailed:
+      if (options_.tls_counters != nullptr)
+        options_.tls_counters->count(tls::HandshakeResult::kFailed);
+      ops::logEvent(ops::LogLevel::kWarn, "tls-handshake:" + address_text_,
+                    "backend %s: tls handshake failed: %s; not sending in plaintext",
+                    address_text_.c_str(), tls_->error().c_str());
+      fail(BackendFailure::kTlsHandshake);
+      return;
+    case tls::TlsStream::Step::kDone:
+      break;
+  }
+  if (options_.tls_counters != nullptr) {
+    options_.tls_counters->count(tls_->resumed() ? tls::HandshakeResult::kResumed
+                                                 : tls::HandshakeResult::kOk);
+    options_.tls_counters->handshaking.sub();
+    options_.tls_counters->connections.add();
+  }
+  onReady();
+}
+
+void BackendConnection::onReady() {
   state_ = State::kConnected;
   timer_.cancel();
   // Requests waited while we connected: their timeout starts now, not at commit.
@@ -185,9 +289,10 @@ void BackendConnection::onConnectDone() {
 void BackendConnection::writeOutput() {
   while (!output_.empty()) {
     std::string_view out = output_.view();
-    ssize_t n = ::send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
+    ssize_t n = sendOut(out.data(), out.size());
     if (n > 0) {
       output_.consume(static_cast<size_t>(n));
+      written_total_ += static_cast<uint64_t>(n);
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -198,7 +303,7 @@ void BackendConnection::writeOutput() {
     fail(BackendFailure::kDisconnected);
     return;
   }
-  io_->want(true, false);
+  io_->want(true, tls_ && tls_->wantsWrite());
   output_.shrinkIfAbove(1 << 20);
 }
 
@@ -207,7 +312,7 @@ void BackendConnection::readReplies() {
     // 64 KiB per recv, 8 per event at most: a connection streaming large values cannot hold
     // the worker (and every other client of it) for more than ~512 KiB of work at a time.
     char* dst = input_.prepare(64 * 1024);
-    ssize_t n = ::recv(fd_, dst, 64 * 1024, 0);
+    ssize_t n = receive(dst, 64 * 1024);
     if (n == 0) {
       fail(BackendFailure::kDisconnected);
       return;
@@ -228,8 +333,14 @@ void BackendConnection::readReplies() {
       fail(BackendFailure::kOversized);
       return;
     }
-    if (static_cast<size_t>(n) < 64 * 1024) break;
+    if (static_cast<size_t>(n) < 64 * 1024 && !(tls_ && tls_->hasBuffered())) break;
   }
+  if (tls_ && tls_->wantsWrite()) io_->want(true, true);
+  if (reconnect_ && pending_.empty()) {
+    closeSocket();  // new TLS settings: the next request connects with them
+    return;
+  }
+  if (tls_ && tls_->hasBuffered()) flush_list_.schedule(this);  // taken after this turn
   // What a burst of large replies needed goes back: 1 MiB is kept while idle, up to 4 MiB
   // while busy, so a steady flow of large values does not regrow (and copy) it every batch.
   if (pending_.empty()) {
@@ -314,9 +425,18 @@ void BackendConnection::armTimerForHead() {
 
 void BackendConnection::onTimer() {
   int64_t now = event::nowMicros();
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kConnecting || state_ == State::kHandshaking) {
     if (now >= connect_deadline_us_) {
-      fail(BackendFailure::kConnectTimeout);
+      bool handshaking = state_ == State::kHandshaking;
+      if (handshaking && options_.tls_counters != nullptr) {
+        options_.tls_counters->count(tls::HandshakeResult::kTimeout);
+      }
+      if (handshaking) {
+        ops::logEvent(ops::LogLevel::kWarn, "tls-handshake:" + address_text_,
+                      "backend %s: tls handshake did not finish within %u ms",
+                      address_text_.c_str(), options_.connect_timeout_ms);
+      }
+      fail(handshaking ? BackendFailure::kTlsHandshake : BackendFailure::kConnectTimeout);
     } else {
       timer_.arm(std::chrono::microseconds(connect_deadline_us_ - now));
     }
@@ -329,7 +449,50 @@ void BackendConnection::onTimer() {
   }
 }
 
+ssize_t BackendConnection::receive(char* data, size_t size) {
+  return tls_ ? tls_->read(data, size) : ::recv(fd_, data, size, 0);
+}
+
+ssize_t BackendConnection::sendOut(const char* data, size_t size) {
+  if (!tls_) return ::send(fd_, data, size, MSG_NOSIGNAL);
+  iovec iov{const_cast<char*>(data), tlsChunk(size)};
+  return tls_->write(&iov, 1);
+}
+
+size_t BackendConnection::tlsChunk(size_t available) {
+  while (!request_ends_.empty() && request_ends_.front() <= written_total_) {
+    last_end_ = request_ends_.front();
+    request_ends_.pop_front();
+  }
+  bool at_request_start = last_end_ == written_total_;
+  if (request_ends_.empty()) return available;
+  // Requests whole, as many as fit a record; a large request (or the rest of one partly
+  // written) alone, up to its end. A retry after WANT_WRITE asks for at least as much.
+  size_t chunk = static_cast<size_t>(request_ends_.front() - written_total_);
+  if (!at_request_start) return std::min(chunk, available);
+  for (size_t i = 1; i < request_ends_.size() && chunk < kTlsRecordBytes; ++i) {
+    size_t end = static_cast<size_t>(request_ends_.at(i) - written_total_);
+    if (end > kTlsRecordBytes || end > available) break;
+    chunk = end;
+  }
+  return std::min(chunk, available);
+}
+
 void BackendConnection::closeSocket() {
+  if (tls_) {
+    if (options_.tls_counters != nullptr) {
+      if (state_ == State::kConnected) options_.tls_counters->connections.sub();
+      if (state_ == State::kHandshaking) options_.tls_counters->handshaking.sub();
+    }
+    if (state_ == State::kConnected) {
+      // The session resumes on the next connect: one round trip and no certificate check.
+      if (SSL_SESSION* session = tls_->takeSession()) {
+        if (tls_session_ != nullptr) SSL_SESSION_free(tls_session_);
+        tls_session_ = session;
+      }
+    }
+    tls_.reset();
+  }
   io_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
@@ -337,6 +500,10 @@ void BackendConnection::closeSocket() {
   timer_.cancel();
   input_.clear();
   output_.clear();
+  while (!request_ends_.empty()) request_ends_.pop_front();
+  last_end_ = 0;
+  reconnect_ = false;
+  written_total_ = 0;
   matched_ = 0;
   scanned_ = 0;
   unfenced_ = 0;
@@ -354,6 +521,10 @@ void BackendConnection::failPending(BackendFailure failure) {
 
 void BackendConnection::fail(BackendFailure failure) {
   closeSocket();
+  if (failure == BackendFailure::kTlsHandshake && tls_session_ != nullptr) {
+    SSL_SESSION_free(tls_session_);  // the next attempt checks the certificate afresh
+    tls_session_ = nullptr;
+  }
   observer_.onConnectionFailed(*this, failure);
   failPending(failure);
 }

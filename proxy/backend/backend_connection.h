@@ -33,6 +33,9 @@
 #include "proxy/common/flush_list.h"
 #include "proxy/common/ring_queue.h"
 #include "proxy/event/event_base.h"
+#include "proxy/tls/tls_context.h"
+#include "proxy/tls/tls_counters.h"
+#include "proxy/tls/tls_stream.h"
 
 namespace memzone::backend {
 
@@ -46,6 +49,14 @@ struct ConnectionOptions {
   // any client could be sent, fails it (kOversized) instead of growing it. 0: no limit.
   MemoryAccount* buffer_account = nullptr;
   size_t max_input_bytes = 0;
+  // TLS (memcached -Z): with a context, each connect is followed by a handshake (bounded by
+  // connect_timeout_ms again) before any request is written; requests queue meanwhile as
+  // they do while connecting. A failed handshake is kTlsHandshake, never a plaintext retry.
+  bool tls_enabled = false;
+  std::shared_ptr<tls::TlsContext>
+      tls;                      // null with tls_enabled: unusable files, every connect fails
+  std::string tls_server_name;  // SNI and the name to verify; else the server's IP is verified
+  tls::TlsCounters* tls_counters = nullptr;
 };
 
 class BackendConnection;
@@ -63,6 +74,8 @@ class BackendConnection : public Flushable {
   BackendConnection(event::EventBase& base, FlushList& flush_list, const sockaddr_storage& address,
                     socklen_t address_len, ConnectionObserver& observer, ConnectionOptions options);
   ~BackendConnection() override;
+  BackendConnection(const BackendConnection&) = delete;
+  BackendConnection& operator=(const BackendConnection&) = delete;
 
   // Encode one request here, then commit() it. A `quiet` request may get no reply at all;
   // the sink then hears `silent_code` with an empty reply.
@@ -73,11 +86,9 @@ class BackendConnection : public Flushable {
   size_t pending() const { return pending_.size(); }
   bool full() const { return pending_.size() >= options_.max_pending; }
   bool connected() const { return state_ == State::kConnected; }
-  void setOptions(ConnectionOptions options) {
-    options_ = options;
-    input_.setAccount(options.buffer_account);
-    output_.setAccount(options.buffer_account);
-  }
+  // Other TLS settings (a topology edit, not a file rotation) close the connection as soon
+  // as nothing is pending on it: the next one uses them, and none stays in plaintext.
+  void setOptions(ConnectionOptions options);
 
   // Connects now rather than at the first request (a server just added to the topology).
   void connectAhead() {
@@ -91,7 +102,7 @@ class BackendConnection : public Flushable {
   void flushNow() override;
 
  private:
-  enum class State : uint8_t { kDisconnected, kConnecting, kConnected };
+  enum class State : uint8_t { kDisconnected, kConnecting, kHandshaking, kConnected };
   // A request, or a fence (sink == nullptr) that ends a batch.
   struct Pending {
     ReplySink* sink = nullptr;
@@ -111,6 +122,11 @@ class BackendConnection : public Flushable {
   void startConnect();
   void onIo(bool readable, bool writable);
   void onConnectDone();
+  // Connected and, with TLS, handshaken: requests may go.
+  void onReady();
+  void continueHandshake();
+  ssize_t receive(char* data, size_t size);
+  ssize_t sendOut(const char* data, size_t size);
   void readReplies();
   void writeOutput();
   void onTimer();
@@ -143,6 +159,23 @@ class BackendConnection : public Flushable {
   size_t scanned_ = 0;     // bytes of input_ those replies span
   uint32_t unfenced_ = 0;  // requests committed since the last fence
   uint64_t next_fence_;    // the next fence's opaque
+  // TLS records end where requests end. memcached (1.6, -Z) reads the tail of a value that
+  // spans records with an exact-length read and leaves what follows it in the same record
+  // inside its TLS session, unseen until more bytes arrive: a pipelined request (or our
+  // fence) behind a large value would wait for the request timeout. So each write is whole
+  // requests of at most kTlsRecordBytes, or one larger request alone.
+  static constexpr size_t kTlsRecordBytes = 16 * 1024;
+  void markRequestEnd() {
+    if (options_.tls_enabled) request_ends_.push_back(written_total_ + output_.size());
+  }
+  size_t tlsChunk(size_t available);
+  RingQueue<uint64_t> request_ends_;     // absolute output offsets (TLS only)
+  uint64_t written_total_ = 0;           // output bytes written since the connect
+  uint64_t last_end_ = 0;                // the last request end written
+  bool reconnect_ = false;               // TLS settings changed: close once idle
+  std::unique_ptr<tls::TlsStream> tls_;  // null: plaintext
+  SSL_SESSION* tls_session_ = nullptr;   // offered on the next connect (resumption)
+  std::string address_text_;             // for log lines
 };
 
 }  // namespace memzone::backend

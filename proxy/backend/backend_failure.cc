@@ -19,6 +19,7 @@ constexpr FailureText kTexts[kBackendFailureCount] = {
     {"removed", "SERVER_ERROR backend removed from topology\r\n"},
     {"untrusted", "SERVER_ERROR backend has pending invalidations\r\n"},
     {"oversized", "SERVER_ERROR backend reply too large\r\n"},
+    {"tls_handshake", "SERVER_ERROR backend tls handshake\r\n"},
 };
 
 }  // namespace

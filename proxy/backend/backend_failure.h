@@ -13,13 +13,14 @@ enum class BackendFailure : uint8_t {
   kConnectTimeout,  // connect() did not complete within the connect timeout
   kDisconnected,    // the server closed the connection or a read/write failed
   kDesync,  // replies out of step with requests (extra, missing, wrong shape, garbage, bad fence)
-  kMarkedDown,  // failed fast: the server is marked down after repeated failures
-  kQueueFull,   // failed fast: too many requests already queued on the connection
-  kRemoved,     // the server left the topology before answering
-  kUntrusted,   // not read: it may hold values older than acknowledged writes
-  kOversized,   // replies held for delivery outgrew the connection's buffer limit
+  kMarkedDown,    // failed fast: the server is marked down after repeated failures
+  kQueueFull,     // failed fast: too many requests already queued on the connection
+  kRemoved,       // the server left the topology before answering
+  kUntrusted,     // not read: it may hold values older than acknowledged writes
+  kOversized,     // replies held for delivery outgrew the connection's buffer limit
+  kTlsHandshake,  // the TLS handshake failed or timed out (certificate, CA, name, protocol)
 };
-inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kOversized) + 1;
+inline constexpr int kBackendFailureCount = static_cast<int>(BackendFailure::kTlsHandshake) + 1;
 
 std::string_view failureName(BackendFailure failure);
 // "SERVER_ERROR backend <name>\r\n"

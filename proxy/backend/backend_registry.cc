@@ -2,7 +2,18 @@
 
 #include <algorithm>
 
+#include "memzone/ops/log.h"
+
 namespace memzone::backend {
+
+tls::TlsFiles backendTlsFiles(const topology::BackendTlsSpec& spec) {
+  tls::TlsFiles files;
+  files.ca = spec.ca_file;
+  files.cert = spec.cert_file;
+  files.key = spec.key_file;
+  files.verify = spec.verify ? tls::Verify::kRequire : tls::Verify::kNone;
+  return files;
+}
 
 BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
                                  std::string local_zone, BackendStats& stats,
@@ -53,8 +64,24 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   const std::string& local_zone = local_zone_.empty() ? topology->proxy_zone : local_zone_;
   auto view = std::make_unique<TopologyView>();
   std::map<std::string, std::shared_ptr<BackendServer>> next;
+  const ConnectionOptions plain = options.connection;
   for (const topology::Pool& pool : topology->pools) {
     PoolView pv{&pool, {}, 0};
+    options.connection = plain;
+    if (pool.tls.enabled) {
+      // Built (and its files checked) when the topology was accepted; a lookup here.
+      std::string error;
+      options.connection.tls =
+          tls_contexts_ ? tls_contexts_->backend(backendTlsFiles(pool.tls), error) : nullptr;
+      if (!options.connection.tls) {
+        ops::logEvent(ops::LogLevel::kError, "tls-pool:" + pool.name,
+                      "pool %s: backend TLS unusable: %s", pool.name.c_str(), error.c_str());
+      }
+      // Without a context connections fail by name (kTlsHandshake), never in plaintext.
+      options.connection.tls_enabled = true;
+      options.connection.tls_server_name = pool.tls.server_name;
+      options.connection.tls_counters = &stats_.tls;
+    }
     for (uint32_t z = 0; z < pool.zones.size(); ++z) {
       const topology::Zone& zone = pool.zones[z];
       if (zone.name == local_zone) pv.local_zone = z;

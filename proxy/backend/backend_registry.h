@@ -12,6 +12,7 @@
 
 #include "proxy/backend/backend_server.h"
 #include "proxy/backend/dirty_confirmation.h"
+#include "proxy/tls/tls_contexts.h"
 #include "proxy/topology/topology.h"
 
 namespace memzone::backend {
@@ -35,6 +36,9 @@ struct TopologyView {
   bool retired = false;
   std::vector<std::shared_ptr<BackendServer>> servers;  // keeps every referenced server alive
 };
+
+// The files and verification a pool's `tls:` asks of its servers' connections.
+tls::TlsFiles backendTlsFiles(const topology::BackendTlsSpec& spec);
 
 class BackendRegistry {
  public:
@@ -65,6 +69,10 @@ class BackendRegistry {
   std::vector<BackendServer*> allServers() const;
   // Charged with every backend connection's buffers; a connection holding more than
   // `max_input_bytes` of undelivered replies fails (0: no limit). Before the first apply().
+  // Where pools with backend TLS find their context (null: TLS pools cannot connect).
+  void setTlsContexts(std::shared_ptr<tls::TlsContexts> contexts) {
+    tls_contexts_ = std::move(contexts);
+  }
   void setBufferLimits(MemoryAccount* account, size_t max_input_bytes) {
     buffer_account_ = account;
     max_input_bytes_ = max_input_bytes;
@@ -91,6 +99,7 @@ class BackendRegistry {
   MemoryAccount* buffer_account_ = nullptr;
   size_t max_input_bytes_ = 0;
   DirtyConfirmations confirmations_{base_};
+  std::shared_ptr<tls::TlsContexts> tls_contexts_;
 };
 
 }  // namespace memzone::backend

@@ -5,6 +5,7 @@
 
 #include "proxy/backend/backend_failure.h"
 #include "proxy/metrics/counter.h"
+#include "proxy/tls/tls_counters.h"
 #include "proxy/topology/zone_slots.h"
 
 namespace memzone::backend {
@@ -28,6 +29,7 @@ struct BackendStats {
   metrics::Counter mark_down_events;
   metrics::Counter servers_down;  // gauge
   metrics::Counter probes;
+  tls::TlsCounters tls;
 };
 
 }  // namespace memzone::backend

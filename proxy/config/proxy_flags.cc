@@ -15,6 +15,58 @@ bool parseUnsigned(const std::string& s, unsigned long long min, unsigned long l
 
 }  // namespace
 
+std::string parseListeners(const std::string& text, std::vector<ListenerSpec>& out) {
+  out.clear();
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(start, comma - start);
+    start = comma + 1;
+    ListenerSpec spec;
+    if (item.starts_with("tls:")) {
+      spec.tls = true;
+      item = item.substr(4);
+    }
+    size_t colon = item.rfind(':');
+    if (item.empty() || colon == std::string::npos || colon + 1 == item.size()) {
+      return "--listen: want HOST:PORT or tls:HOST:PORT, comma-separated; got \"" + text + "\"";
+    }
+    spec.address = item;
+    for (const ListenerSpec& seen : out) {
+      if (seen.address == spec.address) return "--listen: " + spec.address + " given twice";
+    }
+    out.push_back(std::move(spec));
+  }
+  return "";
+}
+
+std::string validateTls(ProxyOptions& o, bool verify_given) {
+  bool any_tls = false;
+  for (const ListenerSpec& l : o.listeners) any_tls |= l.tls;
+  ClientTlsOptions& t = o.tls;
+  bool files = !t.cert_file.empty() || !t.key_file.empty() || !t.client_ca_file.empty();
+  if (!any_tls) {
+    if (files || verify_given) {
+      return "--tls-cert, --tls-key, --tls-client-ca and --tls-verify need a tls: listener "
+             "(e.g. --listen 0.0.0.0:11211,tls:0.0.0.0:11212)";
+    }
+    return "";
+  }
+  if (t.cert_file.empty() || t.key_file.empty()) {
+    return "a tls: listener needs --tls-cert and --tls-key";
+  }
+  if (!verify_given && !t.client_ca_file.empty()) t.verify = TlsVerify::kRequire;
+  if (t.verify != TlsVerify::kNone && t.client_ca_file.empty()) {
+    return "--tls-verify optional|require needs --tls-client-ca (the CA client certificates "
+           "must chain to)";
+  }
+  if (t.verify == TlsVerify::kNone && !t.client_ca_file.empty()) {
+    return "--tls-client-ca with --tls-verify none would not be used; say optional or require";
+  }
+  return "";
+}
+
 bool parseByteSize(const std::string& text, uint64_t& out) {
   if (text.empty()) return false;
   std::string digits = text;
@@ -43,15 +95,20 @@ bool parseByteSize(const std::string& text, uint64_t& out) {
 }
 
 std::string proxyUsage() {
-  return "usage: memzone-proxy --listen HOST:PORT --zone ZONE [--threads N]\n"
+  return "usage: memzone-proxy --listen [tls:]HOST:PORT[,...] --zone ZONE [--threads N]\n"
          "                     (--config FILE | --controller HOST:PORT[,HOST:PORT...])\n"
          "                     [--metrics-listen HOST:PORT] [--state-dir DIR]\n"
          "                     [--max-item-size BYTES] [--max-connections N]\n"
          "                     [--max-buffer-memory BYTES] [--partial-request-timeout-ms MS]\n"
          "                     [--client-send-buffer BYTES]\n"
+         "                     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]\n"
+         "                      [--tls-verify none|optional|require]\n"
+         "                      [--tls-handshake-timeout-ms MS]]\n"
          "                     [--drain-timeout SECONDS]\n"
          "\n"
-         "  --listen           address for memcached clients (default 0.0.0.0:11211)\n"
+         "  --listen           addresses for memcached clients, comma-separated; a tls:\n"
+         "                     prefix serves TLS there, so plaintext and TLS listeners can\n"
+         "                     run side by side (default 0.0.0.0:11211)\n"
          "  --zone             this proxy's zone: reads go here first (default: NODE_NAME's\n"
          "                     zone from the controller, else the first zone of each pool)\n"
          "  --threads          worker threads (default: one per core)\n"
@@ -83,12 +140,21 @@ std::string proxyUsage() {
          "                     (SAN DNS or IP; default: the host of the first --controller)\n"
          "  --controller-tls-reload-interval SECONDS  how often those files are re-read\n"
          "                     (default 10)\n"
+         "  --tls-cert         PEM certificate chain served on tls: listeners (re-read when\n"
+         "                     it changes, like --tls-key and --tls-client-ca)\n"
+         "  --tls-key          PEM private key of --tls-cert\n"
+         "  --tls-client-ca    CA bundle client certificates must chain to\n"
+         "  --tls-verify       client certificates: none, optional (checked if sent) or\n"
+         "                     require (default: require with --tls-client-ca, else none)\n"
+         "  --tls-handshake-timeout-ms  close a TLS connection whose handshake is not done\n"
+         "                     this long after accept (default 5000)\n"
          "  --help, --version\n";
 }
 
 FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   FlagsResult result;
   ProxyOptions& o = result.options;
+  bool verify_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string flag = args[i];
     std::string value;
@@ -121,10 +187,14 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
     static const char* kControllerTlsFlags[] = {"--controller-ca", "--controller-tls-cert",
                                                 "--controller-tls-key", "--controller-server-name",
                                                 "--controller-tls-reload-interval"};
+    // Issue 15's client-facing TLS.
+    static const char* kTlsFlags[] = {"--tls-cert", "--tls-key", "--tls-client-ca", "--tls-verify",
+                                      "--tls-handshake-timeout-ms"};
     bool known = false;
     for (const char* k : kValued) known |= flag == k;
     for (const char* k : kLimitFlags) known |= flag == k;
     for (const char* k : kControllerTlsFlags) known |= flag == k;
+    for (const char* k : kTlsFlags) known |= flag == k;
     if (!known) {
       result.error = "unknown flag " + flag + " (see --help)";
       return result;
@@ -138,7 +208,35 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
     }
     unsigned long long n = 0;
     if (flag == "--listen") {
+      if (std::string error = parseListeners(value, o.listeners); !error.empty()) {
+        result.error = error;
+        return result;
+      }
       o.listen = value;
+    } else if (flag == "--tls-cert") {
+      o.tls.cert_file = value;
+    } else if (flag == "--tls-key") {
+      o.tls.key_file = value;
+    } else if (flag == "--tls-client-ca") {
+      o.tls.client_ca_file = value;
+    } else if (flag == "--tls-verify") {
+      verify_given = true;
+      if (value == "none") {
+        o.tls.verify = TlsVerify::kNone;
+      } else if (value == "optional") {
+        o.tls.verify = TlsVerify::kOptional;
+      } else if (value == "require") {
+        o.tls.verify = TlsVerify::kRequire;
+      } else {
+        result.error = "--tls-verify must be none, optional or require";
+        return result;
+      }
+    } else if (flag == "--tls-handshake-timeout-ms") {
+      if (!parseUnsigned(value, 10, 600000, n)) {
+        result.error = "--tls-handshake-timeout-ms must be from 10 to 600000";
+        return result;
+      }
+      o.tls.handshake_timeout_ms = static_cast<uint32_t>(n);
     } else if (flag == "--zone") {
       o.zone = value;
     } else if (flag == "--threads") {
@@ -226,6 +324,8 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
   } else if (!o.controller_ca.empty() && o.controller.empty()) {
     result.error = "--controller-ca is for --controller";
   }
+  if (!result.error.empty()) return result;
+  result.error = validateTls(o, verify_given);
   return result;
 }
 

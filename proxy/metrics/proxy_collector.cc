@@ -112,6 +112,35 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
              "Times accepting paused for lack of file descriptors.", MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().accept_pauses.get(); }));
 
+  // TLS (issue 15): client-facing and backend.
+  auto& handshakes = family(out, "memzone_proxy_tls_handshakes_total",
+                            "TLS handshakes by side (client, backend) and result (ok, resumed, "
+                            "failed, timeout).",
+                            MetricType::Counter);
+  auto& tls_connections = family(out, "memzone_proxy_tls_connections",
+                                 "Established TLS connections by side.", MetricType::Gauge);
+  for (int k = 0; k < 2; ++k) {
+    auto counters = [k](const server::Worker& w) -> const tls::TlsCounters& {
+      return k == 0 ? w.stats().tls : w.backendStats().tls;
+    };
+    std::string side = k == 0 ? "client" : "backend";
+    for (int r = 0; r < tls::kHandshakeResultCount; ++r) {
+      add(handshakes, sum([&](const server::Worker& w) { return counters(w).handshakes[r].get(); }),
+          {{"side", side},
+           {"result",
+            std::string(tls::handshakeResultName(static_cast<tls::HandshakeResult>(r)))}});
+    }
+    add(tls_connections,
+        sum([&](const server::Worker& w) { return counters(w).connections.get(); }),
+        {{"side", side}});
+  }
+  // Certificate expiry is exported by ops::certificateExpiryCollector(), one family for every
+  // TLS use of the process (bootstrap.cc watches the data plane's files).
+  add(family(out, "memzone_proxy_tls_reload_failures_total",
+             "Checks that found changed TLS files unusable (the previous material stays).",
+             MetricType::Counter),
+      static_cast<double>(context_->tls ? context_->tls->reloadFailures() : 0));
+
   // Buffer memory against --max-buffer-memory.
   auto& buffered =
       family(out, "memzone_proxy_buffer_bytes",
@@ -136,6 +165,8 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(buffered,
       memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.pooled; }),
       {{"kind", "pooled"}});
+  add(buffered, memory([](const server::BufferMemory& m) -> const MemoryAccount& { return m.tls; }),
+      {{"kind", "tls"}});
   add(family(out, "memzone_proxy_buffer_limit_bytes", "--max-buffer-memory.", MetricType::Gauge),
       static_cast<double>(context_->max_buffer_memory));
   add(family(out, "memzone_proxy_buffer_reserved_bytes",

@@ -57,6 +57,7 @@ struct BufferMemory {
   MemoryAccount requests{&total};  // requests in flight and the replies they hold
   MemoryAccount backend{&total};   // backend connections' input and output
   MemoryAccount pooled{&total};    // free requests kept for reuse
+  MemoryAccount tls{&total};       // OpenSSL state of client TLS connections (an estimate)
 };
 
 struct BudgetCounters {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "memzone/ops/log.h"
 #include "proxy/protocol/client_errors.h"
 
 namespace memzone::server {
@@ -40,7 +41,7 @@ std::string_view outOfMemoryReply(const protocol::Request& request) {
 
 }  // namespace
 
-ClientConnection::ClientConnection(int fd, ConnectionContext& context)
+ClientConnection::ClientConnection(int fd, ConnectionContext& context, SSL_CTX* tls)
     : fd_(fd),
       context_(context),
       io_(context.base, fd, [this](bool r, bool w) { onIo(r, w); }),
@@ -55,6 +56,14 @@ ClientConnection::ClientConnection(int fd, ConnectionContext& context)
   noteReplySize(reply_estimate_);
   context_.stats.curr_connections.add();
   context_.stats.total_connections.add();
+  if (tls != nullptr) {
+    tls_ = std::make_unique<tls::TlsStream>(tls, fd, tls::Role::kServer);
+    handshaking_ = true;
+    handshake_since_us_ = event::nowMicros();
+    context_.handshaking.push_back(this);
+    context_.stats.tls.handshaking.add();
+    context_.budget.memory().tls.charge(kTlsHandshakeMemory);
+  }
   io_.want(true, false);
 }
 
@@ -73,13 +82,61 @@ ClientConnection::~ClientConnection() {
     if (out_.front().request != nullptr) out_.front().request->releaseByOwner(context_.pool);
     out_.pop_front();
   }
+  if (tls_) {
+    if (handshaking_) {
+      context_.stats.tls.handshaking.sub();
+    } else {
+      context_.stats.tls.connections.sub();
+    }
+    context_.budget.memory().tls.charge(-(handshaking_ ? kTlsHandshakeMemory : kTlsSessionMemory));
+    tls_.reset();  // before the socket closes (no close_notify: nothing is owed by then)
+  }
   if (fd_ >= 0) ::close(fd_);
   context_.stats.curr_connections.sub();
 }
 
+void ClientConnection::continueHandshake() {
+  if (!tls_->valid()) {
+    context_.stats.tls.count(tls::HandshakeResult::kFailed);
+    close(CloseReason::kTlsHandshake);
+    return;
+  }
+  switch (tls_->handshake()) {
+    case tls::TlsStream::Step::kWantRead:
+      io_.want(true, false);
+      return;
+    case tls::TlsStream::Step::kWantWrite:
+      io_.want(false, true);
+      return;
+    case tls::TlsStream::Step::kFailed:
+      context_.stats.tls.count(tls::HandshakeResult::kFailed);
+      ops::logEvent(ops::LogLevel::kInfo, "tls-client-handshake", "client tls handshake failed: %s",
+                    tls_->error().c_str());
+      close(CloseReason::kTlsHandshake);
+      return;
+    case tls::TlsStream::Step::kDone:
+      break;
+  }
+  handshaking_ = false;
+  handshake_since_us_ = 0;
+  ListLink<HandshakeTag>::unlink();
+  context_.stats.tls.handshaking.sub();
+  context_.stats.tls.connections.add();
+  context_.budget.memory().tls.charge(kTlsSessionMemory - kTlsHandshakeMemory);
+  context_.stats.tls.count(tls_->resumed() ? tls::HandshakeResult::kResumed
+                                           : tls::HandshakeResult::kOk);
+  io_.want(true, false);
+  readRequests();  // a request may have come with the handshake's last flight
+}
+
 void ClientConnection::onIo(bool readable, bool writable) {
+  if (handshaking_) {
+    continueHandshake();
+    return;
+  }
   // Output this queues (here and on backends) is flushed after the loop turn (Worker).
-  if (readable) readRequests();
+  // A TLS read that had to write first (a key update) goes on once writable.
+  if (readable || (writable && tls_ && tls_->wantsWrite())) readRequests();
   if (!closed_ && writable) makeProgress();
 }
 
@@ -124,7 +181,7 @@ void ClientConnection::readRequests() {
     char* dst = fresh ? shared.prepare(kReadSize)
                       : input_.prepare(std::clamp<size_t>(input_.size(), 1024, kReadSize));
     size_t room = std::min(in.writableBytes(), kReadSize);
-    ssize_t n = ::recv(fd_, dst, room, 0);
+    ssize_t n = receive(dst, room);
     if (n == 0) {
       read_closed_ = true;  // answer what was asked, then close
       break;
@@ -145,8 +202,9 @@ void ClientConnection::readRequests() {
       shared.clear();
     }
     if (closed_) return;
-    // A short read drained the socket: skip the recv that would only say EAGAIN.
-    if (static_cast<size_t>(n) < room) break;
+    // A short read drained the socket: skip the recv that would only say EAGAIN (unless
+    // the TLS session holds decrypted bytes no readable event will announce).
+    if (static_cast<size_t>(n) < room && !tlsBuffered()) break;
   }
   input_.release();
   trackPartial(progressed);
@@ -332,6 +390,10 @@ void ClientConnection::onBudgetAvailable(bool large_turn) {
 
 void ClientConnection::makeProgress() {
   if (closed_) return;
+  if (handshaking_) {
+    if (draining_) close(CloseReason::kDrain);
+    return;
+  }
   takeReadyReplies();
   writeOutput();
   if (closed_) return;
@@ -346,7 +408,12 @@ void ClientConnection::makeProgress() {
     takeReadyReplies();
     writeOutput();
   }
-  if (!closed_) updateInterest();
+  if (closed_) return;
+  if (tlsBuffered() && !read_closed_ && !overloaded() && !budget_blocked_) {
+    readRequests();  // decrypted bytes left in the session when reading stopped
+    return;
+  }
+  updateInterest();
 }
 
 void ClientConnection::writeOutput() {
@@ -369,7 +436,7 @@ void ClientConnection::writeOutput() {
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(count);
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    ssize_t n = tls_ ? tls_->write(iov, count) : ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n > 0) {
       context_.stats.bytes_written.add(static_cast<uint64_t>(n));
       consumeOutput(static_cast<size_t>(n));
@@ -419,6 +486,7 @@ void ClientConnection::consumeOutput(size_t n) {
 }
 
 bool ClientConnection::socketHasData() const {
+  if (tlsBuffered()) return true;
   char byte;
   return ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
@@ -452,7 +520,8 @@ void ClientConnection::updateInterest() {
   } else if (!throttled && waitingForMemory()) {
     budget.forget(this);
   }
-  io_.want(!read_closed_ && !overloaded() && !throttled, !out_.empty());
+  io_.want(!read_closed_ && !overloaded() && !throttled,
+           !out_.empty() || (tls_ && tls_->wantsWrite()));
 }
 
 void ClientConnection::drain() {
@@ -467,6 +536,7 @@ void ClientConnection::close(CloseReason reason) {
   io_.want(false, false);
   context_.budget.forget(this);
   ListLink<PartialRequestTag>::unlink();
+  ListLink<HandshakeTag>::unlink();
   context_.on_close(this);  // the worker destroys us after the current callback
 }
 

@@ -11,8 +11,11 @@
 // written, so a slow reader holds exactly the replies it has not read.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "proxy/common/byte_buffer.h"
 #include "proxy/common/flush_list.h"
@@ -25,6 +28,7 @@
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/request_dispatcher.h"
+#include "proxy/tls/tls_stream.h"
 
 namespace memzone::server {
 
@@ -42,6 +46,7 @@ struct ConnectionLimits {
 class ClientConnection;
 struct PartialRequestTag {};
 struct WorkerListTag {};
+struct HandshakeTag {};
 
 // What every connection of a worker shares (owned by the Worker).
 struct ConnectionContext {
@@ -56,6 +61,8 @@ struct ConnectionContext {
   ConnectionLimits limits;
   // Connections holding an incomplete request, oldest first (--partial-request-timeout-ms).
   IntrusiveList<ClientConnection, PartialRequestTag>& partial;
+  // TLS connections still in their handshake, oldest first (--tls-handshake-timeout-ms).
+  IntrusiveList<ClientConnection, HandshakeTag>& handshaking;
   std::function<void(ClientConnection*)> on_close;  // the worker destroys it after the callback
 };
 
@@ -63,9 +70,11 @@ class ClientConnection : public Flushable,
                          public RequestOwner,
                          public BudgetWaiter,
                          public ListLink<PartialRequestTag>,
+                         public ListLink<HandshakeTag>,
                          public ListLink<WorkerListTag> {
  public:
-  ClientConnection(int fd, ConnectionContext& context);
+  // With `tls` (a tls: listener) the connection first runs a server-side handshake on it.
+  ClientConnection(int fd, ConnectionContext& context, SSL_CTX* tls = nullptr);
   ~ClientConnection() override;
 
   void onRequestReady() override { context_.flush_list.schedule(this); }
@@ -88,6 +97,15 @@ class ClientConnection : public Flushable,
   size_t unsent() const { return unsent_; }
   // When the incomplete request at the head of the input began (0: none).
   int64_t partialSinceUs() const { return partial_since_us_; }
+  // When the TLS handshake began (accept), while it is not done.
+  int64_t handshakeSinceUs() const { return handshake_since_us_; }
+  // OpenSSL's state of one TLS connection, charged to the budget as an estimate: during the
+  // handshake the SSL object, its handshake state and both record buffers; once established
+  // the session and keys only (record buffers are released between records:
+  // SSL_MODE_RELEASE_BUFFERS), so ten thousand idle TLS clients do not look like a budget's
+  // worth of buffers.
+  static constexpr int64_t kTlsHandshakeMemory = 48 * 1024;
+  static constexpr int64_t kTlsSessionMemory = 8 * 1024;
 
  private:
   struct Entry {
@@ -104,6 +122,13 @@ class ClientConnection : public Flushable,
   };
 
   void onIo(bool readable, bool writable);
+  void continueHandshake();
+  // recv/sendmsg, through the TLS session when there is one: one branch per system call,
+  // nothing per request, for plaintext connections.
+  ssize_t receive(char* data, size_t size) {
+    return tls_ ? tls_->read(data, size) : ::recv(fd_, data, size, 0);
+  }
+  bool tlsBuffered() const { return tls_ && tls_->hasBuffered(); }
   void readRequests();
   // Parses and dispatches from `in` (the worker's read buffer or input_), consuming what it
   // handled.
@@ -163,6 +188,9 @@ class ClientConnection : public Flushable,
   bool budget_blocked_ = false;  // a request waits for the budget: do not read
   bool granted_ = false;         // woken at the head of the large-reply queue
   CloseReason close_reason_ = CloseReason::kClient;  // once read_closed_: why
+  bool handshaking_ = false;
+  int64_t handshake_since_us_ = 0;
+  std::unique_ptr<tls::TlsStream> tls_;  // null: plaintext
 };
 
 }  // namespace memzone::server

@@ -7,6 +7,7 @@
 #include "proxy/metrics/counter.h"
 #include "proxy/protocol/command.h"
 #include "proxy/protocol/reply_result.h"
+#include "proxy/tls/tls_counters.h"
 
 namespace memzone::server {
 
@@ -25,11 +26,12 @@ enum class CloseReason : uint8_t {
   kPartialTimeout,  // an incomplete request outlived --partial-request-timeout-ms
   kMemory,          // cut off: it held the most buffer memory with the budget overrun
   kDrain,           // SIGTERM drain, at a request boundary
+  kTlsHandshake,    // the TLS handshake failed or outlived --tls-handshake-timeout-ms
 };
-inline constexpr int kCloseReasonCount = 6;
+inline constexpr int kCloseReasonCount = 7;
 inline std::string_view closeReasonName(CloseReason reason) {
   constexpr std::string_view kNames[kCloseReasonCount] = {
-      "client", "error", "protocol", "partial_request_timeout", "memory", "drain"};
+      "client", "error", "protocol", "partial_request_timeout", "memory", "drain", "tls_handshake"};
   return kNames[static_cast<int>(reason)];
 }
 
@@ -71,6 +73,7 @@ struct ProxyStats {
       results;
   std::array<metrics::Counter, kLatencyBuckets + 1> latency;
   metrics::Counter latency_sum_us;
+  tls::TlsCounters tls;  // client-facing TLS
 };
 
 }  // namespace memzone::server

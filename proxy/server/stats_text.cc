@@ -45,6 +45,10 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   std::vector<ZoneSums> zones(zone_names.size());
   uint64_t closed[kCloseReasonCount] = {};
   uint64_t accept_pauses = 0;
+  // TLS, client-facing [0] and backend [1]: handshakes by result, connections, in progress.
+  uint64_t tls_handshakes[2][tls::kHandshakeResultCount] = {};
+  uint64_t tls_connections[2] = {}, tls_handshaking[2] = {};
+  int64_t tls_bytes = 0;
   struct BufferSums {
     int64_t total = 0, input = 0, output = 0, requests = 0, backend = 0, pooled = 0;
     uint64_t reserved = 0, throttled = 0, throttled_now = 0, rejected = 0, large_waits = 0,
@@ -54,7 +58,16 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
     const ProxyStats& s = w->stats();
     for (int r = 0; r < kCloseReasonCount; ++r) closed[r] += s.closed_connections[r].get();
     accept_pauses += s.accept_pauses.get();
+    const tls::TlsCounters* tls_sets[2] = {&s.tls, &w->backendStats().tls};
+    for (int k = 0; k < 2; ++k) {
+      for (int r = 0; r < tls::kHandshakeResultCount; ++r) {
+        tls_handshakes[k][r] += tls_sets[k]->handshakes[r].get();
+      }
+      tls_connections[k] += tls_sets[k]->connections.get();
+      tls_handshaking[k] += tls_sets[k]->handshaking.get();
+    }
     const BufferMemory& m = w->budget().memory();
+    tls_bytes += m.tls.bytes();
     buffers.total += m.total.bytes();
     buffers.input += m.client_input.bytes();
     buffers.output += m.client_output.bytes();
@@ -162,6 +175,17 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
     stat(out, name, closed[r]);
   }
   stat(out, "proxy_accept_pauses", accept_pauses);
+  for (int k = 0; k < 2; ++k) {
+    std::string prefix = k == 0 ? "proxy_tls_client_" : "proxy_tls_backend_";
+    for (int r = 0; r < tls::kHandshakeResultCount; ++r) {
+      stat(out,
+           prefix + "handshakes_" +
+               std::string(tls::handshakeResultName(static_cast<tls::HandshakeResult>(r))),
+           tls_handshakes[k][r]);
+    }
+    stat(out, prefix + "connections", tls_connections[k]);
+    stat(out, prefix + "handshaking", tls_handshaking[k]);
+  }
   // Buffer memory (--max-buffer-memory): bytes held now, by kind, and what the budget did.
   auto bytes = [](int64_t v) { return static_cast<uint64_t>(v < 0 ? 0 : v); };
   stat(out, "proxy_buffer_limit_bytes", context.max_buffer_memory);
@@ -171,6 +195,7 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "proxy_buffer_request_bytes", bytes(buffers.requests));
   stat(out, "proxy_buffer_backend_bytes", bytes(buffers.backend));
   stat(out, "proxy_buffer_pooled_bytes", bytes(buffers.pooled));
+  stat(out, "proxy_buffer_tls_bytes", bytes(tls_bytes));
   stat(out, "proxy_buffer_reserved_bytes", buffers.reserved);
   stat(out, "proxy_buffer_throttled", buffers.throttled);
   stat(out, "proxy_buffer_throttled_connections", buffers.throttled_now);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "proxy/common/byte_buffer.h"
+#include "proxy/tls/tls_contexts.h"
 
 namespace memzone::server {
 
@@ -28,9 +29,10 @@ struct StatsContext {
   std::atomic<uint32_t> dirty_servers{0};
   std::atomic<uint32_t> owed_servers{0};
   std::atomic<bool> draining{false};
-  bool per_backend_metrics = false;  // fixed at start-up
-  uint64_t max_connections = 0;      // fixed at start-up
-  uint64_t max_buffer_memory = 0;    // fixed at start-up (the workers' shares, summed)
+  bool per_backend_metrics = false;       // fixed at start-up
+  uint64_t max_connections = 0;           // fixed at start-up
+  uint64_t max_buffer_memory = 0;         // fixed at start-up (the workers' shares, summed)
+  std::shared_ptr<tls::TlsContexts> tls;  // fixed at start-up; certificate expiry, reloads
 
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);

@@ -26,9 +26,10 @@ constexpr uint64_t kTrimStep = 8 << 20;
 
 }  // namespace
 
-Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer render_stats)
+Worker::Worker(int index, std::vector<WorkerListener> listeners, WorkerOptions options,
+               StatsRenderer render_stats)
     : index_(index),
-      listen_fd_(listen_fd),
+      listeners_(std::move(listeners)),
       options_(options),
       budget_(options.buffer_share, options.parser_limits.max_item_size),
       read_buffer_(),
@@ -40,24 +41,19 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
                 options.state_dir, index),
       dispatcher_(registry_, pool_, stats_, std::move(render_stats)),
       parser_(options.parser_limits),
-      context_{base_,
-               flush_list_,
-               parser_,
-               dispatcher_,
-               pool_,
-               stats_,
-               budget_,
-               read_buffer_,
-               options.connection_limits,
-               partial_,
-               [this](ClientConnection* c) { onConnectionClosed(c); }},
+      context_{base_,       flush_list_,  parser_,
+               dispatcher_, pool_,        stats_,
+               budget_,     read_buffer_, options.connection_limits,
+               partial_,    handshaking_, [this](ClientConnection* c) { onConnectionClosed(c); }},
       reaper_(base_, [this] { reap(); }),
       sampler_(base_, [this] { sampleBackends(); }),
       partial_sweeper_(base_, [this] { sweepPartialRequests(); }),
       maintenance_(base_, [this] { maintain(); }),
-      accept_resume_(base_, [this] {
-        if (accept_event_) accept_event_->want(true, false);
-      }) {
+      accept_resume_(base_,
+                     [this] {
+                       for (auto& e : accept_events_) e->want(true, false);
+                     }),
+      handshake_sweeper_(base_, [this] { sweepHandshakes(); }) {
   if (!options_.slots) options_.slots = std::make_shared<ConnectionSlots>(65536);
   // A backend connection may hold at most half the share in replies not yet delivered (a
   // flood, or a multi-get far larger than anything a client could be sent): beyond, it is
@@ -70,9 +66,15 @@ Worker::Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer re
     partial_sweeper_.arm(std::chrono::milliseconds(1));
   }
   maintenance_.arm(std::chrono::seconds(1));
-  accept_event_ =
-      std::make_unique<event::IoEvent>(base_, listen_fd_, [this](bool, bool) { onAccept(); });
-  accept_event_->want(true, false);
+  registry_.setTlsContexts(options_.tls);
+  bool any_tls = false;
+  for (const WorkerListener& l : listeners_) {
+    any_tls |= l.tls;
+    accept_events_.push_back(
+        std::make_unique<event::IoEvent>(base_, l.fd, [this, l](bool, bool) { onAccept(l); }));
+    accept_events_.back()->want(true, false);
+  }
+  if (any_tls) handshake_sweeper_.arm(std::chrono::milliseconds(10));
 }
 
 Worker::~Worker() {
@@ -86,8 +88,10 @@ Worker::~Worker() {
     c->ListLink<WorkerListTag>::unlink();
     delete c;
   }
-  accept_event_.reset();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
+  accept_events_.clear();
+  for (const WorkerListener& l : listeners_) {
+    if (l.fd >= 0) ::close(l.fd);
+  }
 }
 
 void Worker::start() {
@@ -200,9 +204,11 @@ void Worker::drain() {
   base_.runInLoop([this] {
     draining_ = true;
     accept_resume_.cancel();
-    accept_event_.reset();
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    listen_fd_ = -1;
+    accept_events_.clear();
+    for (WorkerListener& l : listeners_) {
+      if (l.fd >= 0) ::close(l.fd);
+      l.fd = -1;
+    }
     connections_.forEach([](ClientConnection* c) { c->drain(); });
     flush_list_.run();
     reap();
@@ -214,13 +220,41 @@ void Worker::pauseAccepting() {
   ops::logEvent(ops::LogLevel::kWarn, "accept-emfile",
                 "worker %d: accept failed: %s; not accepting for %lld ms", index_, strerror(errno),
                 static_cast<long long>(kAcceptPause.count()));
-  accept_event_->want(false, false);
+  for (auto& e : accept_events_) e->want(false, false);
   accept_resume_.arm(kAcceptPause);
 }
 
-void Worker::onAccept() {
+void Worker::sweepHandshakes() {
+  // Oldest first: stop at the first one still in time. A flood of abandoned handshakes
+  // thus holds at most (accept rate x timeout) connections, within --max-connections.
+  int64_t limit_us = int64_t{options_.tls_handshake_timeout_ms} * 1000;
+  int64_t now = event::nowMicros();
+  size_t closed = 0;
+  while (ClientConnection* c = handshaking_.front()) {
+    if (now - c->handshakeSinceUs() < limit_us) break;
+    stats_.tls.count(tls::HandshakeResult::kTimeout);
+    c->close(CloseReason::kTlsHandshake);
+    ++closed;
+  }
+  if (closed > 0) {
+    ops::logEvent(ops::LogLevel::kInfo, "tls-handshake-timeout",
+                  "worker %d: closed %zu TLS connections whose handshake took over %u ms", index_,
+                  closed, options_.tls_handshake_timeout_ms);
+  }
+  uint32_t interval_ms = std::clamp<uint32_t>(options_.tls_handshake_timeout_ms / 10, 5, 500);
+  handshake_sweeper_.arm(std::chrono::milliseconds(interval_ms));
+}
+
+void Worker::onAccept(const WorkerListener& listener) {
+  // Material current at accept: a rotation applies to the next handshake.
+  std::shared_ptr<SSL_CTX> tls_ctx;
+  if (listener.tls) {
+    tls_ctx = options_.tls && options_.tls->clientFacing() ? options_.tls->clientFacing()->current()
+                                                           : nullptr;
+    if (!tls_ctx) return;
+  }
   for (int i = 0; i < 64; ++i) {
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         pauseAccepting();
@@ -233,6 +267,10 @@ void Worker::onAccept() {
     }
     if (!options_.slots->tryTake()) {
       stats_.rejected_connections.add();
+      if (listener.tls) {  // a line in plaintext would only be a TLS alert's worth of garbage
+        ::close(fd);
+        continue;
+      }
       // A fresh socket has room for one line; what the client sent first is not read.
       ssize_t sent =
           ::send(fd, protocol::errors::kTooManyConnections.data(),
@@ -250,7 +288,7 @@ void Worker::onAccept() {
       setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options_.client_send_buffer,
                  sizeof(options_.client_send_buffer));
     }
-    connections_.push_back(new ClientConnection(fd, context_));
+    connections_.push_back(new ClientConnection(fd, context_, tls_ctx.get()));
   }
 }
 

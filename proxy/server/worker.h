@@ -19,6 +19,7 @@
 #include "proxy/server/client_connection.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/request_dispatcher.h"
+#include "proxy/tls/tls_contexts.h"
 
 namespace memzone::server {
 
@@ -39,6 +40,12 @@ class ConnectionSlots {
   uint64_t max_;
 };
 
+// A listening socket of this worker; connections accepted on a `tls` one handshake first.
+struct WorkerListener {
+  int fd;
+  bool tls = false;
+};
+
 struct WorkerOptions {
   std::string zone;
   protocol::ParserLimits parser_limits;
@@ -50,6 +57,9 @@ struct WorkerOptions {
   // The proxy's shared view of each server (read trust); one per proxy, shared by workers.
   std::shared_ptr<backend::ServerBoard> server_board;
   std::string state_dir;  // with it, deletes owed to servers are logged there (durable)
+  // TLS: the client-facing context (tls: listeners) and the backend contexts of pools.
+  std::shared_ptr<tls::TlsContexts> tls;
+  uint32_t tls_handshake_timeout_ms = 5000;
 };
 
 // One backend as this worker sees it, sampled off the request path for per-backend metrics.
@@ -62,8 +72,9 @@ struct BackendSample {
 
 class Worker {
  public:
-  // Takes ownership of `listen_fd` (already bound and listening, non-blocking).
-  Worker(int index, int listen_fd, WorkerOptions options, StatsRenderer render_stats);
+  // Takes ownership of the listeners' fds (already bound and listening, non-blocking).
+  Worker(int index, std::vector<WorkerListener> listeners, WorkerOptions options,
+         StatsRenderer render_stats);
   ~Worker();
 
   void start();
@@ -85,7 +96,8 @@ class Worker {
   std::vector<BackendSample> backendSamples() const;
 
  private:
-  void onAccept();
+  void onAccept(const WorkerListener& listener);
+  void sweepHandshakes();
   void pauseAccepting();
   void onConnectionClosed(ClientConnection* connection);
   void reap();
@@ -96,7 +108,7 @@ class Worker {
   void sampleBackends();
 
   int index_;
-  int listen_fd_;
+  std::vector<WorkerListener> listeners_;
   WorkerOptions options_;
   event::EventBase base_;
   FlushList flush_list_;
@@ -109,8 +121,9 @@ class Worker {
   RequestDispatcher dispatcher_;
   protocol::RequestParser parser_;
   IntrusiveList<ClientConnection, PartialRequestTag> partial_;
+  IntrusiveList<ClientConnection, HandshakeTag> handshaking_;
   ConnectionContext context_;
-  std::unique_ptr<event::IoEvent> accept_event_;
+  std::vector<std::unique_ptr<event::IoEvent>> accept_events_;  // one per listener
   IntrusiveList<ClientConnection, WorkerListTag> connections_;
   IntrusiveList<ClientConnection, WorkerListTag> closed_;  // destroyed by the reaper
   event::Timer reaper_;
@@ -118,6 +131,7 @@ class Worker {
   event::Timer partial_sweeper_;
   event::Timer maintenance_;
   event::Timer accept_resume_;
+  event::Timer handshake_sweeper_;
   uint64_t peak_since_trim_ = 0;   // buffered bytes: when they fall far, give memory back
   mutable std::mutex samples_mu_;  // the worker writes once a second, a scrape reads
   std::vector<BackendSample> samples_;

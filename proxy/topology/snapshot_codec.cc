@@ -26,6 +26,11 @@ TopologySpec specFromSnapshot(const v1::TopologySnapshot& snapshot) {
       }
       pool.zones.push_back(std::move(zone));
     }
+    if (p.has_tls() && p.tls().enabled()) {
+      const v1::BackendTls& t = p.tls();
+      pool.tls = {true,         t.ca_file(),     t.cert_file(),
+                  t.key_file(), t.server_name(), !t.skip_verify()};
+    }
     spec.pools.push_back(std::move(pool));
   }
   for (const v1::Route& r : snapshot.routes()) spec.routes.push_back({r.prefix(), r.pool()});

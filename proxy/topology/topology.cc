@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <charconv>
+#include <map>
 #include <set>
 
 #include "proxy/topology/zone_slots.h"
@@ -53,14 +54,19 @@ BuildResult buildTopology(const TopologySpec& spec) {
   }
   if (spec.health.failure_limit == 0) return fail("health.failureLimit: must be at least 1");
   std::set<std::string> pool_names;
+  // A server's connection is shared by every pool it serves: one TLS setting per address.
+  std::map<std::string, std::pair<const BackendTlsSpec*, std::string>> tls_of;
   for (size_t p = 0; p < spec.pools.size(); ++p) {
     const PoolSpec& ps = spec.pools[p];
     std::string where = "pools[" + std::to_string(p) + "]";
     if (ps.name.empty()) return fail(where + ".name: must not be empty");
     if (!pool_names.insert(ps.name).second) return fail(where + ".name: duplicate pool " + ps.name);
     if (ps.hash != "ketama") return fail(where + ".hash: unsupported hash " + ps.hash);
+    if (ps.tls.enabled && ps.tls.cert_file.empty() != ps.tls.key_file.empty()) {
+      return fail(where + ".tls: certFile and keyFile go together");
+    }
     if (ps.zones.empty()) continue;  // not built: its routes lead nowhere
-    Pool pool{ps.name, ps.replication, {}};
+    Pool pool{ps.name, ps.replication, {}, ps.tls};
     std::set<std::string> zone_names;
     for (const ZoneSpec& zs : ps.zones) {
       std::string zwhere = where + ".zones." + zs.zone;
@@ -79,6 +85,11 @@ BuildResult buildTopology(const TopologySpec& spec) {
         if (bs.weight == 0) return fail(zwhere + ": weight of " + bs.address + " must be >= 1");
         if (!addresses.insert(bs.address).second) {
           return fail(zwhere + ": duplicate server " + bs.address);
+        }
+        auto [seen, first] = tls_of.try_emplace(bs.address, &ps.tls, ps.name);
+        if (!first && !(*seen->second.first == ps.tls)) {
+          return fail(where + ".tls: server " + bs.address + " is also in pool " +
+                      seen->second.second + " with other TLS settings");
         }
         ring_servers.push_back({b.host, b.port, b.weight});
         backends.push_back(std::move(b));

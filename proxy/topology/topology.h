@@ -34,11 +34,23 @@ struct ReplicationSpec {
   bool repair = true;
 };
 
+// TLS to a pool's servers (memcached -Z).
+struct BackendTlsSpec {
+  bool enabled = false;
+  std::string ca_file;  // "" = the system's CAs
+  std::string cert_file;
+  std::string key_file;
+  std::string server_name;  // SNI and the certificate's name; "" = verify the server's IP
+  bool verify = true;
+  bool operator==(const BackendTlsSpec&) const = default;
+};
+
 struct PoolSpec {
   std::string name;
   std::string hash = "ketama";
   ReplicationSpec replication;
   std::vector<ZoneSpec> zones;  // in the order given; failover follows it
+  BackendTlsSpec tls;
 };
 
 struct RouteSpec {
@@ -98,6 +110,7 @@ struct Pool {
   std::string name;
   ReplicationSpec replication;
   std::vector<Zone> zones;
+  BackendTlsSpec tls;
 };
 
 class Topology {

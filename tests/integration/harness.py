@@ -125,8 +125,9 @@ def wait_for_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
 
 
 class Memcached:
-    def __init__(self, port=None, max_item_size=None, host="127.0.0.1"):
+    def __init__(self, port=None, max_item_size=None, host="127.0.0.1", extra_args=()):
         self.host = host
+        self.extra_args = list(extra_args)  # e.g. -Z -o ssl_chain_cert=...
         self.fixed_port = port is not None
         self.attempts = 0
         self.port = port or free_port()
@@ -143,6 +144,7 @@ class Memcached:
             cmd += ["-I", str(self.max_item_size)]
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
+        cmd += self.extra_args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(self.port, proc=self.proc, host=self.host)

@@ -196,8 +196,42 @@ class Reader {
     return true;
   }
 
+  // tls: {enabled, caFile, certFile, keyFile, serverName, verify}. Only an enabled block is
+  // carried (a disabled one is the same topology as none: same version).
+  void readBackendTls(const YAML::Node& node, const std::string& field, Pool& pool) {
+    if (!expectMap(node, field,
+                   {"enabled", "caFile", "certFile", "keyFile", "serverName", "verify"})) {
+      return;
+    }
+    bool enabled = true;
+    if (node["enabled"]) readBool(node["enabled"], field + ".enabled", enabled);
+    BackendTls tls;
+    std::string s;
+    if (node["caFile"] && readString(node["caFile"], field + ".caFile", s)) tls.set_ca_file(s);
+    if (node["certFile"] && readString(node["certFile"], field + ".certFile", s)) {
+      tls.set_cert_file(s);
+    }
+    if (node["keyFile"] && readString(node["keyFile"], field + ".keyFile", s)) tls.set_key_file(s);
+    if (node["serverName"] && readString(node["serverName"], field + ".serverName", s)) {
+      if (!s.empty() && !validHostName(s)) {
+        error(node["serverName"], field + ".serverName", "must be a DNS name, not \"" + s + "\"");
+      }
+      tls.set_server_name(s);
+    }
+    bool verify = true;
+    if (node["verify"] && readBool(node["verify"], field + ".verify", verify)) {
+      tls.set_skip_verify(!verify);
+    }
+    if (tls.cert_file().empty() != tls.key_file().empty()) {
+      error(node, field, "certFile and keyFile go together");
+    }
+    if (!enabled) return;
+    tls.set_enabled(true);
+    *pool.mutable_tls() = std::move(tls);
+  }
+
   void readPool(const YAML::Node& node, const std::string& field, TopologySnapshot& out) {
-    if (!expectMap(node, field, {"name", "zones", "hash", "replication"})) return;
+    if (!expectMap(node, field, {"name", "zones", "hash", "replication", "tls"})) return;
     Pool pool;
     std::string s;
     if (!node["name"]) {
@@ -213,6 +247,7 @@ class Reader {
       error(node["hash"], field + ".hash", "must be ketama");
     }
     readReplication(node["replication"], field + ".replication", *pool.mutable_replication());
+    if (node["tls"]) readBackendTls(node["tls"], field + ".tls", pool);
     const YAML::Node zones = node["zones"];
     if (!zones) {
       error(node, field + ".zones", "is required");

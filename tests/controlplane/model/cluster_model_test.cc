@@ -133,6 +133,34 @@ TEST(ClusterModel, PortByNumberAndZoneAllowListOrder) {
             (std::vector<std::pair<std::string, int>>{{"z2", 1}, {"z1", 1}, {"z3", 0}}));
 }
 
+TEST(ClusterModel, BackendTlsIsCarriedToTheSnapshot) {
+  std::map<std::string, json> pools = {
+      {"cache/p", pool("p", R"({"service": "mc", "tls": {"caFile": "/tls/ca.crt",
+                                "serverName": "mc.cache.svc", "verify": false}})")},
+      {"cache/q", pool("q", R"({"service": "mc", "prefixes": ["q:"],
+                                "tls": {"enabled": false, "caFile": "/x"}})")},
+      {"cache/bad", pool("bad", R"({"service": "mc", "prefixes": ["b:"],
+                                   "tls": {"certFile": "/c"}})")}};
+  std::map<std::string, json> slices = {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}};
+  std::map<std::string, json> last_good;
+  ClusterModel m = build(pools, slices, last_good);
+  std::map<std::string, v1::Pool> by_name;
+  for (const auto& p : m.snapshot.pools()) by_name[p.name()] = p;
+  ASSERT_TRUE(by_name.count("p"));
+  const v1::BackendTls& t = by_name["p"].tls();
+  EXPECT_TRUE(t.enabled());
+  EXPECT_EQ(t.ca_file(), "/tls/ca.crt");
+  EXPECT_EQ(t.server_name(), "mc.cache.svc");
+  EXPECT_TRUE(t.skip_verify());
+  EXPECT_FALSE(by_name["q"].has_tls());  // enabled: false is plaintext
+  EXPECT_FALSE(by_name.count("bad"));
+  for (const auto& outcome : m.pools) {
+    if (outcome.name == "bad") {
+      EXPECT_EQ(outcome.message, "spec.tls: certFile and keyFile go together");
+    }
+  }
+}
+
 TEST(ClusterModel, InvalidEditKeepsTheLastValidSpecAndSaysWhy) {
   std::map<std::string, json> slices = {{"cache/a", slice("a", "mc", {ep("10.0.0.1", "z1")})}};
   std::map<std::string, json> last_good;
