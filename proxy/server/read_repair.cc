@@ -9,8 +9,13 @@ namespace {
 class ReadRepair final : public backend::ReplySink {
  public:
   ReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view, std::string_view key,
-             backend::BackendServer* target, ProxyStats& stats)
-      : registry_(registry), view_(view), key_(key), target_(target), stats_(stats) {
+             backend::BackendServer* target, ProxyStats& stats, metrics::Counter* on_store)
+      : registry_(registry),
+        view_(view),
+        key_(key),
+        target_(target),
+        stats_(stats),
+        on_store_(on_store) {
     registry_.pin(view_);
   }
   ~ReadRepair() override { registry_.unpin(view_); }
@@ -30,6 +35,7 @@ class ReadRepair final : public backend::ReplySink {
     if (tag == kFetch && code == protocol::ReplyCode::kHit && store(reply)) return;
     if (tag == kStore && code == protocol::ReplyCode::kOk) {
       stats_.repairs_stored.add();
+      if (on_store_ != nullptr) on_store_->add();
     } else if (tag == kStore && code == protocol::ReplyCode::kNotStored) {
       stats_.repairs_skipped.add();  // the local zone has a value: it wins
     } else if (tag == kFetch && code == protocol::ReplyCode::kMiss) {
@@ -95,16 +101,18 @@ class ReadRepair final : public backend::ReplySink {
   std::string key_;
   backend::BackendServer* target_;
   ProxyStats& stats_;
+  metrics::Counter* on_store_;
 };
 
 }  // namespace
 
 void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
                      std::string_view key, backend::BackendServer* source,
-                     backend::BackendServer* target, ProxyStats& stats) {
+                     backend::BackendServer* target, ProxyStats& stats,
+                     metrics::Counter* on_store) {
   if (source == target) return;
   stats.repairs_started.add();
-  auto* repair = new ReadRepair(registry, view, key, target, stats);
+  auto* repair = new ReadRepair(registry, view, key, target, stats, on_store);
   if (!repair->start(source)) {
     stats.repairs_failed.add();
     delete repair;

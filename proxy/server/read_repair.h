@@ -18,9 +18,11 @@
 namespace memzone::server {
 
 // Starts a repair of `key` from `source` into `target`; owns and frees itself. The view is
-// pinned until it ends, so neither server goes away under it. Worker thread only.
+// pinned until it ends, so neither server goes away under it. `on_store` (may be null) also
+// counts a stored repair (a churn window's: keys warmed, migration repairs). Worker thread only.
 void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
                      std::string_view key, backend::BackendServer* source,
-                     backend::BackendServer* target, ProxyStats& stats);
+                     backend::BackendServer* target, ProxyStats& stats,
+                     metrics::Counter* on_store = nullptr);
 
 }  // namespace memzone::server
