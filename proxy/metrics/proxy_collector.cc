@@ -228,8 +228,8 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
              "Misses on a server in warm-up read from the other zones.", MetricType::Counter);
   auto& warmed = family(out, "memzone_proxy_warmup_keys_warmed_total",
                         "Keys repaired into a server in warm-up.", MetricType::Counter);
-  auto& warming = family(out, "memzone_proxy_warmup_servers",
-                         "Servers in their warm-up window.", MetricType::Gauge);
+  auto& warming = family(out, "memzone_proxy_warmup_servers", "Servers in their warm-up window.",
+                         MetricType::Gauge);
   auto& migration = family(out, "memzone_proxy_migration_events_total",
                            "Migration-window work after a ring change, by kind: read (a miss on "
                            "a key's new owner read elsewhere), hit, repair (stored into the new "
