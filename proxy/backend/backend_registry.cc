@@ -1,9 +1,12 @@
 #include "proxy/backend/backend_registry.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <set>
 
+#include "proxy/backend/empty_server_watch.h"
 #include "proxy/event/event_base.h"
 
 namespace memzone::backend {
@@ -19,7 +22,16 @@ BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
       board_(board ? std::move(board) : std::make_shared<ServerBoard>()),
       compact_timer_(base, [this] { rewriteLog(); }),
       drop_timer_(base, [this] { dropIdleRetiredViews(); }),
-      warming_timer_(base, [this] { tickWindows(); }) {
+      warming_timer_(base, [this] { tickWindows(); }),
+      empty_watch_timer_(base, [this] {
+        empty_watch_->check();
+        empty_watch_timer_.arm(std::chrono::seconds(1));
+      }) {
+  char host[256] = "proxy";
+  gethostname(host, sizeof(host) - 1);
+  empty_watch_ = std::make_unique<EmptyServerWatch>(*this, "memzone:sentinel:" + std::string(host) +
+                                                               ":" + std::to_string(getpid()) +
+                                                               ":" + std::to_string(worker));
   if (!log_dir.empty()) log_ = std::make_unique<InvalidationLog>(base, log_dir, worker);
 }
 
@@ -41,6 +53,7 @@ void BackendRegistry::rewriteLog() {
 }
 
 BackendRegistry::~BackendRegistry() {
+  empty_watch_timer_.cancel();
   for (auto& [address, server] : servers_) server->retire();
 }
 
@@ -102,6 +115,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   }
   current_ = view.get();
   views_.push_back(std::move(view));
+  if (!empty_watch_timer_.armed()) empty_watch_timer_.arm(std::chrono::seconds(1));
   if (log_ && !log_written_) rewriteLog();
 }
 

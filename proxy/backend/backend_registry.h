@@ -48,6 +48,8 @@ struct TopologyView {
   std::vector<std::shared_ptr<BackendServer>> servers;  // keeps every referenced server alive
 };
 
+class EmptyServerWatch;
+
 class BackendRegistry {
  public:
   // `board` is the proxy's shared server view (a private one when null); with `log_dir`,
@@ -69,6 +71,9 @@ class BackendRegistry {
   void unpin(TopologyView* view) {
     if (--view->inflight == 0 && view->retired) drop_timer_.arm(std::chrono::microseconds(0));
   }
+
+  // A window opened outside apply() (a server found empty): recount and close it in time.
+  void windowsChanged() { warming_timer_.arm(std::chrono::microseconds(0)); }
 
   // Every server of every pool and zone of the current view (flush_all, stats).
   std::vector<BackendServer*> allServers() const;
@@ -106,6 +111,8 @@ class BackendRegistry {
   std::vector<std::unique_ptr<TopologyView>> views_;
   event::Timer drop_timer_;
   event::Timer warming_timer_;
+  std::unique_ptr<EmptyServerWatch> empty_watch_;
+  event::Timer empty_watch_timer_;  // about once a second
   MemoryAccount* buffer_account_ = nullptr;
   size_t max_input_bytes_ = 0;
 };

@@ -210,6 +210,34 @@ class WarmupTest(ChurnBase):
         self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
 
 
+class RestartInPlaceTest(ChurnBase):
+    def test_server_restarted_at_its_address_is_noticed_empty_and_warmed(self):
+        a = [("a-0", self.memcached()), ("a-1", self.memcached())]
+        b = [("b-0", self.memcached())]
+        self.metrics_port = free_port()
+        text = pool_yaml({"a": a, "b": b}, warmup_ms=4000, migration_ms=0)
+        self.proxy = Proxy(text, zone="a", threads=1,
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        time.sleep(1.5)  # the watch plants its key on each local server (once a second)
+        self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
+        owned = [k for k in KEYS if self.holders(a, k) == ["a-1"]]
+        # a-1 restarts at the same address, empty (an OOM-killed container keeps its pod IP).
+        port = a[1][1].port
+        a[1][1].kill()
+        a[1] = ("a-1", Memcached(port=port).start())
+        self.addCleanup(a[1][1].kill)
+        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
+                   timeout=8, what="the restart to be noticed")
+        for key in owned:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
+        self.assertGreater(self.metric("memzone_proxy_warmup_reads_total", zone="a"), 0)
+
+
 class MigrationTest(ChurnBase):
     MIGRATION_MS = 4000
 
