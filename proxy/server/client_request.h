@@ -162,7 +162,7 @@ class ClientRequest final : public backend::ReplySink {
   void sendReadAttempt(uint32_t from);
   void finishRead(uint32_t answer_child);
   void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source,
-              WindowRead window = WindowRead::kNone);
+              WindowRead window = WindowRead::kNone, bool move = false);
   // window_reads: a miss on the local zone's `server` for `key`; true when a churn window
   // sends the read elsewhere (the one branch paid outside windows is the first test).
   bool windowApplies(const backend::PoolView& pool, backend::BackendServer* server) const {

@@ -125,7 +125,9 @@ void ClientRequest::finishRead(uint32_t answer) {
         c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
     if (window_read_ != WindowRead::kNone) countWindowAnswer(*pool_view_, window_read_, hit);
-    if (hit && c.attempt > 0) repair(*pool_view_, keyAt(0), c.server, window_read_);
+    if (hit && c.attempt > 0) {
+      repair(*pool_view_, keyAt(0), c.server, window_read_, c.attempt == kPreviousOwnerAttempt);
+    }
     reply_child_ = answer;  // empty when a quiet request was answered with silence
   }
   if (noreply_) {
@@ -160,14 +162,14 @@ void ClientRequest::countWindowAnswer(const backend::PoolView& pool, WindowRead 
 }
 
 void ClientRequest::repair(const backend::PoolView& pool, std::string_view key,
-                           backend::BackendServer* source, WindowRead window) {
+                           backend::BackendServer* source, WindowRead window, bool move) {
   if (!pool.pool->replication.repair) return;
   backend::ZoneCounters& counters =
       registry_->stats().zones[pool.zones[pool.local_zone].zone->stats_slot];
   metrics::Counter* on_store = window == WindowRead::kWarmup      ? &counters.keys_warmed
                                : window == WindowRead::kMigration ? &counters.migration_repairs
                                                                   : nullptr;
-  startReadRepair(*registry_, view_, key, source, serverFor(pool, key, 0), *stats_, on_store);
+  startReadRepair(*registry_, view_, key, source, serverFor(pool, key, 0), *stats_, on_store, move);
 }
 
 }  // namespace memzone::server

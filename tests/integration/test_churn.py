@@ -266,7 +266,9 @@ class MigrationTest(ChurnBase):
         for key in read:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
                              b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
-        wait_until(lambda: all("mc-3" in self.holders(servers, k) for k in read),
+        # ... and moves it: the previous owner's copy is deleted, so no later ring change (a
+        # scale-in back) can serve it after the key changed on mc-3.
+        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in read),
                    what="migration repairs into mc-3")
         # A delete in the window reaches both owners; no later read brings the key back.
         self.client.request(b"delete %s\r\n" % deleted.encode())
