@@ -69,6 +69,17 @@ class SentinelCheck final : public ReplySink {
 void EmptyServerWatch::check() {
   TopologyView* view = registry_.current();
   if (view == nullptr) return;
+  // Forget servers that left (rescheduled pods leave their old addresses behind for good).
+  std::map<std::string, bool> still;
+  for (const PoolView& pv : view->pools) {
+    for (const ZoneView& zv : pv.zones) {
+      for (BackendServer* server : zv.servers) {
+        auto it = planted_.find(server->address());
+        if (it != planted_.end()) still.insert(*it);
+      }
+    }
+  }
+  planted_.swap(still);
   for (const PoolView& pv : view->pools) {
     if (pv.pool->warmup_ms == 0 || pv.zones.empty()) continue;
     for (BackendServer* server : pv.zones[pv.local_zone].servers) {
