@@ -93,6 +93,7 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
     j["snapshotsSent"] = p.snapshots_sent;
     j["reportsHealth"] = p.reports_health;
     j["backendsDown"] = p.backends_down;
+    j["backendsOwed"] = p.backends_owed;
     proxies.push_back(std::move(j));
   }
   out["proxies"] = std::move(proxies);
@@ -111,6 +112,7 @@ int runController(const ControllerOptions& options) {
 
   SnapshotCache cache;
   ProxyRegistry registry;
+  DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
   std::unique_ptr<KubernetesSource> kube_source;
@@ -139,7 +141,7 @@ int runController(const ControllerOptions& options) {
     e.lease_duration = std::chrono::milliseconds(options.leader_elect_lease_duration_ms);
     e.renew_deadline = std::chrono::milliseconds(options.leader_elect_renew_deadline_ms);
     e.retry_period = std::chrono::milliseconds(options.leader_elect_retry_period_ms);
-    kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry,
+    kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
@@ -147,7 +149,7 @@ int runController(const ControllerOptions& options) {
     };
     synced = [&kube_source] { return kube_source->synced(); };
   }
-  TopologyService service(cache, registry, zones);
+  TopologyService service(cache, registry, dirty, zones);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &bound_port);
@@ -175,6 +177,7 @@ int runController(const ControllerOptions& options) {
   std::unique_ptr<ops::HttpEndpoint> metrics;
   if (!options.metrics_listen.empty()) {
     auto collector = std::make_shared<ControllerCollector>(registry, cache, source_counters);
+    collector->setDirtyServers(&dirty);
     if (kube_source)
       collector->setExtra([&kube_source](auto& out) { addWatcherMetrics(*kube_source, out); });
     metrics = std::make_unique<ops::HttpEndpoint>(

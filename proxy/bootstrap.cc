@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "memzone/ops/http_endpoint.h"
 #include "memzone/ops/log.h"
 #include "proxy/config/topology_file.h"
+#include "proxy/event/event_base.h"
 #include "proxy/metrics/proxy_collector.h"
 #include "proxy/server/listen_socket.h"
 #include "proxy/server/stats_text.h"
@@ -56,7 +58,11 @@ class TopologyApplier {
   void apply(std::shared_ptr<const topology::Topology> topology) {
     for (auto& w : workers_) w->setTopology(topology);
     stats_.setTopologyVersion(topology->version);
+    read_hold_ms_.store(topology->consistency.read_hold_ms, std::memory_order_relaxed);
   }
+
+  // The time hold a proxy falls back to when it loses the controller's dirty set.
+  uint32_t readHoldMs() const { return read_hold_ms_.load(std::memory_order_relaxed); }
 
   // Validates a streamed snapshot in full; "" when applied, else the reason (NACK).
   std::string applySnapshot(const v1::TopologySnapshot& snapshot, const std::string& state_dir) {
@@ -80,6 +86,7 @@ class TopologyApplier {
  private:
   std::vector<std::unique_ptr<server::Worker>>& workers_;
   server::StatsContext& stats_;
+  std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
 };
 
 // Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
@@ -245,16 +252,33 @@ int runProxy(const config::ProxyOptions& options) {
     client_options.zone = options.zone;
     client_options.initial_version = topology ? state.version() : "";
     std::string state_dir = options.state_dir;
+    std::shared_ptr<backend::ServerBoard> board = worker_options.server_board;
     stats_context->controller_connected = 0;
     controller = std::make_unique<topology::ControllerClient>(
         client_options,
         [&applier, state_dir](const v1::TopologySnapshot& snapshot) {
           return applier.applySnapshot(snapshot, state_dir);
         },
-        [stats_context](topology::ControllerState state) {
+        [stats_context, board, &applier](topology::ControllerState state) {
           stats_context->controller_connected = state == topology::ControllerState::kConnected;
+          // Nobody tells us any more when other proxies have replayed what they owe.
+          if (state == topology::ControllerState::kDisconnected) {
+            board->controllerLost(applier.readHoldMs(), event::nowMicros());
+            stats_context->dirty_servers = 0;
+          }
         },
-        [&workers] { return backendsDown(workers); });
+        [&workers, board, stats_context] {
+          topology::ControllerClient::HealthReport report{backendsDown(workers),
+                                                          board->owedAddresses(event::nowMicros())};
+          stats_context->owed_servers = static_cast<uint32_t>(report.owed.size());
+          return report;
+        },
+        [board, stats_context](const v1::DirtyServers& dirty) {
+          board->setDirty({dirty.addresses().begin(), dirty.addresses().end()}, dirty.generation(),
+                          dirty.confirmed_generation());
+          stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
+        });
+    board->setOwedListener([client = controller.get()] { client->healthChanged(); });
     controller->start();
   }
 
@@ -281,7 +305,10 @@ int runProxy(const config::ProxyOptions& options) {
   }
 
   stats_context->draining = true;  // /readyz fails first, so load balancers move on
-  if (controller) controller->stop();
+  if (controller) {
+    controller->stop();
+    worker_options.server_board->setOwedListener({});  // workers outlive the client
+  }
   ops::logEvent(ops::LogLevel::kInfo, std::string("draining"), "draining (up to %us)",
                 options.drain_timeout_s);
   for (auto& w : workers) w->drain();

@@ -26,6 +26,8 @@ std::string controllerUsage() {
          "  --leader-elect-renew-deadline  DURATION (default 10s)\n"
          "  --leader-elect-retry-period    DURATION (default 2s)\n"
          "  --leader-elect-resource-name   the Lease's name (default memzone-controller)\n"
+         "  --dirty-retain     DURATION a proxy that disconnected owing invalidations keeps\n"
+         "                     its servers dirty, unread by every proxy (default 60s)\n"
          "  --help, --version\n";
 }
 
@@ -83,7 +85,8 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
                                                         "--leader-elect-lease-duration",
                                                         "--leader-elect-renew-deadline",
                                                         "--leader-elect-retry-period",
-                                                        "--leader-elect-resource-name"};
+                                                        "--leader-elect-resource-name",
+                                                        "--dirty-retain"};
     bool known = false;
     for (const auto& k : kWithValue) known |= k == flag;
     if (!known) {
@@ -123,6 +126,11 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       o.poll_interval_ms = n;
     } else if (flag == "--leader-elect-resource-name") {
       o.leader_elect_resource_name = value;
+    } else if (flag == "--dirty-retain") {
+      if (!parseDurationMs(value, o.dirty_retain_ms)) {
+        result.error = "--dirty-retain must be a duration such as 60s or 500ms";
+        return result;
+      }
     } else {  // the three durations
       unsigned ms = 0;
       if (!parseDurationMs(value, ms) || ms == 0) {

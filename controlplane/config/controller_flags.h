@@ -22,6 +22,9 @@ struct ControllerOptions {
   unsigned leader_elect_lease_duration_ms = 15000;
   unsigned leader_elect_renew_deadline_ms = 10000;
   unsigned leader_elect_retry_period_ms = 2000;
+  // How long a proxy that disconnected owing invalidations keeps its servers dirty
+  // (dirty_servers.h): time for its stream to come back or for it to restart from --state-dir.
+  unsigned dirty_retain_ms = 60000;
 };
 
 // "15s", "1500ms", "1m" -> milliseconds; false when it does not parse.

@@ -28,11 +28,8 @@ std::string urlEncode(const std::string& s) {
 json viewToJson(const ReplicaView& v) {
   json zones = json::object();
   for (const auto& [zone, n] : v.proxies.zones_down) zones[zone] = n;
-  return {{"version", v.version},
-          {"total", v.proxies.total},
-          {"acked", v.proxies.acked},
-          {"nacked", v.proxies.nacked},
-          {"zonesDown", zones}};
+  return {{"version", v.version},       {"total", v.proxies.total}, {"acked", v.proxies.acked},
+          {"nacked", v.proxies.nacked}, {"zonesDown", zones},       {"dirty", v.dirty}};
 }
 
 ReplicaView viewFromJson(const json& j) {
@@ -49,6 +46,11 @@ ReplicaView viewFromJson(const json& j) {
   if (j.contains("zonesDown") && j["zonesDown"].is_object()) {
     for (const auto& [zone, n] : j["zonesDown"].items()) {
       if (n.is_number_integer() && n.get<int>() > 0) v.proxies.zones_down[zone] = n.get<int>();
+    }
+  }
+  if (j.contains("dirty") && j["dirty"].is_array()) {
+    for (const auto& a : j["dirty"]) {
+      if (a.is_string()) v.dirty.push_back(a.get<std::string>());
     }
   }
   return v;

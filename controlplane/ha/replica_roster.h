@@ -4,7 +4,8 @@
 // status, which counts every proxy. So each replica keeps a Lease of its own (named after its
 // identity, labelled `memzone.io/replica-of=<election Lease name>`), renewed every retry
 // period, whose annotation `memzone.io/proxies` carries its ProxyView as JSON: the topology
-// version it serves, proxies connected, ACKed and NACKed, and zones its proxies report down.
+// version it serves, proxies connected, ACKed and NACKed, zones its proxies report down, and
+// the servers its proxies owe invalidations to (every replica unites them into its dirty set).
 // The leader lists these Leases and adds up those still alive: a Lease is alive while its
 // record keeps changing, within three retry periods (at most its leaseDurationSeconds),
 // measured on the reader's clock (as in leader election). A replica deletes its Lease when it
@@ -43,6 +44,9 @@ struct RosterConfig {
 struct ReplicaView {
   std::string version;
   ProxyView proxies;
+  // Servers its proxies owe invalidations to (dirty_servers.h), so every replica's proxies
+  // stop reading them.
+  std::vector<std::string> dirty;
 };
 
 nlohmann::json viewToJson(const ReplicaView& view);

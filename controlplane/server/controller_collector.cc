@@ -88,6 +88,12 @@ std::vector<MetricFamily> ControllerCollector::Collect() const {
       }
     }
   }
+  if (dirty_ != nullptr) {
+    add(family(out, "memzone_controller_dirty_servers",
+               "Servers some proxy owes invalidations to (the dirty set sent to proxies).",
+               MetricType::Gauge),
+        static_cast<double>(dirty_->size()));
+  }
   if (extra_) extra_(out);
   return out;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/server/dirty_servers.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/snapshot_cache.h"
 
@@ -55,9 +56,11 @@ class ControllerCollector : public prometheus::Collectable {
   void setExtra(std::function<void(std::vector<prometheus::MetricFamily>&)> extra) {
     extra_ = std::move(extra);
   }
+  void setDirtyServers(const DirtyServers* dirty) { dirty_ = dirty; }
 
  private:
   std::function<void(std::vector<prometheus::MetricFamily>&)> extra_;
+  const DirtyServers* dirty_ = nullptr;
   const ProxyRegistry& registry_;
   const SnapshotCache& cache_;
   const SourceCounters& source_;

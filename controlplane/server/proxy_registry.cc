@@ -68,6 +68,7 @@ void ProxyRegistry::health(uint64_t id, const v1::TopologyRequest& request) {
   auto it = proxies_.find(id);
   if (it == proxies_.end()) return;
   it->second.reports_health = true;
+  it->second.backends_owed = {request.backends_owed().begin(), request.backends_owed().end()};
   if (it->second.backends_down == down) return;
   std::string list;
   for (const auto& a : down) list += (list.empty() ? "" : " ") + a;

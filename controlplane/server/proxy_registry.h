@@ -27,6 +27,7 @@ struct ProxyStatus {
   uint64_t snapshots_sent = 0;
   bool reports_health = false;          // the proxy sends backend health
   std::set<std::string> backends_down;  // "address:port" it has down
+  std::set<std::string> backends_owed;  // "address:port" it owes invalidations to
 };
 
 // Where the proxies stand against one served topology: what ReplicatedPool status reports.

@@ -1,15 +1,6 @@
 #include "controlplane/server/snapshot_cache.h"
 
-#include <algorithm>
-#include <thread>
-#include <vector>
-
 namespace memzone::controlplane {
-namespace {
-
-constexpr size_t kParallelAbove = 256;  // listeners; below, one thread is quicker
-
-}  // namespace
 
 bool SnapshotCache::publish(v1::TopologySnapshot snapshot) {
   {
@@ -19,25 +10,7 @@ bool SnapshotCache::publish(v1::TopologySnapshot snapshot) {
     ++publication_;
     by_zone_.clear();
   }
-  std::lock_guard lock(listeners_mu_);
-  // Each listener starts a write to its proxy, and gRPC may do that write on the calling
-  // thread: with thousands of proxies, one thread would send them one after the other.
-  // Spread them over the cores.
-  size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()), 4);
-  if (listeners_.size() < kParallelAbove || threads < 2) {
-    for (auto& [id, listener] : listeners_) listener();
-    return true;
-  }
-  std::vector<Listener*> all;
-  all.reserve(listeners_.size());
-  for (auto& [id, listener] : listeners_) all.push_back(&listener);
-  auto run = [&all, threads](size_t part) {
-    for (size_t i = part; i < all.size(); i += threads) (*all[i])();
-  };
-  std::vector<std::thread> helpers;
-  for (size_t part = 1; part < threads; ++part) helpers.emplace_back(run, part);
-  run(0);
-  for (auto& t : helpers) t.join();
+  listeners_.callAll();
   return true;
 }
 
@@ -58,15 +31,9 @@ std::shared_ptr<const v1::TopologySnapshot> SnapshotCache::forZone(const std::st
 }
 
 uint64_t SnapshotCache::subscribe(Listener listener) {
-  std::lock_guard lock(listeners_mu_);
-  uint64_t id = next_id_++;
-  listeners_.emplace(id, std::move(listener));
-  return id;
+  return listeners_.subscribe(std::move(listener));
 }
 
-void SnapshotCache::unsubscribe(uint64_t id) {
-  std::lock_guard lock(listeners_mu_);
-  listeners_.erase(id);
-}
+void SnapshotCache::unsubscribe(uint64_t id) { listeners_.unsubscribe(id); }
 
 }  // namespace memzone::controlplane

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "controlplane/server/listener_set.h"
 #include "memzone/v1/topology.pb.h"
 
 namespace memzone::controlplane {
@@ -28,8 +29,7 @@ class SnapshotCache {
   std::shared_ptr<const v1::TopologySnapshot> forZone(const std::string& zone);
 
   // Listeners run on the publisher's thread (and, with many, on a few helper threads it
-  // joins), under the cache's listener lock, so once unsubscribe() has returned a listener is
-  // never called again. They must not block, and may run concurrently with each other.
+  // joins): listener_set.h.
   uint64_t subscribe(Listener listener);
   void unsubscribe(uint64_t id);
 
@@ -38,9 +38,7 @@ class SnapshotCache {
   std::shared_ptr<const v1::TopologySnapshot> current_;
   uint64_t publication_ = 0;
   std::map<std::string, std::shared_ptr<const v1::TopologySnapshot>> by_zone_;  // of current_
-  std::mutex listeners_mu_;
-  std::map<uint64_t, Listener> listeners_;
-  uint64_t next_id_ = 1;
+  ListenerSet listeners_;
 };
 
 }  // namespace memzone::controlplane

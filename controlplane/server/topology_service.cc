@@ -1,6 +1,8 @@
 #include "controlplane/server/topology_service.h"
 
 #include <mutex>
+#include <set>
+#include <utility>
 
 namespace memzone::controlplane {
 namespace {
@@ -9,8 +11,8 @@ class TopologyStream final
     : public grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot> {
  public:
   TopologyStream(grpc::CallbackServerContext* context, SnapshotCache& cache,
-                 ProxyRegistry& registry, const ZoneResolver& zones)
-      : peer_(context->peer()), cache_(cache), registry_(registry), zones_(zones) {
+                 ProxyRegistry& registry, DirtyServers& dirty, const ZoneResolver& zones)
+      : peer_(context->peer()), cache_(cache), registry_(registry), dirty_(dirty), zones_(zones) {
     // Headers now, not with the first snapshot: a proxy that already has the current version
     // gets no snapshot, and the headers are how it knows the stream is established.
     context->AddInitialMetadata("memzone-controller", MEMZONE_VERSION);
@@ -33,6 +35,13 @@ class TopologyStream final
         answer(request_);
       }
       registry_.health(id_, request_);  // every message of a reporting proxy carries it
+      if (request_.reports_owed()) {
+        // Under mu_ is fine: the set calls its listeners (which take mu_) on its own thread.
+        dirty_.report(node_id_, id_,
+                      std::set<std::string>(request_.backends_owed().begin(),
+                                            request_.backends_owed().end()));
+        dirty_.applied(id_, request_.dirty_applied());
+      }
       if (!first) {
         StartRead(&request_);
         sendIfNeededLocked();
@@ -45,8 +54,16 @@ class TopologyStream final
       std::lock_guard lock(mu_);
       sendIfNeededLocked();
     });
+    uint64_t dirty_subscription = 0;
+    if (wants_dirty_) {
+      dirty_subscription = dirty_.subscribe([this] {
+        std::lock_guard lock(mu_);
+        sendIfNeededLocked();
+      });
+    }
     std::lock_guard lock(mu_);
     subscription_ = subscription;
+    dirty_subscription_ = dirty_subscription;
     setup_done_ = true;
     if (finishing_) {
       finishLocked();
@@ -73,7 +90,14 @@ class TopologyStream final
 
   void OnDone() override {
     if (subscription_ != 0) cache_.unsubscribe(subscription_);
-    if (id_ != 0) registry_.disconnected(id_);
+    if (dirty_subscription_ != 0) dirty_.unsubscribe(dirty_subscription_);
+    if (id_ != 0) {
+      registry_.disconnected(id_);
+      if (wants_dirty_) {
+        dirty_.detach(id_);
+        dirty_.disconnected(node_id_, id_);
+      }
+    }
     delete this;
   }
 
@@ -88,7 +112,10 @@ class TopologyStream final
     status.connected_since = std::time(nullptr);
     status.applied_version = request.version_applied();
     acked_version_ = request.version_applied();  // e.g. from its state file: no resend
+    node_id_ = request.node_id();
+    wants_dirty_ = request.reports_owed();
     id_ = registry_.connected(std::move(status));
+    if (wants_dirty_) dirty_.attach(id_);
   }
 
   void answer(const v1::TopologyRequest& request) {
@@ -104,7 +131,22 @@ class TopologyStream final
   }
 
   void sendIfNeededLocked() {
-    if (write_in_flight_ || awaiting_answer_ || finishing_ || id_ == 0) return;
+    if (write_in_flight_ || finishing_ || id_ == 0) return;
+    if (wants_dirty_) {
+      // The dirty set goes first and needs no answer: a proxy must stop reading a dirty
+      // server as soon as possible, whatever snapshot is in flight.
+      auto dirty = dirty_.message();
+      std::pair<uint64_t, uint64_t> state{dirty->dirty().generation(),
+                                          dirty->dirty().confirmed_generation()};
+      if (state != dirty_sent_) {
+        dirty_sent_ = state;
+        out_ = std::move(dirty);
+        write_in_flight_ = true;
+        StartWrite(out_.get());
+        return;
+      }
+    }
+    if (awaiting_answer_) return;
     auto snapshot = cache_.forZone(zone_);
     if (!snapshot) return;
     if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
@@ -128,12 +170,18 @@ class TopologyStream final
   std::string peer_;
   SnapshotCache& cache_;
   ProxyRegistry& registry_;
+  DirtyServers& dirty_;
   const ZoneResolver& zones_;
   std::mutex mu_;
   v1::TopologyRequest request_;
   std::shared_ptr<const v1::TopologySnapshot> out_;
   uint64_t id_ = 0;
   uint64_t subscription_ = 0;
+  uint64_t dirty_subscription_ = 0;
+  std::string node_id_;
+  bool wants_dirty_ = false;  // the proxy reports what it owes: it is sent the dirty set
+  // Generation and confirmed generation last sent (none yet: even the empty set goes out).
+  std::pair<uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0};
   std::string zone_;
   std::string acked_version_;
   std::string nacked_version_;
@@ -148,12 +196,13 @@ class TopologyStream final
 
 }  // namespace
 
-TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, ZoneResolver zones)
-    : cache_(cache), registry_(registry), zones_(std::move(zones)) {}
+TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, DirtyServers& dirty,
+                                 ZoneResolver zones)
+    : cache_(cache), registry_(registry), dirty_(dirty), zones_(std::move(zones)) {}
 
 grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* TopologyService::StreamTopology(
     grpc::CallbackServerContext* context) {
-  return new TopologyStream(context, cache_, registry_, zones_);
+  return new TopologyStream(context, cache_, registry_, dirty_, zones_);
 }
 
 }  // namespace memzone::controlplane

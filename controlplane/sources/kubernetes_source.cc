@@ -15,11 +15,12 @@ constexpr auto kStatusRefresh = std::chrono::seconds(1);
 
 KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOptions options,
                                    SnapshotCache& cache, const ProxyRegistry& proxies,
-                                   SourceCounters& counters)
+                                   DirtyServers& dirty_servers, SourceCounters& counters)
     : client_(std::move(config)),
       options_(std::move(options)),
       cache_(cache),
       proxies_(proxies),
+      dirty_servers_(dirty_servers),
       counters_(counters),
       status_(client_) {
   const std::string& ns = client_.config().namespace_;
@@ -54,7 +55,10 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOption
                          e.retry_period},
         [this] {
           auto served = cache_.current();
-          return ha::ReplicaView{served ? served->version() : "", proxies_.view(served.get())};
+          std::set<std::string> dirty = dirty_servers_.local();
+          return ha::ReplicaView{served ? served->version() : "",
+                                 proxies_.view(served.get()),
+                                 {dirty.begin(), dirty.end()}};
         });
   }
 }
@@ -109,6 +113,14 @@ std::vector<const k8s::ResourceWatcher*> KubernetesSource::watchers() const {
 
 bool KubernetesSource::writesStatus() const { return !elector_ || elector_->isLeader(); }
 
+void KubernetesSource::unitePeersDirtyServers() {
+  if (!roster_) return;
+  std::set<std::string> dirty;
+  for (const ha::ReplicaView& peer : roster_->peers())
+    dirty.insert(peer.dirty.begin(), peer.dirty.end());
+  dirty_servers_.setPeers(std::move(dirty));
+}
+
 ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {
   ProxyView view = proxies_.view(served);
   if (!roster_) return view;
@@ -156,6 +168,7 @@ void KubernetesSource::run() {
     // and the status is refreshed from the model we have.
     if (changed || !model_) rebuild();
     writeStatus();
+    unitePeersDirtyServers();
     lock.lock();
   }
 }

@@ -28,6 +28,7 @@
 #include "controlplane/k8s/resource_watcher.h"
 #include "controlplane/model/cluster_model.h"
 #include "controlplane/server/controller_collector.h"
+#include "controlplane/server/dirty_servers.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/status/status_writer.h"
@@ -41,8 +42,11 @@ struct KubernetesSourceOptions {
 
 class KubernetesSource {
  public:
+  // `dirty_servers` is shared with the other replicas through the roster (their proxies'
+  // debts join ours).
   KubernetesSource(k8s::ApiConfig config, KubernetesSourceOptions options, SnapshotCache& cache,
-                   const ProxyRegistry& proxies, SourceCounters& counters);
+                   const ProxyRegistry& proxies, DirtyServers& dirty_servers,
+                   SourceCounters& counters);
   ~KubernetesSource();
 
   void start();
@@ -62,11 +66,14 @@ class KubernetesSource {
   void rebuildUnchecked();
   void writeStatus();
   ProxyView proxyView(const v1::TopologySnapshot* served) const;
+  // The other replicas' dirty servers into ours.
+  void unitePeersDirtyServers();
 
   k8s::ApiClient client_;
   KubernetesSourceOptions options_;
   SnapshotCache& cache_;
   const ProxyRegistry& proxies_;
+  DirtyServers& dirty_servers_;
   SourceCounters& counters_;
   StatusWriter status_;
   std::unique_ptr<k8s::ResourceWatcher> pools_;

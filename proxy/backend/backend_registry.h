@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "proxy/backend/backend_server.h"
+#include "proxy/backend/dirty_confirmation.h"
 #include "proxy/topology/topology.h"
 
 namespace memzone::backend {
@@ -75,6 +76,9 @@ class BackendRegistry {
   // A window opened outside apply() (a server found empty): recount and close it in time.
   void windowsChanged() { warming_timer_.arm(std::chrono::microseconds(0)); }
 
+  // Writes waiting for their failed copies to be known dirty by every proxy.
+  DirtyConfirmations& confirmations() { return confirmations_; }
+
   // Every server of every pool and zone of the current view (flush_all, stats).
   std::vector<BackendServer*> allServers() const;
   // Charged with every backend connection's buffers; a connection holding more than
@@ -115,6 +119,7 @@ class BackendRegistry {
   event::Timer empty_watch_timer_;  // about once a second
   MemoryAccount* buffer_account_ = nullptr;
   size_t max_input_bytes_ = 0;
+  DirtyConfirmations confirmations_{base_};
 };
 
 }  // namespace memzone::backend

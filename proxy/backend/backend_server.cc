@@ -132,6 +132,8 @@ void BackendServer::updateOwing() {
   } else {
     shared_->owing.fetch_sub(1, std::memory_order_relaxed);
   }
+  // Other proxies must stop reading it as soon as possible: report now.
+  if (shared_->controller) shared_->controller->notify();
 }
 
 void BackendServer::noteReturn() {
@@ -290,6 +292,7 @@ void BackendServer::overflow() {
   if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
   setQueueDepth(replaying_.size());
   updateOwing();
+  if (shared_->controller) shared_->controller->notify();  // distrusted: owed, for others too
   ops::logEvent(
       ops::LogLevel::kWarn, "overflow:" + address_,
       "backend %s: invalidation queue overflowed (%zu keys dropped); no reads from it until %s",

@@ -55,6 +55,14 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   const std::string& address() const { return address_; }
   bool up() const { return state_ == State::kUp; }
   ReadTrust readTrust() const;
+  // Whether no other proxy can be reading this server any more because of what this proxy
+  // owes it: no controller coordinates (nothing to wait for), or every proxy on it has
+  // applied a dirty set holding this server (dirty_confirmation.h).
+  bool knownDirtyToAll() const {
+    const ControllerLink* link = shared_->controller.get();
+    return link == nullptr || !link->coordinated.load(std::memory_order_relaxed) ||
+           shared_->dirty_confirmed.load(std::memory_order_relaxed);
+  }
 
   // Returns the reason a request cannot be sent now, or nullopt. After nullopt, encode the
   // request into output() and call commit(); the sink then hears back exactly once.

@@ -4,12 +4,28 @@
 
 namespace memzone::backend {
 
+void ControllerLink::setListener(std::function<void()> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(listener);
+}
+
+void ControllerLink::notify() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (listener_) listener_();
+}
+
 std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   std::weak_ptr<ServerState>& slot = states_[address];
   std::shared_ptr<ServerState> state = slot.lock();
   if (!state) {
     state = std::make_shared<ServerState>();
+    state->controller = link_;
+    // A server added while some proxy owes it deletes (it was in an older topology of theirs).
+    auto dirty = dirty_since_.find(address);
+    state->dirty.store(dirty != dirty_since_.end(), std::memory_order_relaxed);
+    state->dirty_confirmed.store(dirty != dirty_since_.end() && dirty->second <= confirmed_,
+                                 std::memory_order_relaxed);
     slot = state;
   }
   return state;
@@ -43,14 +59,26 @@ void ServerBoard::workerLogWritten() {
   }
 }
 
-void ServerBoard::setDirty(const std::vector<std::string>& addresses) {
+void ServerBoard::setDirty(std::vector<std::string> addresses, uint64_t generation,
+                           uint64_t confirmed) {
   std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, uint64_t> since;
+  for (std::string& a : addresses) {
+    auto old = dirty_since_.find(a);
+    uint64_t first = old != dirty_since_.end() ? old->second : generation;
+    since.emplace(std::move(a), first);
+  }
+  dirty_since_ = std::move(since);
+  confirmed_ = confirmed;
   for (auto& [address, weak] : states_) {
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    bool dirty = std::find(addresses.begin(), addresses.end(), address) != addresses.end();
+    auto it = dirty_since_.find(address);
+    bool dirty = it != dirty_since_.end();
     s->dirty.store(dirty, std::memory_order_relaxed);
+    s->dirty_confirmed.store(dirty && it->second <= confirmed_, std::memory_order_relaxed);
   }
+  link_->coordinated.store(true, std::memory_order_relaxed);
 }
 
 void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
@@ -65,15 +93,26 @@ void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
     }
     s->dirty.store(false, std::memory_order_relaxed);
   }
+  for (auto& [address, weak] : states_) {
+    if (std::shared_ptr<ServerState> s = weak.lock()) {
+      s->dirty_confirmed.store(false, std::memory_order_relaxed);
+    }
+  }
+  dirty_since_.clear();
+  confirmed_ = 0;
+  link_->coordinated.store(false, std::memory_order_relaxed);
 }
 
-std::vector<std::string> ServerBoard::owedAddresses() const {
+std::vector<std::string> ServerBoard::owedAddresses(int64_t now_us) const {
   std::vector<std::string> out;
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [address, weak] : states_) {
+  for (const auto& [address, weak] : states_) {  // a std::map: sorted
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    if (s->owing.load(std::memory_order_relaxed) != 0) out.push_back(address);
+    if (s->owing.load(std::memory_order_relaxed) != 0 ||
+        s->distrusted_until_us.load(std::memory_order_relaxed) > now_us) {
+      out.push_back(address);
+    }
   }
   return out;
 }

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,21 @@
 #include "proxy/backend/invalidation_log.h"
 
 namespace memzone::backend {
+
+// What every server's state shares with the controller client: a way to report at once that
+// what the proxy owes changed (rather than at the next health interval: the window in which
+// other proxies may still read the server; called on transitions only, never per request),
+// and whether the controller's dirty set is live (a stream is up and sends it).
+class ControllerLink {
+ public:
+  void setListener(std::function<void()> listener);
+  void notify();
+  std::atomic<bool> coordinated{false};
+
+ private:
+  std::mutex mu_;
+  std::function<void()> listener_;
+};
 
 struct alignas(64) ServerState {
   // Workers that have deletes queued for this server (failed copies).
@@ -40,15 +56,23 @@ struct alignas(64) ServerState {
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
+  // Every proxy on the controller has applied a dirty set holding this server: none reads it.
+  // A write whose copy to it failed is acknowledged only then (or after a bound).
+  std::atomic<bool> dirty_confirmed{false};
+  // The board's; workers notify it when `owing` or `distrusted_until_us` changes.
+  std::shared_ptr<ControllerLink> controller;
 };
 
 class ServerBoard {
  public:
   // The state for `address`, created on first use; any thread (control path).
   std::shared_ptr<ServerState> stateFor(const std::string& address);
-  // Addresses some worker owes deletes to: what this proxy reports to the controller as
-  // "dirty" (no proxy may read them until every proxy has reported them clean). Any thread.
-  std::vector<std::string> owedAddresses() const;
+  // Addresses some worker owes deletes to, or holds distrusted after an overflow: what this
+  // proxy reports to the controller as owed (no proxy may read them until every proxy has
+  // reported them clean), sorted. Any thread.
+  std::vector<std::string> owedAddresses(int64_t now_us) const;
+  // Called (on a worker thread) whenever what owedAddresses() returns may have changed.
+  void setOwedListener(std::function<void()> listener) { link_->setListener(std::move(listener)); }
 
   // Durable invalidations (invalidation_log.h): what the files said each server is owed,
   // handed once to the first worker that creates the server; and how many workers have yet
@@ -57,9 +81,12 @@ class ServerBoard {
   OwedDeletes takeRestored(const std::string& address);
   void workerLogWritten();
 
-  // The controller's list of dirty servers (every proxy's owed servers, united). Servers not
-  // in it are clean; one that stops being dirty still waits for its read hold, if any.
-  void setDirty(const std::vector<std::string>& addresses);
+  // The controller's dirty set (every proxy's owed servers, united) at `generation`, of which
+  // every proxy on the controller has applied `confirmed` or later. Servers not in it are
+  // clean; one that stops being dirty still waits for its read hold, if any. A server the
+  // board learns of later starts dirty if it is in the latest set.
+  void setDirty(std::vector<std::string> addresses, uint64_t generation = 0,
+                uint64_t confirmed = 0);
   // The controller is gone: nobody tells us when other proxies are done, so every server
   // that was dirty is held for `hold_ms` (the time bound every proxy falls back to).
   void controllerLost(uint32_t hold_ms, int64_t now_us);
@@ -67,6 +94,10 @@ class ServerBoard {
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::weak_ptr<ServerState>> states_;
+  // The controller's latest set: address -> the generation since which it is dirty.
+  std::map<std::string, uint64_t> dirty_since_;
+  uint64_t confirmed_ = 0;
+  std::shared_ptr<ControllerLink> link_ = std::make_shared<ControllerLink>();
   std::map<std::string, OwedDeletes> restored_;
   std::string restored_dir_;
   int logs_pending_ = 0;

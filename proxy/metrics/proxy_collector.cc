@@ -100,6 +100,14 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_client_connections_limit",
              "--max-connections: client connections the proxy accepts at once.", MetricType::Gauge),
       static_cast<double>(context_->max_connections));
+  add(family(out, "memzone_proxy_write_confirmation_waits_total",
+             "Writes whose reply waited until every proxy knew a failed copy's server dirty.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().writes_confirmation_waits.get(); }));
+  add(family(out, "memzone_proxy_write_confirmation_timeouts_total",
+             "Of those, writes answered after the 500 ms bound without the confirmation.",
+             MetricType::Counter),
+      sum([](const server::Worker& w) { return w.stats().writes_confirmation_timeouts.get(); }));
   add(family(out, "memzone_proxy_accept_pauses_total",
              "Times accepting paused for lack of file descriptors.", MetricType::Counter),
       sum([](const server::Worker& w) { return w.stats().accept_pauses.get(); }));
@@ -321,8 +329,17 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
   add(family(out, "memzone_proxy_topology_nacks_total", "Snapshots refused (NACKed).",
              MetricType::Counter),
       static_cast<double>(context_->nacks.load()));
+  add(family(out, "memzone_proxy_owed_servers",
+             "Servers this proxy owes invalidations to (failed copies not yet replayed, or an "
+             "overflow hold): no proxy reads them.",
+             MetricType::Gauge),
+      context_->owed_servers.load());
   int connected = context_->controller_connected.load();
   if (connected >= 0) {
+    add(family(out, "memzone_proxy_dirty_servers",
+               "Servers the controller says some proxy owes invalidations to: not read.",
+               MetricType::Gauge),
+        context_->dirty_servers.load());
     add(family(out, "memzone_proxy_controller_connected",
                "1 while the topology stream to the controller is up.", MetricType::Gauge),
         connected);

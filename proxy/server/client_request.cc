@@ -21,7 +21,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   plan_ = plan;
   started_us_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
-  override_ = false;
+  override_ = confirming_ = false;
   local_only_ = sending_ = false;
   outstanding_ = 0;
   next_attempt_ = 0;

@@ -43,7 +43,7 @@ class RequestOwner {
   virtual void onRequestReady() = 0;
 };
 
-class ClientRequest final : public backend::ReplySink {
+class ClientRequest final : public backend::ReplySink, private backend::ConfirmationWaiter {
  public:
   enum class Plan : uint8_t {
     kLocal,      // answered by the proxy itself
@@ -157,6 +157,9 @@ class ClientRequest final : public backend::ReplySink {
   void sendDeferredCopies();
   void answerWriteIfDecided();
   void reconcileWrite();
+  // Whether every server this write leaves an invalidation for is known dirty to every proxy.
+  bool invalidatedServersKnownDirty() const;
+  bool confirmationCheck(int64_t now_us) override;
   // failover_read.cc
   void readChildDone(uint32_t child);
   void sendReadAttempt(uint32_t from);
@@ -197,6 +200,8 @@ class ClientRequest final : public backend::ReplySink {
   bool local_only_ = false;    // kRead / kMultiGet: gets/gats never leave the local zone
   bool sending_ = false;       // a send loop is running: replies that arrive at once wait
   bool override_ = false;      // overrideReply(): reply_ is final
+  bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
+  int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;                   // kRead
   uint32_t round_start_ = 0;                    // kMultiGet: first child of the current round

@@ -62,6 +62,10 @@ struct ProxyStats {
   metrics::Counter repairs_stored;
   metrics::Counter repairs_skipped;  // the local zone had a value by then (never overwritten)
   metrics::Counter repairs_failed;
+  // Writes whose reply waited for the controller's confirmation that every proxy knows the
+  // failed copy's server is dirty (dirty_confirmation.h); and those the bound released.
+  metrics::Counter writes_confirmation_waits;
+  metrics::Counter writes_confirmation_timeouts;
   // requests by command and result, and their latency (from parse to reply ready)
   std::array<std::array<metrics::Counter, protocol::kRequestResultCount>, protocol::kCommandCount>
       results;

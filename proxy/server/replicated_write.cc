@@ -5,9 +5,11 @@
 // until every copy has answered. Then each copy is reconciled: a copy that failed, or whose
 // answer differs from the local zone's (an `add` stored here but not there, an `incr` that
 // came out different), leaves an invalidation for that server, so the zone cannot serve a
-// value older than what the client was told.
+// value older than what the client was told. When the controller coordinates, a successful
+// reply waits until every proxy knows those servers are dirty (dirty_confirmation.h).
 #include <cstdio>
 
+#include "proxy/event/event_base.h"
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
@@ -89,7 +91,39 @@ void ClientRequest::writeChildDone(uint32_t) {
     }
   }
   answerWriteIfDecided();
-  if (outstanding_ == 0 && !defer_copies_) reconcileWrite();
+  if (outstanding_ == 0 && !defer_copies_) {
+    reconcileWrite();  // queues the invalidations: the proxy reports them at once
+    if (confirming_) {
+      // The reply is decided but held: outstanding_ keeps the request alive meanwhile.
+      confirm_until_us_ = event::nowMicros() + backend::kDirtyConfirmationWaitUs;
+      stats_->writes_confirmation_waits.add();
+      ++outstanding_;
+      registry_->confirmations().wait(this);
+    }
+  }
+}
+
+bool ClientRequest::invalidatedServersKnownDirty() const {
+  const Child& local = children_[0];
+  bool local_ok = succeeded(local);
+  for (size_t i = 0; i < child_count_; ++i) {
+    const Child& c = children_[i];
+    bool invalidated =
+        i == 0 ? !local_ok : !succeeded(c) || (local_ok && diverged(command_, local, c));
+    if (invalidated && c.server != nullptr && !c.server->knownDirtyToAll()) return false;
+  }
+  return true;
+}
+
+bool ClientRequest::confirmationCheck(int64_t now_us) {
+  bool confirmed = invalidatedServersKnownDirty();
+  if (!confirmed && now_us < confirm_until_us_) return false;
+  if (!confirmed) stats_->writes_confirmation_timeouts.add();
+  confirming_ = false;
+  --outstanding_;
+  markReady();
+  maybeRecycle();
+  return true;
 }
 
 void ClientRequest::sendDeferredCopies() {
@@ -173,6 +207,10 @@ void ClientRequest::answerWriteIfDecided() {
   if (noreply_) {
     reply_.clear();
     reply_child_ = kNoChild;
+  } else if (!answer->failed && outstanding_ == 0 && !defer_copies_ &&
+             !invalidatedServersKnownDirty()) {
+    confirming_ = true;  // writeChildDone() starts the wait once the invalidations are queued
+    return;
   }
   markReady();
 }

@@ -36,6 +36,7 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   uint64_t failures[backend::kBackendFailureCount] = {};
   uint64_t failovers[kFailoverReasonCount] = {};
   uint64_t repairs[4] = {};
+  uint64_t confirmation_waits = 0, confirmation_timeouts = 0;
   struct ZoneSums {
     uint64_t copies_sent = 0, copies_failed = 0, queued = 0, replayed = 0, dropped = 0, depth = 0,
              flushes = 0;
@@ -91,6 +92,8 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
     repairs[1] += s.repairs_stored.get();
     repairs[2] += s.repairs_skipped.get();
     repairs[3] += s.repairs_failed.get();
+    confirmation_waits += s.writes_confirmation_waits.get();
+    confirmation_timeouts += s.writes_confirmation_timeouts.get();
     for (size_t z = 0; z < zones.size(); ++z) {
       const backend::ZoneCounters& zc = b.zones[z];
       zones[z].copies_sent += zc.copies_sent.get();
@@ -114,6 +117,8 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "total_connections", total);
   stat(out, "rejected_connections", rejected);
   stat(out, "max_connections", context.max_connections);
+  stat(out, "dirty_servers", uint64_t{context.dirty_servers.load()});
+  stat(out, "owed_servers", uint64_t{context.owed_servers.load()});
   stat(out, "cmd_get",
        count(Command::kGet) + count(Command::kGets) + count(Command::kGat) + count(Command::kGats) +
            count(Command::kMetaGet));
@@ -149,6 +154,8 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
   stat(out, "proxy_repairs_stored", repairs[1]);
   stat(out, "proxy_repairs_skipped", repairs[2]);
   stat(out, "proxy_repairs_failed", repairs[3]);
+  stat(out, "proxy_write_confirmation_waits", confirmation_waits);
+  stat(out, "proxy_write_confirmation_timeouts", confirmation_timeouts);
   for (int r = 0; r < kCloseReasonCount; ++r) {
     std::string name = "proxy_connections_closed_";
     name += closeReasonName(static_cast<CloseReason>(r));

@@ -23,6 +23,10 @@ struct StatsContext {
   std::atomic<int64_t> last_applied_unix{0};
   std::atomic<uint64_t> nacks{0};
   std::atomic<int> controller_connected{-1};  // -1: no controller (static --config)
+  // Consistency (server_board.h): servers the controller's dirty set holds, servers this
+  // proxy owes invalidations to (as last reported).
+  std::atomic<uint32_t> dirty_servers{0};
+  std::atomic<uint32_t> owed_servers{0};
   std::atomic<bool> draining{false};
   bool per_backend_metrics = false;  // fixed at start-up
   uint64_t max_connections = 0;      // fixed at start-up

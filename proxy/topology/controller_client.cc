@@ -57,11 +57,12 @@ std::string parseControllerTargets(const std::string& list, std::vector<std::str
 }
 
 ControllerClient::ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state,
-                                   HealthFn health)
+                                   HealthFn health, DirtyFn on_dirty)
     : options_(std::move(options)),
       apply_(std::move(apply)),
       on_state_(std::move(on_state)),
       health_(std::move(health)),
+      on_dirty_(std::move(on_dirty)),
       applied_version_(options_.initial_version) {}
 
 ControllerClient::~ControllerClient() { stop(); }
@@ -88,6 +89,22 @@ bool ControllerClient::waitFor(uint32_t ms) {
   return !stopping_;
 }
 
+bool ControllerClient::waitForHealth(uint32_t ms) {
+  std::unique_lock lock(mu_);
+  wake_.wait_for(lock, std::chrono::milliseconds(ms),
+                 [this] { return stopping_ || health_changed_; });
+  health_changed_ = false;
+  return !stopping_;
+}
+
+void ControllerClient::healthChanged() {
+  {
+    std::lock_guard lock(mu_);
+    health_changed_ = true;
+  }
+  wake_.notify_all();
+}
+
 bool ControllerClient::stopping() {
   std::lock_guard lock(mu_);
   return stopping_;
@@ -103,22 +120,25 @@ v1::TopologyRequest ControllerClient::message(const std::string& nonce) {
   m.set_response_nonce(nonce);
   if (health_) {
     m.set_reports_health(true);
-    for (const auto& a : down_) m.add_backends_down(a);
-    down_sent_ = down_;
+    for (const auto& a : health_report_.down) m.add_backends_down(a);
+    m.set_reports_owed(true);
+    for (const auto& a : health_report_.owed) m.add_backends_owed(a);
+    m.set_dirty_applied(dirty_applied_);
+    health_sent_ = health_report_;
   }
   return m;
 }
 
 void ControllerClient::runHealth() {
-  while (waitFor(options_.health_interval_ms)) {
-    std::vector<std::string> down = health_();
+  while (waitForHealth(options_.health_interval_ms)) {
+    HealthReport health = health_();
     std::lock_guard write_lock(write_mu_);  // before mu_: the stream cannot go away meanwhile
     v1::TopologyRequest report;
     Stream* stream = nullptr;
     {
       std::lock_guard lock(mu_);
-      down_ = std::move(down);
-      if (stream_ == nullptr || down_ == down_sent_) continue;
+      health_report_ = std::move(health);
+      if (stream_ == nullptr || health_report_ == health_sent_) continue;
       report = message("");  // no nonce: a report, not an answer
       stream = stream_;
     }
@@ -262,6 +282,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   v1::TopologyRequest hello;
   {
     std::lock_guard lock(mu_);
+    dirty_applied_ = 0;  // generations are per controller
     hello = message("");
   }
   bool established = false;
@@ -283,6 +304,22 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     v1::TopologySnapshot snapshot;
     while (stream->Read(&snapshot)) {
       if (!established) establish();
+      if (snapshot.version().empty()) {
+        // The dirty set alone: not a topology, never answered; but once applied, the
+        // controller hears so (a report), and confirms to the proxies waiting on it.
+        if (!on_dirty_ || !snapshot.has_dirty()) continue;
+        on_dirty_(snapshot.dirty());
+        std::lock_guard write_lock(write_mu_);
+        v1::TopologyRequest report;
+        {
+          std::lock_guard lock(mu_);
+          if (snapshot.dirty().generation() == dirty_applied_) continue;
+          dirty_applied_ = snapshot.dirty().generation();
+          report = message("");
+        }
+        if (!stream->Write(report)) break;
+        continue;
+      }
       std::string refused = apply_(snapshot);
       std::lock_guard write_lock(write_mu_);
       v1::TopologyRequest answer;

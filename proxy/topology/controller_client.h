@@ -3,8 +3,12 @@
 // One thread owns one gRPC bidirectional stream at a time: it says who the proxy is and which
 // version it serves, then answers every snapshot with an ACK (applied) or a NACK (refused,
 // with the reason; the previous topology keeps serving). A second thread reports backend
-// health: which servers no worker has up, whenever that changes (every message carries it too),
-// so the controller never calls a pool Ready while its proxies cannot reach a zone.
+// health: which servers no worker has up, so the controller never calls a pool Ready while its
+// proxies cannot reach a zone, and which servers the proxy owes invalidations to, so no other
+// proxy reads them (DESIGN.md, dirty servers). It sends whenever that changes: it looks every
+// health interval, and at once when woken by healthChanged() (a server became owed). Every
+// message carries both too. The controller answers with the dirty set, all proxies' debts
+// united, passed to `on_dirty` on the client's thread; such messages are never answered.
 //
 // Several controllers: `targets` lists HOST:PORT entries; each host may resolve to several
 // addresses (a headless Service). Every address is tried in turn, from a random start so that
@@ -62,15 +66,25 @@ class ControllerClient {
   // Called on the client's thread.
   using ApplyFn = std::function<std::string(const v1::TopologySnapshot&)>;
   using StateFn = std::function<void(ControllerState)>;
-  // "address:port" of the backends the proxy has down, sorted. Called on the health thread.
-  using HealthFn = std::function<std::vector<std::string>()>;
+  struct HealthReport {
+    std::vector<std::string> down;  // "address:port" of the backends the proxy has down, sorted
+    std::vector<std::string> owed;  // "address:port" of the servers it owes invalidations
+    bool operator==(const HealthReport&) const = default;
+  };
+  // Called on the health thread.
+  using HealthFn = std::function<HealthReport()>;
+  // The controller's dirty set; called on the client's thread.
+  using DirtyFn = std::function<void(const v1::DirtyServers&)>;
 
   ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state = {},
-                   HealthFn health = {});
+                   HealthFn health = {}, DirtyFn on_dirty = {});
   ~ControllerClient();  // stops and joins
 
   void start();
   void stop();
+  // Something the health report carries changed: report now, not at the next interval.
+  // Any thread; cheap (a flag and a notify).
+  void healthChanged();
 
  private:
   using Stream = grpc::ClientReaderWriter<v1::TopologyRequest, v1::TopologySnapshot>;
@@ -83,6 +97,7 @@ class ControllerClient {
                     uint32_t connect_timeout_ms);
   std::vector<std::pair<std::string, std::string>> resolveAll();  // (grpc target, shown)
   bool waitFor(uint32_t ms);                                      // false when stopping
+  bool waitForHealth(uint32_t ms);  // until the interval or healthChanged(); false when stopping
   bool stopping();
   v1::TopologyRequest message(const std::string& nonce);  // hello/answer/report, with health
   bool send(const v1::TopologyRequest& request);          // any thread; under write_mu_
@@ -91,6 +106,7 @@ class ControllerClient {
   ApplyFn apply_;
   StateFn on_state_;
   HealthFn health_;
+  DirtyFn on_dirty_;
   std::string applied_version_;  // the client thread's
   std::thread thread_;
   std::thread health_thread_;
@@ -99,8 +115,10 @@ class ControllerClient {
   bool stopping_ = false;
   grpc::ClientContext* context_ = nullptr;  // the live stream's, under mu_, for cancel
   Stream* stream_ = nullptr;                // the live, established stream, under mu_
-  std::vector<std::string> down_;           // the latest health, under mu_
-  std::vector<std::string> down_sent_;      // what the live stream was last told, under mu_
+  HealthReport health_report_;              // the latest, under mu_
+  HealthReport health_sent_;                // what the live stream was last told, under mu_
+  bool health_changed_ = false;             // healthChanged() since the last look, under mu_
+  uint64_t dirty_applied_ = 0;              // the live stream's dirty generation applied, mu_
   std::mutex write_mu_;                     // one Write at a time on the stream
 };
 

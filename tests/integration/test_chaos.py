@@ -133,14 +133,30 @@ class Client(threading.Thread):
             sock.close()
 
 
-class ChaosTest(unittest.TestCase):
-    def run_seed(self, seed, read_hold_ms=None):
+def static_proxies(yaml, state):
+    """Proxies on the topology file, each with its --state-dir."""
+    return lambda zone, port=None: Proxy(yaml, zone=zone, threads=3, port=port,
+                                         extra_args=["--state-dir", state[zone]])
+
+
+class ChaosRun:
+    """The chaos run, shared with test_partitions (which adds partitions inside its network
+    namespace). A mixin, so importing it does not run these tests twice."""
+
+    def run_seed(self, seed, read_hold_ms=None, make_proxies=static_proxies, extra_faults=None,
+                 label=""):
+        """One chaos run. `make_proxies(yaml, state)` returns a factory (zone, port) -> Proxy;
+        `extra_faults` maps a fault name to fn(rng, servers, proxies) that injects it, waits,
+        and heals it (test_partitions adds network partitions this way)."""
         rng = random.Random(seed)
+        extra_faults = extra_faults or {}
         servers = {z: [Memcached().start() for _ in range(2)] for z in ZONES}
         yaml = topology_yaml(servers, read_hold_ms)
         state = {z: tempfile.mkdtemp(prefix="memzone-chaos-") for z in ZONES}
-        proxies = {z: Proxy(yaml, zone=z, threads=3, extra_args=["--state-dir", state[z]]).start()
-                   for z in ZONES}
+        for d in state.values():
+            os.chmod(d, 0o777)  # proxies may run as other users
+        new_proxy = make_proxies(yaml, state)
+        proxies = {z: new_proxy(z).start() for z in ZONES}
         model = Model()
         fault = ["none"]
         deadline = time.monotonic() + SECONDS
@@ -150,9 +166,12 @@ class ChaosTest(unittest.TestCase):
                 c.start()
             time.sleep(0.5)
             while time.monotonic() < deadline - 1.0:
-                kind = rng.choice(["pause", "pause", "restart-memcached", "restart-proxy"])
+                kind = rng.choice(["pause", "pause", "restart-memcached", "restart-proxy"] +
+                                  sorted(extra_faults) * 2)
                 fault[0] = kind
-                if kind == "pause":
+                if kind in extra_faults:
+                    extra_faults[kind](rng, servers, proxies)
+                elif kind == "pause":
                     s = rng.choice([s for z in ZONES for s in servers[z]])
                     s.pause()
                     time.sleep(rng.uniform(1.0, 3.0))
@@ -168,8 +187,7 @@ class ChaosTest(unittest.TestCase):
                     p.proc.kill()  # SIGKILL: no drain; owed deletes only in --state-dir
                     p.proc.wait(timeout=10)
                     p.log.close()
-                    proxies[z] = Proxy(yaml, zone=z, threads=3, port=p.port,
-                                       extra_args=["--state-dir", state[z]]).start()
+                    proxies[z] = new_proxy(z, port=p.port).start()
                     for c in clients:
                         c.proxies = proxies
                 fault[0] = "after " + kind
@@ -191,8 +209,8 @@ class ChaosTest(unittest.TestCase):
             for k, n in c.counts.items():
                 totals[k] = totals.get(k, 0) + n
         reads = sum(n for (f, op, o), n in totals.items() if op == "read")
-        print("\nchaos seed %d%s: %d reads, stale %d, staleness window %.0f ms"
-              % (seed, "" if read_hold_ms is None else ", readHoldMs %d" % read_hold_ms, reads,
+        print("\nchaos%s seed %d%s: %d reads, stale %d, staleness window %.0f ms"
+              % (label, seed, "" if read_hold_ms is None else ", readHoldMs %d" % read_hold_ms, reads,
                  len(model.stale), model.window * 1000))
         for f in sorted({k[0] for k in totals}):
             row = {(op, o): n for (ff, op, o), n in totals.items() if ff == f}
@@ -201,6 +219,8 @@ class ChaosTest(unittest.TestCase):
         self.assertGreater(reads, 500)
         return model.stale
 
+
+class ChaosTest(ChaosRun, unittest.TestCase):
     def test_no_stale_reads_through_any_proxy(self):
         for seed in SEEDS:
             with self.subTest(seed=seed):

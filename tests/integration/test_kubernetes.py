@@ -604,6 +604,42 @@ class HighAvailabilityTest(unittest.TestCase):
         # a's proxy reconnects nowhere (it listed only a); b counts what it sees.
         wait_until(lambda: self.status().get("proxies") == {"total": 1, "acked": 1}, 10, "b's count")
 
+    def test_dirty_servers_reach_the_proxies_of_every_replica(self):
+        """A proxy on replica a owes a server invalidations; a proxy on replica b must stop
+        reading it too: replicas share their proxies' debts through their roster Leases."""
+        self.api.store.put("endpointslices", endpoint_slice(
+            "memcached-abcde", "memcached",
+            [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")], self.port))
+        a, b = self.controller(), self.controller()
+        a.start()
+        b.start()
+        b.wait_for_log("serving topology")
+        pa = Proxy(None, controller=a.address, env={"NODE_NAME": "node-a"}).start()
+        self.addCleanup(pa.stop)
+        pb = Proxy(None, controller=b.address, env={"NODE_NAME": "node-a"}).start()
+        self.addCleanup(pb.stop)
+        with pa.client() as c:
+            wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10,
+                       "pa serving")
+        self.assertEqual(pb.stats().get("dirty_servers"), "0")
+        # Zone b's server stops answering: pa's copies to it fail and pa owes it deletes.
+        zone_b = self.servers[IPS[1]]
+        zone_b.pause()
+        try:
+            with pa.client() as c:
+                for i in range(5):
+                    c.request(b"set k%d 0 0 1\r\nx\r\n" % i, timeout=5)
+            wait_until(lambda: pa.stats().get("owed_servers") == "1", 5, "pa owes zone b")
+            started = time.monotonic()
+            wait_until(lambda: pb.stats().get("dirty_servers") == "1", 10,
+                       "pb told through replica b\n" + b.logs()[-2000:])
+            print("\ndirty server reached the other replica's proxy after %.2f s (retry period "
+                  "0.25 s)" % (time.monotonic() - started))
+        finally:
+            zone_b.resume()
+        # pa replays once zone b answers, reports clean; pb hears it through the replicas.
+        wait_until(lambda: pb.stats().get("dirty_servers") == "0", 15, "pb clean again")
+
     def test_a_leader_whose_lease_is_taken_stops_writing(self):
         """Another holder takes the Lease (as a replica with a faster clock could): the leader's
         renewal, conditional on the resourceVersion it read, gets 409 Conflict; it stops leading

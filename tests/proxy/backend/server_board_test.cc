@@ -29,14 +29,63 @@ TEST(ServerBoard, OwedAddressesAreThoseSomeWorkerOwes) {
   ServerBoard board;
   auto a = board.stateFor("a:1");
   auto b = board.stateFor("b:1");
-  EXPECT_TRUE(board.owedAddresses().empty());
+  EXPECT_TRUE(board.owedAddresses(0).empty());
   a->owing.fetch_add(1);
   a->owing.fetch_add(1);  // two workers
-  EXPECT_EQ(board.owedAddresses(), std::vector<std::string>{"a:1"});
+  EXPECT_EQ(board.owedAddresses(0), std::vector<std::string>{"a:1"});
   a->owing.fetch_sub(1);
-  EXPECT_EQ(board.owedAddresses(), std::vector<std::string>{"a:1"});  // one still owes
+  EXPECT_EQ(board.owedAddresses(0), std::vector<std::string>{"a:1"});  // one still owes
   a->owing.fetch_sub(1);
-  EXPECT_TRUE(board.owedAddresses().empty());
+  EXPECT_TRUE(board.owedAddresses(0).empty());
+}
+
+TEST(ServerBoard, AnOverflowHoldIsOwedUntilItEnds) {
+  // The keys were dropped: the server may hold stale values for everyone, not just us.
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  a->distrusted_until_us.store(5'000'000);
+  EXPECT_EQ(board.owedAddresses(4'999'999), std::vector<std::string>{"a:1"});
+  EXPECT_TRUE(board.owedAddresses(5'000'000).empty());
+}
+
+TEST(ServerBoard, OwedChangesReachTheListener) {
+  ServerBoard board;
+  int calls = 0;
+  board.setOwedListener([&calls] { ++calls; });
+  auto a = board.stateFor("a:1");
+  ASSERT_TRUE(a->controller);
+  a->controller->notify();
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(ServerBoard, AServerLearnedAfterTheDirtyListStartsDirty) {
+  ServerBoard board;
+  board.setDirty({"b:1", "a:1"});  // unsorted on the wire is fine
+  auto a = board.stateFor("a:1");
+  auto c = board.stateFor("c:1");
+  EXPECT_TRUE(a->dirty.load());
+  EXPECT_FALSE(c->dirty.load());
+}
+
+TEST(ServerBoard, ADirtyServerIsConfirmedOnceEveryProxyAppliedASetHoldingIt) {
+  ServerBoard board;
+  auto a = board.stateFor("a:1");
+  auto b = board.stateFor("b:1");
+  board.setDirty({"a:1"}, 5, 4);  // a:1 dirty since 5; every proxy has applied 4
+  EXPECT_TRUE(a->dirty.load());
+  EXPECT_FALSE(a->dirty_confirmed.load());
+  EXPECT_TRUE(a->controller->coordinated.load());
+  board.setDirty({"a:1", "b:1"}, 6, 5);  // a:1 since 5 is confirmed; b:1 since 6 is not
+  EXPECT_TRUE(a->dirty_confirmed.load());
+  EXPECT_FALSE(b->dirty_confirmed.load());
+  board.setDirty({"b:1"}, 7, 7);
+  EXPECT_FALSE(a->dirty_confirmed.load());
+  EXPECT_TRUE(b->dirty_confirmed.load());
+  board.setDirty({"a:1", "b:1"}, 8, 7);  // a:1 dirty again: since 8, not confirmed yet
+  EXPECT_FALSE(a->dirty_confirmed.load());
+  board.controllerLost(6000, 0);  // no confirmation without a controller; nothing to wait for
+  EXPECT_FALSE(b->dirty_confirmed.load());
+  EXPECT_FALSE(b->controller->coordinated.load());
 }
 
 TEST(ServerBoard, DirtyListFromTheControllerReplacesThePreviousOne) {

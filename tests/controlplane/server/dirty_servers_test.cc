@@ -1,0 +1,160 @@
+// The controller's dirty-server set (issue 17): the union of what every proxy owes, what a
+// proxy that disconnects while dirty leaves behind, and how streams hear about changes.
+#include "controlplane/server/dirty_servers.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+namespace memzone::controlplane {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::string> addresses(const DirtyServers& d) {
+  auto m = d.message();
+  return {m->dirty().addresses().begin(), m->dirty().addresses().end()};
+}
+
+TEST(DirtyServers, UnitesWhatEveryProxyOwes) {
+  DirtyServers d(60s);
+  EXPECT_TRUE(addresses(d).empty());
+  EXPECT_TRUE(d.message()->version().empty());  // never mistaken for a topology
+  d.report("p1", 1, {"a:1"});
+  d.report("p2", 2, {"a:1", "b:1"});
+  EXPECT_EQ(addresses(d), (std::vector<std::string>{"a:1", "b:1"}));
+  d.report("p2", 2, {});  // p2 replayed everything: a:1 stays, p1 still owes it
+  EXPECT_EQ(addresses(d), std::vector<std::string>{"a:1"});
+  d.report("p1", 1, {});
+  EXPECT_TRUE(addresses(d).empty());
+}
+
+TEST(DirtyServers, GenerationGrowsOnlyWhenTheSetChanges) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {"a:1"});
+  uint64_t g = d.message()->dirty().generation();
+  d.report("p1", 1, {"a:1"});  // the same report again (every message carries it)
+  d.report("p2", 2, {"a:1"});  // another proxy, same server: the union is unchanged
+  EXPECT_EQ(d.message()->dirty().generation(), g);
+  d.report("p2", 2, {"b:1"});
+  EXPECT_GT(d.message()->dirty().generation(), g);
+}
+
+TEST(DirtyServers, AProxyThatDisconnectsWhileDirtyKeepsItsServersDirtyForTheRetention) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {"a:1"});
+  d.disconnected("p1", 1);
+  d.expire(DirtyServers::Clock::now());
+  EXPECT_EQ(addresses(d), std::vector<std::string>{"a:1"});  // not yet
+  d.expire(DirtyServers::Clock::now() + 61s);
+  EXPECT_TRUE(addresses(d).empty());
+}
+
+TEST(DirtyServers, AProxyThatComesBackReportsForItself) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {"a:1"});
+  d.disconnected("p1", 1);
+  d.report("p1", 7, {});  // reconnected (stream 7) and has replayed meanwhile
+  EXPECT_TRUE(addresses(d).empty());
+  d.report("p1", 7, {"b:1"});
+  d.disconnected("p1", 1);  // the old stream's late end does not retain the new report
+  d.expire(DirtyServers::Clock::now() + 61s);
+  EXPECT_EQ(addresses(d), std::vector<std::string>{"b:1"});  // still connected: kept
+}
+
+TEST(DirtyServers, AProxyThatDisconnectsCleanLeavesNothing) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {});
+  d.disconnected("p1", 1);
+  EXPECT_TRUE(addresses(d).empty());
+  EXPECT_TRUE(d.local().empty());
+}
+
+TEST(DirtyServers, OtherReplicasSetsAreUnitedButNotReportedAsLocal) {
+  DirtyServers d(60s);
+  d.report("p1", 1, {"a:1"});
+  d.setPeers({"c:1"});
+  EXPECT_EQ(addresses(d), (std::vector<std::string>{"a:1", "c:1"}));
+  EXPECT_EQ(d.local(), std::set<std::string>{"a:1"});  // no echo between replicas
+}
+
+uint64_t confirmed(const DirtyServers& d) { return d.message()->dirty().confirmed_generation(); }
+uint64_t generation(const DirtyServers& d) { return d.message()->dirty().generation(); }
+
+TEST(DirtyServers, ConfirmedOnceEveryAttachedStreamAppliedTheGeneration) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  uint64_t g = generation(d);
+  EXPECT_LT(confirmed(d), g);
+  d.applied(1, g);
+  EXPECT_LT(confirmed(d), g);  // proxy 2 may still read a:1
+  d.applied(2, g);
+  EXPECT_EQ(confirmed(d), g);
+}
+
+TEST(DirtyServers, AStreamThatEndsNoLongerHoldsConfirmationBack) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, generation(d));
+  d.detach(2);  // proxy 2 went away without applying: it reads nothing any more
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
+TEST(DirtyServers, ANewStreamWithdrawsConfirmationUntilItApplies) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, generation(d));
+  ASSERT_EQ(confirmed(d), generation(d));
+  d.attach(3);  // has not seen the set: it may read a:1
+  EXPECT_LT(confirmed(d), generation(d));
+  d.applied(3, generation(d));
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
+TEST(DirtyServers, AppliedBeyondTheCurrentGenerationIsIgnored) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.attach(2);
+  d.report("p1", 1, {"a:1"});
+  d.applied(1, 1000);  // a generation of another controller: cannot confirm ours
+  d.applied(2, generation(d));
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
+TEST(DirtyServers, ListenersHearOfChangesOnTheSetsOwnThread) {
+  DirtyServers d(60s);
+  std::atomic<int> calls{0};
+  std::atomic<bool> other_thread{true};
+  auto reporter = std::this_thread::get_id();
+  d.subscribe([&] {
+    if (std::this_thread::get_id() == reporter) other_thread = false;
+    ++calls;
+  });
+  d.report("p1", 1, {"a:1"});
+  for (int i = 0; i < 200 && calls.load() == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(calls.load(), 1);
+  EXPECT_TRUE(other_thread.load());
+}
+
+TEST(DirtyServers, RetentionEndsOnItsOwnWithoutFurtherReports) {
+  DirtyServers d(50ms);
+  std::atomic<int> calls{0};
+  d.subscribe([&] { ++calls; });
+  d.report("p1", 1, {"a:1"});
+  d.disconnected("p1", 1);
+  for (int i = 0; i < 300 && !addresses(d).empty(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(addresses(d).empty());
+  for (int i = 0; i < 200 && calls.load() < 2; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(calls.load(), 2);  // dirty, then clean again
+}
+
+}  // namespace
+}  // namespace memzone::controlplane
