@@ -21,6 +21,18 @@ std::string validate(const json& spec) {
     return "spec.port: must be a port name or number";
   }
   if (spec.contains("hash") && spec["hash"] != "ketama") return "spec.hash: must be ketama";
+  if (spec.contains("hashBy") && spec["hashBy"] != "name" && spec["hashBy"] != "address") {
+    return "spec.hashBy: must be name or address";
+  }
+  for (const char* window : {"warmup", "migration"}) {
+    if (!spec.contains(window)) continue;
+    const json& w = spec[window];
+    if (!w.is_object() || !w.contains("durationMs") || !w["durationMs"].is_number_unsigned() ||
+        w["durationMs"].get<uint64_t>() > 86400000) {
+      return std::string("spec.") + window +
+             ".durationMs: required, milliseconds from 0 (off) to 86400000";
+    }
+  }
   if (spec.contains("addressType") && spec["addressType"] != "IPv4" &&
       spec["addressType"] != "IPv6") {
     return "spec.addressType: must be IPv4 or IPv6";
@@ -113,7 +125,25 @@ v1::Replication replicationOf(const json& spec) {
 struct Endpoint {
   std::string address;
   uint32_t port;
+  std::string name;  // placement identity: "" = none known (the proxy places it by address)
 };
+
+// The stable name of an endpoint's pod: `hostname` (set for StatefulSet pods behind a
+// headless Service: memcached-0, memcached-1, ...), else the pod's name (targetRef). A
+// StatefulSet pod keeps both across restarts and rescheduling; a Deployment pod's name is new
+// each time, which is no worse than its address.
+std::string endpointName(const json& ep) {
+  if (ep.contains("hostname") && ep["hostname"].is_string() &&
+      !ep["hostname"].get<std::string>().empty()) {
+    return ep["hostname"].get<std::string>();
+  }
+  const json ref = ep.value("targetRef", json::object());
+  if (ref.is_object() && ref.value("kind", "Pod") == "Pod" && ref.contains("name") &&
+      ref["name"].is_string()) {
+    return ref["name"].get<std::string>();
+  }
+  return "";
+}
 
 // The Service port `port_spec` names (by name, by number, or the first when unset), resolved
 // to the name its EndpointSlice ports carry. Returns "" when it resolves, else the reason's
@@ -167,7 +197,8 @@ std::string endpointIdentity(const json& ep, const std::string& address) {
 std::map<std::string, std::vector<Endpoint>> endpointsOf(
     const std::string& ns, const std::string& service, const std::string& address_type,
     const PortChoice& port_choice, const std::map<std::string, json>& slices) {
-  std::map<std::string, std::set<std::pair<std::string, uint32_t>>> seen;
+  // zone -> (address, port) -> name: ordered, so equal inputs give an equal snapshot.
+  std::map<std::string, std::map<std::pair<std::string, uint32_t>, std::string>> seen;
   std::set<std::string> pods;
   for (const auto& [key, slice] : slices) {
     const json meta = slice.value("metadata", json::object());
@@ -198,12 +229,17 @@ std::map<std::string, std::vector<Endpoint>> endpointsOf(
       if (!pods.insert(endpointIdentity(ep, address)).second) continue;
       std::string zone = ep.value("zone", "");
       if (zone.empty()) zone = kUnknownZone;
-      seen[zone].insert({address, port});
+      seen[zone].emplace(std::make_pair(address, port), endpointName(ep));
     }
   }
   std::map<std::string, std::vector<Endpoint>> out;
   for (auto& [zone, set] : seen) {
-    for (const auto& [address, port] : set) out[zone].push_back({address, port});
+    std::set<std::string> names;  // two endpoints of one name (cannot happen in one
+                                  // namespace): the later ones fall back to their address
+    for (const auto& [where, name] : set) {
+      bool unique = !name.empty() && names.insert(name).second;
+      out[zone].push_back({where.first, where.second, unique ? name : std::string()});
+    }
   }
   return out;
 }
@@ -280,6 +316,14 @@ ClusterModel buildClusterModel(const ClusterObjects& objects,
     v1::Pool pool;
     pool.set_name(outcome.name);
     pool.set_hash("ketama");
+    pool.set_hash_by(spec.value("hashBy", "name"));
+    // Unset windows stay unset: the proxy applies the default (on for multi-zone pools).
+    if (spec.contains("warmup")) {
+      pool.mutable_warmup()->set_duration_ms(spec["warmup"]["durationMs"].get<uint32_t>());
+    }
+    if (spec.contains("migration")) {
+      pool.mutable_migration()->set_duration_ms(spec["migration"]["durationMs"].get<uint32_t>());
+    }
     *pool.mutable_replication() = replicationOf(spec);
     tlsOf(spec, pool);
     std::vector<std::string> order;
@@ -300,6 +344,7 @@ ClusterModel buildClusterModel(const ClusterObjects& objects,
         b->set_address(ep.address);
         b->set_port(ep.port);
         b->set_weight(1);
+        b->set_name(ep.name);
       }
     }
     outcome.serving = pool.zones_size() > 0;

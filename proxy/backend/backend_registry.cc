@@ -1,8 +1,14 @@
 #include "proxy/backend/backend_registry.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <set>
 
 #include "memzone/ops/log.h"
+#include "proxy/backend/empty_server_watch.h"
+#include "proxy/event/event_base.h"
 
 namespace memzone::backend {
 
@@ -25,7 +31,17 @@ BackendRegistry::BackendRegistry(event::EventBase& base, FlushList& flush_list,
       stats_(stats),
       board_(board ? std::move(board) : std::make_shared<ServerBoard>()),
       compact_timer_(base, [this] { rewriteLog(); }),
-      drop_timer_(base, [this] { dropIdleRetiredViews(); }) {
+      drop_timer_(base, [this] { dropIdleRetiredViews(); }),
+      warming_timer_(base, [this] { tickWindows(); }),
+      empty_watch_timer_(base, [this] {
+        empty_watch_->check();
+        empty_watch_timer_.arm(std::chrono::seconds(1));
+      }) {
+  char host[256] = "proxy";
+  gethostname(host, sizeof(host) - 1);
+  empty_watch_ = std::make_unique<EmptyServerWatch>(*this, "memzone:sentinel:" + std::string(host) +
+                                                               ":" + std::to_string(getpid()) +
+                                                               ":" + std::to_string(worker));
   if (!log_dir.empty()) log_ = std::make_unique<InvalidationLog>(base, log_dir, worker);
 }
 
@@ -47,6 +63,7 @@ void BackendRegistry::rewriteLog() {
 }
 
 BackendRegistry::~BackendRegistry() {
+  empty_watch_timer_.cancel();
   for (auto& [address, server] : servers_) server->retire();
 }
 
@@ -85,7 +102,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
     for (uint32_t z = 0; z < pool.zones.size(); ++z) {
       const topology::Zone& zone = pool.zones[z];
       if (zone.name == local_zone) pv.local_zone = z;
-      ZoneView zv{&zone, {}};
+      ZoneView zv{&zone, {}, 0, nullptr};
       for (const topology::Backend& b : zone.backends) {
         auto& slot = next[b.address];
         if (!slot) {
@@ -113,6 +130,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
     view->pools.push_back(std::move(pv));
   }
   view->topology = std::move(topology);
+  openWindows(*view, current_, next, servers_);
   servers_.swap(next);  // servers only in `next` now are referenced by older views alone
 
   if (current_ != nullptr) {
@@ -123,7 +141,113 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   }
   current_ = view.get();
   views_.push_back(std::move(view));
+  if (!empty_watch_timer_.armed()) empty_watch_timer_.arm(std::chrono::seconds(1));
   if (log_ && !log_written_) rewriteLog();
+}
+
+namespace {
+
+// Two rings place keys alike exactly when they hash the same identities with the same weights.
+bool samePlacement(const topology::Zone& a, const topology::Zone& b) {
+  if (a.backends.size() != b.backends.size()) return false;
+  std::vector<std::pair<std::string_view, uint32_t>> x, y;
+  for (const auto& backend : a.backends) x.emplace_back(backend.identity, backend.weight);
+  for (const auto& backend : b.backends) y.emplace_back(backend.identity, backend.weight);
+  std::sort(x.begin(), x.end());
+  std::sort(y.begin(), y.end());
+  return x == y;
+}
+
+const ZoneView* findZone(const TopologyView* view, const std::string& pool,
+                         const std::string& zone) {
+  if (view == nullptr) return nullptr;
+  for (const PoolView& pv : view->pools) {
+    if (pv.pool->name != pool) continue;
+    for (const ZoneView& zv : pv.zones) {
+      if (zv.zone->name == zone) return &zv;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void BackendRegistry::openWindows(
+    TopologyView& view, const TopologyView* previous,
+    const std::map<std::string, std::shared_ptr<BackendServer>>& servers,
+    const std::map<std::string, std::shared_ptr<BackendServer>>& before) {
+  // The first topology opens nothing: the proxy has no "before" to compare with (and a whole
+  // cluster starting empty has no copies to warm from anyway).
+  if (previous == nullptr) return;
+  const int64_t now = event::nowMicros();
+  bool warming = false;  // or migrating: tickWindows() has windows to close
+  for (PoolView& pv : view.pools) {
+    const topology::Pool& pool = *pv.pool;
+    for (ZoneView& zv : pv.zones) {
+      // Warm-up: a server this proxy did not know a moment ago is new or came back (a pod
+      // rescheduled under the same name has a new address): it starts empty.
+      if (pool.warmup_ms > 0) {
+        for (BackendServer* server : zv.servers) {
+          if (before.count(server->address()) == 0) {
+            server->setWarmUntilUs(now + int64_t{pool.warmup_ms} * 1000);
+          }
+          warming |= server->warmUntilUs() > now;
+        }
+      }
+      if (pool.migration_ms == 0) continue;
+      const ZoneView* old = findZone(previous, pool.name, zv.zone->name);
+      if (old == nullptr) continue;  // a new zone: nothing moved inside it
+      std::shared_ptr<MigrationSource> source;
+      if (!samePlacement(*old->zone, *zv.zone)) {
+        source = std::make_shared<MigrationSource>();
+        source->until_us = now + int64_t{pool.migration_ms} * 1000;
+        source->topology = previous->topology;
+        source->zone = old->zone;
+      } else if (old->migration && old->migrate_until_us > now) {
+        source = std::make_shared<MigrationSource>(*old->migration);  // still open: carry it
+      } else {
+        continue;
+      }
+      // Previous owners still in the topology, by old ring index (their address may be new).
+      source->servers.clear();
+      for (const topology::Backend& b : source->zone->backends) {
+        auto it = servers.find(b.address);
+        source->servers.push_back(it == servers.end() ? nullptr : it->second.get());
+      }
+      zv.migrate_until_us = source->until_us;
+      pv.migrate_until_us = std::max(pv.migrate_until_us, source->until_us);
+      zv.migration = std::move(source);
+      warming = true;
+    }
+  }
+  if (warming) warming_timer_.arm(std::chrono::microseconds(0));  // once this view is current
+}
+
+void BackendRegistry::tickWindows() {
+  if (current_ == nullptr) return;
+  const int64_t now = event::nowMicros();
+  std::array<uint64_t, topology::kMaxZoneSlots> counts{};
+  std::set<BackendServer*> seen;
+  bool any = false;
+  for (PoolView& pv : current_->pools) {
+    if (pv.migrate_until_us != 0 && pv.migrate_until_us <= now) pv.migrate_until_us = 0;
+    any |= pv.migrate_until_us != 0;
+    for (ZoneView& zv : pv.zones) {
+      if (zv.migrate_until_us != 0 && zv.migrate_until_us <= now) {
+        zv.migrate_until_us = 0;
+        zv.migration.reset();
+      }
+      for (BackendServer* server : zv.servers) {
+        if (server->warmUntilUs() != 0 && server->warmUntilUs() <= now) server->setWarmUntilUs(0);
+        if (server->warmUntilUs() != 0 && seen.insert(server).second) {
+          ++counts[zv.zone->stats_slot];
+          any = true;
+        }
+      }
+    }
+  }
+  for (size_t z = 0; z < counts.size(); ++z) stats_.zones[z].servers_warming.set(counts[z]);
+  if (any) warming_timer_.arm(std::chrono::milliseconds(500));
 }
 
 void BackendRegistry::dropIdleRetiredViews() {

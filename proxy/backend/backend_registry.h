@@ -17,15 +17,28 @@
 
 namespace memzone::backend {
 
+// A zone whose ring changed: until `until_us`, keys whose owner changed may still sit on
+// their previous owner (server/window_reads.h reads and invalidates them there).
+struct MigrationSource {
+  int64_t until_us = 0;
+  std::shared_ptr<const topology::Topology> topology;  // keeps `zone` (the old ring) alive
+  const topology::Zone* zone = nullptr;
+  std::vector<BackendServer*> servers;  // by old ring index; null: no longer in the topology
+};
+
 struct ZoneView {
   const topology::Zone* zone;
   std::vector<BackendServer*> servers;  // same order as zone->backends
+  // 0 when no migration window is open: the one branch the request path pays.
+  int64_t migrate_until_us = 0;
+  std::shared_ptr<const MigrationSource> migration;
 };
 
 struct PoolView {
   const topology::Pool* pool;
-  std::vector<ZoneView> zones;  // same order as pool->zones
-  uint32_t local_zone = 0;      // index of the proxy's zone (the first zone if it has none)
+  std::vector<ZoneView> zones;   // same order as pool->zones
+  uint32_t local_zone = 0;       // index of the proxy's zone (the first zone if it has none)
+  int64_t migrate_until_us = 0;  // the latest of its zones' (0: no migration window open)
 };
 
 // Requests pin the view they started on (`inflight`) so a swap never changes their ring.
@@ -39,6 +52,7 @@ struct TopologyView {
 
 // The files and verification a pool's `tls:` asks of its servers' connections.
 tls::TlsFiles backendTlsFiles(const topology::BackendTlsSpec& spec);
+class EmptyServerWatch;
 
 class BackendRegistry {
  public:
@@ -62,6 +76,9 @@ class BackendRegistry {
     if (--view->inflight == 0 && view->retired) drop_timer_.arm(std::chrono::microseconds(0));
   }
 
+  // A window opened outside apply() (a server found empty): recount and close it in time.
+  void windowsChanged() { warming_timer_.arm(std::chrono::microseconds(0)); }
+
   // Writes waiting for their failed copies to be known dirty by every proxy.
   DirtyConfirmations& confirmations() { return confirmations_; }
 
@@ -80,6 +97,14 @@ class BackendRegistry {
 
  private:
   void dropView(TopologyView* view);
+  // Opens or carries the churn windows of `view` (warm-up of new servers, migration of
+  // zones whose ring changed) from the view before it (null for the first topology).
+  void openWindows(TopologyView& view, const TopologyView* previous,
+                   const std::map<std::string, std::shared_ptr<BackendServer>>& servers,
+                   const std::map<std::string, std::shared_ptr<BackendServer>>& before);
+  // Recounts the servers in warm-up per zone (a gauge) and closes the windows that ended (so
+  // the request path's test is against 0 again); every 500 ms while any window is open.
+  void tickWindows();
   // Rewrites the log from the servers' queues (after the first topology, and when it grew).
   void rewriteLog();
   void dropIdleRetiredViews();
@@ -96,6 +121,9 @@ class BackendRegistry {
   TopologyView* current_ = nullptr;
   std::vector<std::unique_ptr<TopologyView>> views_;
   event::Timer drop_timer_;
+  event::Timer warming_timer_;
+  std::unique_ptr<EmptyServerWatch> empty_watch_;
+  event::Timer empty_watch_timer_;  // about once a second
   MemoryAccount* buffer_account_ = nullptr;
   size_t max_input_bytes_ = 0;
   DirtyConfirmations confirmations_{base_};

@@ -90,6 +90,10 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
   void retire();
+  // Warm-up (backend_registry.cc): until this time (event::nowMicros()) the server is taken
+  // to be filling up, and a miss on it is read from the other zones. 0 = not warming.
+  int64_t warmUntilUs() const { return warm_until_us_; }
+  void setWarmUntilUs(int64_t us) { warm_until_us_ = us; }
 
   // ConnectionObserver
   void onConnectionFailed(BackendConnection& connection, BackendFailure failure) override;
@@ -146,6 +150,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   bool overflowed_ = false;
   bool flush_inflight_ = false;
   int64_t overflow_until_us_ = 0;  // hold instead of flush
+  int64_t warm_until_us_ = 0;
 };
 
 }  // namespace memzone::backend

@@ -19,6 +19,14 @@ struct ZoneCounters {
   metrics::Counter invalidations_dropped;     // lost to a queue overflow (server then held/flushed)
   metrics::Counter invalidation_queue_depth;  // gauge
   metrics::Counter overflow_flushes;
+  // Churn windows (server/window_reads.h), counted in the zone of the server being filled.
+  metrics::Counter warmup_reads;             // misses on a warming server read elsewhere
+  metrics::Counter keys_warmed;              // ... whose value was repaired into it
+  metrics::Counter migration_reads;          // misses on a key's new owner read elsewhere
+  metrics::Counter migration_hits;           // ... that found the key (previous owner or zone)
+  metrics::Counter migration_repairs;        // ... repaired into the new owner
+  metrics::Counter migration_invalidations;  // writes in the window deleted at the old owner
+  metrics::Counter servers_warming;          // gauge (this worker's view; every worker agrees)
 };
 
 struct BackendStats {

@@ -261,6 +261,45 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
         zsum([](const backend::ZoneCounters& c) { return c.invalidation_queue_depth.get(); }),
         labels);
   }
+  // Churn windows (warm-up, migration), per zone of the server being filled.
+  auto& warm_reads =
+      family(out, "memzone_proxy_warmup_reads_total",
+             "Misses on a server in warm-up read from the other zones.", MetricType::Counter);
+  auto& warmed = family(out, "memzone_proxy_warmup_keys_warmed_total",
+                        "Keys repaired into a server in warm-up.", MetricType::Counter);
+  auto& warming = family(out, "memzone_proxy_warmup_servers", "Servers in their warm-up window.",
+                         MetricType::Gauge);
+  auto& migration = family(out, "memzone_proxy_migration_events_total",
+                           "Migration-window work after a ring change, by kind: read (a miss on "
+                           "a key's new owner read elsewhere), hit, repair (stored into the new "
+                           "owner), invalidation (a write deleted at the previous owner).",
+                           MetricType::Counter);
+  for (size_t z = 0; z < zones.size(); ++z) {
+    Labels labels{{"zone", zones[z]}};
+    auto zsum = [&](auto get) {
+      return sum([&](const server::Worker& w) { return get(w.backendStats().zones[z]); });
+    };
+    add(warm_reads, zsum([](const backend::ZoneCounters& c) { return c.warmup_reads.get(); }),
+        labels);
+    add(warmed, zsum([](const backend::ZoneCounters& c) { return c.keys_warmed.get(); }), labels);
+    // Every worker sees the same servers warming: the gauge is one worker's count, not a sum.
+    uint64_t servers_warming = 0;
+    for (const server::Worker* w : workers) {
+      servers_warming =
+          std::max<uint64_t>(servers_warming, w->backendStats().zones[z].servers_warming.get());
+    }
+    add(warming, servers_warming, labels);
+    const std::pair<const char*, metrics::Counter backend::ZoneCounters::*> kinds[] = {
+        {"read", &backend::ZoneCounters::migration_reads},
+        {"hit", &backend::ZoneCounters::migration_hits},
+        {"repair", &backend::ZoneCounters::migration_repairs},
+        {"invalidation", &backend::ZoneCounters::migration_invalidations}};
+    for (const auto& [kind, member] : kinds) {
+      add(migration,
+          zsum([member = member](const backend::ZoneCounters& c) { return (c.*member).get(); }),
+          {{"zone", zones[z]}, {"kind", kind}});
+    }
+  }
   auto& failovers = family(out, "memzone_proxy_read_failovers_total",
                            "Reads passed to another zone, by reason.", MetricType::Counter);
   const char* reasons[] = {"error", "miss", "unavailable"};

@@ -36,7 +36,8 @@ KetamaRing::KetamaRing(const std::vector<RingServer>& servers) : server_count_(s
         4;
     char label[320];
     for (uint32_t i = 0; i < points / kPointsPerHash; ++i) {
-      int n = s.port == kDefaultPort
+      int n = !s.name.empty() ? snprintf(label, sizeof(label), "%s-%u", s.name.c_str(), i)
+              : s.port == kDefaultPort
                   ? snprintf(label, sizeof(label), "%s-%u", s.host.c_str(), i)
                   : snprintf(label, sizeof(label), "%s:%u-%u", s.host.c_str(), s.port, i);
       auto digest = md5(std::string_view(label, static_cast<size_t>(n)));

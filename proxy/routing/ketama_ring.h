@@ -1,6 +1,8 @@
 // A libmemcached-compatible weighted ketama continuum (MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED):
 // 160 points per server scaled by weight, MD5 of "host:port-i" (or "host-i" on port 11211),
-// keys hashed with MD5. Immutable once built; lookups are a binary search, no allocation.
+// keys hashed with MD5. A server with a `name` is placed by "name-i" instead (stable identity:
+// the same name takes the same arc whatever its address). Immutable once built; lookups are a
+// binary search, no allocation.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@ struct RingServer {
   std::string host;
   uint16_t port = 11211;
   uint32_t weight = 1;
+  std::string name = {};  // placement identity; "" = host:port (libmemcached-compatible)
 };
 
 class KetamaRing {

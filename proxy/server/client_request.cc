@@ -27,6 +27,8 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   next_attempt_ = 0;
   round_start_ = 0;
   first_answer_ = UINT32_MAX;
+  window_read_ = WindowRead::kNone;
+  previous_owner_ = nullptr;
   reply_.clear();
   reply_child_ = kNoChild;
   copy_.clear();

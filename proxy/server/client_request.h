@@ -29,6 +29,7 @@
 #include "proxy/protocol/reply_parser.h"
 #include "proxy/protocol/request.h"
 #include "proxy/routing/prefix_router.h"
+#include "proxy/server/window_reads.h"
 
 namespace memzone::server {
 
@@ -165,7 +166,16 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void readChildDone(uint32_t child);
   void sendReadAttempt(uint32_t from);
   void finishRead(uint32_t answer_child);
-  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source);
+  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source,
+              WindowRead window = WindowRead::kNone, bool move = false);
+  // window_reads: a miss on the local zone's `server` for `key`; true when a churn window
+  // sends the read elsewhere (the one branch paid outside windows is the first test).
+  bool windowApplies(const backend::PoolView& pool, backend::BackendServer* server) const {
+    return (server->warmUntilUs() != 0 || pool.zones[pool.local_zone].migrate_until_us != 0) &&
+           !local_only_;
+  }
+  bool readMissThroughWindow(uint32_t child);
+  void countWindowAnswer(const backend::PoolView& pool, WindowRead window, bool hit);
   // multi_get.cc
   bool multiGetReplyMatches(uint32_t child, std::string_view reply) const;
   void multiGetRoundDone();
@@ -195,9 +205,12 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
-  uint32_t next_attempt_ = 0;           // kRead
-  uint32_t round_start_ = 0;            // kMultiGet: first child of the current round
-  uint32_t first_answer_ = UINT32_MAX;  // kRead: a child that answered (a miss), if any
+  uint32_t next_attempt_ = 0;                   // kRead
+  uint32_t round_start_ = 0;                    // kMultiGet: first child of the current round
+  uint32_t first_answer_ = UINT32_MAX;          // kRead: a child that answered (a miss), if any
+  WindowRead window_read_ = WindowRead::kNone;  // kRead: a window sent it on
+  backend::BackendServer* previous_owner_ = nullptr;  // kRead: ask it next (migration)
+  static constexpr uint32_t kPreviousOwnerAttempt = UINT32_MAX - 1;  // its child's attempt
   // The client's reply: reply_, or, when a backend's answer goes out unchanged, that child's
   // buffer itself (one copy fewer per request).
   static constexpr uint32_t kNoChild = UINT32_MAX;
@@ -216,6 +229,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     uint32_t value_size = 0;
     bool resolved = false;
     bool failed = false;
+    WindowRead window = WindowRead::kNone;  // kMultiGet: a window sent it on
   };
   std::vector<KeyRef> key_refs_;
   static constexpr size_t kMaxBackendLine = 2048;  // kMultiGet: bytes per backend request line

@@ -6,7 +6,8 @@
 // pending, or failed moments ago (the read hold). A zone that fails or times out, or misses
 // when readFailover includes miss, passes the key to the next zone. gets/gats stay in the
 // local zone: their cas values mean nothing to another zone's server. A hit served by
-// another zone may be repaired into the local zone.
+// another zone may be repaired into the local zone. During a churn window (window_reads.h) a
+// miss on the local zone is read from the key's previous owner and the other zones too.
 #include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
@@ -37,6 +38,17 @@ void ClientRequest::sendReadAttempt(uint32_t from) {
   std::string_view key = keyAt(0);
   uint32_t max_attempts = maxReadAttempts(*pool_view_);
   sending_ = true;
+  if (previous_owner_ != nullptr) {
+    // Migration: the local zone's previous owner of the key first.
+    backend::BackendServer* previous = previous_owner_;
+    previous_owner_ = nullptr;
+    uint32_t child = addChild(previous, kPreviousOwnerAttempt);
+    if (send(child, previous, copy_.view(), protocol::replyShapeFor(command_))) {
+      sending_ = false;
+      if (outstanding_ == 0 && sealed_ && !answered_) readChildDone(UINT32_MAX);
+      return;
+    }
+  }
   for (;;) {
     uint32_t a = pickReadAttempt(*pool_view_, key, from, max_attempts);
     if (a == UINT32_MAX) {
@@ -71,7 +83,12 @@ void ClientRequest::readChildDone(uint32_t child) {
   bool more = next_attempt_ < max_attempts;
   if (answered(c)) {
     bool miss = c.code == ReplyCode::kMiss;
-    if (miss && more && pool_view_->pool->replication.failover_on_miss) {
+    if (miss && c.attempt == 0 && windowApplies(*pool_view_, c.server) &&
+        readMissThroughWindow(child)) {
+      return;
+    }
+    if (miss && more &&
+        (pool_view_->pool->replication.failover_on_miss || window_read_ != WindowRead::kNone)) {
       if (first_answer_ == UINT32_MAX) first_answer_ = child;
       stats_->read_failovers[static_cast<int>(FailoverReason::kMiss)].add();
       sendReadAttempt(next_attempt_);
@@ -107,7 +124,10 @@ void ClientRequest::finishRead(uint32_t answer) {
     bool hit =
         c.code == ReplyCode::kHit || (command_ == Command::kMetaGet && c.code == ReplyCode::kOk);
     (hit ? stats_->get_hits : stats_->get_misses).add();
-    if (hit && c.attempt > 0) repair(*pool_view_, keyAt(0), c.server);
+    if (window_read_ != WindowRead::kNone) countWindowAnswer(*pool_view_, window_read_, hit);
+    if (hit && c.attempt > 0) {
+      repair(*pool_view_, keyAt(0), c.server, window_read_, c.attempt == kPreviousOwnerAttempt);
+    }
     reply_child_ = answer;  // empty when a quiet request was answered with silence
   }
   if (noreply_) {
@@ -117,10 +137,39 @@ void ClientRequest::finishRead(uint32_t answer) {
   markReady();
 }
 
+bool ClientRequest::readMissThroughWindow(uint32_t child) {
+  const backend::ZoneView& zv = pool_view_->zones[pool_view_->local_zone];
+  backend::BackendServer* previous = nullptr;
+  WindowRead window = windowFor(zv, children_[child].server, keyAt(0), started_us_, &previous);
+  if (window == WindowRead::kNone) return false;
+  window_read_ = window;
+  backend::ZoneCounters& counters = registry_->stats().zones[zv.zone->stats_slot];
+  (window == WindowRead::kMigration ? counters.migration_reads : counters.warmup_reads).add();
+  if (previous != nullptr && previous->readTrust() != backend::ReadTrust::kReadable) {
+    previous = nullptr;
+  }
+  if (previous == nullptr && next_attempt_ >= maxReadAttempts(*pool_view_)) return false;
+  first_answer_ = child;
+  previous_owner_ = previous;
+  sendReadAttempt(next_attempt_);
+  return true;
+}
+
+void ClientRequest::countWindowAnswer(const backend::PoolView& pool, WindowRead window, bool hit) {
+  if (window != WindowRead::kMigration || !hit) return;
+  uint32_t slot = pool.zones[pool.local_zone].zone->stats_slot;
+  registry_->stats().zones[slot].migration_hits.add();
+}
+
 void ClientRequest::repair(const backend::PoolView& pool, std::string_view key,
-                           backend::BackendServer* source) {
+                           backend::BackendServer* source, WindowRead window, bool move) {
   if (!pool.pool->replication.repair) return;
-  startReadRepair(*registry_, view_, key, source, serverFor(pool, key, 0), *stats_);
+  backend::ZoneCounters& counters =
+      registry_->stats().zones[pool.zones[pool.local_zone].zone->stats_slot];
+  metrics::Counter* on_store = window == WindowRead::kWarmup      ? &counters.keys_warmed
+                               : window == WindowRead::kMigration ? &counters.migration_repairs
+                                                                  : nullptr;
+  startReadRepair(*registry_, view_, key, source, serverFor(pool, key, 0), *stats_, on_store, move);
 }
 
 }  // namespace memzone::server

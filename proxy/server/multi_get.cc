@@ -148,10 +148,22 @@ void ClientRequest::multiGetRoundDone() {
       c.cursor += block.size;
       ref.resolved = true;
       ref.failed = false;
-      if (ref.attempt > 0) repair(pool, key, c.server);
+      if (ref.window != WindowRead::kNone) countWindowAnswer(pool, ref.window, true);
+      if (ref.attempt > 0) repair(pool, key, c.server, ref.window);
     } else {
       ref.failed = false;  // a miss is an answer
-      if (more && pool.pool->replication.failover_on_miss) {
+      if (ref.attempt == 0 && more && windowApplies(pool, c.server)) {
+        // A churn window: this key's other zones may have it (multi-gets do not ask a
+        // previous owner; the other zones hold the same values).
+        const backend::ZoneView& zv = pool.zones[pool.local_zone];
+        ref.window = windowFor(zv, c.server, key, started_us_, nullptr);
+        if (ref.window != WindowRead::kNone) {
+          backend::ZoneCounters& counters = registry_->stats().zones[zv.zone->stats_slot];
+          (ref.window == WindowRead::kMigration ? counters.migration_reads : counters.warmup_reads)
+              .add();
+        }
+      }
+      if (more && (pool.pool->replication.failover_on_miss || ref.window != WindowRead::kNone)) {
         stats_->read_failovers[static_cast<int>(FailoverReason::kMiss)].add();
         ++ref.attempt;
         another_round = true;

@@ -9,8 +9,15 @@ namespace {
 class ReadRepair final : public backend::ReplySink {
  public:
   ReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view, std::string_view key,
-             backend::BackendServer* target, ProxyStats& stats)
-      : registry_(registry), view_(view), key_(key), target_(target), stats_(stats) {
+             backend::BackendServer* target, ProxyStats& stats, metrics::Counter* on_store,
+             backend::BackendServer* move_from)
+      : registry_(registry),
+        view_(view),
+        key_(key),
+        target_(target),
+        stats_(stats),
+        on_store_(on_store),
+        move_from_(move_from) {
     registry_.pin(view_);
   }
   ~ReadRepair() override { registry_.unpin(view_); }
@@ -27,15 +34,30 @@ class ReadRepair final : public backend::ReplySink {
   }
 
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override {
+    if (tag == kMove) {
+      delete this;
+      return;
+    }
     if (tag == kFetch && code == protocol::ReplyCode::kHit && store(reply)) return;
     if (tag == kStore && code == protocol::ReplyCode::kOk) {
       stats_.repairs_stored.add();
+      if (on_store_ != nullptr) on_store_->add();
     } else if (tag == kStore && code == protocol::ReplyCode::kNotStored) {
       stats_.repairs_skipped.add();  // the local zone has a value: it wins
     } else if (tag == kFetch && code == protocol::ReplyCode::kMiss) {
       stats_.repairs_skipped.add();  // gone (deleted or expired) since it was served
     } else {
       stats_.repairs_failed.add();
+    }
+    bool target_has_it = tag == kStore && (code == protocol::ReplyCode::kOk ||
+                                           code == protocol::ReplyCode::kNotStored);
+    if (target_has_it && move_from_ != nullptr && !move_from_->admit()) {
+      ByteBuffer& out = move_from_->output();
+      out.append("md ");
+      out.append(key_);
+      out.append("\r\n");
+      move_from_->commit(this, kMove, protocol::ReplyShape::kMeta);
+      return;
     }
     delete this;
   }
@@ -46,7 +68,7 @@ class ReadRepair final : public backend::ReplySink {
   }
 
  private:
-  enum Tag : uint32_t { kFetch, kStore };
+  enum Tag : uint32_t { kFetch, kStore, kMove };
 
   // `reply` is "VA <n> t<ttl> f<flags>\r\n<data>\r\n". Returns false when nothing was sent.
   bool store(std::string_view reply) {
@@ -95,16 +117,20 @@ class ReadRepair final : public backend::ReplySink {
   std::string key_;
   backend::BackendServer* target_;
   ProxyStats& stats_;
+  metrics::Counter* on_store_;
+  backend::BackendServer* move_from_;
 };
 
 }  // namespace
 
 void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
                      std::string_view key, backend::BackendServer* source,
-                     backend::BackendServer* target, ProxyStats& stats) {
+                     backend::BackendServer* target, ProxyStats& stats, metrics::Counter* on_store,
+                     bool move) {
   if (source == target) return;
   stats.repairs_started.add();
-  auto* repair = new ReadRepair(registry, view, key, target, stats);
+  auto* repair =
+      new ReadRepair(registry, view, key, target, stats, on_store, move ? source : nullptr);
   if (!repair->start(source)) {
     stats.repairs_failed.add();
     delete repair;

@@ -18,9 +18,14 @@
 namespace memzone::server {
 
 // Starts a repair of `key` from `source` into `target`; owns and frees itself. The view is
-// pinned until it ends, so neither server goes away under it. Worker thread only.
+// pinned until it ends, so neither server goes away under it. `on_store` (may be null) also
+// counts a stored repair (a churn window's: keys warmed, migration repairs). With `move` (a
+// migration from the key's previous owner in the same zone) the source's copy is deleted once
+// the target has a value, so no later ring change can bring the old copy back.
+// Worker thread only.
 void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
                      std::string_view key, backend::BackendServer* source,
-                     backend::BackendServer* target, ProxyStats& stats);
+                     backend::BackendServer* target, ProxyStats& stats,
+                     metrics::Counter* on_store = nullptr, bool move = false);
 
 }  // namespace memzone::server

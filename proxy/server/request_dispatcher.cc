@@ -1,7 +1,9 @@
 #include "proxy/server/request_dispatcher.h"
 
+#include "proxy/event/event_base.h"
 #include "proxy/protocol/client_errors.h"
 #include "proxy/protocol/request_encoder.h"
+#include "proxy/server/window_reads.h"
 
 namespace memzone::server {
 
@@ -93,12 +95,17 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
   const backend::PoolView& pv = view->pools[pool];
   bool replicated = pv.zones.size() > 1;
   bool read = protocol::isRetrieval(request.command) || request.command == Command::kMetaGet;
-  if (replicated && protocol::isWrite(request.command) &&
-      pv.pool->replication.writes == topology::WritePolicy::kAllZones) {
+  bool migrating = pv.migrate_until_us != 0;  // a churn window (window_reads.h); rarely true
+  bool all_zones = replicated && pv.pool->replication.writes == topology::WritePolicy::kAllZones;
+  if (migrating && protocol::isWrite(request.command)) {
+    // Before the write itself: the previous owner's copy is gone before the new one is set.
+    invalidatePreviousOwners(registry_, view, pv, request.key(), all_zones, event::nowMicros());
+  }
+  if (all_zones && protocol::isWrite(request.command)) {
     r->start(owner, request.command, Plan::kWrite, &stats_);
     r->pinView(&registry_, view);
     r->startWrite(request, pv);
-  } else if (replicated && read) {
+  } else if ((replicated || migrating) && read) {  // a one-zone pool reads its old owners too
     r->start(owner, request.command, Plan::kRead, &stats_);
     r->pinView(&registry_, view);
     r->startRead(request, pv);

@@ -17,12 +17,16 @@ TopologySpec specFromSnapshot(const v1::TopologySnapshot& snapshot) {
                             : r.wait() == v1::WAIT_QUORUM ? WaitPolicy::kQuorum
                                                           : WaitPolicy::kLocal;
     pool.replication.failover_on_miss = r.failover_on_miss();
+    pool.hash_by = p.hash_by() == "address" ? HashBy::kAddress : HashBy::kName;
+    if (p.has_warmup()) pool.warmup_ms = p.warmup().duration_ms();
+    if (p.has_migration()) pool.migration_ms = p.migration().duration_ms();
     pool.replication.repair = r.repair();
     for (const v1::Zone& z : p.zones()) {
       ZoneSpec zone;
       zone.zone = z.zone();
       for (const v1::Backend& b : z.backends()) {
-        zone.backends.push_back({v1::backendAddress(b), b.weight() == 0 ? 1 : b.weight()});
+        zone.backends.push_back(
+            {v1::backendAddress(b), b.weight() == 0 ? 1 : b.weight(), b.name()});
       }
       pool.zones.push_back(std::move(zone));
     }

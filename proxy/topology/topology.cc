@@ -67,6 +67,9 @@ BuildResult buildTopology(const TopologySpec& spec) {
     }
     if (ps.zones.empty()) continue;  // not built: its routes lead nowhere
     Pool pool{ps.name, ps.replication, {}, ps.tls};
+    bool multi_zone = ps.zones.size() > 1;
+    pool.warmup_ms = ps.warmup_ms.value_or(multi_zone ? kDefaultWarmupMs : 0);
+    pool.migration_ms = ps.migration_ms.value_or(multi_zone ? kDefaultMigrationMs : 0);
     std::set<std::string> zone_names;
     for (const ZoneSpec& zs : ps.zones) {
       std::string zwhere = where + ".zones." + zs.zone;
@@ -75,9 +78,9 @@ BuildResult buildTopology(const TopologySpec& spec) {
       if (zs.backends.empty()) return fail(zwhere + ": at least one server is required");
       std::vector<Backend> backends;
       std::vector<routing::RingServer> ring_servers;
-      std::set<std::string> addresses;
+      std::set<std::string> addresses, identities;
       for (const BackendSpec& bs : zs.backends) {
-        Backend b{bs.address, {}, 0, bs.weight};
+        Backend b{bs.address, {}, 0, bs.weight, {}};
         if (!splitAddress(bs.address, b.host, b.port)) {
           return fail(zwhere + ": bad server address \"" + bs.address +
                       "\" (want numeric IP:port)");
@@ -91,7 +94,13 @@ BuildResult buildTopology(const TopologySpec& spec) {
           return fail(where + ".tls: server " + bs.address + " is also in pool " +
                       seen->second.second + " with other TLS settings");
         }
-        ring_servers.push_back({b.host, b.port, b.weight});
+        if (bs.name.size() > 253) return fail(zwhere + ": server name longer than 253 characters");
+        bool by_name = ps.hash_by == HashBy::kName && !bs.name.empty();
+        b.identity = by_name ? bs.name : bs.address;
+        if (!identities.insert(b.identity).second) {
+          return fail(zwhere + ": two servers are placed as " + b.identity);
+        }
+        ring_servers.push_back({b.host, b.port, b.weight, by_name ? bs.name : std::string()});
         backends.push_back(std::move(b));
       }
       pool.zones.push_back(

@@ -20,6 +20,7 @@ enum class WaitPolicy : uint8_t { kLocal, kAll, kQuorum };
 struct BackendSpec {
   std::string address;  // "host:port"
   uint32_t weight = 1;
+  std::string name;  // placement identity ("" = the address)
 };
 
 struct ZoneSpec {
@@ -44,10 +45,22 @@ struct BackendTlsSpec {
   bool verify = true;
   bool operator==(const BackendTlsSpec&) const = default;
 };
+// What places a server on its zone's ring. kName: its name when it has one, else its address
+// (so a pool without names is placed exactly as libmemcached would); kAddress: always the
+// address, even when names are known (pools shared with libmemcached clients).
+enum class HashBy : uint8_t { kName, kAddress };
+
+// Windows a pool opens when a server changes. Unset (nullopt) means the default: on for pools
+// with more than one zone (the other zones hold the copies a warm-up reads), off for one zone.
+inline constexpr uint32_t kDefaultWarmupMs = 60000;
+inline constexpr uint32_t kDefaultMigrationMs = 60000;
 
 struct PoolSpec {
   std::string name;
   std::string hash = "ketama";
+  HashBy hash_by = HashBy::kName;
+  std::optional<uint32_t> warmup_ms;     // 0 = off
+  std::optional<uint32_t> migration_ms;  // 0 = off
   ReplicationSpec replication;
   std::vector<ZoneSpec> zones;  // in the order given; failover follows it
   BackendTlsSpec tls;
@@ -97,6 +110,7 @@ struct Backend {
   std::string host;
   uint16_t port;
   uint32_t weight;
+  std::string identity;  // what the ring hashes: the name (hashBy name) or the address
 };
 
 struct Zone {
@@ -111,6 +125,8 @@ struct Pool {
   ReplicationSpec replication;
   std::vector<Zone> zones;
   BackendTlsSpec tls;
+  uint32_t warmup_ms = 0;     // resolved: 0 = off
+  uint32_t migration_ms = 0;  // resolved: 0 = off
 };
 
 class Topology {

@@ -489,13 +489,15 @@ def node(name, zone):
             "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
 
 
-def endpoint(ip, zone, ready=True, terminating=False, node_name=None, pod=None):
+def endpoint(ip, zone, ready=True, terminating=False, node_name=None, pod=None, hostname=None):
     ep = {"addresses": [ip], "conditions": {"ready": ready, "serving": ready or terminating,
                                            "terminating": terminating},
           "targetRef": {"kind": "Pod", "namespace": "cache", "name": pod or "memcached-" + ip.replace(".", "-"),
                         "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, ip))}}
     if zone is not None:
         ep["zone"] = zone
+    if hostname:  # StatefulSet pods behind a headless Service: the pod's stable hostname
+        ep["hostname"] = hostname
     if node_name:
         ep["nodeName"] = node_name
     return ep

@@ -4,8 +4,10 @@ wire format (fake_kube_api.py), with a real memzone-proxy receiving the snapshot
 Each scenario asserts the snapshot the proxy applied, read back from its --state-dir (the
 exact protobuf it received), and the ReplicatedPool status the controller wrote.
 """
+import hashlib
 import importlib
 import json
+import struct
 import re
 import os
 import socket
@@ -46,6 +48,31 @@ def common_free_port(hosts):
         except OSError:
             continue
     raise RuntimeError("no common free port")
+
+
+def ketama_by_label(key, identities, named):
+    """libmemcached's ketama (equal weights) over names ("name-i") or addresses."""
+    n = len(identities)
+    points = []
+    for index, ident in enumerate(identities):
+        if named:
+            fmt = lambda i, ident=ident: "%s-%d" % (ident, i)
+        else:
+            host, port = ident.rsplit(":", 1)
+            fmt = (lambda i, host=host: "%s-%d" % (host, i)) if port == "11211" else \
+                (lambda i, ident=ident: "%s-%d" % (ident, i))
+        count = int(struct.unpack("f", struct.pack("f", struct.unpack("f", struct.pack("f", 1.0 / n))[0]
+                                                  * 160 / 4 * n))[0] + 1e-10) * 4
+        for i in range(count // 4):
+            d = hashlib.md5(fmt(i).encode()).digest()
+            for h in range(4):
+                points.append((struct.unpack_from("<I", d, h * 4)[0], index))
+    points.sort()
+    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
+    for value, index in points:
+        if value >= hk:
+            return index
+    return points[0][1]
 
 
 def micro_now():
@@ -156,6 +183,44 @@ class KubernetesSourceTest(unittest.TestCase):
         # Reads, status patches, and writes of Leases only (leader election, replica roster).
         self.assertTrue(all(m in ("GET", "PATCH") or "/leases" in p for m, p in self.api.requests),
                         [r for r in self.api.requests if r[0] not in ("GET", "PATCH")])
+
+    def test_backend_names_from_hostname_else_target_ref_place_keys(self):
+        # A StatefulSet behind a headless Service: each endpoint has the pod's `hostname`
+        # and a targetRef to it; a Deployment's pods only have the targetRef.
+        self.api.store.put("endpointslices", endpoint_slice("memcached-abcde", "memcached", [
+            endpoint(IPS[0], "zone-a", node_name="node-a", pod="memcached-0", hostname="memcached-0"),
+            endpoint(IPS[2], "zone-a", node_name="node-a", pod="memcached-1", hostname="memcached-1"),
+            endpoint(IPS[3], "zone-a", node_name="node-a", pod="memcached-web-7d9f-x2k"),
+            endpoint(IPS[1], "zone-b", node_name="node-b", pod="memcached-2", hostname="memcached-2")],
+            self.port))
+        snap = self.wait_snapshot(lambda s: len(self.backends(s).get("zone-a", [])) == 3, "three in zone-a")
+        names = {}
+        for p in snap.pools:
+            self.assertEqual(p.hash_by, "name")
+            for z in p.zones:
+                for b in z.backends:
+                    names[b.address] = b.name
+        self.assertEqual(names, {IPS[0]: "memcached-0", IPS[2]: "memcached-1",
+                                 IPS[3]: "memcached-web-7d9f-x2k", IPS[1]: "memcached-2"})
+        # The proxy (zone-a) places keys by those names, not by the addresses.
+        zone_a = [(IPS[0], "memcached-0"), (IPS[2], "memcached-1"), (IPS[3], "memcached-web-7d9f-x2k")]
+        snap_a = next(z for z in snap.pools[0].zones if z.zone == "zone-a")
+        order = [(b.address, b.name) for b in snap_a.backends]
+        by_address = 0
+        with self.proxy.client() as c:
+            for i in range(60):
+                key = "session:n%d" % i
+                self.assertEqual(c.request(b"set %s 0 0 1\r\nx\r\n" % key.encode()), b"STORED\r\n")
+                want = order[ketama_by_label(key, [n for _, n in order], named=True)][0]
+                holders = []
+                for ip, _ in zone_a:
+                    with self.servers[ip].client() as direct:
+                        if direct.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
+                            holders.append(ip)
+                self.assertEqual(holders, [want], key)
+                by_address += want != order[ketama_by_label(
+                    key, ["%s:%d" % (a, self.port) for a, _ in order], named=False)][0]
+        self.assertGreater(by_address, 0)  # names really changed placement
 
     def test_unready_pod_leaves_the_ring_within_one_second(self):
         slice_ = endpoint_slice("memcached-abcde", "memcached",

@@ -242,6 +242,14 @@ class ChartTest(unittest.TestCase, ManifestChecks):
                     self.assertEqual(len(by_kind(docs, "StatefulSet")), 3)
                     pool = by_kind(docs, "ReplicatedPool")[0]
                     validate_cr(self, pool)
+                    self.assertEqual(pool["spec"]["hashBy"], "name")
+                    # Stable names need a StatefulSet behind a headless Service: EndpointSlices
+                    # then carry each pod's hostname.
+                    svc = [s for s in by_kind(docs, "Service")
+                           if s["metadata"]["name"] == pool["spec"]["service"]][0]
+                    self.assertEqual(svc["spec"]["clusterIP"], "None")
+                    for sts in by_kind(docs, "StatefulSet"):
+                        self.assertEqual(sts["spec"]["serviceName"], svc["metadata"]["name"])
 
     def check_tls_everything(self, docs):
         """ci/tls-everything.yaml: each TLS use mounts its Secret where its flags point, and

@@ -22,6 +22,17 @@ constexpr uint32_t kFailureLimit = 3, kDownRetryMs = 1000, kMaxDownRetryMs = 400
                    kCheckIntervalMs = 1000;
 constexpr uint32_t kQueueLimit = 10000, kOverflowHoldMs = 60000, kReadHoldMs = 6000;
 
+// Placement names: what Kubernetes allows in a pod or host name, and '_'.
+bool validServerName(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool validHostName(const std::string& host) {
   if (host.empty() || host.size() > 253) return false;
   for (char c : host) {
@@ -143,17 +154,29 @@ class Reader {
   }
 
   void readServer(const YAML::Node& node, const std::string& field, Zone& zone,
-                  std::set<std::string>& seen) {
-    std::string address;
+                  std::set<std::string>& seen, std::set<std::string>& names) {
+    std::string address, name;
     uint32_t weight = 1;
     if (node.IsScalar()) {
       address = node.Scalar();
-    } else if (expectMap(node, field, {"address", "weight"})) {
+    } else if (expectMap(node, field, {"address", "name", "weight"})) {
       if (!node["address"]) {
         error(node, field + ".address", "is required");
         return;
       }
       readString(node["address"], field + ".address", address);
+      if (node["name"] && readString(node["name"], field + ".name", name)) {
+        if (!validServerName(name)) {
+          error(
+              node["name"], field + ".name",
+              "must be 1-253 characters of letters, digits, '-', '.' or '_', not \"" + name + "\"");
+          return;
+        }
+        if (!names.insert(name).second) {
+          error(node["name"], field + ".name", "duplicate server name " + name + " in the zone");
+          return;
+        }
+      }
       readUint(node, "weight", field + ".weight", 1, 1, 1000, weight);
     } else {
       return;
@@ -170,7 +193,20 @@ class Reader {
       return;
     }
     backend.set_weight(weight);
+    backend.set_name(name);
     *zone.add_backends() = std::move(backend);
+  }
+
+  // warmup / migration: {durationMs: N}; absent = the default (left unset in the snapshot).
+  void readWindow(const YAML::Node& node, const std::string& field, Window* out) {
+    if (!expectMap(node, field, {"durationMs"})) return;
+    uint32_t v = 0;
+    if (!node["durationMs"]) {
+      error(node, field + ".durationMs", "is required (0 turns it off)");
+      return;
+    }
+    readUint(node, "durationMs", field + ".durationMs", 0, 0, 86400000, v);
+    out->set_duration_ms(v);
   }
 
   bool parseAddress(const std::string& address, Backend& out) {
@@ -231,7 +267,11 @@ class Reader {
   }
 
   void readPool(const YAML::Node& node, const std::string& field, TopologySnapshot& out) {
-    if (!expectMap(node, field, {"name", "zones", "hash", "replication", "tls"})) return;
+    if (!expectMap(
+            node, field,
+            {"name", "zones", "hash", "hashBy", "replication", "warmup", "migration", "tls"})) {
+      return;
+    }
     Pool pool;
     std::string s;
     if (!node["name"]) {
@@ -245,6 +285,16 @@ class Reader {
     pool.set_hash("ketama");
     if (node["hash"] && readString(node["hash"], field + ".hash", s) && s != "ketama") {
       error(node["hash"], field + ".hash", "must be ketama");
+    }
+    if (node["hashBy"] && readString(node["hashBy"], field + ".hashBy", s)) {
+      if (s != "name" && s != "address") {
+        error(node["hashBy"], field + ".hashBy", "must be name or address, not " + s);
+      }
+      pool.set_hash_by(s);
+    }
+    if (node["warmup"]) readWindow(node["warmup"], field + ".warmup", pool.mutable_warmup());
+    if (node["migration"]) {
+      readWindow(node["migration"], field + ".migration", pool.mutable_migration());
     }
     readReplication(node["replication"], field + ".replication", *pool.mutable_replication());
     if (node["tls"]) readBackendTls(node["tls"], field + ".tls", pool);
@@ -264,8 +314,9 @@ class Reader {
           continue;
         }
         size_t i = 0;
+        std::set<std::string> names;  // placement names are unique within a zone's ring
         for (const auto& server : kv.second) {
-          readServer(server, zfield + "[" + std::to_string(i++) + "]", *zone, seen);
+          readServer(server, zfield + "[" + std::to_string(i++) + "]", *zone, seen, names);
         }
       }
     }

@@ -294,5 +294,34 @@ TEST(ClusterModel, NoPoolsAndNoBackendsArePublishedAsTheyAre) {
   EXPECT_NE(empty.snapshot.version(), none.snapshot.version());
 }
 
+// Placement names come from the EndpointSlice: `hostname` (StatefulSet pods behind a headless
+// Service) first, else the pod's name (targetRef); an endpoint with neither is placed by address.
+TEST(ClusterModel, BackendNamesFromHostnameElseTargetRef) {
+  json stateful = ep("10.0.0.1", "zone-a");
+  stateful["hostname"] = "memcached-0";
+  stateful["targetRef"] = {{"kind", "Pod"}, {"namespace", "cache"}, {"name", "memcached-0"}};
+  json deployment = ep("10.0.0.2", "zone-a");
+  deployment["targetRef"] = {{"kind", "Pod"}, {"namespace", "cache"}, {"name", "mc-7d9f-x2k"}};
+  json bare = ep("10.0.0.3", "zone-a");
+  std::map<std::string, json> last_good;
+  auto m = build({{"cache/p", pool("p", R"({"service": "mc", "warmup": {"durationMs": 0}})")}},
+                 {{"cache/s", slice("s", "mc", {stateful, deployment, bare})}}, last_good);
+  ASSERT_EQ(m.snapshot.pools_size(), 1);
+  const auto& pool_out = m.snapshot.pools(0);
+  EXPECT_EQ(pool_out.hash_by(), "name");
+  EXPECT_TRUE(pool_out.has_warmup());
+  EXPECT_EQ(pool_out.warmup().duration_ms(), 0u);
+  EXPECT_FALSE(pool_out.has_migration());  // unset: the proxy's default
+  const auto& backends = pool_out.zones(0).backends();
+  ASSERT_EQ(backends.size(), 3);
+  EXPECT_EQ(backends[0].name(), "memcached-0");
+  EXPECT_EQ(backends[1].name(), "mc-7d9f-x2k");
+  EXPECT_EQ(backends[2].name(), "");
+
+  auto bad =
+      build({{"cache/p", pool("p", R"({"service": "mc", "hashBy": "pod"})")}}, {}, last_good = {});
+  EXPECT_EQ(bad.pools[0].message, "spec.hashBy: must be name or address");
+}
+
 }  // namespace
 }  // namespace memzone::controlplane::model

@@ -88,6 +88,46 @@ struct BadFile {
   const char* error;  // exact "FILE:LINE: field: reason" prefix
 };
 
+TEST(TopologyFile, ServerNamesHashByAndWindows) {
+  auto r = parseTopologyYaml(
+      "pools:\n"
+      "  - name: p\n"
+      "    zones:\n"
+      "      a:\n"
+      "        - {address: \"10.0.0.5:11211\", name: memcached-0}\n"
+      "        - \"10.0.0.6:11211\"\n"
+      "      b: [\"10.0.1.5:11211\"]\n"
+      "  - name: q\n"
+      "    hashBy: address\n"
+      "    warmup: {durationMs: 0}\n"
+      "    migration: {durationMs: 5000}\n"
+      "    zones:\n"
+      "      a: [{address: \"10.0.0.7:11211\", name: memcached-1}]\n",
+      "t.yaml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors[0];
+  const auto& p = r.spec.pools[0];
+  EXPECT_EQ(p.hash_by, topology::HashBy::kName);  // the default
+  EXPECT_EQ(p.zones[0].backends[0].name, "memcached-0");
+  EXPECT_EQ(p.zones[0].backends[1].name, "");
+  EXPECT_FALSE(p.warmup_ms.has_value());
+  const auto& q = r.spec.pools[1];
+  EXPECT_EQ(q.hash_by, topology::HashBy::kAddress);
+  EXPECT_EQ(q.warmup_ms, 0u);
+  EXPECT_EQ(q.migration_ms, 5000u);
+  auto built = topology::buildTopology(r.spec);
+  ASSERT_TRUE(built.topology) << built.error;
+  const auto& pools = built.topology->pools;
+  // Multi-zone pools get both windows by default; one zone gets neither unless asked.
+  EXPECT_EQ(pools[0].warmup_ms, topology::kDefaultWarmupMs);
+  EXPECT_EQ(pools[0].migration_ms, topology::kDefaultMigrationMs);
+  EXPECT_EQ(pools[1].warmup_ms, 0u);
+  EXPECT_EQ(pools[1].migration_ms, 5000u);
+  // Named servers are placed by name, unnamed ones (and hashBy: address) by address.
+  EXPECT_EQ(pools[0].zones[0].backends[0].identity, "memcached-0");
+  EXPECT_EQ(pools[0].zones[0].backends[1].identity, "10.0.0.6:11211");
+  EXPECT_EQ(pools[1].zones[0].backends[0].identity, "10.0.0.7:11211");
+}
+
 TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
   const BadFile cases[] = {
       {"pools: []\n", "bad.yaml:1: pools: must be a non-empty list"},
@@ -117,6 +157,23 @@ TEST(TopologyFile, BadFilesNameFileLineFieldAndReason) {
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"\n", "bad.yaml:5: yaml: "},
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
        "bad.yaml:4: pools[0].zones.a[1]: duplicate server 127.0.0.1:1"},
+      {"pools:\n  - name: p\n    zones:\n      a:\n        - {address: \"127.0.0.1:1\", name: \"a "
+       "b\"}\n",
+       "bad.yaml:5: pools[0].zones.a[0].name: must be 1-253 characters"},
+      {"pools:\n  - name: p\n    zones:\n      a:\n        - {address: \"127.0.0.1:1\", name: "
+       "m-0}\n"
+       "        - {address: \"127.0.0.1:2\", name: m-0}\n",
+       "bad.yaml:6: pools[0].zones.a[1].name: duplicate server name m-0 in the zone"},
+      {"pools:\n  - name: p\n    zones:\n      a:\n        - {address: \"127.0.0.1:1\", nam: "
+       "m-0}\n",
+       "bad.yaml:5: pools[0].zones.a[0].nam: unknown field"},
+      {"pools:\n  - name: p\n    hashBy: pod\n    zones:\n      a: [\"127.0.0.1:1\"]\n",
+       "bad.yaml:3: pools[0].hashBy: must be name or address, not pod"},
+      {"pools:\n  - name: p\n    warmup: {durationMs: -1}\n    zones:\n      a: "
+       "[\"127.0.0.1:1\"]\n",
+       "bad.yaml:3: pools[0].warmup.durationMs: must be an integer from 0 to 86400000"},
+      {"pools:\n  - name: p\n    migration: {}\n    zones:\n      a: [\"127.0.0.1:1\"]\n",
+       "bad.yaml:3: pools[0].migration.durationMs: is required (0 turns it off)"},
       // The recovery hold must outlast another proxy's probe backoff: 1.2 x 4000 + 200 + 250.
       {"pools:\n  - name: p\n    zones:\n      a: [\"127.0.0.1:1\"]\nconsistency: {readHoldMs: "
        "4000}\n",

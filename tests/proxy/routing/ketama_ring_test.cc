@@ -84,6 +84,39 @@ TEST(KetamaRing, RemovingAServerMovesOnlyItsKeys) {
   }
 }
 
+TEST(KetamaRing, NamedServerKeepsItsArcAtANewAddress) {
+  std::vector<RingServer> before = {{"10.0.0.1", 11211, 1, "memcached-0"},
+                                    {"10.0.0.2", 11211, 1, "memcached-1"},
+                                    {"10.0.0.3", 11211, 1, "memcached-2"}};
+  std::vector<RingServer> after = before;
+  after[1].host = "10.0.9.9";  // memcached-1 rescheduled: new IP and port, same name
+  after[1].port = 21999;
+  KetamaRing a(before), b(after);
+  for (int i = 0; i < 5000; ++i) {
+    std::string key = "k" + std::to_string(i);
+    EXPECT_EQ(a.serverFor(key), b.serverFor(key)) << key;
+  }
+  // By address the same move reshuffles the moved server's arc.
+  for (auto& s : before) s.name.clear();
+  for (auto& s : after) s.name.clear();
+  KetamaRing c(before), d(after);
+  int moved = 0;
+  for (int i = 0; i < 5000; ++i) {
+    std::string key = "k" + std::to_string(i);
+    moved += c.serverFor(key) != d.serverFor(key);
+  }
+  EXPECT_GT(moved, 500);
+}
+
+TEST(KetamaRing, NameOrderDoesNotMatter) {
+  KetamaRing a({{"10.0.0.1", 1, 1, "x"}, {"10.0.0.2", 2, 1, "y"}});
+  KetamaRing b({{"10.0.0.2", 2, 1, "y"}, {"10.0.0.1", 1, 1, "x"}});
+  for (int i = 0; i < 2000; ++i) {
+    std::string key = "k" + std::to_string(i);
+    EXPECT_EQ(a.serverFor(key), 1 - b.serverFor(key)) << key;
+  }
+}
+
 TEST(KetamaRing, SingleServerTakesEverything) {
   KetamaRing ring({{"127.0.0.1", 11211, 1}});
   EXPECT_EQ(ring.serverFor("anything"), 0u);

@@ -1,0 +1,297 @@
+"""Churn: stable placement by name, the warm-up window and the migration window, against real
+memcached and a real memzone-proxy (--config, reloaded with SIGHUP).
+
+Where keys live is read from the memcached servers directly, never from the proxy.
+"""
+import hashlib
+import re
+import signal
+import struct
+import time
+import unittest
+
+from harness import Memcached, Proxy, free_port
+
+KEYS = ["churn:%d" % i for i in range(240)]
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def ketama_by_name(key, names):
+    """libmemcached's ketama (equal weights) over server names: points from md5("name-i")."""
+    n = len(names)
+    share = struct.unpack("f", struct.pack("f", 1.0 / n))[0]
+    count = int(struct.unpack("f", struct.pack("f", share * 160 / 4 * n))[0] + 1e-10) * 4
+    points = []
+    for index, name in enumerate(names):
+        for i in range(count // 4):
+            d = hashlib.md5(("%s-%d" % (name, i)).encode()).digest()
+            for h in range(4):
+                points.append((struct.unpack_from("<I", d, h * 4)[0], index))
+    points.sort()
+    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
+    for value, index in points:
+        if value >= hk:
+            return index
+    return points[0][1]
+
+
+def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
+    """zones: {zone: [(name, Memcached)]}."""
+    lines = ["pools:", "  - name: main"]
+    if hash_by:
+        lines.append("    hashBy: %s" % hash_by)
+    if warmup_ms is not None:
+        lines.append("    warmup: {durationMs: %d}" % warmup_ms)
+    if migration_ms is not None:
+        lines.append("    migration: {durationMs: %d}" % migration_ms)
+    lines.append("    zones:")
+    for zone, servers in zones.items():
+        lines.append("      %s:" % zone)
+        for name, server in servers:
+            lines.append('        - {address: "%s", name: %s}' % (server.address, name))
+    lines += ["timeouts: {connectMs: 200, requestMs: 500}",
+              "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+              "consistency: {readHoldMs: 0}"]
+    return "\n".join(lines) + "\n"
+
+
+class ChurnBase(unittest.TestCase):
+    def memcached(self):
+        m = Memcached().start()
+        self.addCleanup(m.kill)
+        return m
+
+    def start_proxy(self, text):
+        self.proxy = Proxy(text, zone="a").start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+
+    def reload(self, text):
+        before = self.proxy.stats(self.client)["proxy_topology_version"]
+        self.proxy.write_topology(text)
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.proxy.stats(self.client)["proxy_topology_version"] != before,
+                   what="the proxy to apply the new topology\n" + self.proxy.logs()[-2000:])
+
+    def set_all(self, value):
+        for key in KEYS:
+            reply = self.client.request(b"set %s 5 0 %d\r\n%s\r\n" % (key.encode(), len(value), value))
+            self.assertEqual(reply, b"STORED\r\n", key)
+
+    @staticmethod
+    def holders(servers, key):
+        """Names of the servers (name, Memcached) that hold `key`, read directly."""
+        out = []
+        for name, server in servers:
+            with server.client() as c:
+                if c.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
+                    out.append(name)
+        return out
+
+    def placement(self, servers):
+        out = {}
+        for key in KEYS:
+            holders = self.holders(servers, key)
+            self.assertEqual(len(holders), 1, "%s on %s" % (key, holders))
+            out[key] = holders[0]
+        return out
+
+    def metric(self, name, **labels):
+        """A counter from the proxy's `stats` is not enough for per-zone ones: scrape."""
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
+            text = r.read().decode()
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        total = 0
+        for line in text.splitlines():
+            m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
+            if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
+                total += float(m.group(2))
+        return total
+
+
+class IdentityPlacementTest(ChurnBase):
+    def restart_on_new_port(self, hash_by):
+        servers = [("mc-%d" % i, self.memcached()) for i in range(3)]
+        self.start_proxy(pool_yaml({"a": servers}, hash_by=hash_by))
+        self.set_all(b"v1")
+        before = self.placement(servers)
+        # mc-1 comes back empty on a new port (a rescheduled pod: new IP, same name).
+        servers[1][1].kill()
+        servers[1] = ("mc-1", self.memcached())
+        self.reload(pool_yaml({"a": servers}, hash_by=hash_by))
+        for _, server in servers:
+            with server.client() as c:
+                self.assertEqual(c.request(b"flush_all\r\n"), b"OK\r\n")
+        self.set_all(b"v2")
+        return before, self.placement(servers)
+
+    def test_by_name_no_key_of_another_server_moves(self):
+        before, after = self.restart_on_new_port("name")
+        self.assertEqual(before, after)
+
+    def test_by_address_keys_move(self):
+        before, after = self.restart_on_new_port("address")
+        moved = [k for k in KEYS if before[k] != after[k]]
+        self.assertGreater(len(moved), 0)
+        # ... including keys of servers that did not change at all.
+        self.assertTrue(any(before[k] != "mc-1" for k in moved))
+
+
+class WarmupTest(ChurnBase):
+    WARMUP_MS = 3000
+
+    def test_restarted_server_is_filled_from_another_zone_then_misses_stay_local(self):
+        a = [("a-%d" % i, self.memcached()) for i in range(3)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": a, "b": b}, warmup_ms=self.WARMUP_MS, migration_ms=0)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        # Values with flags and a TTL: the repair must keep both.
+        for key in KEYS:
+            self.assertEqual(self.client.request(b"set %s 7 600 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+        owned = [k for k in KEYS if self.holders(a, k) == ["a-1"]]
+        self.assertGreater(len(owned), 10)
+        # a-1 restarts empty on a new port under the same name.
+        a[1][1].kill()
+        a[1] = ("a-1", self.memcached())
+        reload_started = time.monotonic()
+        self.reload(text())
+        # A value written locally since (newer than zone b's) is never overwritten.
+        newer = owned[0]
+        with a[1][1].client() as c:
+            self.assertEqual(c.request(b"set %s 9 0 5\r\nnewer\r\n" % newer.encode()), b"STORED\r\n")
+        for key in owned[:-3]:
+            want = b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (
+                key.encode(), 9 if key == newer else 7, 5 if key == newer else 2,
+                b"newer" if key == newer else b"v1")
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), want, key)
+        self.assertLess(time.monotonic() - reload_started, self.WARMUP_MS / 1000.0,
+                        "the reads must happen inside the window (slow machine?)")
+
+        # The misses were read from zone b and repaired into a-1 with their flags and TTL.
+        def warmed():
+            with a[1][1].client() as c:
+                for key in owned[1:-3]:
+                    reply = c.request(b"mg %s f t v\r\n" % key.encode())
+                    if not reply.startswith(b"VA 2 f7 t"):
+                        return False
+                    ttl = int(reply.split(b" ")[3].split(b"\r\n")[0][1:])
+                    if not 500 < ttl <= 600:
+                        return False
+            return True
+        wait_until(warmed, what="the repairs into the restarted server")
+        self.assertGreaterEqual(self.metric("memzone_proxy_warmup_keys_warmed_total", zone="a"),
+                                len(owned) - 4)
+        self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 1)
+
+        # After the window a miss on it stays a miss (no cross-zone reads in steady state).
+        wait_until(lambda: time.monotonic() - reload_started > self.WARMUP_MS / 1000.0 + 0.7,
+                   timeout=self.WARMUP_MS / 1000.0 + 5, what="the window to end")
+        for key in owned[-3:]:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+        with b[0][1].client() as c0, b[1][1].client() as c1:
+            self.assertTrue(any(c.request(b"get %s\r\n" % owned[-1].encode()) != b"END\r\n"
+                                for c in (c0, c1)), "zone b still has it")
+        self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
+
+
+class RestartInPlaceTest(ChurnBase):
+    def test_server_restarted_at_its_address_is_noticed_empty_and_warmed(self):
+        a = [("a-0", self.memcached()), ("a-1", self.memcached())]
+        b = [("b-0", self.memcached())]
+        self.metrics_port = free_port()
+        text = pool_yaml({"a": a, "b": b}, warmup_ms=4000, migration_ms=0)
+        self.proxy = Proxy(text, zone="a", threads=1,
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        time.sleep(1.5)  # the watch plants its key on each local server (once a second)
+        self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
+        owned = [k for k in KEYS if self.holders(a, k) == ["a-1"]]
+        # a-1 restarts at the same address, empty (an OOM-killed container keeps its pod IP).
+        port = a[1][1].port
+        a[1][1].kill()
+        a[1] = ("a-1", Memcached(port=port).start())
+        self.addCleanup(a[1][1].kill)
+        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
+                   timeout=8, what="the restart to be noticed")
+        for key in owned:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
+        self.assertGreater(self.metric("memzone_proxy_warmup_reads_total", zone="a"), 0)
+
+
+class MigrationTest(ChurnBase):
+    MIGRATION_MS = 4000
+
+    def test_scale_out_reads_the_previous_owner_and_a_delete_removes_both_copies(self):
+        # One zone: what a miss finds can only come from the previous owner.
+        servers = [("mc-%d" % i, self.memcached()) for i in range(3)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        before = self.placement(servers)
+        for key in KEYS:  # the proxy places by name exactly as a name-keyed ketama would
+            self.assertEqual(before[key], "mc-%d" % ketama_by_name(key, ["mc-0", "mc-1", "mc-2"]))
+        moved = [k for k in KEYS if ketama_by_name(k, ["mc-0", "mc-1", "mc-2", "mc-3"]) == 3]
+        self.assertGreater(len(moved), 20)
+        read, deleted, overwritten, unread = moved[:10], moved[10], moved[11], moved[12:]
+
+        servers.append(("mc-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(text())
+        # A miss on the new owner reads the previous owner and repairs into the new one.
+        for key in read:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
+        # ... and moves it: the previous owner's copy is deleted, so no later ring change (a
+        # scale-in back) can serve it after the key changed on mc-3.
+        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in read),
+                   what="migration repairs into mc-3")
+        # A delete in the window reaches both owners; no later read brings the key back.
+        self.client.request(b"delete %s\r\n" % deleted.encode())
+        self.assertEqual(self.holders(servers, deleted), [])
+        self.assertEqual(self.client.request(b"get %s\r\n" % deleted.encode()), b"END\r\n")
+        # An overwrite in the window leaves no older copy at the previous owner to read back.
+        self.assertEqual(self.client.request(b"set %s 6 0 2\r\nv2\r\n" % overwritten.encode()),
+                         b"STORED\r\n")
+        self.assertEqual(self.holders(servers, overwritten), ["mc-3"])
+        self.assertEqual(self.client.request(b"get %s\r\n" % overwritten.encode()),
+                         b"VALUE %s 6 2\r\nv2\r\nEND\r\n" % overwritten.encode())
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the window checks must happen inside it (slow machine?)")
+        for kind, least in (("read", 10), ("hit", 10), ("repair", 10), ("invalidation", 2)):
+            self.assertGreaterEqual(
+                self.metric("memzone_proxy_migration_events_total", zone="a", kind=kind), least, kind)
+
+        # After the window a moved key still on its previous owner reads as a miss.
+        wait_until(lambda: time.monotonic() - changed > self.MIGRATION_MS / 1000.0 + 0.7,
+                   timeout=self.MIGRATION_MS / 1000.0 + 5, what="the window to end")
+        for key in unread[:5]:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+
+
+if __name__ == "__main__":
+    unittest.main()
