@@ -35,26 +35,9 @@ import tempfile
 import threading
 import time
 
+from run import free_port, wait_for_port  # noqa: E402  (bench/run.py, the same folder)
+
 ZONES = ("a", "b", "c")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit("churn: %s exited with %s" % (proc.args[0], proc.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    sys.exit("churn: nothing on port %d" % port)
 
 
 class Memcached:

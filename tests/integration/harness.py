@@ -421,20 +421,24 @@ class Client:
         return False
 
 
-def ketama_server(key, servers):
-    """libmemcached's weighted ketama, independently of the proxy: index into `servers`
-    (a list of "host:port")."""
-    points = []
-    n = len(servers)
+def ketama_index(key, identities, named=False):
+    """libmemcached's ketama (equal weights), independently of the proxy: the index into
+    `identities` of the server owning `key`. Unnamed identities are "host:port", hashed as
+    libmemcached does (the port left out when it is 11211); named ones hash "name-i"."""
+    n = len(identities)
     if n == 1:
         return 0
-    for index, address in enumerate(servers):
-        host, port = address.rsplit(":", 1)
-        pct = struct.unpack("f", struct.pack("f", 1.0 / n))[0]
-        count = int(struct.unpack("f", struct.pack("f", pct * 160 / 4 * n))[0] + 1e-10) * 4
+    share = struct.unpack("f", struct.pack("f", 1.0 / n))[0]
+    count = int(struct.unpack("f", struct.pack("f", share * 160 / 4 * n))[0] + 1e-10) * 4
+    points = []
+    for index, ident in enumerate(identities):
+        if named:
+            prefix = ident
+        else:
+            host, port = ident.rsplit(":", 1)
+            prefix = host if port == "11211" else ident
         for i in range(count // 4):
-            label = ("%s-%d" % (host, i)) if port == "11211" else ("%s:%s-%d" % (host, port, i))
-            d = hashlib.md5(label.encode()).digest()
+            d = hashlib.md5(("%s-%d" % (prefix, i)).encode()).digest()
             for h in range(4):
                 points.append((struct.unpack_from("<I", d, h * 4)[0], index))
     points.sort()
@@ -443,6 +447,22 @@ def ketama_server(key, servers):
         if value >= hk:
             return index
     return points[0][1]
+
+
+def ketama_server(key, servers):
+    """The index into `servers` ("host:port" each) of the server owning `key`."""
+    return ketama_index(key, servers)
+
+
+def wait_until(predicate, timeout=10.0, what="condition"):
+    """Polls `predicate` until it returns something true (returned), or fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
 def topology(zones, **options):

@@ -3,45 +3,14 @@ memcached and a real memzone-proxy (--config, reloaded with SIGHUP).
 
 Where keys live is read from the memcached servers directly, never from the proxy.
 """
-import hashlib
 import re
 import signal
-import struct
 import time
 import unittest
 
-from harness import Memcached, Proxy, free_port
+from harness import Memcached, Proxy, free_port, ketama_index, wait_until
 
 KEYS = ["churn:%d" % i for i in range(240)]
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-
-
-def ketama_by_name(key, names):
-    """libmemcached's ketama (equal weights) over server names: points from md5("name-i")."""
-    n = len(names)
-    share = struct.unpack("f", struct.pack("f", 1.0 / n))[0]
-    count = int(struct.unpack("f", struct.pack("f", share * 160 / 4 * n))[0] + 1e-10) * 4
-    points = []
-    for index, name in enumerate(names):
-        for i in range(count // 4):
-            d = hashlib.md5(("%s-%d" % (name, i)).encode()).digest()
-            for h in range(4):
-                points.append((struct.unpack_from("<I", d, h * 4)[0], index))
-    points.sort()
-    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
-    for value, index in points:
-        if value >= hk:
-            return index
-    return points[0][1]
 
 
 def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
@@ -254,8 +223,8 @@ class MigrationTest(ChurnBase):
         self.set_all(b"v1")
         before = self.placement(servers)
         for key in KEYS:  # the proxy places by name exactly as a name-keyed ketama would
-            self.assertEqual(before[key], "mc-%d" % ketama_by_name(key, ["mc-0", "mc-1", "mc-2"]))
-        moved = [k for k in KEYS if ketama_by_name(k, ["mc-0", "mc-1", "mc-2", "mc-3"]) == 3]
+            self.assertEqual(before[key], "mc-%d" % ketama_index(key, ["mc-0", "mc-1", "mc-2"], named=True))
+        moved = [k for k in KEYS if ketama_index(k, ["mc-0", "mc-1", "mc-2", "mc-3"], named=True) == 3]
         self.assertGreater(len(moved), 20)
         read, deleted, overwritten, unread = moved[:10], moved[10], moved[11], moved[12:]
 

@@ -4,10 +4,8 @@ wire format (fake_kube_api.py), with a real memzone-proxy receiving the snapshot
 Each scenario asserts the snapshot the proxy applied, read back from its --state-dir (the
 exact protobuf it received), and the ReplicatedPool status the controller wrote.
 """
-import hashlib
 import importlib
 import json
-import struct
 import re
 import os
 import socket
@@ -18,7 +16,7 @@ import time
 import unittest
 
 from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool, service
-from harness import Controller, Memcached, Proxy, free_port
+from harness import Controller, Memcached, Proxy, free_port, ketama_index, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 NS = "cache"
@@ -50,45 +48,10 @@ def common_free_port(hosts):
     raise RuntimeError("no common free port")
 
 
-def ketama_by_label(key, identities, named):
-    """libmemcached's ketama (equal weights) over names ("name-i") or addresses."""
-    n = len(identities)
-    points = []
-    for index, ident in enumerate(identities):
-        if named:
-            fmt = lambda i, ident=ident: "%s-%d" % (ident, i)
-        else:
-            host, port = ident.rsplit(":", 1)
-            fmt = (lambda i, host=host: "%s-%d" % (host, i)) if port == "11211" else \
-                (lambda i, ident=ident: "%s-%d" % (ident, i))
-        count = int(struct.unpack("f", struct.pack("f", struct.unpack("f", struct.pack("f", 1.0 / n))[0]
-                                                  * 160 / 4 * n))[0] + 1e-10) * 4
-        for i in range(count // 4):
-            d = hashlib.md5(fmt(i).encode()).digest()
-            for h in range(4):
-                points.append((struct.unpack_from("<I", d, h * 4)[0], index))
-    points.sort()
-    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
-    for value, index in points:
-        if value >= hk:
-            return index
-    return points[0][1]
-
-
 def micro_now():
     """metav1.MicroTime for now."""
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%06dZ" % int((t % 1) * 1e6)
-
-
-def wait_until(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
 class KubernetesSourceTest(unittest.TestCase):
@@ -211,14 +174,14 @@ class KubernetesSourceTest(unittest.TestCase):
             for i in range(60):
                 key = "session:n%d" % i
                 self.assertEqual(c.request(b"set %s 0 0 1\r\nx\r\n" % key.encode()), b"STORED\r\n")
-                want = order[ketama_by_label(key, [n for _, n in order], named=True)][0]
+                want = order[ketama_index(key, [n for _, n in order], named=True)][0]
                 holders = []
                 for ip, _ in zone_a:
                     with self.servers[ip].client() as direct:
                         if direct.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
                             holders.append(ip)
                 self.assertEqual(holders, [want], key)
-                by_address += want != order[ketama_by_label(
+                by_address += want != order[ketama_index(
                     key, ["%s:%d" % (a, self.port) for a, _ in order], named=False)][0]
         self.assertGreater(by_address, 0)  # names really changed placement
 
