@@ -440,12 +440,16 @@ int runProxy(const config::ProxyOptions& options) {
         },
         [&workers, board, stats_context] {
           board->expireAwaiting(event::nowMicros());
-          topology::ControllerClient::HealthReport report{backendsDown(workers),
-                                                          board->owedAddresses(event::nowMicros())};
+          topology::ControllerClient::HealthReport report{backendsDown(workers), {}};
+          for (auto& o : board->owedServers(event::nowMicros())) {
+            report.owed.push_back({std::move(o.address), o.epoch});
+          }
           stats_context->owed_servers = static_cast<uint32_t>(report.owed.size());
           return report;
         },
-        [board, stats_context](const v1::DirtyServers& dirty) {
+        [board, stats_context](
+            const v1::DirtyServers& dirty,
+            const std::vector<topology::ControllerClient::OwedServer>& reported) {
           std::vector<std::pair<std::string, uint64_t>> since;
           for (int i = 0; i < dirty.addresses_size(); ++i) {
             // An older controller sends no `since`: then nothing counts as confirmed early.
@@ -453,6 +457,9 @@ int runProxy(const config::ProxyOptions& options) {
                                i < dirty.since_size() ? dirty.since(i) : dirty.generation());
           }
           board->setDirty(since, dirty.confirmed_generation());
+          std::vector<backend::ServerBoard::Owed> confirmable;
+          for (const auto& o : reported) confirmable.push_back({o.address, o.epoch});
+          board->confirm(confirmable);
           stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
         });
     board->setOwedListener([client = controller.get()] { client->healthChanged(); });

@@ -1,7 +1,9 @@
 #include "controlplane/server/topology_service.h"
 
+#include <algorithm>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace memzone::controlplane {
@@ -42,6 +44,7 @@ class TopologyStream final
                       std::set<std::string>(request_.backends_owed().begin(),
                                             request_.backends_owed().end()));
         dirty_.applied(id_, request_.dirty_applied());
+        report_seen_ = std::max(report_seen_, request_.report_seq());
       }
       if (!first) {
         StartRead(&request_);
@@ -137,11 +140,14 @@ class TopologyStream final
       // The dirty set goes first and needs no answer: a proxy must stop reading a dirty
       // server as soon as possible, whatever snapshot is in flight.
       auto dirty = dirty_.message();
-      std::pair<uint64_t, uint64_t> state{dirty->dirty().generation(),
-                                          dirty->dirty().confirmed_generation()};
+      std::tuple<uint64_t, uint64_t, uint64_t> state{
+          dirty->dirty().generation(), dirty->dirty().confirmed_generation(), report_seen_};
       if (state != dirty_sent_) {
         dirty_sent_ = state;
-        out_ = std::move(dirty);
+        // This stream's own copy: it says which of this proxy's reports it reflects.
+        auto own = std::make_shared<v1::TopologySnapshot>(*dirty);
+        own->mutable_dirty()->set_report_seen(report_seen_);
+        out_ = std::move(own);
         write_in_flight_ = true;
         StartWrite(out_.get());
         return;
@@ -181,8 +187,10 @@ class TopologyStream final
   uint64_t dirty_subscription_ = 0;
   std::string node_id_;
   bool wants_dirty_ = false;  // the proxy reports what it owes: it is sent the dirty set
-  // Generation and confirmed generation last sent (none yet: even the empty set goes out).
-  std::pair<uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0};
+  // Generation, confirmed generation and report seen, last sent (none yet: even the empty set
+  // goes out).
+  std::tuple<uint64_t, uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0, 0};
+  uint64_t report_seen_ = 0;  // the proxy's latest report_seq processed
   std::string zone_;
   std::string acked_version_;
   std::string nacked_version_;

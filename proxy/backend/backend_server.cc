@@ -31,10 +31,11 @@ constexpr size_t kMaxReplayInFlight = 64;
 // How often a worker that marked a server down looks whether another worker saw it return.
 constexpr auto kWatchInterval = std::chrono::milliseconds(50);
 
+// Rare (failures, returns): sequentially consistent, so the report thread that sees a raised
+// distrust also sees the debt epoch bumped before it (ServerBoard::owedServers).
 void raiseTo(std::atomic<int64_t>& value, int64_t at_least) {
-  int64_t current = value.load(std::memory_order_relaxed);
-  while (current < at_least &&
-         !value.compare_exchange_weak(current, at_least, std::memory_order_relaxed)) {
+  int64_t current = value.load();
+  while (current < at_least && !value.compare_exchange_weak(current, at_least)) {
   }
 }
 
@@ -128,7 +129,10 @@ void BackendServer::updateOwing() {
   if (owes == owing_published_) return;
   owing_published_ = owes;
   if (owes) {
-    shared_->owing.fetch_add(1, std::memory_order_relaxed);
+    // The epoch first: whoever sees this worker's debt in `owing` also sees its epoch
+    // (ServerBoard::owedServers reads them the other way round).
+    shared_->owe_epoch.fetch_add(1);
+    shared_->owing.fetch_add(1);
   } else {
     shared_->owing.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -289,6 +293,7 @@ void BackendServer::overflow() {
   if (log_ != nullptr) log_->overflowed(address_);
   replay_wanted_ = true;
   overflow_until_us_ = event::nowMicros() + int64_t{options_.consistency.overflow_hold_ms} * 1000;
+  shared_->owe_epoch.fetch_add(1);  // a new debt: the dropped keys (see updateOwing)
   if (!options_.allow_flush) raiseTo(shared_->distrusted_until_us, overflow_until_us_);
   setQueueDepth(replaying_.size());
   updateOwing();

@@ -62,8 +62,10 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   bool knownDirtyToAll() const {
     if (invalidations_.empty() && replaying_.empty() && !overflowed_) return true;
     const ControllerLink* link = shared_->controller.get();
-    return link == nullptr || !link->coordinated.load(std::memory_order_relaxed) ||
-           shared_->dirty_confirmed.load(std::memory_order_relaxed);
+    if (link == nullptr || !link->coordinated.load(std::memory_order_relaxed)) return true;
+    uint64_t epoch = shared_->owe_epoch.load();  // at least this worker's own bump
+    uint64_t confirmed = shared_->confirmed_epoch.load();
+    return confirmed != 0 && confirmed >= epoch;
   }
 
   // Returns the reason a request cannot be sent now, or nullopt. After nullopt, encode the

@@ -6,6 +6,12 @@
 // passes (a controller that stopped answering must not stall writes). Only the first failures
 // of a server wait: once it is confirmed dirty, later failures are answered at once.
 //
+// "Confirmed" is about this proxy's own debt, not just the server's presence in the set
+// (another proxy's debt may be about to clear): a worker that starts owing a server bumps its
+// debt epoch; the report thread sends the epoch with the server; the controller says which
+// report it had seen when it built a set (report_seen), and only a report seen, followed by
+// reports that all still list the server, in a set every proxy applied, confirms that epoch.
+//
 // Per worker: a waiting request is polled every millisecond while any waits (there is no
 // cross-thread wake-up on the request path); nothing runs when nothing waits.
 #pragma once

@@ -25,8 +25,6 @@ std::shared_ptr<ServerState> ServerBoard::stateFor(const std::string& address) {
     auto dirty = dirty_since_.find(address);
     state->dirty.store(awaiting_until_us_ != 0 || dirty != dirty_since_.end(),
                        std::memory_order_relaxed);
-    state->dirty_confirmed.store(dirty != dirty_since_.end() && dirty->second <= confirmed_,
-                                 std::memory_order_relaxed);
     slot = state;
   }
   return state;
@@ -72,7 +70,6 @@ void ServerBoard::setDirty(const std::vector<std::pair<std::string, uint64_t>>& 
     auto it = dirty_since_.find(address);
     bool dirty = it != dirty_since_.end();
     s->dirty.store(dirty, std::memory_order_relaxed);
-    s->dirty_confirmed.store(dirty && it->second <= confirmed_, std::memory_order_relaxed);
   }
   link_->coordinated.store(true, std::memory_order_relaxed);
 }
@@ -111,7 +108,7 @@ void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
   }
   for (auto& [address, weak] : states_) {
     if (std::shared_ptr<ServerState> s = weak.lock()) {
-      s->dirty_confirmed.store(false, std::memory_order_relaxed);
+      s->confirmed_epoch.store(0);
     }
   }
   dirty_since_.clear();
@@ -119,18 +116,37 @@ void ServerBoard::controllerLost(uint32_t hold_ms, int64_t now_us) {
   link_->coordinated.store(false, std::memory_order_relaxed);
 }
 
-std::vector<std::string> ServerBoard::owedAddresses(int64_t now_us) const {
-  std::vector<std::string> out;
+std::vector<ServerBoard::Owed> ServerBoard::owedServers(int64_t now_us) {
+  std::vector<Owed> out;
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [address, weak] : states_) {  // a std::map: sorted
     std::shared_ptr<ServerState> s = weak.lock();
     if (!s) continue;
-    if (s->owing.load(std::memory_order_relaxed) != 0 ||
-        s->distrusted_until_us.load(std::memory_order_relaxed) > now_us) {
-      out.push_back(address);
+    // Withdraw first, then look: a worker that starts owing after the look finds no stale
+    // confirmation. Sequentially consistent, paired with BackendServer's epoch-then-owing.
+    uint64_t saved = s->confirmed_epoch.exchange(0);
+    uint64_t epoch = s->owe_epoch.load();
+    if (s->owing.load() != 0 || s->distrusted_until_us.load() > now_us) {
+      out.push_back({address, epoch});
+      uint64_t zero = 0;
+      s->confirmed_epoch.compare_exchange_strong(zero, saved);  // still owed: still confirmed
     }
   }
   return out;
+}
+
+void ServerBoard::confirm(const std::vector<Owed>& reported) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Owed& o : reported) {
+    auto dirty = dirty_since_.find(o.address);
+    if (dirty == dirty_since_.end() || dirty->second > confirmed_) continue;
+    auto it = states_.find(o.address);
+    std::shared_ptr<ServerState> s = it == states_.end() ? nullptr : it->second.lock();
+    if (!s) continue;
+    uint64_t current = s->confirmed_epoch.load();
+    while (current < o.epoch && !s->confirmed_epoch.compare_exchange_weak(current, o.epoch)) {
+    }
+  }
 }
 
 }  // namespace memzone::backend

@@ -56,9 +56,13 @@ struct alignas(64) ServerState {
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
-  // Every proxy on the controller has applied a dirty set holding this server: none reads it.
-  // A write whose copy to it failed is acknowledged only then (or after a bound).
-  std::atomic<bool> dirty_confirmed{false};
+  // Debts and their confirmation (dirty_confirmation.h). A worker that starts owing this
+  // server bumps `owe_epoch` (before `owing`); `confirmed_epoch` is the highest epoch the
+  // controller has confirmed every proxy knows the server dirty for, 0 when none (the report
+  // thread zeroes it while it builds a report, and it stays 0 after a report saying clean). A
+  // write whose copy failed is acknowledged once confirmed_epoch >= owe_epoch.
+  std::atomic<uint64_t> owe_epoch{0};
+  std::atomic<uint64_t> confirmed_epoch{0};
   // The board's; workers notify it when `owing` or `distrusted_until_us` changes.
   std::shared_ptr<ControllerLink> controller;
 };
@@ -67,11 +71,18 @@ class ServerBoard {
  public:
   // The state for `address`, created on first use; any thread (control path).
   std::shared_ptr<ServerState> stateFor(const std::string& address);
-  // Addresses some worker owes deletes to, or holds distrusted after an overflow: what this
-  // proxy reports to the controller as owed (no proxy may read them until every proxy has
-  // reported them clean), sorted. Any thread.
-  std::vector<std::string> owedAddresses(int64_t now_us) const;
-  // Called (on a worker thread) whenever what owedAddresses() returns may have changed.
+  // Servers some worker owes deletes to, or holds distrusted after an overflow, with their
+  // owe_epoch: what this proxy reports to the controller as owed (no proxy may read them until
+  // every proxy has reported them clean), sorted. Withdraws the confirmation of every server
+  // it does not list (a report saying clean may reach the controller any moment). The report
+  // thread only.
+  struct Owed {
+    std::string address;
+    uint64_t epoch;
+    bool operator==(const Owed&) const = default;
+  };
+  std::vector<Owed> owedServers(int64_t now_us);
+  // Called (on a worker thread) whenever what owedServers() returns may have changed.
   void setOwedListener(std::function<void()> listener) { link_->setListener(std::move(listener)); }
 
   // Durable invalidations (invalidation_log.h): what the files said each server is owed,
@@ -86,6 +97,10 @@ class ServerBoard {
   // applied. Servers not in it are clean; one that stops being dirty still waits for its read
   // hold, if any. A server the board learns of later starts dirty if it is in the latest set.
   void setDirty(const std::vector<std::pair<std::string, uint64_t>>& since, uint64_t confirmed);
+  // Servers this proxy reported owed (at those epochs) in a report the controller had seen
+  // when it built the latest set, and in every report since: confirmed where that set has
+  // them dirty since a generation every proxy applied.
+  void confirm(const std::vector<Owed>& reported);
   // A proxy on the controller starts with every server dirty until the first set arrives
   // (other proxies may owe servers this one knows nothing of), for at most `until_us`: then
   // expireAwaiting() falls back to the time hold alone.

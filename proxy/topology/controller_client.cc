@@ -105,6 +105,26 @@ void ControllerClient::healthChanged() {
   wake_.notify_all();
 }
 
+std::vector<ControllerClient::OwedServer> ControllerClient::reportedThrough(uint64_t seen) {
+  // The newest report the controller had seen; older ones are settled.
+  size_t newest = sent_reports_.size();
+  for (size_t i = 0; i < sent_reports_.size() && sent_reports_[i].seq <= seen; ++i) newest = i;
+  if (newest == sent_reports_.size()) return {};
+  sent_reports_.erase(sent_reports_.begin(), sent_reports_.begin() + newest);
+  // Only servers every later report (not yet seen) still lists: one of them may say clean.
+  std::vector<OwedServer> out;
+  for (const OwedServer& o : sent_reports_.front().owed) {
+    bool listed = true;
+    for (size_t i = 1; i < sent_reports_.size() && listed; ++i) {
+      const auto& later = sent_reports_[i].owed;
+      listed = std::any_of(later.begin(), later.end(),
+                           [&](const OwedServer& l) { return l.address == o.address; });
+    }
+    if (listed) out.push_back(o);
+  }
+  return out;
+}
+
 bool ControllerClient::stopping() {
   std::lock_guard lock(mu_);
   return stopping_;
@@ -122,8 +142,13 @@ v1::TopologyRequest ControllerClient::message(const std::string& nonce) {
     m.set_reports_health(true);
     for (const auto& a : health_report_.down) m.add_backends_down(a);
     m.set_reports_owed(true);
-    for (const auto& a : health_report_.owed) m.add_backends_owed(a);
+    for (const auto& o : health_report_.owed) m.add_backends_owed(o.address);
     m.set_dirty_applied(dirty_applied_);
+    m.set_report_seq(++report_seq_);
+    sent_reports_.push_back({report_seq_, health_report_.owed});
+    // A controller that stopped answering reports must not grow this: the oldest go (what
+    // they could confirm is then never confirmed; writes fall back to the bound).
+    if (sent_reports_.size() > 256) sent_reports_.erase(sent_reports_.begin());
     health_sent_ = health_report_;
   }
   return m;
@@ -292,7 +317,9 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
   {
     std::lock_guard lock(mu_);
     if (health_) health_report_ = std::move(health);
-    dirty_applied_ = 0;  // generations are per controller
+    dirty_applied_ = 0;  // generations and report numbers are per stream
+    report_seq_ = 0;
+    sent_reports_.clear();
     hello = message("");
   }
   bool established = false;
@@ -318,7 +345,12 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
         // The dirty set alone: not a topology, never answered; but once applied, the
         // controller hears so (a report), and confirms to the proxies waiting on it.
         if (!on_dirty_ || !snapshot.has_dirty()) continue;
-        on_dirty_(snapshot.dirty());
+        std::vector<OwedServer> reported;
+        {
+          std::lock_guard lock(mu_);
+          reported = reportedThrough(snapshot.dirty().report_seen());
+        }
+        on_dirty_(snapshot.dirty(), reported);
         std::lock_guard write_lock(write_mu_);
         v1::TopologyRequest report;
         {

@@ -75,15 +75,22 @@ class ControllerClient {
   // Called on the client's thread.
   using ApplyFn = std::function<std::string(const v1::TopologySnapshot&)>;
   using StateFn = std::function<void(ControllerState)>;
+  struct OwedServer {
+    std::string address;  // "address:port"
+    uint64_t epoch;       // the server's debt epoch when looked at (server_board.h)
+    bool operator==(const OwedServer&) const = default;
+  };
   struct HealthReport {
     std::vector<std::string> down;  // "address:port" of the backends the proxy has down, sorted
-    std::vector<std::string> owed;  // "address:port" of the servers it owes invalidations
+    std::vector<OwedServer> owed;   // the servers it owes invalidations
     bool operator==(const HealthReport&) const = default;
   };
-  // Called on the health thread.
+  // Called on the health thread (and before each hello).
   using HealthFn = std::function<HealthReport()>;
-  // The controller's dirty set; called on the client's thread.
-  using DirtyFn = std::function<void(const v1::DirtyServers&)>;
+  // The controller's dirty set, and what this proxy reported owed in a report the controller
+  // had seen and in every report since (what that set may confirm). The client's thread.
+  using DirtyFn =
+      std::function<void(const v1::DirtyServers&, const std::vector<OwedServer>& reported)>;
 
   ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state = {},
                    HealthFn health = {}, DirtyFn on_dirty = {});
@@ -128,7 +135,17 @@ class ControllerClient {
   HealthReport health_sent_;                // what the live stream was last told, under mu_
   bool health_changed_ = false;             // healthChanged() since the last look, under mu_
   uint64_t dirty_applied_ = 0;              // the live stream's dirty generation applied, mu_
-  std::mutex write_mu_;                     // one Write at a time on the stream
+  // The live stream's reports (report_seq) not yet known seen by the controller, and the
+  // latest it has seen, with what each said owed; under mu_.
+  struct SentReport {
+    uint64_t seq;
+    std::vector<OwedServer> owed;
+  };
+  std::vector<SentReport> sent_reports_;
+  uint64_t report_seq_ = 0;
+  // What `reported` for a set that reflects report `seen` (under mu_).
+  std::vector<OwedServer> reportedThrough(uint64_t seen);
+  std::mutex write_mu_;  // one Write at a time on the stream
 };
 
 }  // namespace memzone::topology
