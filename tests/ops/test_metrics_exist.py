@@ -28,7 +28,8 @@ import monitoring
 
 sys.path.insert(0, os.path.join(monitoring.ROOT, "tests/integration"))
 from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool, service  # noqa: E402
-from harness import Controller, Memcached, Proxy, free_port, stop_process, wait_for_port  # noqa: E402
+from harness import (Controller, Memcached, Proxy, free_port, stop_process,  # noqa: E402
+                     wait_for_port, wait_until)
 from tls_certs import CertAuthority  # noqa: E402
 
 NS = "cache"
@@ -53,16 +54,6 @@ def samples(text):
         m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$', line)
         out.append((m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or "")), float(m.group(4))))
     return out
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
 def common_free_port(hosts):
