@@ -29,23 +29,6 @@ std::string opensslError() {
   return text;
 }
 
-// notAfter of the first certificate in `path`; false when there is none.
-bool readNotAfter(const std::string& path, int64_t& out) {
-  FILE* f = fopen(path.c_str(), "r");
-  if (f == nullptr) return false;
-  X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
-  fclose(f);
-  if (cert == nullptr) {
-    ERR_clear_error();
-    return false;
-  }
-  tm t{};
-  bool ok = ASN1_TIME_to_tm(X509_get0_notAfter(cert), &t) == 1;
-  X509_free(cert);
-  if (ok) out = static_cast<int64_t>(timegm(&t));
-  return ok;
-}
-
 }  // namespace
 
 std::string_view verifyName(Verify verify) {
@@ -63,7 +46,7 @@ std::string_view verifyName(Verify verify) {
 std::shared_ptr<TlsContext> TlsContext::create(Role role, TlsFiles files, std::string& error) {
   std::shared_ptr<TlsContext> context(new TlsContext(role, std::move(files)));
   context->ids_ = context->identify();
-  context->ctx_ = context->build(context->expiries_, error);
+  context->ctx_ = context->build(error);
   if (!context->ctx_) return nullptr;
   return context;
 }
@@ -85,8 +68,7 @@ std::vector<TlsContext::FileId> TlsContext::identify() const {
   return ids;
 }
 
-std::shared_ptr<SSL_CTX> TlsContext::build(std::vector<CertExpiry>& expiries,
-                                           std::string& error) const {
+std::shared_ptr<SSL_CTX> TlsContext::build(std::string& error) const {
   ERR_clear_error();
   std::shared_ptr<SSL_CTX> ctx(
       SSL_CTX_new(role_ == Role::kServer ? TLS_server_method() : TLS_client_method()),
@@ -156,11 +138,6 @@ std::shared_ptr<SSL_CTX> TlsContext::build(std::vector<CertExpiry>& expiries,
   } else {
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   }
-  expiries.clear();
-  for (const std::string* path : {&files_.cert, &files_.ca}) {
-    int64_t not_after = 0;
-    if (!path->empty() && readNotAfter(*path, not_after)) expiries.push_back({*path, not_after});
-  }
   return ctx;
 }
 
@@ -178,8 +155,7 @@ bool TlsContext::reloadIfChanged(bool& changed, std::string& error) {
   }
   changed = true;
   // Built outside the lock: handshakes go on with the old material meanwhile.
-  std::vector<CertExpiry> expiries;
-  std::shared_ptr<SSL_CTX> next = build(expiries, error);
+  std::shared_ptr<SSL_CTX> next = build(error);
   std::lock_guard lock(mu_);
   if (!next) {
     // A half-written swap (the key newer than the certificate) fails here; the files are
@@ -189,14 +165,8 @@ bool TlsContext::reloadIfChanged(bool& changed, std::string& error) {
   }
   ids_ = std::move(ids);
   ctx_ = std::move(next);
-  expiries_ = std::move(expiries);
   ++reloads_;
   return true;
-}
-
-std::vector<CertExpiry> TlsContext::expiries() const {
-  std::lock_guard lock(mu_);
-  return expiries_;
 }
 
 uint64_t TlsContext::reloads() const {

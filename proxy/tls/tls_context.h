@@ -33,12 +33,6 @@ struct TlsFiles {
   Verify verify = Verify::kNone;
 };
 
-// Expiry of the leaf certificate in one file (seconds since the epoch).
-struct CertExpiry {
-  std::string path;
-  int64_t not_after = 0;
-};
-
 class TlsContext {
  public:
   // Builds the first SSL_CTX; null and `error` ("FILE: reason") when the files are unusable.
@@ -50,7 +44,6 @@ class TlsContext {
   // `changed` tells whether a rebuild happened (or was attempted).
   bool reloadIfChanged(bool& changed, std::string& error);
 
-  std::vector<CertExpiry> expiries() const;
   const TlsFiles& files() const { return files_; }
   Role role() const { return role_; }
   uint64_t reloads() const;
@@ -66,14 +59,13 @@ class TlsContext {
     bool operator==(const FileId&) const = default;
   };
   std::vector<FileId> identify() const;
-  std::shared_ptr<SSL_CTX> build(std::vector<CertExpiry>& expiries, std::string& error) const;
+  std::shared_ptr<SSL_CTX> build(std::string& error) const;
 
   const Role role_;
   const TlsFiles files_;
   mutable std::mutex mu_;  // accept/connect and the control thread's reload, not per request
   std::shared_ptr<SSL_CTX> ctx_;
   std::vector<FileId> ids_;
-  std::vector<CertExpiry> expiries_;
   uint64_t reloads_ = 0;
   uint64_t reload_failures_ = 0;
 };

@@ -1,7 +1,5 @@
 #include "proxy/tls/tls_contexts.h"
 
-#include <set>
-
 #include "memzone/ops/log.h"
 
 namespace memzone::tls {
@@ -43,20 +41,6 @@ void TlsContexts::reloadAll() {
                                                   : context->files().cert.c_str());
     }
   }
-}
-
-std::vector<CertExpiry> TlsContexts::expiries() const {
-  std::vector<CertExpiry> out;
-  std::set<std::string> seen;
-  auto add = [&](const TlsContext& context) {
-    for (CertExpiry& e : context.expiries()) {
-      if (seen.insert(e.path).second) out.push_back(std::move(e));
-    }
-  };
-  if (client_facing_) add(*client_facing_);
-  std::lock_guard lock(mu_);
-  for (const auto& [key, context] : backends_) add(*context);
-  return out;
 }
 
 uint64_t TlsContexts::reloadFailures() const {

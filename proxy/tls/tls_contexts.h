@@ -25,7 +25,6 @@ class TlsContexts {
 
   // Reloads changed files everywhere; logs each reload and each failure.
   void reloadAll();
-  std::vector<CertExpiry> expiries() const;
   uint64_t reloadFailures() const;
 
  private:
