@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "controlplane/config/controller_flags.h"
+
 namespace memzone::controlplane {
 namespace {
 
@@ -170,6 +172,19 @@ TEST(DirtyServers, RetentionEndsOnItsOwnWithoutFurtherReports) {
   EXPECT_TRUE(addresses(d).empty());
   for (int i = 0; i < 200 && calls.load() < 2; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GE(calls.load(), 2);  // dirty, then clean again
+}
+
+TEST(DirtyRetainFlag, ADurationOrAClearError) {
+  auto parse = [](std::string value) {
+    return parseControllerFlags(
+        {"--source", "file", "--config", "t.yaml", "--dirty-retain", value});
+  };
+  EXPECT_EQ(
+      parseControllerFlags({"--source", "file", "--config", "t.yaml"}).options.dirty_retain_ms,
+      60000u);
+  EXPECT_EQ(parse("90s").options.dirty_retain_ms, 90000u);
+  EXPECT_EQ(parse("0s").options.dirty_retain_ms, 0u);  // forget a gone proxy's debts at once
+  EXPECT_EQ(parse("soon").error, "--dirty-retain must be a duration such as 60s or 500ms");
 }
 
 }  // namespace
