@@ -470,6 +470,12 @@ class HighAvailabilityTest(unittest.TestCase):
         self.addCleanup(c.kill)
         return c
 
+    def proxy_on(self, controller):
+        """A proxy subscribed to `controller` alone, on node-a."""
+        p = Proxy(None, controller=controller.address, env={"NODE_NAME": "node-a"}).start()
+        self.addCleanup(p.stop)
+        return p
+
     def lease(self):
         lease = self.api.lease("memzone-controller", NS)
         return lease["spec"] if lease else {}
@@ -547,10 +553,7 @@ class HighAvailabilityTest(unittest.TestCase):
         b.start()
         b.wait_for_log("serving topology")
         # One proxy on each replica: the leader counts both.
-        pa = Proxy(None, controller=a.address, env={"NODE_NAME": "node-a"}).start()
-        self.addCleanup(pa.stop)
-        pb = Proxy(None, controller=b.address, env={"NODE_NAME": "node-a"}).start()
-        self.addCleanup(pb.stop)
+        pa, pb = self.proxy_on(a), self.proxy_on(b)
         wait_until(lambda: self.status().get("proxies") == {"total": 2, "acked": 2}, 10,
                    "both proxies counted\n" + a.logs()[-2000:])
         self.assertEqual(self.ready().get("reason"), "AllProxiesAcked")
@@ -577,10 +580,7 @@ class HighAvailabilityTest(unittest.TestCase):
         a.start()
         b.start()
         b.wait_for_log("serving topology")
-        pa = Proxy(None, controller=a.address, env={"NODE_NAME": "node-a"}).start()
-        self.addCleanup(pa.stop)
-        pb = Proxy(None, controller=b.address, env={"NODE_NAME": "node-a"}).start()
-        self.addCleanup(pb.stop)
+        pa, pb = self.proxy_on(a), self.proxy_on(b)
         with pa.client() as c:
             wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10,
                        "pa serving")
