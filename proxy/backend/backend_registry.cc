@@ -147,17 +147,6 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
 
 namespace {
 
-// Two rings place keys alike exactly when they hash the same identities with the same weights.
-bool samePlacement(const topology::Zone& a, const topology::Zone& b) {
-  if (a.backends.size() != b.backends.size()) return false;
-  std::vector<std::pair<std::string_view, uint32_t>> x, y;
-  for (const auto& backend : a.backends) x.emplace_back(backend.identity, backend.weight);
-  for (const auto& backend : b.backends) y.emplace_back(backend.identity, backend.weight);
-  std::sort(x.begin(), x.end());
-  std::sort(y.begin(), y.end());
-  return x == y;
-}
-
 const ZoneView* findZone(const TopologyView* view, const std::string& pool,
                          const std::string& zone) {
   if (view == nullptr) return nullptr;
@@ -198,7 +187,7 @@ void BackendRegistry::openWindows(
       const ZoneView* old = findZone(previous, pool.name, zv.zone->name);
       if (old == nullptr) continue;  // a new zone: nothing moved inside it
       std::shared_ptr<MigrationSource> source;
-      if (!samePlacement(*old->zone, *zv.zone)) {
+      if (topology::placementOf(*old->zone) != topology::placementOf(*zv.zone)) {
         source = std::make_shared<MigrationSource>();
         source->until_us = now + int64_t{pool.migration_ms} * 1000;
         source->topology = previous->topology;

@@ -75,19 +75,13 @@ BackendServer::~BackendServer() {
 
 ReadTrust BackendServer::readTrust() const {
   if (state_ != State::kUp) return ReadTrust::kDown;
-  // Relaxed loads of one read-mostly line: a worker that just queued or replayed is seen by
-  // the others within the memory system's propagation time, long before any reply.
-  if (shared_->owing.load(std::memory_order_relaxed) != 0 ||
-      shared_->dirty.load(std::memory_order_relaxed)) {
-    return ReadTrust::kUntrusted;
-  }
-  if (shared_->unreachable_since_us.load(std::memory_order_relaxed) != 0) return ReadTrust::kHeld;
-  int64_t readable_at = shared_->readable_at_us.load(std::memory_order_relaxed);
-  int64_t distrusted_until = shared_->distrusted_until_us.load(std::memory_order_relaxed);
-  if (readable_at != 0 || distrusted_until != 0) {
-    int64_t now = event::nowMicros();
-    if (now < distrusted_until) return ReadTrust::kUntrusted;
-    if (now < readable_at) return ReadTrust::kHeld;
+  switch (sharedTrust(*shared_, [] { return event::nowMicros(); })) {
+    case SharedTrust::kUntrusted:
+      return ReadTrust::kUntrusted;
+    case SharedTrust::kHeld:
+      return ReadTrust::kHeld;
+    case SharedTrust::kReadable:
+      break;
   }
   return ReadTrust::kReadable;
 }

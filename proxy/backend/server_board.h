@@ -67,6 +67,28 @@ struct alignas(64) ServerState {
   std::shared_ptr<ControllerLink> controller;
 };
 
+// Whether a server may be read, from what the proxy shares about it (a worker adds whether
+// its own connection is up). `now` (a clock) is called only when a deadline must be compared.
+enum class SharedTrust : uint8_t { kReadable, kHeld, kUntrusted };
+template <typename Now>
+SharedTrust sharedTrust(const ServerState& state, Now now) {
+  // Relaxed loads of one read-mostly line: a worker that just queued or replayed is seen by
+  // the others within the memory system's propagation time, long before any reply.
+  if (state.owing.load(std::memory_order_relaxed) != 0 ||
+      state.dirty.load(std::memory_order_relaxed)) {
+    return SharedTrust::kUntrusted;
+  }
+  if (state.unreachable_since_us.load(std::memory_order_relaxed) != 0) return SharedTrust::kHeld;
+  int64_t readable_at = state.readable_at_us.load(std::memory_order_relaxed);
+  int64_t distrusted_until = state.distrusted_until_us.load(std::memory_order_relaxed);
+  if (readable_at != 0 || distrusted_until != 0) {
+    int64_t now_us = now();
+    if (now_us < distrusted_until) return SharedTrust::kUntrusted;
+    if (now_us < readable_at) return SharedTrust::kHeld;
+  }
+  return SharedTrust::kReadable;
+}
+
 class ServerBoard {
  public:
   // The state for `address`, created on first use; any thread (control path).

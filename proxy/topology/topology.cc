@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <set>
@@ -9,6 +10,19 @@
 #include "proxy/topology/zone_slots.h"
 
 namespace memzone::topology {
+
+std::string placementOf(const Zone& zone) {
+  std::vector<std::string> parts;
+  for (const Backend& b : zone.backends)
+    parts.push_back(b.identity + "*" + std::to_string(b.weight));
+  std::sort(parts.begin(), parts.end());
+  std::string out;
+  for (const std::string& part : parts) {
+    if (!out.empty()) out += ',';
+    out += part;
+  }
+  return out;
+}
 
 bool splitAddress(const std::string& address, std::string& host, uint16_t& port) {
   size_t colon = address.rfind(':');

@@ -152,6 +152,10 @@ struct BuildResult {
 // non-empty, names unique) and builds the rings.
 BuildResult buildTopology(const TopologySpec& spec);
 
+// What places keys on a zone's ring: its identities and weights, sorted ("id*weight,...").
+// Two zones place every key alike exactly when their placements are equal.
+std::string placementOf(const Zone& zone);
+
 // "host:port" -> host, port; false when it does not parse.
 bool splitAddress(const std::string& address, std::string& host, uint16_t& port);
 
