@@ -22,6 +22,7 @@
 #include "proxy/config/topology_file.h"
 #include "proxy/event/event_base.h"
 #include "proxy/metrics/proxy_collector.h"
+#include "proxy/rebalance/key_mover.h"
 #include "proxy/server/listen_socket.h"
 #include "proxy/server/stats_text.h"
 #include "proxy/server/worker.h"
@@ -103,11 +104,12 @@ std::string nodeId(const std::string& state_dir) {
 class TopologyApplier {
  public:
   TopologyApplier(std::vector<std::unique_ptr<server::Worker>>& workers,
-                  server::StatsContext& stats, tls::TlsContexts& tls)
-      : workers_(workers), stats_(stats), tls_(tls) {}
+                  server::StatsContext& stats, tls::TlsContexts& tls, rebalance::KeyMover* mover)
+      : workers_(workers), stats_(stats), tls_(tls), mover_(mover) {}
 
   void apply(std::shared_ptr<const topology::Topology> topology) {
     for (auto& w : workers_) w->setTopology(topology);
+    if (mover_ != nullptr) mover_->onTopology(topology);
     stats_.setTopologyVersion(topology->version);
     read_hold_ms_.store(topology->consistency.read_hold_ms, std::memory_order_relaxed);
   }
@@ -143,6 +145,7 @@ class TopologyApplier {
   server::StatsContext& stats_;
   std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
   tls::TlsContexts& tls_;
+  rebalance::KeyMover* mover_;
 };
 
 // Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
@@ -388,7 +391,13 @@ int runProxy(const config::ProxyOptions& options) {
         [stats_context](ByteBuffer& out) { server::renderStats(*stats_context, out); }));
     stats_context->workers.push_back(workers.back().get());
   }
-  TopologyApplier applier(workers, *stats_context, *tls_contexts);
+  std::unique_ptr<rebalance::KeyMover> mover;
+  if (options.move_keys) {
+    mover = std::make_unique<rebalance::KeyMover>(worker_options.server_board, tls_contexts,
+                                                  options.zone);
+    stats_context->moves = mover->counters();
+  }
+  TopologyApplier applier(workers, *stats_context, *tls_contexts, mover.get());
   if (topology) applier.apply(topology);
   for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
@@ -497,6 +506,7 @@ int runProxy(const config::ProxyOptions& options) {
   stats_context->draining = true;  // /readyz fails first, so load balancers move on
   ops::logEvent(ops::LogLevel::kInfo, std::string("draining"), "draining (up to %us)",
                 options.drain_timeout_s);
+  if (mover) mover->stop();
   for (auto& w : workers) w->drain();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.drain_timeout_s);
   for (auto& w : workers) {

@@ -118,6 +118,9 @@ std::string proxyUsage() {
          "  --state-dir        keep the deletes owed to servers here (they survive a restart)\n"
          "                     and, with --controller, the last applied snapshot, served at\n"
          "                     start-up until the controller answers\n"
+         "  --move-keys        on|off: after a ring change, move keys to their new owners and\n"
+         "                     delete copies a server held from before it owned them, in the\n"
+         "                     background (lru_crawler metadump; default on)\n"
          "  --metrics-listen   serve /metrics, /healthz, /readyz here\n"
          "  --metrics-per-backend  also export per-server series (address label; off by\n"
          "                     default: one series per memcached server adds up)\n"
@@ -176,10 +179,10 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
       o.metrics_per_backend = true;
       continue;
     }
-    static const char* kValued[] = {"--listen",       "--zone",          "--threads",
-                                    "--config",       "--controller",    "--metrics-listen",
-                                    "--state-dir",    "--max-item-size", "--max-connections",
-                                    "--drain-timeout"};
+    static const char* kValued[] = {"--listen",        "--zone",          "--threads",
+                                    "--config",        "--controller",    "--metrics-listen",
+                                    "--state-dir",     "--max-item-size", "--max-connections",
+                                    "--drain-timeout", "--move-keys"};
     // Issue 12's limits.
     static const char* kLimitFlags[] = {"--max-buffer-memory", "--partial-request-timeout-ms",
                                         "--client-send-buffer"};
@@ -239,6 +242,12 @@ FlagsResult parseProxyFlags(const std::vector<std::string>& args) {
       o.tls.handshake_timeout_ms = static_cast<uint32_t>(n);
     } else if (flag == "--zone") {
       o.zone = value;
+    } else if (flag == "--move-keys") {
+      if (value != "on" && value != "off") {
+        result.error = "--move-keys must be on or off";
+        return result;
+      }
+      o.move_keys = value == "on";
     } else if (flag == "--threads") {
       if (!parseUnsigned(value, 1, 256, n)) {
         result.error = "--threads must be from 1 to 256";

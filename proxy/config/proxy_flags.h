@@ -46,6 +46,8 @@ struct ProxyOptions {
   uint64_t client_send_buffer = 256 << 10;
   unsigned drain_timeout_s = 10;
   bool metrics_per_backend = false;  // series with an address label: off by default
+  // Ring changes move keys in the background (rebalance/key_mover.h).
+  bool move_keys = true;
   // TLS to the controller (all empty: plaintext, for the local demo only).
   std::string controller_tls_cert;
   std::string controller_tls_key;

@@ -274,6 +274,16 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
                            "a key's new owner read elsewhere), hit, repair (stored into the new "
                            "owner), invalidation (a write deleted at the previous owner).",
                            MetricType::Counter);
+  auto& moved_keys = family(out, "memzone_proxy_migration_keys_total",
+                            "Keys the key mover handled after ring changes, by action: moved "
+                            "(copied to the new owner, deleted at the old), dropped (deleted "
+                            "without a copy), purged (a copy from before its server owned it).",
+                            MetricType::Counter);
+  auto& crawls = family(out, "memzone_proxy_migration_crawls_total",
+                        "Servers the key mover crawled after ring changes, by result: done, "
+                        "failed (not crawled before the window ended), elsewhere (another "
+                        "proxy did it).",
+                        MetricType::Counter);
   for (size_t z = 0; z < zones.size(); ++z) {
     Labels labels{{"zone", zones[z]}};
     auto zsum = [&](auto get) {
@@ -298,6 +308,23 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
       add(migration,
           zsum([member = member](const backend::ZoneCounters& c) { return (c.*member).get(); }),
           {{"zone", zones[z]}, {"kind", kind}});
+    }
+    if (context_->moves) {
+      const rebalance::ZoneMoveCounters& m = context_->moves->zones[z];
+      const std::pair<const char*, const std::atomic<uint64_t>*> actions[] = {
+          {"moved", &m.moved}, {"dropped", &m.dropped}, {"purged", &m.purged}};
+      for (const auto& [action, counter] : actions) {
+        add(moved_keys, static_cast<double>(counter->load(std::memory_order_relaxed)),
+            {{"zone", zones[z]}, {"action", action}});
+      }
+      const std::pair<const char*, const std::atomic<uint64_t>*> results[] = {
+          {"done", &m.crawls_done},
+          {"failed", &m.crawls_failed},
+          {"elsewhere", &m.crawls_elsewhere}};
+      for (const auto& [result, counter] : results) {
+        add(crawls, static_cast<double>(counter->load(std::memory_order_relaxed)),
+            {{"zone", zones[z]}, {"result", result}});
+      }
     }
   }
   auto& failovers = family(out, "memzone_proxy_read_failovers_total",

@@ -213,6 +213,15 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
     stat(out, prefix + "invalidations_dropped", zones[z].dropped);
     stat(out, prefix + "invalidation_queue_depth", zones[z].depth);
     stat(out, prefix + "overflow_flushes", zones[z].flushes);
+    if (context.moves) {
+      // The key mover (--move-keys): what ring changes moved and purged in this zone.
+      const rebalance::ZoneMoveCounters& m = context.moves->zones[z];
+      stat(out, prefix + "keys_moved", m.moved.load(std::memory_order_relaxed));
+      stat(out, prefix + "keys_dropped", m.dropped.load(std::memory_order_relaxed));
+      stat(out, prefix + "keys_purged", m.purged.load(std::memory_order_relaxed));
+      stat(out, prefix + "move_crawls_done", m.crawls_done.load(std::memory_order_relaxed));
+      stat(out, prefix + "move_crawls_failed", m.crawls_failed.load(std::memory_order_relaxed));
+    }
   }
   stat(out, "proxy_topology_version", context.topologyVersion());
   out.append("END\r\n");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "proxy/common/byte_buffer.h"
+#include "proxy/rebalance/move_counters.h"
 #include "proxy/tls/tls_contexts.h"
 
 namespace memzone::server {
@@ -33,6 +34,7 @@ struct StatsContext {
   uint64_t max_connections = 0;           // fixed at start-up
   uint64_t max_buffer_memory = 0;         // fixed at start-up (the workers' shares, summed)
   std::shared_ptr<tls::TlsContexts> tls;  // fixed at start-up; certificate expiry, reloads
+  std::shared_ptr<const rebalance::MoveCounters> moves;  // fixed at start-up; null: --move-keys off
 
   void setTopologyVersion(const std::string& v) {
     std::lock_guard<std::mutex> lock(mu);

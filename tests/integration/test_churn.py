@@ -211,12 +211,14 @@ class MigrationTest(ChurnBase):
     MIGRATION_MS = 4000
 
     def test_scale_out_reads_the_previous_owner_and_a_delete_removes_both_copies(self):
-        # One zone: what a miss finds can only come from the previous owner.
+        # One zone: what a miss finds can only come from the previous owner. The key mover
+        # is off: this is the window alone (reads and writes), as mcrouter's MigrateRoute.
         servers = [("mc-%d" % i, self.memcached()) for i in range(3)]
         self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
         self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port,
+                                       "--move-keys", "off"]).start()
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
@@ -260,6 +262,145 @@ class MigrationTest(ChurnBase):
                    timeout=self.MIGRATION_MS / 1000.0 + 5, what="the window to end")
         for key in unread[:5]:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+
+
+class KeyMoverTest(ChurnBase):
+    """--move-keys (on by default): a ring change moves keys in the background."""
+    MIGRATION_MS = 20000
+    NAMES3 = ["mc-0", "mc-1", "mc-2"]
+    NAMES4 = NAMES3 + ["mc-3"]
+
+    def start(self, servers, *extra):
+        self.metrics_port = free_port()
+        self.text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="a", threads=1,
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + list(extra)).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+
+    @staticmethod
+    def raw(server, key):
+        """`mg key f t v` on the memcached itself: (flags, ttl, value) or None."""
+        with server.client() as c:
+            reply = c.request(b"mg %s f t v\r\n" % key.encode())
+        if reply == b"EN\r\n":
+            return None
+        head, value = reply.split(b"\r\n")[:2]
+        fields = dict((f[:1], f[1:]) for f in head.split(b" ")[2:])
+        return int(fields[b"f"]), int(fields[b"t"]), value
+
+    def test_scale_out_moves_every_key_to_its_new_owner_without_a_read(self):
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        for key in KEYS:
+            self.assertEqual(self.client.request(b"set %s 7 600 2\r\nv1\r\n" % key.encode()),
+                             b"STORED\r\n")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        self.assertGreater(len(moved), 20)
+        servers.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        # No client reads: the keys move by themselves, with their flags and TTL.
+        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in moved),
+                   timeout=15, what="the moved keys to be on mc-3 only")
+        for key in moved:
+            flags, ttl, value = self.raw(servers[3][1], key)
+            self.assertEqual((flags, value), (7, b"v1"), key)
+            self.assertTrue(500 < ttl <= 600, (key, ttl))
+        for key in KEYS:  # nothing else moved
+            if key not in moved:
+                self.assertEqual(len(self.holders(servers, key)), 1, key)
+        wait_until(lambda: self.metric("memzone_proxy_migration_crawls_total", zone="a",
+                                       result="done") == 4, what="four crawls done")
+        self.assertEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                     action="moved"), len(moved))
+        for key in moved:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 7 2\r\nv1\r\nEND\r\n" % key.encode())
+
+    def wait_window_end(self, changed):
+        window = self.MIGRATION_MS / 1000.0
+        wait_until(lambda: time.monotonic() - changed > window + 0.7, timeout=window + 5,
+                   what="the migration window to end")
+
+    def test_scale_in_after_a_scale_out_serves_no_value_older_than_the_last_write(self):
+        # Keys moved at the scale-out, untouched during its window, are written after it;
+        # the scale-in makes their old owners the owners again. A copy left there would be
+        # served (the migration window alone leaves it: --move-keys off fails here).
+        self.MIGRATION_MS = 4000
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        servers.append(("mc-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(self.text())
+        self.wait_window_end(changed)
+        for key in moved:
+            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
+                             b"STORED\r\n")
+        gone = servers.pop()
+        self.reload(self.text())
+        gone[1].kill()
+        for key in moved:
+            reply = self.client.request(b"get %s\r\n" % key.encode())
+            self.assertNotIn(b"v1", reply, key)
+        self.assertEqual(self.metric("memzone_proxy_migration_crawls_total", zone="a",
+                                     result="done"), 4)
+
+    def test_a_server_back_with_copies_from_before_has_them_purged(self):
+        # mc-3 joins holding old copies of keys it is about to own (a server that was in the
+        # pool before, kept its memory, and comes back: a readiness flap): they must not be
+        # served, even after the window (--move-keys off fails here).
+        self.MIGRATION_MS = 4000
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        self.set_all(b"v2")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        newcomer = self.memcached()
+        with newcomer.client() as c:
+            for key in moved:
+                self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
+                                 b"STORED\r\n")
+        servers.append(("mc-3", newcomer))
+        changed = time.monotonic()
+        self.reload(self.text())
+        self.wait_window_end(changed)
+        for key in moved:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv2\r\nEND\r\n" % key.encode(), key)
+        self.assertEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                     action="purged"), len(moved))
+
+    def test_two_proxies_crawl_each_server_once(self):
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        first_port = self.metrics_port
+        other_port = free_port()
+        other = Proxy(self.text(), zone="a", threads=1,
+                      extra_args=["--metrics-listen", "127.0.0.1:%d" % other_port]).start()
+        self.addCleanup(other.stop)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        servers.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        with other.client() as c:
+            before = other.stats(c)["proxy_topology_version"]
+            other.write_topology(self.text())
+            other.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: other.stats(c)["proxy_topology_version"] != before,
+                       what="the second proxy to apply the topology")
+
+        def done(port):
+            self.metrics_port = port
+            return self.metric("memzone_proxy_migration_crawls_total", zone="a", result="done")
+        wait_until(lambda: done(first_port) + done(other_port) >= 4, timeout=20,
+                   what="four crawls")
+        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in moved),
+                   timeout=15, what="the moved keys to be on mc-3 only")
+        time.sleep(1)  # a second crawl of a server would have started by now
+        self.assertEqual(done(first_port) + done(other_port), 4)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+// Moves keys when a zone's ring changes (issue 14), instead of waiting for reads to find
+// them: mcrouter's MigrateRoute only reads the old owner while a window is open, so every key
+// not read in time is a miss, and the old owner keeps a copy that a later ring change (a
+// scale-in after a scale-out) brings back into use: a stale read.
+//
+// After a change, for every server of the zone before or after it (the proxy's background
+// thread, one per proxy, over its own connections; workers are not involved):
+//  1. Purge: a copy the server holds of a key it owns now but did not own under an earlier
+//     ring of the change was written before it owned the key: a leftover of an older era,
+//     possibly older than the last write. It is deleted (`md <key> C<cas>`: only if nobody
+//     wrote it since). "Before" is the server's CAS counter when the change started (the
+//     lease below), read from the item's cas in the dump.
+//  2. Move: a key the server no longer owns is copied to its owner with add semantics
+//     (`ms ... ME`: never over a value written since) and deleted at the server with its cas
+//     (`md C<cas>`). If the item changed or vanished meanwhile (a client wrote or deleted it
+//     through a proxy still on the old ring), both copies are deleted: a miss, never a stale
+//     value. A server some proxy owes deletes to (dirty, held) is not read from: its values
+//     may be the old ones.
+// Keys come from `lru_crawler metadump all` (metadump.h). Purges run on every server before
+// any move, so a move never meets a leftover at its target.
+//
+// Many proxies see the same change: the first to store the server's lease key
+// ("memzone:migration:<change>", on that server, with add semantics) crawls it, refreshes the
+// lease while it works and marks it done; the others check again every few seconds until it
+// is done or the migration window ends (a proxy that died mid-crawl lets its lease expire).
+// Proxies of the changed zone try first; the others wait a few seconds. Purges start at once
+// (until then a leftover may be served: milliseconds); moves wait a second for every proxy to
+// be on the new ring.
+//
+// The migration window still runs alongside (window_reads.h): reads of keys not moved yet
+// find them at their previous owner, and writes delete them there.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proxy/backend/server_board.h"
+#include "proxy/rebalance/move_counters.h"
+#include "proxy/tls/tls_contexts.h"
+#include "proxy/topology/topology.h"
+
+namespace memzone::rebalance {
+
+class KeyMover {
+ public:
+  // `local_zone`: --zone, or "" (then the topology's answer for this proxy).
+  KeyMover(std::shared_ptr<backend::ServerBoard> board, std::shared_ptr<tls::TlsContexts> tls,
+           std::string local_zone);
+  ~KeyMover();
+  KeyMover(const KeyMover&) = delete;
+  KeyMover& operator=(const KeyMover&) = delete;
+
+  // Every topology the proxy applies, in order; any thread. The first one only sets "before".
+  void onTopology(std::shared_ptr<const topology::Topology> topology);
+  std::shared_ptr<const MoveCounters> counters() const { return counters_; }
+  // Stops the thread (the crawl in progress ends at its next batch).
+  void stop();
+
+ private:
+  struct Ring {
+    std::shared_ptr<const topology::Topology> topology;  // keeps `zone` alive
+    const topology::Zone* zone = nullptr;
+  };
+  struct Job {
+    std::string pool;
+    Ring now;
+    std::vector<Ring> before;  // the rings since the last completed crawl, oldest first
+    std::vector<topology::Backend> pending;  // servers still to crawl
+    topology::BackendTlsSpec tls;
+    std::string lease_key;
+    int64_t ready_us = 0;       // not before
+    int64_t moves_from_us = 0;  // moves not before (purges start at once)
+    int64_t until_us = 0;       // the migration window's end: given up then
+    uint64_t generation = 0;
+  };
+  struct Outcome {
+    std::vector<std::string> done;  // addresses
+  };
+
+  void run();
+  Outcome runJob(const Job& job, uint64_t generation);
+  bool superseded(uint64_t generation) const {
+    return stopping_.load() || generation_.load() != generation;
+  }
+
+  std::shared_ptr<backend::ServerBoard> board_;
+  std::shared_ptr<tls::TlsContexts> tls_;
+  std::string local_zone_;
+  std::shared_ptr<MoveCounters> counters_ = std::make_shared<MoveCounters>();
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::shared_ptr<const topology::Topology> last_;
+  std::map<std::string, Job> jobs_;      // "pool/zone"
+  std::atomic<uint64_t> generation_{0};  // bumped by every change to jobs_
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace memzone::rebalance

@@ -1,0 +1,343 @@
+#include "proxy/rebalance/zone_crawl.h"
+
+#include <charconv>
+#include <chrono>
+#include <thread>
+
+#include "memzone/ops/log.h"
+#include "proxy/event/event_base.h"
+
+namespace memzone::rebalance {
+namespace {
+
+constexpr size_t kBatchItems = 128;
+constexpr uint64_t kBatchBytes = 4 << 20;  // values fetched at once, at most (about)
+constexpr int64_t kLeaseRefreshUs = 5'000'000;
+constexpr int kBusyRetries = 40;  // memcached runs one crawl at a time: wait up to ~10 s
+// A value (and a batch: the dump's sizes are the server's word) is buffered up to this; a
+// server that claims more is failed, not believed. memcached's default item limit is 1 MiB.
+constexpr size_t kMaxValueBytes = size_t{128} << 20;
+
+// "VA <n> t<ttl> f<flags> c<cas>": the fields a move needs.
+struct Fetched {
+  size_t length = 0;
+  std::string ttl = "-1", flags = "0";
+  uint64_t cas = 0;
+};
+
+bool parseValueLine(std::string_view line, Fetched& out) {
+  if (line.substr(0, 3) != "VA ") return false;
+  line.remove_prefix(3);
+  bool first = true;
+  while (!line.empty()) {
+    size_t space = line.find(' ');
+    std::string_view token = line.substr(0, space);
+    line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+    if (first) {
+      auto [p, ec] = std::from_chars(token.data(), token.data() + token.size(), out.length);
+      if (ec != std::errc() || p != token.data() + token.size()) return false;
+      first = false;
+    } else if (token.size() > 1 && token[0] == 't') {
+      out.ttl = token.substr(1);
+    } else if (token.size() > 1 && token[0] == 'f') {
+      out.flags = token.substr(1);
+    } else if (token.size() > 1 && token[0] == 'c') {
+      auto [p, ec] = std::from_chars(token.data() + 1, token.data() + token.size(), out.cas);
+      if (ec != std::errc()) return false;
+    }
+  }
+  return !first;
+}
+
+// The index of `address` in `zone`, or -1 (a server that left the zone owns nothing).
+int indexOf(const topology::Zone& zone, const std::string& address) {
+  for (size_t i = 0; i < zone.backends.size(); ++i) {
+    if (zone.backends[i].address == address) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+}  // namespace
+
+ZoneCrawl::ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before,
+                     LinkTls tls, ZoneMoveCounters& counters, Hooks hooks)
+    : now_(now),
+      before_(std::move(before)),
+      tls_(std::move(tls)),
+      counters_(counters),
+      hooks_(std::move(hooks)) {}
+
+bool ZoneCrawl::internalKey(const std::string& key) {
+  return key.rfind("memzone:sentinel:", 0) == 0 || key.rfind("memzone:migration:", 0) == 0;
+}
+
+MemcachedLink* ZoneCrawl::link(const std::string& address) {
+  auto& slot = links_[address];
+  if (!slot) slot = std::make_unique<MemcachedLink>();
+  if (!slot->connected()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!topology::splitAddress(address, host, port)) return nullptr;
+    std::string error = slot->connect(host, port, kIoTimeoutMs, tls_);
+    if (!error.empty()) {
+      ops::logEvent(ops::LogLevel::kWarn, "move-connect:" + address, "key mover: %s: %s",
+                    address.c_str(), error.c_str());
+      return nullptr;
+    }
+  }
+  return slot.get();
+}
+
+Lease ZoneCrawl::takeLease(const topology::Backend& server, const std::string& key) {
+  lease_key_ = key;
+  MemcachedLink* l = link(server.address);
+  if (l == nullptr) return Lease::kUnreachable;
+  // Add semantics: the first proxy stores it. Its cas is the server's CAS counter now:
+  // every item with a lower cas was written before this crawl.
+  std::string line;
+  l->append("ms " + key + " 3 T" + std::to_string(kLeaseTtlS) + " ME c\r\nrun\r\n");
+  if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
+  if (line.rfind("HD", 0) == 0) {
+    size_t c = line.find(" c");
+    uint64_t cas = 0;
+    if (c != std::string::npos)
+      std::from_chars(line.data() + c + 2, line.data() + line.size(), cas);
+    watermarks_[server.address] = cas;
+    lease_refreshed_us_ = event::nowMicros();
+    return Lease::kWon;
+  }
+  if (line.rfind("NS", 0) != 0) return Lease::kUnreachable;
+  l->append("mg " + key + " v\r\n");
+  if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
+  if (line == "VA 4") {
+    std::string value;
+    if (!l->readExact(6, value)) return Lease::kUnreachable;
+    return value == "done\r\n" ? Lease::kDone : Lease::kElsewhere;
+  }
+  if (line.rfind("VA ", 0) == 0) {
+    Fetched f;
+    std::string value;
+    if (!parseValueLine(line, f) || f.length > 64 || !l->readExact(f.length + 2, value)) {
+      return Lease::kUnreachable;
+    }
+  }
+  return Lease::kElsewhere;  // running elsewhere (or gone just now: ask again later)
+}
+
+void ZoneCrawl::releaseLease(const topology::Backend& server, const std::string& key) {
+  MemcachedLink* l = link(server.address);
+  if (l == nullptr) return;
+  std::string line;
+  l->append("md " + key + "\r\n");
+  if (l->flush()) l->readLine(line);
+}
+
+void ZoneCrawl::finishLease(const topology::Backend& server, const std::string& key,
+                            uint32_t ttl_s) {
+  MemcachedLink* l = link(server.address);
+  if (l == nullptr) return;
+  std::string line;
+  l->append("ms " + key + " 4 T" + std::to_string(ttl_s == 0 ? 1 : ttl_s) + "\r\ndone\r\n");
+  if (l->flush()) l->readLine(line);
+}
+
+bool ZoneCrawl::dump(const topology::Backend& server,
+                     const std::function<bool(DumpedItem&)>& on_item) {
+  std::string host;
+  uint16_t port = 0;
+  if (!topology::splitAddress(server.address, host, port)) return false;
+  MemcachedLink d;
+  std::string line;
+  for (int attempt = 0;; ++attempt) {
+    if (hooks_.superseded()) return false;
+    std::string error = d.connect(host, port, kIoTimeoutMs, tls_);
+    if (!error.empty()) return false;
+    d.append("lru_crawler metadump all\r\n");
+    if (!d.flush() || !d.readLine(line)) return false;
+    if (line.rfind("BUSY", 0) != 0) break;
+    // Another crawl (another proxy's, or memcached's own) is running: its turn first.
+    d.close();
+    if (attempt == kBusyRetries) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  DumpedItem item;
+  for (uint64_t lines = 0;; ++lines) {
+    if (lines > 0 && !d.readLine(line)) {
+      ops::logEvent(ops::LogLevel::kWarn, "move-dump:" + server.address,
+                    "key mover: %s: dump ended early: %s", server.address.c_str(),
+                    d.error().c_str());
+      return false;
+    }
+    switch (parseDumpLine(line, item)) {
+      case DumpLine::kEnd:
+        return true;
+      case DumpLine::kSkipped:
+        continue;
+      case DumpLine::kError:
+        ops::logEvent(ops::LogLevel::kWarn, "move-dump:" + server.address,
+                      "key mover: %s: cannot crawl keys: %.200s", server.address.c_str(),
+                      line.c_str());
+        return false;
+      case DumpLine::kItem:
+        break;
+    }
+    if (internalKey(item.key)) continue;
+    if (!on_item(item)) return false;
+    if (event::nowMicros() - lease_refreshed_us_ > kLeaseRefreshUs) {
+      lease_refreshed_us_ = event::nowMicros();
+      MemcachedLink* l = link(server.address);
+      if (l == nullptr) return false;
+      l->append("mg " + lease_key_ + " T" + std::to_string(kLeaseTtlS) + "\r\n");
+      if (!l->flush() || !l->readLine(line)) return false;
+    }
+  }
+}
+
+bool ZoneCrawl::purge(const topology::Backend& server) {
+  int self = indexOf(now_, server.address);
+  auto wm = watermarks_.find(server.address);
+  // A server that left the zone owns nothing (its keys move); memcached -C has no cas.
+  if (self < 0 || wm == watermarks_.end() || wm->second == 0) return true;
+  const std::string& identity = now_.backends[self].identity;
+  batch_.clear();
+  bool ok = dump(server, [&](DumpedItem& item) {
+    if (item.cas >= wm->second) return true;  // written since the change began
+    if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return true;
+    bool gained = false;
+    for (const topology::Zone* before : before_) {
+      gained |= before->backends[before->ring.serverFor(item.key)].identity != identity;
+    }
+    if (!gained) return true;
+    batch_.push_back(Item{std::move(item), 0});
+    return batch_.size() < kBatchItems || flushPurges(server);
+  });
+  ok = ok && flushPurges(server);
+  if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
+  return ok;
+}
+
+bool ZoneCrawl::flushPurges(const topology::Backend& server) {
+  if (batch_.empty()) return true;
+  if (hooks_.superseded()) return false;
+  MemcachedLink* l = link(server.address);
+  if (l == nullptr) return false;
+  for (const Item& item : batch_) {
+    l->append("md " + item.dumped.key + " C" + std::to_string(item.dumped.cas) + "\r\n");
+  }
+  if (!l->flushBatch()) return false;
+  std::string line;
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    if (!l->readLine(line)) return false;
+    if (line == "HD") counters_.add(counters_.purged);
+  }
+  batch_.clear();
+  return l->endBatch();
+}
+
+bool ZoneCrawl::move(const topology::Backend& server) {
+  int self = indexOf(now_, server.address);
+  batch_.clear();
+  batch_bytes_ = 0;
+  bool ok = dump(server, [&](DumpedItem& item) {
+    uint32_t owner = now_.ring.serverFor(item.key);
+    if (static_cast<int>(owner) == self) return true;
+    batch_bytes_ += item.size;
+    batch_.push_back(Item{std::move(item), owner});
+    return (batch_.size() < kBatchItems && batch_bytes_ < kBatchBytes) || flushMoves(server);
+  });
+  ok = ok && flushMoves(server);
+  if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
+  return ok;
+}
+
+bool ZoneCrawl::flushMoves(const topology::Backend& server) {
+  if (batch_.empty()) return true;
+  if (hooks_.superseded()) return false;
+  // Its values may be older than writes it missed: nobody reads it until it is clean.
+  if (!hooks_.readable(server.address)) return false;
+  MemcachedLink* source = link(server.address);
+  if (source == nullptr) return false;
+  // 1. Fetch value, TTL, flags and cas.
+  for (const Item& item : batch_) source->append("mg " + item.dumped.key + " v t f c\r\n");
+  if (!source->flushBatch()) return false;
+  struct Copy {
+    const Item* item;
+    Fetched fetched;
+    std::string value;  // data + "\r\n"
+    bool stored = false;
+  };
+  std::vector<Copy> copies;
+  copies.reserve(batch_.size());
+  std::string line;
+  size_t fetched_bytes = 0;
+  for (const Item& item : batch_) {
+    if (!source->readLine(line)) return false;
+    if (line == "EN") continue;  // gone since the dump
+    Copy c{&item, {}, {}};
+    if (!parseValueLine(line, c.fetched)) return false;
+    fetched_bytes += c.fetched.length;
+    if (c.fetched.length > kMaxValueBytes || fetched_bytes > kBatchBytes + kMaxValueBytes) {
+      return false;
+    }
+    if (!source->readExact(c.fetched.length + 2, c.value)) return false;
+    copies.push_back(std::move(c));
+  }
+  if (!source->endBatch()) return false;
+  // 2. Add each to its owner, per owner in one flush. "t0": expires this second, not copied.
+  std::map<uint32_t, std::vector<Copy*>> by_target;
+  for (Copy& c : copies) {
+    if (c.fetched.ttl != "0") by_target[c.item->target].push_back(&c);
+  }
+  for (auto& [target, list] : by_target) {
+    MemcachedLink* t = link(now_.backends[target].address);
+    if (t == nullptr) continue;  // the owner is unreachable: the keys are only dropped
+    for (Copy* c : list) {
+      std::string head = "ms " + c->item->dumped.key + " " + std::to_string(c->fetched.length) +
+                         " T" + (c->fetched.ttl == "-1" ? "0" : c->fetched.ttl) + " F" +
+                         c->fetched.flags + " ME\r\n";
+      t->append(head + c->value);
+    }
+    if (!t->flushBatch()) continue;
+    std::vector<bool> stored;
+    for (size_t i = 0; i < list.size() && t->readLine(line); ++i) stored.push_back(line == "HD");
+    // Believed only once the fence proves the count (else none counts as stored).
+    if (stored.size() == list.size() && t->endBatch()) {
+      for (size_t i = 0; i < list.size(); ++i) list[i]->stored = stored[i];
+    }
+  }
+  // 3. Delete each at the server, only if it is still the item copied.
+  for (const Copy& c : copies) {
+    source->append("md " + c.item->dumped.key + " C" + std::to_string(c.fetched.cas) + "\r\n");
+  }
+  if (!source->flushBatch()) return false;
+  std::vector<const Copy*> undo;
+  for (const Copy& c : copies) {
+    if (!source->readLine(line)) return false;
+    if (line == "HD") {
+      counters_.add(c.stored ? counters_.moved : counters_.dropped);
+    } else if (c.stored) {
+      undo.push_back(&c);  // written or deleted meanwhile: neither copy is trusted
+    }
+  }
+  if (!source->endBatch()) return false;
+  // Written or deleted through a proxy still on the old ring while we copied: delete both.
+  std::map<MemcachedLink*, size_t> sent;
+  for (const Copy* c : undo) {
+    for (MemcachedLink* l : {link(now_.backends[c->item->target].address), source}) {
+      if (l == nullptr) continue;
+      l->append("md " + c->item->dumped.key + "\r\n");
+      ++sent[l];
+    }
+  }
+  for (auto& [l, count] : sent) {
+    if (!l->flushBatch()) continue;
+    size_t read = 0;
+    while (read < count && l->readLine(line)) ++read;
+    if (read == count) l->endBatch();
+  }
+  batch_.clear();
+  batch_bytes_ = 0;
+  return true;
+}
+
+}  // namespace memzone::rebalance

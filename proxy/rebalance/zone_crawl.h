@@ -1,0 +1,74 @@
+// One job of the key mover (key_mover.h): the leases, purges and moves of one zone's servers
+// after one ring change, over blocking connections of its own. One thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/rebalance/memcached_link.h"
+#include "proxy/rebalance/metadump.h"
+#include "proxy/rebalance/move_counters.h"
+#include "proxy/topology/topology.h"
+
+namespace memzone::rebalance {
+
+enum class Lease : uint8_t {
+  kWon,          // this proxy crawls the server
+  kDone,         // another proxy crawled it
+  kElsewhere,    // another proxy is crawling it
+  kUnreachable,  // no answer: try again later
+};
+
+class ZoneCrawl {
+ public:
+  static constexpr int kIoTimeoutMs = 2000;
+  static constexpr uint32_t kLeaseTtlS = 30;
+
+  struct Hooks {
+    std::function<bool()> superseded;                  // stop now: a newer change, or exit
+    std::function<bool(const std::string&)> readable;  // may this address be read from?
+  };
+
+  // `now`: the zone's ring; `before`: the rings before it since the last completed crawl.
+  ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before, LinkTls tls,
+            ZoneMoveCounters& counters, Hooks hooks);
+
+  Lease takeLease(const topology::Backend& server, const std::string& key);
+  // Both false when the dump did not complete (the caller tries again later).
+  bool purge(const topology::Backend& server);
+  bool move(const topology::Backend& server);
+  // Gives the lease back after a failed purge or move (best effort; else it expires).
+  void releaseLease(const topology::Backend& server, const std::string& key);
+  // Marks the lease done for `ttl_s` (the rest of the window), so other proxies stop asking.
+  void finishLease(const topology::Backend& server, const std::string& key, uint32_t ttl_s);
+
+ private:
+  struct Item {
+    DumpedItem dumped;
+    uint32_t target = 0;  // index into now_.backends (moves)
+  };
+  // Streams the server's items to `on_item` (false: abandon); true when END was reached.
+  bool dump(const topology::Backend& server, const std::function<bool(DumpedItem&)>& on_item);
+  MemcachedLink* link(const std::string& address);
+  bool flushPurges(const topology::Backend& server);
+  bool flushMoves(const topology::Backend& server);
+  // Whether `key` is one of memzone's own (sentinels, leases): never moved or purged.
+  static bool internalKey(const std::string& key);
+
+  const topology::Zone& now_;
+  std::vector<const topology::Zone*> before_;
+  LinkTls tls_;
+  ZoneMoveCounters& counters_;
+  Hooks hooks_;
+  std::map<std::string, std::unique_ptr<MemcachedLink>> links_;  // by address
+  std::map<std::string, uint64_t> watermarks_;  // address -> its CAS counter at the lease
+  std::vector<Item> batch_;
+  uint64_t batch_bytes_ = 0;
+  int64_t lease_refreshed_us_ = 0;
+  std::string lease_key_;
+};
+
+}  // namespace memzone::rebalance
