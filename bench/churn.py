@@ -12,14 +12,15 @@ hit rate of about 90-95%. Then, one after another:
   (b) scale-out of zone a from 3 to 4 servers;
   (c) scale-in back to 3.
 Each variant runs the same script: `address` (hashBy: address, no windows: placement as
-before issue 14), `names` (hashBy: name, no windows) and `names+windows` (hashBy: name,
-warm-up and migration windows on). Per second it records the hit rate; per event, the lost
+before issue 14), `names` (hashBy: name, no windows), `names+windows` (hashBy: name,
+warm-up and migration windows on, --move-keys off) and `names+windows+moves` (the default:
+also the key mover). Per second it records the hit rate; per event, the lost
 hits (the steady hit rate minus the observed one, times the gets, summed over the event's
 seconds, up to the next event: windows that close inside that time count against it). Every read is checked against the model: a value older than the last acknowledged
 write or delete (each bumps the key's version in the database) is a stale read.
 
     bench/churn.py [--build build] [--keys 20000] [--steady 16] [--gap 4] [--settle 30]
-                   [--window-ms 25000]
+                   [--window-ms 25000] [--only names+windows+moves]
                    [--plot bench/churn_hit_rate.png] [--markdown]
 """
 import argparse
@@ -160,7 +161,7 @@ class Load(threading.Thread):
                 self.buckets[second] = (gets + 1, hits + hit, stale)
 
 
-def run_variant(args, name, hash_by, window_ms):
+def run_variant(args, name, hash_by, window_ms, move_keys):
     tmp = tempfile.mkdtemp(prefix="memzone-churn-")
     config = os.path.join(tmp, "topology.yaml")
     servers = {z: [Memcached("%s-%d" % (z, i)) for i in range(3)] for z in ZONES}
@@ -170,7 +171,7 @@ def run_variant(args, name, hash_by, window_ms):
         f.write(topology(servers, hash_by, window_ms))
     proxy = subprocess.Popen([os.path.join(args.build, "proxy/memzone-proxy"), "--listen",
                               "127.0.0.1:%d" % port, "--zone", "a", "--threads", "1",
-                              "--config", config],
+                              "--config", config, "--move-keys", "on" if move_keys else "off"],
                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "proxy.log"), "w"))
     wait_for_port(port, proxy)
     ctl = Conn(port)
@@ -264,15 +265,20 @@ def main():
                     help="seconds from the last restart to the scale-out, to the scale-in, to the end")
     ap.add_argument("--window-ms", type=int, default=25000,
                     help="warm-up and migration windows of names+windows (the default is 60000)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated variants to run (address, the baseline, always runs)")
     ap.add_argument("--plot", default="")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
-    variants = [("address", "address", 0), ("names", "name", 0),
-                ("names+windows", "name", args.window_ms)]
+    variants = [("address", "address", 0, False), ("names", "name", 0, False),
+                ("names+windows", "name", args.window_ms, False),
+                ("names+windows+moves", "name", args.window_ms, True)]
+    if args.only:
+        variants = [v for v in variants if v[0] in args.only.split(",") or v[0] == "address"]
     results = [run_variant(args, *v) for v in variants]
 
     base = results[0]
-    print("%-14s %8s %6s %7s | %s" % ("variant", "gets", "steady", "stale",
+    print("%-20s %8s %6s %7s | %s" % ("variant", "gets", "steady", "stale",
                                        " | ".join("%-36s" % e[0] for e in base["lost"])))
     for r in results:
         cells = []
@@ -280,7 +286,7 @@ def main():
             base_lost = base_event[1]
             cells.append("%-36s" % ("lost %6d (%3.0f%%) min %3.0f%% stale %d" % (
                 lost, 100.0 * lost / base_lost if base_lost else 0, 100 * low, stale)))
-        print("%-14s %8d %5.1f%% %7d | %s" % (r["name"], r["gets"], 100 * r["steady"],
+        print("%-20s %8d %5.1f%% %7d | %s" % (r["name"], r["gets"], 100 * r["steady"],
                                                r["stale"], " | ".join(cells)))
         if r["errors"]:
             print("  (%d error replies)" % r["errors"])
