@@ -4,6 +4,7 @@ of abandoned handshakes. Certificates are made by the test with the openssl CLI.
 import os
 import resource
 import shutil
+import signal
 import socket
 import ssl
 import threading
@@ -13,7 +14,7 @@ import urllib.request
 
 from pymemcache.client.base import Client as PyClient
 
-from harness import Memcached, Proxy, free_port
+from harness import Memcached, Proxy, free_port, ketama_index, wait_until
 from data_plane_certs import CertAuthority, serial_of
 
 # Enough descriptors for the flood (1,000 sockets here, as many in the proxy).
@@ -253,6 +254,46 @@ class BackendTlsTest(unittest.TestCase):
                                int(stats_of(self.proxy.port)["proxy_read_failovers_unavailable"]), 0)
         finally:
             self.servers[0].resume()
+
+
+class BackendTlsKeyMoveTest(unittest.TestCase):
+    """The key mover crawls and moves over the pool's TLS, values spanning TLS records."""
+
+    def test_scale_out_moves_keys_over_tls(self):
+        ca = CertAuthority("backends")
+        a = [tls_memcached(ca) for _ in range(2)]
+        b = tls_memcached(ca)
+        for s in a + [b]:
+            self.addCleanup(s.kill)
+        tls = {"caFile": ca.cert}
+        proxy = Proxy(pool_yaml({"a": [s.address for s in a], "b": [b.address]}, tls=tls),
+                      zone="a", threads=1).start()
+        self.addCleanup(proxy.stop)
+        c = PyClient(("127.0.0.1", proxy.port), connect_timeout=5, timeout=5)
+        self.addCleanup(c.close)
+        values = {"mv:%d" % i: os.urandom(i * 997 % 40000 + 1) for i in range(120)}
+        for k, v in values.items():
+            self.assertTrue(c.set(k, v, expire=900, noreply=False))
+        a.append(tls_memcached(ca))
+        self.addCleanup(a[-1].kill)
+        proxy.write_topology(pool_yaml({"a": [s.address for s in a], "b": [b.address]}, tls=tls))
+        proxy.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: int(stats_of(proxy.port).get("proxy_zone_a_move_crawls_done", 0)) == 3,
+                   timeout=20, what="three crawls over TLS")
+        identities = [s.address for s in a]
+        moved = [k for k in values if ketama_index(k, identities) == 2]
+        self.assertGreater(len(moved), 10)
+        direct = [PyClient(("127.0.0.1", s.port),
+                           tls_context=ssl.create_default_context(cafile=ca.cert),
+                           connect_timeout=5, timeout=5) for s in a]
+        for d in direct:
+            self.addCleanup(d.close)
+        # Every moved key is on its new owner only, byte for byte; the others stayed.
+        self.assertEqual(direct[2].get_many(moved), {k: values[k] for k in moved})
+        for k in values:
+            holders = [i for i, d in enumerate(direct) if d.get(k) is not None]
+            self.assertEqual(holders, [ketama_index(k, identities)], k)
+        self.assertEqual(int(stats_of(proxy.port)["proxy_zone_a_keys_moved"]), len(moved))
 
 
 class BackendWrongCaTest(unittest.TestCase):
