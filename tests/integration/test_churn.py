@@ -12,6 +12,10 @@ from harness import Memcached, Proxy, free_port, ketama_index, wait_until
 
 KEYS = ["churn:%d" % i for i in range(240)]
 
+# Extra flags for the proxies of the tests that need a moved key to still sit on its previous
+# owner when it is read (a proxy that moves keys itself after a ring change would empty it).
+PROXY_EXTRA_ARGS = []
+
 
 def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
     """zones: {zone: [(name, Memcached)]}."""
@@ -260,6 +264,64 @@ class MigrationTest(ChurnBase):
                    timeout=self.MIGRATION_MS / 1000.0 + 5, what="the window to end")
         for key in unread[:5]:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+
+
+class MultiGetMigrationTest(ChurnBase):
+    MIGRATION_MS = 6000
+
+    def test_multi_get_reads_the_previous_owner_and_moves_the_keys(self):
+        a = [("a-%d" % i, self.memcached()) for i in range(3)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": a, "b": b}, warmup_ms=0, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + PROXY_EXTRA_ARGS).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
+        self.assertGreater(len(moved), 20)
+        stayed = [k for k in KEYS if k not in moved][:5]
+        previous = {k: "a-%d" % ketama_index(k, ["a-0", "a-1", "a-2"], named=True) for k in moved}
+        for key in moved:
+            self.assertEqual(self.holders(a, key), [previous[key]], key)
+        # Zone b loses its copies: only the previous owner in zone a can answer ...
+        from_b, moved = moved[0], moved[1:]
+        for key in moved:
+            for _, server in b:
+                with server.client() as c:
+                    c.request(b"delete %s\r\n" % key.encode())
+            self.assertEqual(self.holders(b, key), [], key)
+        # ... except for one key its previous owner lost: a miss there goes on to zone b.
+        with dict(a)[previous[from_b]].client() as c:
+            self.assertEqual(c.request(b"delete %s\r\n" % from_b.encode()), b"DELETED\r\n")
+
+        a.append(("a-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(text())
+        # gets stays local (its cas values mean nothing elsewhere): no previous owner asked.
+        self.assertEqual(self.client.request(b"gets %s %s\r\n" % (moved[0].encode(),
+                                                                  moved[1].encode())), b"END\r\n")
+        # One multi-key get: every moved key misses on a-3 and is read from its previous owner.
+        keys = moved + stayed + [from_b]
+        reply = self.client.request(b"get %s\r\n" % " ".join(keys).encode())
+        self.assertEqual(reply, b"".join(b"VALUE %s 5 2\r\nv1\r\n" % k.encode() for k in keys)
+                         + b"END\r\n")
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the read must happen inside the window (slow machine?)")
+        # ... and moved them: each now sits on a-3 only (zone b's copy of from_b stays).
+        wait_until(lambda: all(self.holders(a, k) == ["a-3"] for k in moved + [from_b]),
+                   what="migration repairs (moves) into a-3")
+        for key in moved:
+            self.assertEqual(self.holders(b, key), [], key)
+        self.assertEqual(len(self.holders(b, from_b)), 1)
+        for kind in ("read", "hit", "repair"):
+            self.assertGreaterEqual(
+                self.metric("memzone_proxy_migration_events_total", zone="a", kind=kind),
+                len(moved), kind)
+
 
 
 if __name__ == "__main__":
