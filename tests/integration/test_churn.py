@@ -5,9 +5,11 @@ Where keys live is read from the memcached servers directly, never from the prox
 """
 import re
 import signal
+import threading
 import time
 import unittest
 
+from fake_backend import FakeBackend
 from harness import Memcached, Proxy, free_port, ketama_index, wait_until
 
 KEYS = ["churn:%d" % i for i in range(240)]
@@ -322,6 +324,127 @@ class MultiGetMigrationTest(ChurnBase):
                 self.metric("memzone_proxy_migration_events_total", zone="a", kind=kind),
                 len(moved), kind)
 
+
+class TinyMemcached(FakeBackend):
+    """Enough of memcached (text get/set/delete, version, meta mg/ms/md) to stand in for a
+    server, with a delete that fails on demand: `fail_delete[key]` = "error" answers the next
+    delete of `key` with SERVER_ERROR and keeps the value, "close" hangs up instead."""
+
+    def __init__(self):
+        self.store = {}  # key -> (flags, data)
+        self.fail_delete = {}
+        self.lock = threading.Lock()
+        super().__init__(None)
+
+    def _serve(self, conn):
+        conn.settimeout(30)
+        buf = b""
+        try:
+            while not self.stopped:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n" in buf:
+                    line, rest = buf.split(b"\r\n", 1)
+                    words = line.split()
+                    body = None
+                    if words and words[0] in (b"set", b"ms"):
+                        n = int(words[4] if words[0] == b"set" else words[2])
+                        if len(rest) < n + 2:
+                            break  # the data block is not all here yet
+                        body, rest = rest[:n], rest[n + 2:]
+                    buf = rest
+                    with self.lock:
+                        out = self.answer(words, body)
+                    if out is None:
+                        return
+                    conn.sendall(out)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def answer(self, words, body):
+        cmd, args = (words[0], [w.decode() for w in words[1:]]) if words else (b"", [])
+        if cmd == b"version":
+            return b"VERSION 1.6.0\r\n"
+        if cmd in (b"get", b"gets"):
+            out = b""
+            for key in args:
+                if key in self.store:
+                    flags, data = self.store[key]
+                    out += b"VALUE %s %d %d\r\n%s\r\n" % (key.encode(), flags, len(data), data)
+            return out + b"END\r\n"
+        if cmd == b"set":
+            self.store[args[0]] = (int(args[1]), body)
+            return b"" if args[-1] == "noreply" else b"STORED\r\n"
+        opaque = "".join(" " + f for f in args[1:] if f.startswith("O")).encode()
+        if cmd == b"ms":
+            flags = next((int(f[1:]) for f in args[2:] if f.startswith("F")), 0)
+            self.store[args[0]] = (flags, body)
+            return b"HD%s\r\n" % opaque
+        if cmd == b"delete":
+            how = self.fail_delete.pop(args[0], None)
+            if how == "close":
+                return None
+            if how == "error":
+                return b"SERVER_ERROR out of memory\r\n"
+            return b"DELETED\r\n" if self.store.pop(args[0], None) else b"NOT_FOUND\r\n"
+        if cmd == b"md":
+            return (b"HD" if self.store.pop(args[0], None) else b"NF") + opaque + b"\r\n"
+        if cmd == b"mg":  # also the proxy's fences, `mg memzone:fence O<opaque>`
+            if args[0] not in self.store:
+                return b"EN%s\r\n" % opaque
+            flags, data = self.store[args[0]]
+            if "v" in args[1:]:
+                return b"VA %d t-1 f%d%s\r\n%s\r\n" % (len(data), flags, opaque, data)
+            return b"HD%s\r\n" % opaque
+        return b"ERROR\r\n"
+
+
+class FailedPreviousOwnerDeleteTest(ChurnBase):
+    MIGRATION_MS = 6000
+
+    def test_a_failed_delete_at_the_previous_owner_is_replayed_not_forgotten(self):
+        # One zone: what a migration read finds can only come from the previous owner, a-2,
+        # a stand-in whose deletes fail on demand.
+        fake = TinyMemcached()
+        self.addCleanup(fake.stop)
+        servers = [("a-0", self.memcached()), ("a-1", self.memcached()), ("a-2", fake)]
+        text = lambda: pool_yaml({"a": servers}, warmup_ms=0, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a", extra_args=PROXY_EXTRA_ARGS).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2"], named=True) == 2
+                 and ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
+        self.assertGreaterEqual(len(moved), 2)
+        keys = {"error": moved[0], "close": moved[1]}
+        for key in keys.values():
+            self.assertEqual(self.client.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
+                             b"STORED\r\n")
+            self.assertEqual(fake.store.get(key), (5, b"old"))
+
+        servers.append(("a-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(text())
+        for how, key in keys.items():
+            with fake.lock:
+                fake.fail_delete[key] = how
+            # The delete reaches the new owner (which never had the key) and, failing, the
+            # previous owner: its old value must not be read back by a migration read.
+            self.assertIn(self.client.request(b"delete %s\r\n" % key.encode()),
+                          (b"DELETED\r\n", b"NOT_FOUND\r\n"), how)
+            wait_until(lambda: how not in fake.fail_delete.values(),
+                       what="the delete to reach the previous owner (%s)" % how)
+            # Forgotten, the failed delete would leave the old value for a migration read (or
+            # a later ring change) to serve: it is queued and replayed once the server answers.
+            wait_until(lambda: key not in fake.store, timeout=5,
+                       what="the failed delete's replay at the previous owner (%s)" % how)
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", how)
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the reads must happen inside the window (slow machine?)")
 
 
 if __name__ == "__main__":
