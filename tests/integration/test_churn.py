@@ -328,7 +328,7 @@ class MultiGetMigrationTest(ChurnBase):
 class TinyMemcached(FakeBackend):
     """Enough of memcached (text get/set/delete, version, meta mg/ms/md) to stand in for a
     server, with a delete that fails on demand: `fail_delete[key]` = "error" answers the next
-    delete of `key` with SERVER_ERROR and keeps the value, "close" hangs up instead."""
+    delete (or md) of `key` with SERVER_ERROR and keeps the value, "close" hangs up instead."""
 
     def __init__(self):
         self.store = {}  # key -> (flags, data)
@@ -384,12 +384,13 @@ class TinyMemcached(FakeBackend):
             flags = next((int(f[1:]) for f in args[2:] if f.startswith("F")), 0)
             self.store[args[0]] = (flags, body)
             return b"HD%s\r\n" % opaque
-        if cmd == b"delete":
+        if cmd in (b"delete", b"md"):
             how = self.fail_delete.pop(args[0], None)
             if how == "close":
                 return None
             if how == "error":
                 return b"SERVER_ERROR out of memory\r\n"
+        if cmd == b"delete":
             return b"DELETED\r\n" if self.store.pop(args[0], None) else b"NOT_FOUND\r\n"
         if cmd == b"md":
             return (b"HD" if self.store.pop(args[0], None) else b"NF") + opaque + b"\r\n"
@@ -406,14 +407,19 @@ class TinyMemcached(FakeBackend):
 class FailedPreviousOwnerDeleteTest(ChurnBase):
     MIGRATION_MS = 6000
 
-    def test_a_failed_delete_at_the_previous_owner_is_replayed_not_forgotten(self):
-        # One zone: what a migration read finds can only come from the previous owner, a-2,
-        # a stand-in whose deletes fail on demand.
+    def scale_out_from_a_stand_in(self):
+        """One zone: what a migration read finds can only come from the previous owner, a-2,
+        a stand-in whose deletes fail on demand. Two keys moving from a-2 to a-3 are set
+        ("old"), then a-3 joins. Returns the stand-in, the keys, and when the ring changed."""
         fake = TinyMemcached()
         self.addCleanup(fake.stop)
-        servers = [("a-0", self.memcached()), ("a-1", self.memcached()), ("a-2", fake)]
-        text = lambda: pool_yaml({"a": servers}, warmup_ms=0, migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(text(), zone="a", extra_args=PROXY_EXTRA_ARGS).start()
+        self.servers = [("a-0", self.memcached()), ("a-1", self.memcached()), ("a-2", fake)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": self.servers}, warmup_ms=0,
+                                 migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + PROXY_EXTRA_ARGS).start()
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
@@ -425,27 +431,50 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
             self.assertEqual(self.client.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
                              b"STORED\r\n")
             self.assertEqual(fake.store.get(key), (5, b"old"))
-
-        servers.append(("a-3", self.memcached()))
+        self.servers.append(("a-3", self.memcached()))
         changed = time.monotonic()
         self.reload(text())
+        return fake, keys, changed
+
+    def fail_next_delete(self, fake, key, how):
+        with fake.lock:
+            fake.fail_delete[key] = how
+
+    def wait_replayed(self, fake, key, how):
+        """The failed delete is queued and replayed once the server answers (forgotten, it
+        would leave the old value for a migration read or a later ring change to serve)."""
+        wait_until(lambda: how not in fake.fail_delete.values(),
+                   what="the delete to reach the previous owner (%s)" % how)
+        wait_until(lambda: key not in fake.store, timeout=5,
+                   what="the failed delete's replay at the previous owner (%s)" % how)
+        wait_until(lambda: self.metric("memzone_proxy_invalidation_queue_depth", zone="a") == 0,
+                   timeout=5, what="the proxy to see the replay answered (%s)" % how)
+
+    def test_a_failed_delete_at_the_previous_owner_is_replayed_not_forgotten(self):
+        fake, keys, changed = self.scale_out_from_a_stand_in()
         for how, key in keys.items():
-            with fake.lock:
-                fake.fail_delete[key] = how
+            self.fail_next_delete(fake, key, how)
             # The delete reaches the new owner (which never had the key) and, failing, the
-            # previous owner: its old value must not be read back by a migration read.
+            # previous owner.
             self.assertIn(self.client.request(b"delete %s\r\n" % key.encode()),
                           (b"DELETED\r\n", b"NOT_FOUND\r\n"), how)
-            wait_until(lambda: how not in fake.fail_delete.values(),
-                       what="the delete to reach the previous owner (%s)" % how)
-            # Forgotten, the failed delete would leave the old value for a migration read (or
-            # a later ring change) to serve: it is queued and replayed once the server answers.
-            wait_until(lambda: key not in fake.store, timeout=5,
-                       what="the failed delete's replay at the previous owner (%s)" % how)
+            self.wait_replayed(fake, key, how)
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", how)
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
                         "the reads must happen inside the window (slow machine?)")
 
+    def test_a_failed_move_delete_is_replayed_not_forgotten(self):
+        # A migration read moves the key (copy to the new owner, then md at the previous
+        # one); an md that fails must not leave the old copy for a later ring change to serve.
+        fake, keys, changed = self.scale_out_from_a_stand_in()
+        for how, key in keys.items():
+            self.fail_next_delete(fake, key, how)
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 3\r\nold\r\nEND\r\n" % key.encode(), how)
+            self.wait_replayed(fake, key, how)
+            self.assertEqual(self.holders(self.servers[3:], key), ["a-3"], how)
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the reads must happen inside the window (slow machine?)")
 
 if __name__ == "__main__":
     unittest.main()
