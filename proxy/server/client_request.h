@@ -210,7 +210,9 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   uint32_t first_answer_ = UINT32_MAX;          // kRead: a child that answered (a miss), if any
   WindowRead window_read_ = WindowRead::kNone;  // kRead: a window sent it on
   backend::BackendServer* previous_owner_ = nullptr;  // kRead: ask it next (migration)
-  static constexpr uint32_t kPreviousOwnerAttempt = UINT32_MAX - 1;  // its child's attempt
+  // The attempt of a read from the key's previous owner in the local zone (a migration): its
+  // child's (kRead), its KeyRef's (kMultiGet). It comes after attempt 0, before attempt 1.
+  static constexpr uint32_t kPreviousOwnerAttempt = UINT32_MAX - 1;
   // The client's reply: reply_, or, when a backend's answer goes out unchanged, that child's
   // buffer itself (one copy fewer per request).
   static constexpr uint32_t kNoChild = UINT32_MAX;
@@ -223,7 +225,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     uint32_t length;
     uint32_t child;  // child of the current round (UINT32_MAX: none)
     uint32_t pool = 0;
-    uint32_t attempt = 0;               // kMultiGet: zone attempt of the current round
+    uint32_t attempt = 0;  // kMultiGet: zone attempt of the current round, or kPreviousOwnerAttempt
     uint32_t value_child = UINT32_MAX;  // kMultiGet: child holding this key's VALUE block
     uint32_t value_offset = 0;
     uint32_t value_size = 0;

@@ -5,6 +5,11 @@
 // asks each server once for all the keys it still owes; a key whose server failed, or
 // missed when readFailover includes miss, moves to its next zone in the next round. A failed
 // server's keys read as misses unless no key got any answer at all.
+//
+// Churn windows (window_reads.h) as for one key: a key that misses on the local zone during
+// a migration window is asked of its previous owner in the zone first (in the next round,
+// grouped with that round's other keys for the same server); a hit there is moved into the
+// new owner, a miss or failure goes on to the other zones.
 #include <algorithm>
 
 #include "proxy/protocol/request_encoder.h"
@@ -18,6 +23,17 @@ using protocol::ReplyCode;
 namespace {
 
 bool answered(const ClientRequest::Child& c) { return !c.failed && !protocol::isErrorCode(c.code); }
+
+// The previous owner of `key` in the local zone when a migration window sends a miss on
+// `owner` there and it may be read now; else null.
+backend::BackendServer* readablePreviousOwner(const backend::PoolView& pool,
+                                              backend::BackendServer* owner, std::string_view key,
+                                              int64_t now_us) {
+  backend::BackendServer* previous = nullptr;
+  windowFor(pool.zones[pool.local_zone], owner, key, now_us, &previous);
+  return previous != nullptr && previous->readTrust() == backend::ReadTrust::kReadable ? previous
+                                                                                       : nullptr;
+}
 
 }  // namespace
 
@@ -70,15 +86,24 @@ void ClientRequest::sendMultiGetRound() {
     }
     const backend::PoolView& pool = pools[ref.pool];
     std::string_view key = keyAt(i);
-    uint32_t a = pickReadAttempt(pool, key, ref.attempt, maxReadAttempts(pool));
-    if (a == UINT32_MAX) {
-      ref.resolved = true;  // no zone left to ask: a miss seen earlier stands, else failed
-      continue;
+    backend::BackendServer* server = nullptr;
+    uint32_t a = ref.attempt;
+    if (a == kPreviousOwnerAttempt) {
+      // Found again rather than kept: KeyRef stays small, and this is paid only in a window.
+      server = readablePreviousOwner(pool, serverFor(pool, key, 0), key, started_us_);
+      if (server == nullptr) ref.attempt = 1;  // no longer readable: on to the other zones
     }
-    if (a > ref.attempt)
-      stats_->read_failovers[static_cast<int>(FailoverReason::kUnavailable)].add();
-    ref.attempt = a;
-    backend::BackendServer* server = serverFor(pool, key, a);
+    if (server == nullptr) {
+      a = pickReadAttempt(pool, key, ref.attempt, maxReadAttempts(pool));
+      if (a == UINT32_MAX) {
+        ref.resolved = true;  // no zone left to ask: a miss seen earlier stands, else failed
+        continue;
+      }
+      if (a > ref.attempt)
+        stats_->read_failovers[static_cast<int>(FailoverReason::kUnavailable)].add();
+      ref.attempt = a;
+      server = serverFor(pool, key, a);
+    }
     uint32_t child = UINT32_MAX;
     for (uint32_t c = round_start_; c < child_count_; ++c) {
       if (children_[c].server == server) child = c;
@@ -127,12 +152,14 @@ void ClientRequest::multiGetRoundDone() {
     KeyRef& ref = key_refs_[i];
     if (ref.resolved || ref.child == UINT32_MAX || ref.child < round_start_) continue;
     const backend::PoolView& pool = view_->pools[ref.pool];
-    bool more = ref.attempt + 1 < maxReadAttempts(pool);
+    bool from_previous = ref.attempt == kPreviousOwnerAttempt;
+    uint32_t next = from_previous ? 1 : ref.attempt + 1;  // the previous owner came after 0
+    bool more = next < maxReadAttempts(pool);
     Child& c = children_[ref.child];
     if (!answered(c)) {
       if (more) {
         stats_->read_failovers[static_cast<int>(FailoverReason::kError)].add();
-        ++ref.attempt;
+        ref.attempt = next;
         another_round = true;
       } else {
         ref.resolved = true;
@@ -149,23 +176,29 @@ void ClientRequest::multiGetRoundDone() {
       ref.resolved = true;
       ref.failed = false;
       if (ref.window != WindowRead::kNone) countWindowAnswer(pool, ref.window, true);
-      if (ref.attempt > 0) repair(pool, key, c.server, ref.window);
+      if (ref.attempt > 0) repair(pool, key, c.server, ref.window, from_previous);
     } else {
       ref.failed = false;  // a miss is an answer
-      if (ref.attempt == 0 && more && windowApplies(pool, c.server)) {
-        // A churn window: this key's other zones may have it (multi-gets do not ask a
-        // previous owner; the other zones hold the same values).
+      if (ref.attempt == 0 && windowApplies(pool, c.server)) {
+        // A churn window: the key's previous owner in this zone, then its other zones, may
+        // have it.
         const backend::ZoneView& zv = pool.zones[pool.local_zone];
-        ref.window = windowFor(zv, c.server, key, started_us_, nullptr);
+        backend::BackendServer* previous = nullptr;
+        ref.window = windowFor(zv, c.server, key, started_us_, &previous);
         if (ref.window != WindowRead::kNone) {
           backend::ZoneCounters& counters = registry_->stats().zones[zv.zone->stats_slot];
           (ref.window == WindowRead::kMigration ? counters.migration_reads : counters.warmup_reads)
               .add();
         }
+        if (previous != nullptr && previous->readTrust() == backend::ReadTrust::kReadable) {
+          ref.attempt = kPreviousOwnerAttempt;
+          another_round = true;
+          continue;
+        }
       }
       if (more && (pool.pool->replication.failover_on_miss || ref.window != WindowRead::kNone)) {
         stats_->read_failovers[static_cast<int>(FailoverReason::kMiss)].add();
-        ++ref.attempt;
+        ref.attempt = next;
         another_round = true;
       } else {
         ref.resolved = true;

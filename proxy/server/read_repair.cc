@@ -35,6 +35,9 @@ class ReadRepair final : public backend::ReplySink {
 
   void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override {
     if (tag == kMove) {
+      if (code != protocol::ReplyCode::kOk && code != protocol::ReplyCode::kNotFound) {
+        move_from_->invalidate(key_);
+      }
       delete this;
       return;
     }
@@ -51,19 +54,29 @@ class ReadRepair final : public backend::ReplySink {
     }
     bool target_has_it = tag == kStore && (code == protocol::ReplyCode::kOk ||
                                            code == protocol::ReplyCode::kNotStored);
-    if (target_has_it && move_from_ != nullptr && !move_from_->admit()) {
-      ByteBuffer& out = move_from_->output();
-      out.append("md ");
-      out.append(key_);
-      out.append("\r\n");
-      move_from_->commit(this, kMove, protocol::ReplyShape::kMeta);
-      return;
+    if (target_has_it && move_from_ != nullptr) {
+      if (move_from_->admit()) {
+        move_from_->invalidate(key_);  // down or saturated: the delete waits for it
+      } else {
+        ByteBuffer& out = move_from_->output();
+        out.append("md ");
+        out.append(key_);
+        out.append("\r\n");
+        move_from_->commit(this, kMove, protocol::ReplyShape::kMeta);
+        return;
+      }
     }
     delete this;
   }
 
-  void onBackendFailure(uint32_t, backend::BackendFailure) override {
-    stats_.repairs_failed.add();
+  void onBackendFailure(uint32_t tag, backend::BackendFailure failure) override {
+    if (tag == kMove) {
+      // The copy may still be there: not read until the delete is replayed (the target
+      // has the value, so the repair itself stored).
+      if (failure != backend::BackendFailure::kRemoved) move_from_->invalidate(key_);
+    } else {
+      stats_.repairs_failed.add();
+    }
     delete this;
   }
 

@@ -21,7 +21,8 @@ namespace memzone::server {
 // pinned until it ends, so neither server goes away under it. `on_store` (may be null) also
 // counts a stored repair (a churn window's: keys warmed, migration repairs). With `move` (a
 // migration from the key's previous owner in the same zone) the source's copy is deleted once
-// the target has a value, so no later ring change can bring the old copy back.
+// the target has a value, so no later ring change can bring the old copy back (a delete that
+// fails or cannot be sent is queued as an invalidation of the source).
 // Worker thread only.
 void startReadRepair(backend::BackendRegistry& registry, backend::TopologyView* view,
                      std::string_view key, backend::BackendServer* source,

@@ -24,20 +24,36 @@ backend::BackendServer* previousOwner(const backend::ZoneView& zv, std::string_v
   return old == zv.servers[now_index] ? nullptr : old;
 }
 
-// A delete sent to a previous owner; nobody waits for it.
+// A delete sent to a previous owner; nobody waits for it. One that fails (or is answered
+// with an error) may have left the old value there, for a migration read or a later ring
+// change to serve: the key is queued as an invalidation, so the server is not read until the
+// delete is replayed (as a failed write copy is, replicated_write.cc). Hence the key is kept:
+// one small heap object per delete, sent only inside migration windows.
 class PreviousOwnerDelete final : public backend::ReplySink {
  public:
-  PreviousOwnerDelete(backend::BackendRegistry& registry, backend::TopologyView* view)
-      : registry_(registry), view_(view) {
+  PreviousOwnerDelete(backend::BackendRegistry& registry, backend::TopologyView* view,
+                      backend::BackendServer* server, std::string_view key)
+      : registry_(registry), view_(view), server_(server), key_(key) {
     registry_.pin(view_);
   }
   ~PreviousOwnerDelete() override { registry_.unpin(view_); }
-  void onBackendReply(uint32_t, std::string_view, protocol::ReplyCode) override { delete this; }
-  void onBackendFailure(uint32_t, backend::BackendFailure) override { delete this; }
+  void onBackendReply(uint32_t, std::string_view, protocol::ReplyCode code) override {
+    if (code != protocol::ReplyCode::kDeleted && code != protocol::ReplyCode::kNotFound) {
+      server_->invalidate(key_);
+    }
+    delete this;
+  }
+  void onBackendFailure(uint32_t, backend::BackendFailure failure) override {
+    // A server that left the topology is read by no one any more.
+    if (failure != backend::BackendFailure::kRemoved) server_->invalidate(key_);
+    delete this;
+  }
 
  private:
   backend::BackendRegistry& registry_;
-  backend::TopologyView* view_;
+  backend::TopologyView* view_;  // pinned: server_ lives as long as we do
+  backend::BackendServer* server_;
+  std::string key_;
 };
 
 }  // namespace
@@ -61,10 +77,14 @@ void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::Topol
     const backend::ZoneView& zv = pool.zones[z];
     bool moved = false;
     backend::BackendServer* old = previousOwner(zv, key, now_us, moved);
-    if (old == nullptr || old->admit()) continue;
+    if (old == nullptr) continue;
     registry.stats().zones[zv.zone->stats_slot].migration_invalidations.add();
+    if (old->admit()) {
+      old->invalidate(key);  // down or saturated: the delete waits for it, and so do reads
+      continue;
+    }
     protocol::encodeDelete(key, old->output());
-    old->commit(new PreviousOwnerDelete(registry, view), 0, protocol::ReplyShape::kLine);
+    old->commit(new PreviousOwnerDelete(registry, view, old, key), 0, protocol::ReplyShape::kLine);
   }
 }
 

@@ -27,7 +27,8 @@ WindowRead windowFor(const backend::ZoneView& zv, backend::BackendServer* server
 
 // Deletes `key` at its previous owner in every zone of `pool` its write went to (all zones, or
 // the local one) whose migration window is open and whose owner of `key` changed. Fire and forget:
-// each delete owns itself and pins `view`. Worker thread only.
+// each delete owns itself and pins `view`; one that cannot be sent, fails or is refused is
+// queued as an invalidation of that server (BackendServer::invalidate). Worker thread only.
 void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::TopologyView* view,
                               const backend::PoolView& pool, std::string_view key, bool all_zones,
                               int64_t now_us);

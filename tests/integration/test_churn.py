@@ -5,12 +5,18 @@ Where keys live is read from the memcached servers directly, never from the prox
 """
 import re
 import signal
+import threading
 import time
 import unittest
 
+from fake_backend import FakeBackend
 from harness import Memcached, Proxy, free_port, ketama_index, wait_until
 
 KEYS = ["churn:%d" % i for i in range(240)]
+
+# The proxies of the tests of the migration window alone: they need a moved key to still sit
+# on its previous owner when it is read, and the key mover would move it first.
+PROXY_EXTRA_ARGS = ["--move-keys", "off"]
 
 
 def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
@@ -217,8 +223,8 @@ class MigrationTest(ChurnBase):
         self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
         self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port,
-                                       "--move-keys", "off"]).start()
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + PROXY_EXTRA_ARGS).start()
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
@@ -402,6 +408,214 @@ class KeyMoverTest(ChurnBase):
         time.sleep(1)  # a second crawl of a server would have started by now
         self.assertEqual(done(first_port) + done(other_port), 4)
 
+
+class MultiGetMigrationTest(ChurnBase):
+    MIGRATION_MS = 6000
+
+    def test_multi_get_reads_the_previous_owner_and_moves_the_keys(self):
+        a = [("a-%d" % i, self.memcached()) for i in range(3)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": a, "b": b}, warmup_ms=0, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + PROXY_EXTRA_ARGS).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
+        self.assertGreater(len(moved), 20)
+        stayed = [k for k in KEYS if k not in moved][:5]
+        previous = {k: "a-%d" % ketama_index(k, ["a-0", "a-1", "a-2"], named=True) for k in moved}
+        for key in moved:
+            self.assertEqual(self.holders(a, key), [previous[key]], key)
+        # Zone b loses its copies: only the previous owner in zone a can answer ...
+        from_b, moved = moved[0], moved[1:]
+        for key in moved:
+            for _, server in b:
+                with server.client() as c:
+                    c.request(b"delete %s\r\n" % key.encode())
+            self.assertEqual(self.holders(b, key), [], key)
+        # ... except for one key its previous owner lost: a miss there goes on to zone b.
+        with dict(a)[previous[from_b]].client() as c:
+            self.assertEqual(c.request(b"delete %s\r\n" % from_b.encode()), b"DELETED\r\n")
+
+        a.append(("a-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(text())
+        # gets stays local (its cas values mean nothing elsewhere): no previous owner asked.
+        self.assertEqual(self.client.request(b"gets %s %s\r\n" % (moved[0].encode(),
+                                                                  moved[1].encode())), b"END\r\n")
+        # One multi-key get: every moved key misses on a-3 and is read from its previous owner.
+        keys = moved + stayed + [from_b]
+        reply = self.client.request(b"get %s\r\n" % " ".join(keys).encode())
+        self.assertEqual(reply, b"".join(b"VALUE %s 5 2\r\nv1\r\n" % k.encode() for k in keys)
+                         + b"END\r\n")
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the read must happen inside the window (slow machine?)")
+        # ... and moved them: each now sits on a-3 only (zone b's copy of from_b stays).
+        wait_until(lambda: all(self.holders(a, k) == ["a-3"] for k in moved + [from_b]),
+                   what="migration repairs (moves) into a-3")
+        for key in moved:
+            self.assertEqual(self.holders(b, key), [], key)
+        self.assertEqual(len(self.holders(b, from_b)), 1)
+        for kind in ("read", "hit", "repair"):
+            self.assertGreaterEqual(
+                self.metric("memzone_proxy_migration_events_total", zone="a", kind=kind),
+                len(moved), kind)
+
+
+class TinyMemcached(FakeBackend):
+    """Enough of memcached (text get/set/delete, version, meta mg/ms/md) to stand in for a
+    server, with a delete that fails on demand: `fail_delete[key]` = "error" answers the next
+    delete (or md) of `key` with SERVER_ERROR and keeps the value, "close" hangs up instead."""
+
+    def __init__(self):
+        self.store = {}  # key -> (flags, data)
+        self.fail_delete = {}
+        self.lock = threading.Lock()
+        super().__init__(None)
+
+    def _serve(self, conn):
+        conn.settimeout(30)
+        buf = b""
+        try:
+            while not self.stopped:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n" in buf:
+                    line, rest = buf.split(b"\r\n", 1)
+                    words = line.split()
+                    body = None
+                    if words and words[0] in (b"set", b"ms"):
+                        n = int(words[4] if words[0] == b"set" else words[2])
+                        if len(rest) < n + 2:
+                            break  # the data block is not all here yet
+                        body, rest = rest[:n], rest[n + 2:]
+                    buf = rest
+                    with self.lock:
+                        out = self.answer(words, body)
+                    if out is None:
+                        return
+                    conn.sendall(out)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def answer(self, words, body):
+        cmd, args = (words[0], [w.decode() for w in words[1:]]) if words else (b"", [])
+        if cmd == b"version":
+            return b"VERSION 1.6.0\r\n"
+        if cmd in (b"get", b"gets"):
+            out = b""
+            for key in args:
+                if key in self.store:
+                    flags, data = self.store[key]
+                    out += b"VALUE %s %d %d\r\n%s\r\n" % (key.encode(), flags, len(data), data)
+            return out + b"END\r\n"
+        if cmd == b"set":
+            self.store[args[0]] = (int(args[1]), body)
+            return b"" if args[-1] == "noreply" else b"STORED\r\n"
+        opaque = "".join(" " + f for f in args[1:] if f.startswith("O")).encode()
+        if cmd == b"ms":
+            flags = next((int(f[1:]) for f in args[2:] if f.startswith("F")), 0)
+            self.store[args[0]] = (flags, body)
+            return b"HD%s\r\n" % opaque
+        if cmd in (b"delete", b"md"):
+            how = self.fail_delete.pop(args[0], None)
+            if how == "close":
+                return None
+            if how == "error":
+                return b"SERVER_ERROR out of memory\r\n"
+        if cmd == b"delete":
+            return b"DELETED\r\n" if self.store.pop(args[0], None) else b"NOT_FOUND\r\n"
+        if cmd == b"md":
+            return (b"HD" if self.store.pop(args[0], None) else b"NF") + opaque + b"\r\n"
+        if cmd == b"mg":  # also the proxy's fences, `mg memzone:fence O<opaque>`
+            if args[0] not in self.store:
+                return b"EN%s\r\n" % opaque
+            flags, data = self.store[args[0]]
+            if "v" in args[1:]:
+                return b"VA %d t-1 f%d%s\r\n%s\r\n" % (len(data), flags, opaque, data)
+            return b"HD%s\r\n" % opaque
+        return b"ERROR\r\n"
+
+
+class FailedPreviousOwnerDeleteTest(ChurnBase):
+    MIGRATION_MS = 6000
+
+    def scale_out_from_a_stand_in(self):
+        """One zone: what a migration read finds can only come from the previous owner, a-2,
+        a stand-in whose deletes fail on demand. Two keys moving from a-2 to a-3 are set
+        ("old"), then a-3 joins. Returns the stand-in, the keys, and when the ring changed."""
+        fake = TinyMemcached()
+        self.addCleanup(fake.stop)
+        self.servers = [("a-0", self.memcached()), ("a-1", self.memcached()), ("a-2", fake)]
+        self.metrics_port = free_port()
+        text = lambda: pool_yaml({"a": self.servers}, warmup_ms=0,
+                                 migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(text(), zone="a",
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+                           + PROXY_EXTRA_ARGS).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2"], named=True) == 2
+                 and ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
+        self.assertGreaterEqual(len(moved), 2)
+        keys = {"error": moved[0], "close": moved[1]}
+        for key in keys.values():
+            self.assertEqual(self.client.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
+                             b"STORED\r\n")
+            self.assertEqual(fake.store.get(key), (5, b"old"))
+        self.servers.append(("a-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(text())
+        return fake, keys, changed
+
+    def fail_next_delete(self, fake, key, how):
+        with fake.lock:
+            fake.fail_delete[key] = how
+
+    def wait_replayed(self, fake, key, how):
+        """The failed delete is queued and replayed once the server answers (forgotten, it
+        would leave the old value for a migration read or a later ring change to serve)."""
+        wait_until(lambda: how not in fake.fail_delete.values(),
+                   what="the delete to reach the previous owner (%s)" % how)
+        wait_until(lambda: key not in fake.store, timeout=5,
+                   what="the failed delete's replay at the previous owner (%s)" % how)
+        wait_until(lambda: self.metric("memzone_proxy_invalidation_queue_depth", zone="a") == 0,
+                   timeout=5, what="the proxy to see the replay answered (%s)" % how)
+
+    def test_a_failed_delete_at_the_previous_owner_is_replayed_not_forgotten(self):
+        fake, keys, changed = self.scale_out_from_a_stand_in()
+        for how, key in keys.items():
+            self.fail_next_delete(fake, key, how)
+            # The delete reaches the new owner (which never had the key) and, failing, the
+            # previous owner.
+            self.assertIn(self.client.request(b"delete %s\r\n" % key.encode()),
+                          (b"DELETED\r\n", b"NOT_FOUND\r\n"), how)
+            self.wait_replayed(fake, key, how)
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", how)
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the reads must happen inside the window (slow machine?)")
+
+    def test_a_failed_move_delete_is_replayed_not_forgotten(self):
+        # A migration read moves the key (copy to the new owner, then md at the previous
+        # one); an md that fails must not leave the old copy for a later ring change to serve.
+        fake, keys, changed = self.scale_out_from_a_stand_in()
+        for how, key in keys.items():
+            self.fail_next_delete(fake, key, how)
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 3\r\nold\r\nEND\r\n" % key.encode(), how)
+            self.wait_replayed(fake, key, how)
+            self.assertEqual(self.holders(self.servers[3:], key), ["a-3"], how)
+        self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
+                        "the reads must happen inside the window (slow machine?)")
 
 if __name__ == "__main__":
     unittest.main()
