@@ -20,7 +20,11 @@ namespace {
 constexpr int64_t kRemoteDelayUs = 5'000'000;
 constexpr int64_t kRingSkewUs = 1'000'000;
 constexpr int64_t kRetryUs = 3'000'000;
-constexpr size_t kMaxRings = 8;  // rings kept per job ("before"); older ones are dropped
+constexpr size_t kMaxRings = 8;
+// How long "done" stays: long enough for the other proxies, which ask every kRetryUs (or
+// first after kRemoteDelayUs), to see it; short, because the same change repeated later (a
+// flap A->B->A->B) has the same lease key and must be crawled again.
+constexpr uint32_t kDoneTtlS = 10;  // rings kept per job ("before"); older ones are dropped
 
 const topology::Zone* findZone(const topology::Topology* t, const std::string& pool,
                                const std::string& zone) {
@@ -82,7 +86,6 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
   const int64_t now = event::nowMicros();
   const std::string& local = local_zone_.empty() ? topology->proxy_zone : local_zone_;
   std::map<std::string, Job> jobs;
-  bool changed_any = false;
   for (const topology::Pool& pool : topology->pools) {
     if (pool.migration_ms == 0) continue;
     for (const topology::Zone& zone : pool.zones) {
@@ -95,10 +98,15 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       job.pool = pool.name;
       job.tls = pool.tls;
       if (changed) {
-        changed_any = true;
+        job.cancelled->store(true);  // the crawl in progress is for a ring that is gone
+        job.cancelled = std::make_shared<std::atomic<bool>>(false);
+        if (auto given_up = unfinished_.find(name); given_up != unfinished_.end()) {
+          job.before.insert(job.before.begin(), given_up->second.begin(), given_up->second.end());
+          unfinished_.erase(given_up);
+        }
         job.before.push_back(Ring{last_, old});
         if (job.before.size() > kMaxRings) job.before.erase(job.before.begin());
-        addServers(job.pending, *old);
+        for (const Ring& r : job.before) addServers(job.pending, *r.zone);
         addServers(job.pending, zone);
         std::vector<std::string> placements;
         for (const Ring& r : job.before) placements.push_back(topology::placementOf(*r.zone));
@@ -112,11 +120,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       jobs[name] = std::move(job);
     }
   }
-  changed_any |= jobs.size() != jobs_.size();  // zones and pools that went away, and their jobs
+  for (auto& [name, job] : jobs_) {
+    if (jobs.count(name) == 0) job.cancelled->store(true);  // its pool or zone went away
+  }
   jobs_ = std::move(jobs);
   last_ = std::move(topology);
-  if (!changed_any) return;  // a crawl in progress goes on
-  ++generation_;
   wake_.notify_all();
 }
 
@@ -136,6 +144,9 @@ void KeyMover::run() {
                         it->first.c_str(), job.pending.size());
           counters_->zones[job.now.zone->stats_slot].add(
               counters_->zones[job.now.zone->stats_slot].crawls_failed, job.pending.size());
+          std::vector<Ring> rings = job.before;
+          rings.push_back(job.now);
+          unfinished_[it->first] = std::move(rings);
         }
         it = jobs_.erase(it);
         continue;
@@ -149,12 +160,11 @@ void KeyMover::run() {
       continue;
     }
     Job job = jobs_[next];  // a copy: the thread works without the lock
-    uint64_t generation = generation_;
     lock.unlock();
-    Outcome outcome = runJob(job, generation);
+    Outcome outcome = runJob(job);
     lock.lock();
     auto it = jobs_.find(next);
-    if (it == jobs_.end() || generation_ != generation) continue;  // changed meanwhile: redo
+    if (it == jobs_.end() || it->second.cancelled != job.cancelled) continue;  // replaced
     auto& pending = it->second.pending;
     for (const std::string& address : outcome.done) {
       pending.erase(
@@ -170,7 +180,7 @@ void KeyMover::run() {
   }
 }
 
-KeyMover::Outcome KeyMover::runJob(const Job& job, uint64_t generation) {
+KeyMover::Outcome KeyMover::runJob(const Job& job) {
   Outcome outcome;
   LinkTls tls;
   if (job.tls.enabled) {
@@ -183,9 +193,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job, uint64_t generation) {
   std::vector<const topology::Zone*> before;
   for (const Ring& r : job.before) before.push_back(r.zone);
   ZoneCrawl::Hooks hooks;
-  hooks.superseded = [this, generation, until = job.until_us] {
-    return superseded(generation) || event::nowMicros() >= until;
-  };
+  hooks.superseded = [this, &job] { return superseded(job) || event::nowMicros() >= job.until_us; };
   hooks.readable = [this](const std::string& address) {
     return backend::sharedTrust(*board_->stateFor(address), [] { return event::nowMicros(); }) ==
            backend::SharedTrust::kReadable;
@@ -194,8 +202,18 @@ KeyMover::Outcome KeyMover::runJob(const Job& job, uint64_t generation) {
 
   // Leases first; then every purge before any move (a move must not meet a leftover).
   std::vector<const topology::Backend*> mine;
+  // Leases this run holds and did not finish are given back however it ends (a newer change,
+  // a failure), so the next run (this proxy's or another's) can take them at once.
+  struct Release {
+    ZoneCrawl& crawl;
+    const Job& job;
+    std::vector<const topology::Backend*>& held;
+    ~Release() {
+      for (const topology::Backend* server : held) crawl.releaseLease(*server, job.lease_key);
+    }
+  } release{crawl, job, mine};
   for (const topology::Backend& server : job.pending) {
-    if (superseded(generation)) return outcome;
+    if (superseded(job)) return outcome;
     switch (crawl.takeLease(server, job.lease_key)) {
       case Lease::kWon:
         mine.push_back(&server);
@@ -205,7 +223,8 @@ KeyMover::Outcome KeyMover::runJob(const Job& job, uint64_t generation) {
         outcome.done.push_back(server.address);
         break;
       case Lease::kUnreachable:
-        // A server that left the zone and does not answer has nothing left to move.
+        // A server that left the zone and does not answer has nothing left to move (if it
+        // comes back, its contents are leftovers: purged then).
         if (!inZone(*job.now.zone, server.address)) outcome.done.push_back(server.address);
         break;
       case Lease::kElsewhere:
@@ -214,24 +233,16 @@ KeyMover::Outcome KeyMover::runJob(const Job& job, uint64_t generation) {
   }
   std::vector<const topology::Backend*> purged;
   for (const topology::Backend* server : mine) {
-    if (crawl.purge(*server)) {
-      purged.push_back(server);
-    } else {
-      crawl.releaseLease(*server, job.lease_key);  // the next attempt takes it again
-    }
+    if (crawl.purge(*server)) purged.push_back(server);
   }
   while (!purged.empty() && event::nowMicros() < job.moves_from_us) {
-    if (superseded(generation)) return outcome;
+    if (superseded(job)) return outcome;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (const topology::Backend* server : purged) {
-    if (!crawl.move(*server)) {
-      crawl.releaseLease(*server, job.lease_key);
-      continue;
-    }
-    int64_t left_us = job.until_us - event::nowMicros();
-    crawl.finishLease(*server, job.lease_key,
-                      static_cast<uint32_t>(std::max<int64_t>(left_us, 0) / 1'000'000 + 1));
+    if (!crawl.move(*server)) continue;
+    crawl.finishLease(*server, job.lease_key, kDoneTtlS);
+    mine.erase(std::find(mine.begin(), mine.end(), server));
     counters.add(counters.crawls_done);
     outcome.done.push_back(server->address);
   }

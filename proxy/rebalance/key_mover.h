@@ -78,17 +78,17 @@ class KeyMover {
     int64_t ready_us = 0;       // not before
     int64_t moves_from_us = 0;  // moves not before (purges start at once)
     int64_t until_us = 0;       // the migration window's end: given up then
-    uint64_t generation = 0;
+    // Set when a newer change of the zone replaces the job (or its pool or zone goes): the
+    // crawl in progress stops at its next line.
+    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   };
   struct Outcome {
     std::vector<std::string> done;  // addresses
   };
 
   void run();
-  Outcome runJob(const Job& job, uint64_t generation);
-  bool superseded(uint64_t generation) const {
-    return stopping_.load() || generation_.load() != generation;
-  }
+  Outcome runJob(const Job& job);
+  bool superseded(const Job& job) const { return stopping_.load() || job.cancelled->load(); }
 
   std::shared_ptr<backend::ServerBoard> board_;
   std::shared_ptr<tls::TlsContexts> tls_;
@@ -98,8 +98,10 @@ class KeyMover {
   std::mutex mu_;
   std::condition_variable wake_;
   std::shared_ptr<const topology::Topology> last_;
-  std::map<std::string, Job> jobs_;      // "pool/zone"
-  std::atomic<uint64_t> generation_{0};  // bumped by every change to jobs_
+  std::map<std::string, Job> jobs_;  // "pool/zone"
+  // Rings of jobs given up at their window's end ("pool/zone"): servers of that zone may hold
+  // leftovers nobody purged, so the zone's next job treats them as part of its change.
+  std::map<std::string, std::vector<Ring>> unfinished_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

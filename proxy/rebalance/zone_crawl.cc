@@ -14,9 +14,10 @@ constexpr size_t kBatchItems = 128;
 constexpr uint64_t kBatchBytes = 4 << 20;  // values fetched at once, at most (about)
 constexpr int64_t kLeaseRefreshUs = 5'000'000;
 constexpr int kBusyRetries = 40;  // memcached runs one crawl at a time: wait up to ~10 s
-// A value (and a batch: the dump's sizes are the server's word) is buffered up to this; a
-// server that claims more is failed, not believed. memcached's default item limit is 1 MiB.
-constexpr size_t kMaxValueBytes = size_t{128} << 20;
+// Items larger than this (memcached's default limit is 1 MiB) are deleted, not moved, so a
+// batch buffers at most about kBatchBytes + kMaxValueBytes; a server whose replies are larger
+// than its dump said is failed, not believed.
+constexpr size_t kMaxValueBytes = size_t{8} << 20;
 
 // "VA <n> t<ttl> f<flags> c<cas>": the fields a move needs.
 struct Fetched {
@@ -181,6 +182,9 @@ bool ZoneCrawl::dump(const topology::Backend& server,
       case DumpLine::kItem:
         break;
     }
+    // Per line, not per batch: most lines of a large server's dump are skipped, and a slow or
+    // endless dump must not outlive a newer change, the window or the proxy.
+    if (hooks_.superseded()) return false;
     if (internalKey(item.key)) continue;
     if (!on_item(item)) return false;
     if (event::nowMicros() - lease_refreshed_us_ > kLeaseRefreshUs) {
@@ -193,23 +197,28 @@ bool ZoneCrawl::dump(const topology::Backend& server,
   }
 }
 
+bool ZoneCrawl::ownedThroughout(std::string_view key, const std::string& address) const {
+  for (const topology::Zone* before : before_) {
+    if (before->backends[before->ring.serverFor(key)].address != address) return false;
+  }
+  return true;
+}
+
 bool ZoneCrawl::purge(const topology::Backend& server) {
   int self = indexOf(now_, server.address);
   auto wm = watermarks_.find(server.address);
-  // A server that left the zone owns nothing (its keys move); memcached -C has no cas.
+  // A server that left the zone owns nothing (the move pass handles all its keys); memcached
+  // -C has no cas to tell old items from new.
   if (self < 0 || wm == watermarks_.end() || wm->second == 0) return true;
-  const std::string& identity = now_.backends[self].identity;
-  batch_.clear();
+  purges_.clear();
   bool ok = dump(server, [&](DumpedItem& item) {
     if (item.cas >= wm->second) return true;  // written since the change began
     if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return true;
-    bool gained = false;
-    for (const topology::Zone* before : before_) {
-      gained |= before->backends[before->ring.serverFor(item.key)].identity != identity;
-    }
-    if (!gained) return true;
-    batch_.push_back(Item{std::move(item), 0});
-    return batch_.size() < kBatchItems || flushPurges(server);
+    // Owned now, and all along: its copy is the key's value. Else it was written when the
+    // server was not the owner: a leftover, older than writes that went elsewhere since.
+    if (ownedThroughout(item.key, server.address)) return true;
+    purges_.push_back(std::move(item));
+    return purges_.size() < kBatchItems || flushPurges(server);
   });
   ok = ok && flushPurges(server);
   if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
@@ -217,35 +226,43 @@ bool ZoneCrawl::purge(const topology::Backend& server) {
 }
 
 bool ZoneCrawl::flushPurges(const topology::Backend& server) {
-  if (batch_.empty()) return true;
+  if (purges_.empty()) return true;
   if (hooks_.superseded()) return false;
   MemcachedLink* l = link(server.address);
   if (l == nullptr) return false;
-  for (const Item& item : batch_) {
-    l->append("md " + item.dumped.key + " C" + std::to_string(item.dumped.cas) + "\r\n");
+  for (const DumpedItem& item : purges_) {
+    l->append("md " + item.key + " C" + std::to_string(item.cas) + "\r\n");
   }
   if (!l->flushBatch()) return false;
   std::string line;
-  for (size_t i = 0; i < batch_.size(); ++i) {
+  for (size_t i = 0; i < purges_.size(); ++i) {
     if (!l->readLine(line)) return false;
     if (line == "HD") counters_.add(counters_.purged);
   }
-  batch_.clear();
+  purges_.clear();
   return l->endBatch();
 }
 
 bool ZoneCrawl::move(const topology::Backend& server) {
   int self = indexOf(now_, server.address);
   batch_.clear();
+  purges_.clear();
   batch_bytes_ = 0;
   bool ok = dump(server, [&](DumpedItem& item) {
     uint32_t owner = now_.ring.serverFor(item.key);
     if (static_cast<int>(owner) == self) return true;
+    // Only the owner under every ring since the last completed crawl holds the key's value;
+    // a copy anywhere else is a leftover (a crawl skipped or given up, a server back with old
+    // contents): moving it could replace newer writes, so it is deleted.
+    if (!ownedThroughout(item.key, server.address) || item.size > kMaxValueBytes) {
+      purges_.push_back(std::move(item));
+      return purges_.size() < kBatchItems || flushPurges(server);
+    }
     batch_bytes_ += item.size;
     batch_.push_back(Item{std::move(item), owner});
     return (batch_.size() < kBatchItems && batch_bytes_ < kBatchBytes) || flushMoves(server);
   });
-  ok = ok && flushMoves(server);
+  ok = ok && flushMoves(server) && flushPurges(server);
   if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
   return ok;
 }
@@ -263,8 +280,9 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   struct Copy {
     const Item* item;
     Fetched fetched;
-    std::string value;  // data + "\r\n"
-    bool stored = false;
+    std::string value;        // data + "\r\n"
+    bool stored = false;      // the owner said stored
+    bool maybe_sent = false;  // sent, and no proven answer: it may be stored
   };
   std::vector<Copy> copies;
   copies.reserve(batch_.size());
@@ -297,12 +315,16 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
                          c->fetched.flags + " ME\r\n";
       t->append(head + c->value);
     }
+    for (Copy* c : list) c->maybe_sent = true;
     if (!t->flushBatch()) continue;
     std::vector<bool> stored;
     for (size_t i = 0; i < list.size() && t->readLine(line); ++i) stored.push_back(line == "HD");
     // Believed only once the fence proves the count (else none counts as stored).
     if (stored.size() == list.size() && t->endBatch()) {
-      for (size_t i = 0; i < list.size(); ++i) list[i]->stored = stored[i];
+      for (size_t i = 0; i < list.size(); ++i) {
+        list[i]->stored = stored[i];
+        list[i]->maybe_sent = false;
+      }
     }
   }
   // 3. Delete each at the server, only if it is still the item copied.
@@ -315,7 +337,7 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
     if (!source->readLine(line)) return false;
     if (line == "HD") {
       counters_.add(c.stored ? counters_.moved : counters_.dropped);
-    } else if (c.stored) {
+    } else if (c.stored || c.maybe_sent) {
       undo.push_back(&c);  // written or deleted meanwhile: neither copy is trusted
     }
   }

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proxy/rebalance/memcached_link.h"
@@ -42,7 +43,7 @@ class ZoneCrawl {
   bool move(const topology::Backend& server);
   // Gives the lease back after a failed purge or move (best effort; else it expires).
   void releaseLease(const topology::Backend& server, const std::string& key);
-  // Marks the lease done for `ttl_s` (the rest of the window), so other proxies stop asking.
+  // Marks the lease done for `ttl_s`, so other proxies stop asking.
   void finishLease(const topology::Backend& server, const std::string& key, uint32_t ttl_s);
 
  private:
@@ -54,6 +55,9 @@ class ZoneCrawl {
   bool dump(const topology::Backend& server, const std::function<bool(DumpedItem&)>& on_item);
   MemcachedLink* link(const std::string& address);
   bool flushPurges(const topology::Backend& server);
+  // Whether `address` owned `key` under every ring of before_ (by address: a server that
+  // came back under a name at a new address is another memcached, with other contents).
+  bool ownedThroughout(std::string_view key, const std::string& address) const;
   bool flushMoves(const topology::Backend& server);
   // Whether `key` is one of memzone's own (sentinels, leases): never moved or purged.
   static bool internalKey(const std::string& key);
@@ -65,7 +69,8 @@ class ZoneCrawl {
   Hooks hooks_;
   std::map<std::string, std::unique_ptr<MemcachedLink>> links_;  // by address
   std::map<std::string, uint64_t> watermarks_;  // address -> its CAS counter at the lease
-  std::vector<Item> batch_;
+  std::vector<Item> batch_;                     // moves
+  std::vector<DumpedItem> purges_;              // cas-guarded deletes
   uint64_t batch_bytes_ = 0;
   int64_t lease_refreshed_us_ = 0;
   std::string lease_key_;

@@ -270,7 +270,7 @@ class MigrationTest(ChurnBase):
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
 
 
-class KeyMoverTest(ChurnBase):
+class KeyMoverBase(ChurnBase):
     """--move-keys (on by default): a ring change moves keys in the background."""
     MIGRATION_MS = 20000
     NAMES3 = ["mc-0", "mc-1", "mc-2"]
@@ -297,6 +297,13 @@ class KeyMoverTest(ChurnBase):
         fields = dict((f[:1], f[1:]) for f in head.split(b" ")[2:])
         return int(fields[b"f"]), int(fields[b"t"]), value
 
+    def wait_window_end(self, changed):
+        window = self.MIGRATION_MS / 1000.0
+        wait_until(lambda: time.monotonic() - changed > window + 0.7, timeout=window + 5,
+                   what="the migration window to end")
+
+
+class KeyMoverTest(KeyMoverBase):
     def test_scale_out_moves_every_key_to_its_new_owner_without_a_read(self):
         servers = [(n, self.memcached()) for n in self.NAMES3]
         self.start(servers)
@@ -324,11 +331,6 @@ class KeyMoverTest(ChurnBase):
         for key in moved:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
                              b"VALUE %s 7 2\r\nv1\r\nEND\r\n" % key.encode())
-
-    def wait_window_end(self, changed):
-        window = self.MIGRATION_MS / 1000.0
-        wait_until(lambda: time.monotonic() - changed > window + 0.7, timeout=window + 5,
-                   what="the migration window to end")
 
     def test_scale_in_after_a_scale_out_serves_no_value_older_than_the_last_write(self):
         # Keys moved at the scale-out, untouched during its window, are written after it;
@@ -407,6 +409,145 @@ class KeyMoverTest(ChurnBase):
                    timeout=15, what="the moved keys to be on mc-3 only")
         time.sleep(1)  # a second crawl of a server would have started by now
         self.assertEqual(done(first_port) + done(other_port), 4)
+
+
+class KeyMoverChurnTest(KeyMoverBase):
+    """The key mover through sequences of changes (found by review: each failed before)."""
+    MIGRATION_MS = 4000
+
+    def test_a_flap_then_a_scale_out_serves_no_overwritten_value(self):
+        # A->B, B->A, A->B again (a readiness flap) leaves copies of the first era on the
+        # old owners; a later scale-out must not move them over values written since.
+        names5 = self.NAMES4 + ["mc-4"]
+        keys = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3
+                and ketama_index(k, names5, named=True) == 4]
+        self.assertTrue(keys)
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        self.set_all(b"v1")
+        mc3 = ("mc-3", self.memcached())
+        for step in ("out", "in", "out"):
+            if step == "out":
+                servers.append(mc3)
+            else:
+                servers.pop()
+            changed = time.monotonic()
+            self.reload(self.text())
+            time.sleep(1.5)
+        self.wait_window_end(changed)
+        for key in keys:
+            self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv2\r\n" % key.encode()),
+                             b"STORED\r\n")
+        servers.append(("mc-4", self.memcached()))
+        changed = time.monotonic()
+        self.reload(self.text())
+        self.wait_window_end(changed)
+        for key in keys:
+            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+
+    def test_a_server_back_from_a_partition_has_its_copies_deleted_not_moved(self):
+        # mc-0 stops answering and leaves the ring with k=v0; k is then written and deleted
+        # (acknowledged); mc-0 comes back with its memory as mc-3 joins, k now mc-3's. Its v0
+        # is a leftover: deleted, never moved to mc-3.
+        three, two, four = self.NAMES3, ["mc-1", "mc-2"], self.NAMES4
+        key = next(k for k in KEYS if ketama_index(k, three, named=True) == 0
+                   and ketama_index(k, four, named=True) == 3)
+        mcs = {n: self.memcached() for n in four}
+        servers = [(n, mcs[n]) for n in three]
+        self.start(servers)
+        self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv0\r\n" % key.encode()),
+                         b"STORED\r\n")
+        mcs["mc-0"].proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: mcs["mc-0"].proc.send_signal(signal.SIGCONT))
+        servers[:] = [(n, mcs[n]) for n in two]
+        changed = time.monotonic()
+        self.reload(self.text())
+        self.wait_window_end(changed)
+        self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()),
+                         b"STORED\r\n")
+        self.assertEqual(self.client.request(b"delete %s\r\n" % key.encode()), b"DELETED\r\n")
+        mcs["mc-0"].proc.send_signal(signal.SIGCONT)
+        servers[:] = [(n, mcs[n]) for n in four]
+        changed = time.monotonic()
+        self.reload(self.text())
+        self.wait_window_end(changed)
+        self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n")
+        self.assertEqual(self.holders(servers, key), [])
+
+    def test_a_change_in_another_zone_does_not_hold_up_this_one(self):
+        # Zone b changes while zone a's crawl runs: a's crawl goes on (or resumes at once);
+        # it used to stop and lock itself out of its own leases until they expired.
+        self.MIGRATION_MS = 20000
+        a = [(n, self.memcached()) for n in self.NAMES3]
+        b = [(n, self.memcached()) for n in self.NAMES3]
+        self.metrics_port = free_port()
+        self.text = lambda: pool_yaml({"a": a, "b": b}, migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="a", threads=1,
+                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        a.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        time.sleep(0.3)
+        b.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        wait_until(lambda: all(self.holders(a, k) == ["mc-3"] for k in moved), timeout=12,
+                   what="zone a's keys to move (well before its leases would expire)")
+
+
+class EndlessDumpTest(KeyMoverBase):
+    def test_an_endless_dump_stops_at_the_window_and_at_shutdown(self):
+        # A server whose dump never ends (every line an item to skip): the crawl must give up
+        # with the window, and SIGTERM must not wait for it.
+        class EndlessDump(FakeBackend):
+            def _serve(self, conn):
+                conn.settimeout(30)
+                try:
+                    while not self.stopped:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        if data.startswith(b"ms memzone:migration"):
+                            conn.sendall(b"HD c5\r\n")
+                        elif data.startswith(b"lru_crawler metadump"):
+                            i = 0
+                            while not self.stopped:  # lines forever, never END
+                                conn.sendall(b"".join(
+                                    b"key=k%d exp=-1 la=1 cas=100 fetch=no cls=1 size=60\n" % j
+                                    for j in range(i, i + 100)))
+                                i += 100
+                                time.sleep(0.01)
+                        elif data.startswith(b"version"):
+                            conn.sendall(b"VERSION 1.6.18\r\n")
+                        else:
+                            conn.sendall(b"ERROR\r\n")
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+        fake = EndlessDump(None)
+        self.addCleanup(fake.stop)
+        self.MIGRATION_MS = 3000
+        servers = [("mc-0", self.memcached()), ("mc-1", self.memcached()), ("mc-2", fake)]
+        self.start(servers)
+        servers.append(("mc-3", self.memcached()))
+        changed = time.monotonic()
+        self.reload(self.text())
+        wait_until(lambda: self.metric("memzone_proxy_migration_crawls_total", zone="a",
+                                       result="failed") >= 1, timeout=15,
+                   what="the endless server's crawl to be given up")
+        self.assertLess(time.monotonic() - changed, 10)
+        # Again, and stop the proxy in the middle of it.
+        servers.append(("mc-4", self.memcached()))
+        self.reload(self.text())
+        time.sleep(1)
+        stopping = time.monotonic()
+        self.proxy.proc.send_signal(signal.SIGTERM)
+        self.proxy.proc.wait(timeout=15)
+        self.assertLess(time.monotonic() - stopping, 8)
 
 
 class MultiGetMigrationTest(ChurnBase):
