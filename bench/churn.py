@@ -241,16 +241,17 @@ def run_variant(args, name, hash_by, window_ms, move_keys):
     lost = []
     bounds = [int(t) for _, t in events] + [int(end)]
     for e, (label, _) in enumerate(events):
-        total, low, stale = 0.0, 1.0, 0
+        total, clipped, low, stale = 0.0, 0.0, 1.0, 0
         for s in range(bounds[e], bounds[e + 1]):
             if s in rate:
+                clipped += max(0.0, steady - rate[s]) * load.buckets[s][0]
                 # Signed per second: clipping each second at zero would count the noise
                 # below the steady rate (±0.3 points at ~5k gets/s) as loss and never the
                 # noise above it, ~600 "lost" hits per 75 s with no event at all.
                 total += (steady - rate[s]) * load.buckets[s][0]
                 low = min(low, rate[s])
                 stale += load.buckets[s][2]
-        lost.append((label, max(0.0, total), low / steady if steady else 0, stale))
+        lost.append((label, max(0.0, total), low / steady if steady else 0, stale, clipped))
     print("%s: per second (gets, hits, stale): %s" % (
         name, " ".join("%d:%d/%d/%d" % ((s,) + load.buckets[s]) for s in seconds)), file=sys.stderr)
     return {"name": name, "rate": rate, "steady": steady, "lost": lost, "events": events,
@@ -286,7 +287,7 @@ def main():
                                        " | ".join("%-36s" % e[0] for e in base["lost"])))
     for r in results:
         cells = []
-        for (label, lost, low, stale), base_event in zip(r["lost"], base["lost"]):
+        for (label, lost, low, stale, _), base_event in zip(r["lost"], base["lost"]):
             base_lost = base_event[1]
             cells.append("%-36s" % ("lost %6d (%3.0f%%) min %3.0f%% stale %d" % (
                 lost, 100.0 * lost / base_lost if base_lost else 0, 100 * low, stale)))
@@ -297,13 +298,13 @@ def main():
     if args.markdown:
         print()
         print("| variant | steady hit rate | stale reads | " +
-              " | ".join("%s: lost hits (%% of address), lowest hit rate (%% of steady), stale"
-                         % e[0] for e in base["lost"]) + " |")
+              " | ".join("%s: lost hits (%% of address), per-second clipped sum, lowest hit "
+                         "rate (%% of steady), stale" % e[0] for e in base["lost"]) + " |")
         print("|---|---|---|" + "---|" * len(base["lost"]))
         for r in results:
-            cells = ["%d (%.0f%%), %.0f%%, %d" % (lost, 100.0 * lost / b[1] if b[1] else 0,
-                                                 100 * low, stale)
-                     for (_, lost, low, stale), b in zip(r["lost"], base["lost"])]
+            cells = ["%d (%.0f%%), %d, %.0f%%, %d" % (lost, 100.0 * lost / b[1] if b[1] else 0,
+                                                     clipped, 100 * low, stale)
+                     for (_, lost, low, stale, clipped), b in zip(r["lost"], base["lost"])]
             print("| %s | %.1f%% | %d | %s |" % (r["name"], 100 * r["steady"], r["stale"],
                                                   " | ".join(cells)))
     if args.plot:
