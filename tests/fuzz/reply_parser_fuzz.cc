@@ -14,9 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace memzone::protocol;
   if (size == 0) return 0;
   memzone::rebalance::DumpedItem item;
-  if (memzone::rebalance::parseDumpLine(
-          std::string_view(reinterpret_cast<const char*>(data), size), item) ==
-          memzone::rebalance::DumpLine::kItem &&
+  if (memzone::rebalance::parseDumpLine(std::string_view(reinterpret_cast<const char*>(data), size),
+                                        item) == memzone::rebalance::DumpLine::kItem &&
       (item.key.empty() || item.key.size() > 250)) {
     __builtin_trap();
   }
