@@ -6,7 +6,8 @@ import threading
 
 class FakeBackend:
     def __init__(self, behaviour):
-        """behaviour(request_bytes) -> bytes to send, or None to close the connection."""
+        """behaviour(request_bytes) -> bytes to send, None to close the connection, or an
+        iterator of bytes sent one after another for as long as it yields (a stream)."""
         self.behaviour = behaviour
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,8 +39,12 @@ class FakeBackend:
                 if out is None:
                     conn.close()
                     return
-                if out:
-                    conn.sendall(out)
+                if isinstance(out, bytes):
+                    out = [out]
+                for chunk in out:
+                    if self.stopped:
+                        return
+                    conn.sendall(chunk)
         except OSError:
             pass
         finally:

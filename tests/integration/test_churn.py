@@ -45,8 +45,13 @@ class ChurnBase(unittest.TestCase):
         self.addCleanup(m.kill)
         return m
 
-    def start_proxy(self, text):
-        self.proxy = Proxy(text, zone="a").start()
+    def start_proxy(self, text, extra=(), metrics=False, threads=2):
+        """A proxy in zone a (with /metrics on self.metrics_port when `metrics`)."""
+        args = list(extra)
+        if metrics:
+            self.metrics_port = free_port()
+            args += ["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+        self.proxy = Proxy(text, zone="a", threads=threads, extra_args=args).start()
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
@@ -129,13 +134,8 @@ class WarmupTest(ChurnBase):
     def test_restarted_server_is_filled_from_another_zone_then_misses_stay_local(self):
         a = [("a-%d" % i, self.memcached()) for i in range(3)]
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
-        self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": a, "b": b}, warmup_ms=self.WARMUP_MS, migration_ms=0)
-        self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(text(), metrics=True)
         # Values with flags and a TTL: the repair must keep both.
         for key in KEYS:
             self.assertEqual(self.client.request(b"set %s 7 600 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
@@ -189,13 +189,8 @@ class RestartInPlaceTest(ChurnBase):
     def test_server_restarted_at_its_address_is_noticed_empty_and_warmed(self):
         a = [("a-0", self.memcached()), ("a-1", self.memcached())]
         b = [("b-0", self.memcached())]
-        self.metrics_port = free_port()
         text = pool_yaml({"a": a, "b": b}, warmup_ms=4000, migration_ms=0)
-        self.proxy = Proxy(text, zone="a", threads=1,
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(text, metrics=True, threads=1)
         self.set_all(b"v1")
         time.sleep(1.5)  # the watch plants its key on each local server (once a second)
         self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
@@ -220,14 +215,8 @@ class MigrationTest(ChurnBase):
         # One zone: what a miss finds can only come from the previous owner. The key mover
         # is off: this is the window alone (reads and writes), as mcrouter's MigrateRoute.
         servers = [("mc-%d" % i, self.memcached()) for i in range(3)]
-        self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
-                           + PROXY_EXTRA_ARGS).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(text(), extra=PROXY_EXTRA_ARGS, metrics=True)
         self.set_all(b"v1")
         before = self.placement(servers)
         for key in KEYS:  # the proxy places by name exactly as a name-keyed ketama would
@@ -277,14 +266,8 @@ class KeyMoverBase(ChurnBase):
     NAMES4 = NAMES3 + ["mc-3"]
 
     def start(self, servers, *extra):
-        self.metrics_port = free_port()
         self.text = lambda: pool_yaml({"a": servers}, migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="a", threads=1,
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
-                           + list(extra)).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), extra=extra, metrics=True, threads=1)
 
     @staticmethod
     def raw(server, key):
@@ -296,6 +279,20 @@ class KeyMoverBase(ChurnBase):
         head, value = reply.split(b"\r\n")[:2]
         fields = dict((f[:1], f[1:]) for f in head.split(b" ")[2:])
         return int(fields[b"f"]), int(fields[b"t"]), value
+
+    def start_three(self, value):
+        """mc-0..2 behind a proxy, every key set to `value`: the servers, and the keys that a
+        fourth server (mc-3) takes."""
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        self.set_all(value)
+        return servers, [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+
+    def change(self, servers):
+        """Applies `servers` (already edited); returns when the change happened."""
+        changed = time.monotonic()
+        self.reload(self.text())
+        return changed
 
     def wait_window_end(self, changed):
         window = self.MIGRATION_MS / 1000.0
@@ -337,14 +334,11 @@ class KeyMoverTest(KeyMoverBase):
         # the scale-in makes their old owners the owners again. A copy left there would be
         # served (the migration window alone leaves it: --move-keys off fails here).
         self.MIGRATION_MS = 4000
-        servers = [(n, self.memcached()) for n in self.NAMES3]
-        self.start(servers)
-        self.set_all(b"v1")
-        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        servers, moved = self.start_three(b"v1")
         servers.append(("mc-3", self.memcached()))
-        changed = time.monotonic()
-        self.reload(self.text())
-        self.wait_window_end(changed)
+        self.wait_window_end(self.change(servers))
+        self.assertEqual(self.metric("memzone_proxy_migration_crawls_total", zone="a",
+                                     result="done"), 4)
         for key in moved:
             self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
                              b"STORED\r\n")
@@ -354,27 +348,20 @@ class KeyMoverTest(KeyMoverBase):
         for key in moved:
             reply = self.client.request(b"get %s\r\n" % key.encode())
             self.assertNotIn(b"v1", reply, key)
-        self.assertEqual(self.metric("memzone_proxy_migration_crawls_total", zone="a",
-                                     result="done"), 4)
 
     def test_a_server_back_with_copies_from_before_has_them_purged(self):
         # mc-3 joins holding old copies of keys it is about to own (a server that was in the
         # pool before, kept its memory, and comes back: a readiness flap): they must not be
         # served, even after the window (--move-keys off fails here).
         self.MIGRATION_MS = 4000
-        servers = [(n, self.memcached()) for n in self.NAMES3]
-        self.start(servers)
-        self.set_all(b"v2")
-        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        servers, moved = self.start_three(b"v2")
         newcomer = self.memcached()
         with newcomer.client() as c:
             for key in moved:
                 self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
                                  b"STORED\r\n")
         servers.append(("mc-3", newcomer))
-        changed = time.monotonic()
-        self.reload(self.text())
-        self.wait_window_end(changed)
+        self.wait_window_end(self.change(servers))
         for key in moved:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
                              b"VALUE %s 5 2\r\nv2\r\nEND\r\n" % key.encode(), key)
@@ -422,26 +409,21 @@ class KeyMoverChurnTest(KeyMoverBase):
         keys = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3
                 and ketama_index(k, names5, named=True) == 4]
         self.assertTrue(keys)
-        servers = [(n, self.memcached()) for n in self.NAMES3]
-        self.start(servers)
-        self.set_all(b"v1")
+        servers, _ = self.start_three(b"v1")
         mc3 = ("mc-3", self.memcached())
         for step in ("out", "in", "out"):
             if step == "out":
                 servers.append(mc3)
             else:
                 servers.pop()
-            changed = time.monotonic()
-            self.reload(self.text())
+            changed = self.change(servers)
             time.sleep(1.5)
         self.wait_window_end(changed)
         for key in keys:
             self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv2\r\n" % key.encode()),
                              b"STORED\r\n")
         servers.append(("mc-4", self.memcached()))
-        changed = time.monotonic()
-        self.reload(self.text())
-        self.wait_window_end(changed)
+        self.wait_window_end(self.change(servers))
         for key in keys:
             self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
 
@@ -460,17 +442,13 @@ class KeyMoverChurnTest(KeyMoverBase):
         mcs["mc-0"].proc.send_signal(signal.SIGSTOP)
         self.addCleanup(lambda: mcs["mc-0"].proc.send_signal(signal.SIGCONT))
         servers[:] = [(n, mcs[n]) for n in two]
-        changed = time.monotonic()
-        self.reload(self.text())
-        self.wait_window_end(changed)
+        self.wait_window_end(self.change(servers))
         self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()),
                          b"STORED\r\n")
         self.assertEqual(self.client.request(b"delete %s\r\n" % key.encode()), b"DELETED\r\n")
         mcs["mc-0"].proc.send_signal(signal.SIGCONT)
         servers[:] = [(n, mcs[n]) for n in four]
-        changed = time.monotonic()
-        self.reload(self.text())
-        self.wait_window_end(changed)
+        self.wait_window_end(self.change(servers))
         self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n")
         self.assertEqual(self.holders(servers, key), [])
 
@@ -480,13 +458,8 @@ class KeyMoverChurnTest(KeyMoverBase):
         self.MIGRATION_MS = 20000
         a = [(n, self.memcached()) for n in self.NAMES3]
         b = [(n, self.memcached()) for n in self.NAMES3]
-        self.metrics_port = free_port()
         self.text = lambda: pool_yaml({"a": a, "b": b}, migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="a", threads=1,
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), metrics=True, threads=1)
         self.set_all(b"v1")
         moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
         a.append(("mc-3", self.memcached()))
@@ -502,33 +475,21 @@ class EndlessDumpTest(KeyMoverBase):
     def test_an_endless_dump_stops_at_the_window_and_at_shutdown(self):
         # A server whose dump never ends (every line an item to skip): the crawl must give up
         # with the window, and SIGTERM must not wait for it.
-        class EndlessDump(FakeBackend):
-            def _serve(self, conn):
-                conn.settimeout(30)
-                try:
-                    while not self.stopped:
-                        data = conn.recv(65536)
-                        if not data:
-                            return
-                        if data.startswith(b"ms memzone:migration"):
-                            conn.sendall(b"HD c5\r\n")
-                        elif data.startswith(b"lru_crawler metadump"):
-                            i = 0
-                            while not self.stopped:  # lines forever, never END
-                                conn.sendall(b"".join(
-                                    b"key=k%d exp=-1 la=1 cas=100 fetch=no cls=1 size=60\n" % j
-                                    for j in range(i, i + 100)))
-                                i += 100
-                                time.sleep(0.01)
-                        elif data.startswith(b"version"):
-                            conn.sendall(b"VERSION 1.6.18\r\n")
-                        else:
-                            conn.sendall(b"ERROR\r\n")
-                except OSError:
-                    pass
-                finally:
-                    conn.close()
-        fake = EndlessDump(None)
+        def lines_forever():
+            i = 0
+            while True:
+                yield b"".join(b"key=k%d exp=-1 la=1 cas=100 fetch=no cls=1 size=60\n" % j
+                               for j in range(i, i + 100))
+                i += 100
+                time.sleep(0.01)
+
+        def behaviour(data):
+            if data.startswith(b"ms memzone:migration"):
+                return b"HD c5\r\n"
+            if data.startswith(b"lru_crawler metadump"):
+                return lines_forever()  # never END
+            return b"VERSION 1.6.18\r\n" if data.startswith(b"version") else b"ERROR\r\n"
+        fake = FakeBackend(behaviour)
         self.addCleanup(fake.stop)
         self.MIGRATION_MS = 3000
         servers = [("mc-0", self.memcached()), ("mc-1", self.memcached()), ("mc-2", fake)]
@@ -556,14 +517,8 @@ class MultiGetMigrationTest(ChurnBase):
     def test_multi_get_reads_the_previous_owner_and_moves_the_keys(self):
         a = [("a-%d" % i, self.memcached()) for i in range(3)]
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
-        self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": a, "b": b}, warmup_ms=0, migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
-                           + PROXY_EXTRA_ARGS).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(text(), extra=PROXY_EXTRA_ARGS, metrics=True)
         self.set_all(b"v1")
         moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
         self.assertGreater(len(moved), 20)
@@ -696,15 +651,9 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
         fake = TinyMemcached()
         self.addCleanup(fake.stop)
         self.servers = [("a-0", self.memcached()), ("a-1", self.memcached()), ("a-2", fake)]
-        self.metrics_port = free_port()
         text = lambda: pool_yaml({"a": self.servers}, warmup_ms=0,
                                  migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(text(), zone="a",
-                           extra_args=["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
-                           + PROXY_EXTRA_ARGS).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(text(), extra=PROXY_EXTRA_ARGS, metrics=True)
         moved = [k for k in KEYS if ketama_index(k, ["a-0", "a-1", "a-2"], named=True) == 2
                  and ketama_index(k, ["a-0", "a-1", "a-2", "a-3"], named=True) == 3]
         self.assertGreaterEqual(len(moved), 2)
