@@ -92,7 +92,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       std::string name = pool.name + "/" + zone.name;
       auto running = jobs_.find(name);
       const topology::Zone* old = findZone(last_.get(), pool.name, zone.name);
-      bool changed = old != nullptr && topology::placementOf(*old) != topology::placementOf(zone);
+      std::string placement = topology::placementOf(zone);
+      bool changed = old != nullptr && topology::placementOf(*old) != placement;
+      std::vector<std::string>& log = ring_log_[name];
+      if (log.empty() || changed) log.push_back(placement);
+      if (log.size() > kMaxRings) log.erase(log.begin());
       if (!changed && running == jobs_.end()) continue;
       Job job = running != jobs_.end() ? std::move(running->second) : Job{};
       job.pool = pool.name;
@@ -105,13 +109,15 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
           unfinished_.erase(given_up);
         }
         job.before.push_back(Ring{last_, old});
-        if (job.before.size() > kMaxRings) job.before.erase(job.before.begin());
+        while (job.before.size() > kMaxRings) job.before.erase(job.before.begin());
+        job.pending.clear();  // every server of the rings kept: a new change starts over
         for (const Ring& r : job.before) addServers(job.pending, *r.zone);
         addServers(job.pending, zone);
-        std::vector<std::string> placements;
-        for (const Ring& r : job.before) placements.push_back(topology::placementOf(*r.zone));
-        placements.push_back(topology::placementOf(zone));
-        job.lease_key = leaseKey(pool.name, zone.name, placements);
+        // The zone's recent rings as this proxy saw them, not only those of this job: a ring
+        // change repeated (a flap A->B->A->B) gets a lease key of its own, never the
+        // earlier one's "done". A proxy that missed a ring in between derives another key
+        // and crawls again: duplicated work, never skipped work.
+        job.lease_key = leaseKey(pool.name, zone.name, log);
         job.ready_us = now + (zone.name == local ? 0 : kRemoteDelayUs);
         job.moves_from_us = now + kRingSkewUs;
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
@@ -122,6 +128,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
   }
   for (auto& [name, job] : jobs_) {
     if (jobs.count(name) == 0) job.cancelled->store(true);  // its pool or zone went away
+  }
+  for (auto it = ring_log_.begin(); it != ring_log_.end();) {
+    bool known = findZone(topology.get(), it->first.substr(0, it->first.find('/')),
+                          it->first.substr(it->first.find('/') + 1)) != nullptr;
+    it = known ? std::next(it) : ring_log_.erase(it);
   }
   jobs_ = std::move(jobs);
   last_ = std::move(topology);

@@ -102,6 +102,8 @@ class KeyMover {
   // Rings of jobs given up at their window's end ("pool/zone"): servers of that zone may hold
   // leftovers nobody purged, so the zone's next job treats them as part of its change.
   std::map<std::string, std::vector<Ring>> unfinished_;
+  // The placements of each zone's last rings as seen here ("pool/zone"), hashed into lease keys.
+  std::map<std::string, std::vector<std::string>> ring_log_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

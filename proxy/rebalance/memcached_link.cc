@@ -130,6 +130,7 @@ bool MemcachedLink::endBatch() {
 
 bool MemcachedLink::fill() {
   if (fd_ < 0) return fail("not connected");
+  if (abort_ && abort_()) return fail("stopped");
   if (start_ > 0 && start_ == buffer_.size()) {
     buffer_.clear();
     start_ = 0;

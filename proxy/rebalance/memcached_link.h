@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,6 +29,10 @@ class MemcachedLink {
   ~MemcachedLink() { close(); }
   MemcachedLink(const MemcachedLink&) = delete;
   MemcachedLink& operator=(const MemcachedLink&) = delete;
+
+  // Checked before every read from the socket: true fails the read ("stopped"). A server
+  // that trickles a byte at a time never hits the read timeout; this still stops it.
+  void setAbort(std::function<bool()> abort) { abort_ = std::move(abort); }
 
   // "" when connected (and handshaken), else why not.
   std::string connect(const std::string& host, uint16_t port, int timeout_ms, const LinkTls& tls);
@@ -59,6 +64,7 @@ class MemcachedLink {
   bool fill();  // reads more into buffer_; false on failure
   bool fail(const std::string& why);
 
+  std::function<bool()> abort_;
   int fd_ = -1;
   std::unique_ptr<tls::TlsStream> tls_;
   std::string out_;

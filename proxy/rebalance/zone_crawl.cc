@@ -74,7 +74,10 @@ bool ZoneCrawl::internalKey(const std::string& key) {
 
 MemcachedLink* ZoneCrawl::link(const std::string& address) {
   auto& slot = links_[address];
-  if (!slot) slot = std::make_unique<MemcachedLink>();
+  if (!slot) {
+    slot = std::make_unique<MemcachedLink>();
+    slot->setAbort(hooks_.superseded);
+  }
   if (!slot->connected()) {
     std::string host;
     uint16_t port = 0;
@@ -126,20 +129,26 @@ Lease ZoneCrawl::takeLease(const topology::Backend& server, const std::string& k
 }
 
 void ZoneCrawl::releaseLease(const topology::Backend& server, const std::string& key) {
+  auto held = watermarks_.find(server.address);
   MemcachedLink* l = link(server.address);
-  if (l == nullptr) return;
+  if (held == watermarks_.end() || l == nullptr) return;
   std::string line;
-  l->append("md " + key + "\r\n");
+  // Only our own lease (its cas is still the one our add got: touches keep it).
+  l->append("md " + key + " C" + std::to_string(held->second) + "\r\n");
   if (l->flush()) l->readLine(line);
+  watermarks_.erase(held);
 }
 
 void ZoneCrawl::finishLease(const topology::Backend& server, const std::string& key,
                             uint32_t ttl_s) {
+  auto held = watermarks_.find(server.address);
   MemcachedLink* l = link(server.address);
-  if (l == nullptr) return;
+  if (held == watermarks_.end() || l == nullptr) return;
   std::string line;
-  l->append("ms " + key + " 4 T" + std::to_string(ttl_s == 0 ? 1 : ttl_s) + "\r\ndone\r\n");
+  l->append("ms " + key + " 4 T" + std::to_string(ttl_s == 0 ? 1 : ttl_s) + " C" +
+            std::to_string(held->second) + "\r\ndone\r\n");
   if (l->flush()) l->readLine(line);
+  watermarks_.erase(held);
 }
 
 bool ZoneCrawl::dump(const topology::Backend& server,
@@ -148,6 +157,7 @@ bool ZoneCrawl::dump(const topology::Backend& server,
   uint16_t port = 0;
   if (!topology::splitAddress(server.address, host, port)) return false;
   MemcachedLink d;
+  d.setAbort(hooks_.superseded);
   std::string line;
   for (int attempt = 0;; ++attempt) {
     if (hooks_.superseded()) return false;
@@ -169,6 +179,10 @@ bool ZoneCrawl::dump(const topology::Backend& server,
                     d.error().c_str());
       return false;
     }
+    // Per line, not per batch: most lines of a large server's dump are skipped, and a slow or
+    // endless dump must not outlive a newer change, the window or the proxy.
+    if (hooks_.superseded()) return false;
+    if (!refreshLeases()) return false;
     switch (parseDumpLine(line, item)) {
       case DumpLine::kEnd:
         return true;
@@ -182,19 +196,24 @@ bool ZoneCrawl::dump(const topology::Backend& server,
       case DumpLine::kItem:
         break;
     }
-    // Per line, not per batch: most lines of a large server's dump are skipped, and a slow or
-    // endless dump must not outlive a newer change, the window or the proxy.
-    if (hooks_.superseded()) return false;
     if (internalKey(item.key)) continue;
     if (!on_item(item)) return false;
-    if (event::nowMicros() - lease_refreshed_us_ > kLeaseRefreshUs) {
-      lease_refreshed_us_ = event::nowMicros();
-      MemcachedLink* l = link(server.address);
-      if (l == nullptr) return false;
-      l->append("mg " + lease_key_ + " T" + std::to_string(kLeaseTtlS) + "\r\n");
-      if (!l->flush() || !l->readLine(line)) return false;
-    }
   }
+}
+
+bool ZoneCrawl::refreshLeases() {
+  if (event::nowMicros() - lease_refreshed_us_ < kLeaseRefreshUs) return true;
+  lease_refreshed_us_ = event::nowMicros();
+  // Every lease this run holds, not only the server being dumped: the others wait for their
+  // turn (or for the moves) and must not expire meanwhile.
+  std::string line;
+  for (const auto& [address, cas] : watermarks_) {
+    MemcachedLink* l = link(address);
+    if (l == nullptr) continue;  // its own pass fails and gives the lease back
+    l->append("mg " + lease_key_ + " T" + std::to_string(kLeaseTtlS) + "\r\n");
+    if (!l->flush() || !l->readLine(line)) continue;
+  }
+  return true;
 }
 
 bool ZoneCrawl::ownedThroughout(std::string_view key, const std::string& address) const {

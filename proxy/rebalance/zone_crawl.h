@@ -54,6 +54,9 @@ class ZoneCrawl {
   // Streams the server's items to `on_item` (false: abandon); true when END was reached.
   bool dump(const topology::Backend& server, const std::function<bool(DumpedItem&)>& on_item);
   MemcachedLink* link(const std::string& address);
+  // Touches every lease this run holds, every kLeaseRefreshUs; false never (a lease that
+  // cannot be touched fails its own pass).
+  bool refreshLeases();
   bool flushPurges(const topology::Backend& server);
   // Whether `address` owned `key` under every ring of before_ (by address: a server that
   // came back under a name at a new address is another memcached, with other contents).
