@@ -108,8 +108,10 @@ class TopologyApplier {
       : workers_(workers), stats_(stats), tls_(tls), mover_(mover) {}
 
   void apply(std::shared_ptr<const topology::Topology> topology) {
-    for (auto& w : workers_) w->setTopology(topology);
+    // The mover first: it reads the CAS counters of servers new to a zone before any write
+    // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
+    for (auto& w : workers_) w->setTopology(topology);
     stats_.setTopologyVersion(topology->version);
     read_hold_ms_.store(topology->consistency.read_hold_ms, std::memory_order_relaxed);
   }

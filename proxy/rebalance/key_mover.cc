@@ -24,7 +24,9 @@ constexpr size_t kMaxRings = 8;
 // How long "done" stays: long enough for the other proxies, which ask every kRetryUs (or
 // first after kRemoteDelayUs), to see it; short, because the same change repeated later (a
 // flap A->B->A->B) has the same lease key and must be crawled again.
-constexpr uint32_t kDoneTtlS = 10;  // rings kept per job ("before"); older ones are dropped
+constexpr uint32_t kDoneTtlS = 10;
+// Reading a new server's CAS counter delays the topology's application by this much at most.
+constexpr int kProbeTimeoutMs = 200;  // rings kept per job ("before"); older ones are dropped
 
 const topology::Zone* findZone(const topology::Topology* t, const std::string& pool,
                                const std::string& zone) {
@@ -52,6 +54,18 @@ std::string leaseKey(const std::string& pool, const std::string& zone,
 bool inZone(const topology::Zone& zone, const std::string& address) {
   return std::any_of(zone.backends.begin(), zone.backends.end(),
                      [&](const topology::Backend& b) { return b.address == address; });
+}
+
+// Whether `address` is a server of any zone of `topology` other than `zone` of `pool`.
+bool servesElsewhere(const topology::Topology& topology, const topology::Pool& pool,
+                     const topology::Zone& zone, const std::string& address) {
+  for (const topology::Pool& p : topology.pools) {
+    for (const topology::Zone& z : p.zones) {
+      if (&p == &pool && &z == &zone) continue;
+      if (inZone(z, address)) return true;
+    }
+  }
+  return false;
 }
 
 void addServers(std::vector<topology::Backend>& to, const topology::Zone& zone) {
@@ -107,12 +121,28 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         if (auto given_up = unfinished_.find(name); given_up != unfinished_.end()) {
           job.before.insert(job.before.begin(), given_up->second.begin(), given_up->second.end());
           unfinished_.erase(given_up);
+          job.inherited = true;
         }
         job.before.push_back(Ring{last_, old});
         while (job.before.size() > kMaxRings) job.before.erase(job.before.begin());
         job.pending.clear();  // every server of the rings kept: a new change starts over
         for (const Ring& r : job.before) addServers(job.pending, *r.zone);
         addServers(job.pending, zone);
+        // A server that now serves another zone or pool holds their keys: not ours to move.
+        std::erase_if(job.pending, [&](const topology::Backend& b) {
+          return !inZone(zone, b.address) && servesElsewhere(*topology, pool, zone, b.address);
+        });
+        // Servers continuously in the zone had their lost keys moved (or deleted by the
+        // window's writes) when they lost them: no leftovers. Others may hold some.
+        job.purge_marks.clear();
+        LinkTls tls = linkTls(pool.tls);
+        for (const topology::Backend& b : zone.backends) {
+          bool always = std::all_of(job.before.begin(), job.before.end(),
+                                    [&](const Ring& r) { return inZone(*r.zone, b.address); });
+          if (always && !job.inherited) continue;
+          uint64_t cas = 0;
+          if (casCounterOf(b.address, tls, kProbeTimeoutMs, cas)) job.purge_marks[b.address] = cas;
+        }
         // The zone's recent rings as this proxy saw them, not only those of this job: a ring
         // change repeated (a flap A->B->A->B) gets a lease key of its own, never the
         // earlier one's "done". A proxy that missed a ring in between derives another key
@@ -191,15 +221,20 @@ void KeyMover::run() {
   }
 }
 
+LinkTls KeyMover::linkTls(const topology::BackendTlsSpec& spec) const {
+  LinkTls tls;
+  if (spec.enabled) {
+    std::string error;
+    tls.context = tls_ ? tls_->backend(backend::backendTlsFiles(spec), error) : nullptr;
+    tls.server_name = spec.server_name;
+  }
+  return tls;
+}
+
 KeyMover::Outcome KeyMover::runJob(const Job& job) {
   Outcome outcome;
-  LinkTls tls;
-  if (job.tls.enabled) {
-    std::string error;
-    tls.context = tls_ ? tls_->backend(backend::backendTlsFiles(job.tls), error) : nullptr;
-    tls.server_name = job.tls.server_name;
-    if (!tls.context) return outcome;  // the topology was checked; files gone since: retry
-  }
+  LinkTls tls = linkTls(job.tls);
+  if (job.tls.enabled && !tls.context) return outcome;  // files gone since: retry
   ZoneMoveCounters& counters = counters_->zones[job.now.zone->stats_slot];
   std::vector<const topology::Zone*> before;
   for (const Ring& r : job.before) before.push_back(r.zone);
@@ -209,7 +244,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
     return backend::sharedTrust(*board_->stateFor(address), [] { return event::nowMicros(); }) ==
            backend::SharedTrust::kReadable;
   };
-  ZoneCrawl crawl(*job.now.zone, std::move(before), tls, counters, hooks);
+  ZoneCrawl crawl(*job.now.zone, std::move(before), job.purge_marks, tls, counters, hooks);
 
   // Leases first; then every purge before any move (a move must not meet a leftover).
   std::vector<const topology::Backend*> mine;

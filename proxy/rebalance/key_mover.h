@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "proxy/backend/server_board.h"
+#include "proxy/rebalance/memcached_link.h"
 #include "proxy/rebalance/move_counters.h"
 #include "proxy/tls/tls_contexts.h"
 #include "proxy/topology/topology.h"
@@ -57,7 +58,9 @@ class KeyMover {
   KeyMover(const KeyMover&) = delete;
   KeyMover& operator=(const KeyMover&) = delete;
 
-  // Every topology the proxy applies, in order; any thread. The first one only sets "before".
+  // Every topology the proxy applies, in order, before the workers get it (it reads the CAS
+  // counter of servers new to a zone: up to one round trip each, bounded); any thread. The
+  // first one only sets "before".
   void onTopology(std::shared_ptr<const topology::Topology> topology);
   std::shared_ptr<const MoveCounters> counters() const { return counters_; }
   // Stops the thread (the crawl in progress ends at its next batch).
@@ -73,6 +76,12 @@ class KeyMover {
     Ring now;
     std::vector<Ring> before;  // the rings since the last completed crawl, oldest first
     std::vector<topology::Backend> pending;  // servers still to crawl
+    // Servers of the zone that may hold leftovers (new to the zone's rings, or the zone has
+    // a given-up crawl behind it), with their CAS counter when the change was applied: their
+    // items below it are purged if they are not owned throughout. Taken before the workers
+    // switch rings, so no write through the new ring is older than it.
+    std::map<std::string, uint64_t> purge_marks;
+    bool inherited = false;  // carries rings of a given-up crawl
     topology::BackendTlsSpec tls;
     std::string lease_key;
     int64_t ready_us = 0;       // not before
@@ -88,6 +97,7 @@ class KeyMover {
 
   void run();
   Outcome runJob(const Job& job);
+  LinkTls linkTls(const topology::BackendTlsSpec& spec) const;
   bool superseded(const Job& job) const { return stopping_.load() || job.cancelled->load(); }
 
   std::shared_ptr<backend::ServerBoard> board_;

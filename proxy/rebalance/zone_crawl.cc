@@ -60,10 +60,24 @@ int indexOf(const topology::Zone& zone, const std::string& address) {
 
 }  // namespace
 
+bool casCounterOf(const std::string& address, const LinkTls& tls, int timeout_ms, uint64_t& cas) {
+  std::string host, line;
+  uint16_t port = 0;
+  if (!topology::splitAddress(address, host, port)) return false;
+  MemcachedLink l;
+  if (!l.connect(host, port, timeout_ms, tls).empty()) return false;
+  l.append("ms memzone:migration:watermark 1 T60 c\r\nx\r\n");
+  if (!l.flush() || !l.readLine(line) || line.rfind("HD c", 0) != 0) return false;
+  auto [p, ec] = std::from_chars(line.data() + 4, line.data() + line.size(), cas);
+  return ec == std::errc();
+}
+
 ZoneCrawl::ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before,
-                     LinkTls tls, ZoneMoveCounters& counters, Hooks hooks)
+                     std::map<std::string, uint64_t> purge_marks, LinkTls tls,
+                     ZoneMoveCounters& counters, Hooks hooks)
     : now_(now),
       before_(std::move(before)),
+      purge_marks_(std::move(purge_marks)),
       tls_(std::move(tls)),
       counters_(counters),
       hooks_(std::move(hooks)) {}
@@ -225,10 +239,10 @@ bool ZoneCrawl::ownedThroughout(std::string_view key, const std::string& address
 
 bool ZoneCrawl::purge(const topology::Backend& server) {
   int self = indexOf(now_, server.address);
-  auto wm = watermarks_.find(server.address);
-  // A server that left the zone owns nothing (the move pass handles all its keys); memcached
-  // -C has no cas to tell old items from new.
-  if (self < 0 || wm == watermarks_.end() || wm->second == 0) return true;
+  auto wm = purge_marks_.find(server.address);
+  // A server that left the zone owns nothing (the move pass handles all its keys); one
+  // continuously in the zone has no leftovers; memcached -C has no cas to tell old from new.
+  if (self < 0 || wm == purge_marks_.end() || wm->second == 0) return true;
   purges_.clear();
   bool ok = dump(server, [&](DumpedItem& item) {
     if (item.cas >= wm->second) return true;  // written since the change began

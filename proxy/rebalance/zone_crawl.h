@@ -23,6 +23,10 @@ enum class Lease : uint8_t {
   kUnreachable,  // no answer: try again later
 };
 
+// The CAS counter of a server now (the cas memcached gives a fresh item); false when it
+// cannot be read within `timeout_ms`.
+bool casCounterOf(const std::string& address, const LinkTls& tls, int timeout_ms, uint64_t& cas);
+
 class ZoneCrawl {
  public:
   static constexpr int kIoTimeoutMs = 2000;
@@ -33,9 +37,11 @@ class ZoneCrawl {
     std::function<bool(const std::string&)> readable;  // may this address be read from?
   };
 
-  // `now`: the zone's ring; `before`: the rings before it since the last completed crawl.
-  ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before, LinkTls tls,
-            ZoneMoveCounters& counters, Hooks hooks);
+  // `now`: the zone's ring; `before`: the rings before it since the last completed crawl;
+  // `purge_marks`: the servers to purge, with their CAS counter at the change.
+  ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before,
+            std::map<std::string, uint64_t> purge_marks, LinkTls tls, ZoneMoveCounters& counters,
+            Hooks hooks);
 
   Lease takeLease(const topology::Backend& server, const std::string& key);
   // Both false when the dump did not complete (the caller tries again later).
@@ -67,11 +73,12 @@ class ZoneCrawl {
 
   const topology::Zone& now_;
   std::vector<const topology::Zone*> before_;
+  std::map<std::string, uint64_t> purge_marks_;  // address -> its CAS counter at the change
   LinkTls tls_;
   ZoneMoveCounters& counters_;
   Hooks hooks_;
   std::map<std::string, std::unique_ptr<MemcachedLink>> links_;  // by address
-  std::map<std::string, uint64_t> watermarks_;  // address -> its CAS counter at the lease
+  std::map<std::string, uint64_t> watermarks_;  // address -> its lease's cas (ours)
   std::vector<Item> batch_;                     // moves
   std::vector<DumpedItem> purges_;              // cas-guarded deletes
   uint64_t batch_bytes_ = 0;
