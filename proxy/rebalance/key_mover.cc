@@ -20,13 +20,13 @@ namespace {
 constexpr int64_t kRemoteDelayUs = 5'000'000;
 constexpr int64_t kRingSkewUs = 1'000'000;
 constexpr int64_t kRetryUs = 3'000'000;
-constexpr size_t kMaxRings = 8;
+constexpr size_t kMaxRings = 8;  // rings kept per job ("before"); beyond, treated as unknown
 // How long "done" stays: long enough for the other proxies, which ask every kRetryUs (or
-// first after kRemoteDelayUs), to see it; short, because the same change repeated later (a
-// flap A->B->A->B) has the same lease key and must be crawled again.
+// first after kRemoteDelayUs), to see it. A repeated change has a lease key of its own.
 constexpr uint32_t kDoneTtlS = 10;
-// Reading a new server's CAS counter delays the topology's application by this much at most.
-constexpr int kProbeTimeoutMs = 200;  // rings kept per job ("before"); older ones are dropped
+// Reading servers' CAS counters delays a topology's application by at most this much in all
+// (each connect 200 ms at most); servers left unread fall back to their lease's cas.
+constexpr int64_t kProbeBudgetUs = 1'000'000;
 
 const topology::Zone* findZone(const topology::Topology* t, const std::string& pool,
                                const std::string& zone) {
@@ -100,6 +100,7 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
   const int64_t now = event::nowMicros();
   const std::string& local = local_zone_.empty() ? topology->proxy_zone : local_zone_;
   std::map<std::string, Job> jobs;
+  const int64_t probe_until = now + kProbeBudgetUs;
   for (const topology::Pool& pool : topology->pools) {
     if (pool.migration_ms == 0) continue;
     for (const topology::Zone& zone : pool.zones) {
@@ -123,8 +124,14 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
           unfinished_.erase(given_up);
           job.inherited = true;
         }
+        // This proxy knows nothing of the zone before its first topology (it just started,
+        // maybe in the middle of someone's crawl): every server may hold leftovers.
+        if (first_change_.insert(name).second) job.inherited = true;
         job.before.push_back(Ring{last_, old});
-        while (job.before.size() > kMaxRings) job.before.erase(job.before.begin());
+        while (job.before.size() > kMaxRings) {
+          job.before.erase(job.before.begin());
+          job.inherited = true;  // history dropped: as little known as after a restart
+        }
         job.pending.clear();  // every server of the rings kept: a new change starts over
         for (const Ring& r : job.before) addServers(job.pending, *r.zone);
         addServers(job.pending, zone);
@@ -133,15 +140,20 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
           return !inZone(zone, b.address) && servesElsewhere(*topology, pool, zone, b.address);
         });
         // Servers continuously in the zone had their lost keys moved (or deleted by the
-        // window's writes) when they lost them: no leftovers. Others may hold some.
-        job.purge_marks.clear();
+        // window's writes) when they lost them: no leftovers. Others may hold some. A mark
+        // read for an earlier change of this job stays (writes through that ring are newer).
+        std::erase_if(job.purge_marks, [&](const auto& m) { return !inZone(zone, m.first); });
         LinkTls tls = linkTls(pool.tls);
         for (const topology::Backend& b : zone.backends) {
           bool always = std::all_of(job.before.begin(), job.before.end(),
                                     [&](const Ring& r) { return inZone(*r.zone, b.address); });
-          if (always && !job.inherited) continue;
-          uint64_t cas = 0;
-          if (casCounterOf(b.address, tls, kProbeTimeoutMs, cas)) job.purge_marks[b.address] = cas;
+          if ((always && !job.inherited) || job.purge_marks.count(b.address) != 0) continue;
+          // Unread (unreachable now, or the change's probe budget spent): the crawl falls back
+          // to the counter at its lease, later than the change: it may purge fresh values too
+          // (misses), but leaves no leftover.
+          uint64_t cas = kUnknownCas;
+          if (event::nowMicros() < probe_until) casCounterOf(b.address, tls, probe_until, cas);
+          job.purge_marks[b.address] = cas;
         }
         // The zone's recent rings as this proxy saw them, not only those of this job: a ring
         // change repeated (a flap A->B->A->B) gets a lease key of its own, never the

@@ -37,6 +37,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,6 +115,7 @@ class KeyMover {
   std::map<std::string, std::vector<Ring>> unfinished_;
   // The placements of each zone's last rings as seen here ("pool/zone"), hashed into lease keys.
   std::map<std::string, std::vector<std::string>> ring_log_;
+  std::set<std::string> first_change_;  // zones ("pool/zone") whose first change was seen
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

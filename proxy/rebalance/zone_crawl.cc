@@ -1,5 +1,7 @@
 #include "proxy/rebalance/zone_crawl.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <chrono>
 #include <thread>
@@ -60,12 +62,22 @@ int indexOf(const topology::Zone& zone, const std::string& address) {
 
 }  // namespace
 
-bool casCounterOf(const std::string& address, const LinkTls& tls, int timeout_ms, uint64_t& cas) {
+bool casCounterOf(const std::string& address, const LinkTls& tls, int64_t until_us, uint64_t& cas) {
   std::string host, line;
   uint16_t port = 0;
   if (!topology::splitAddress(address, host, port)) return false;
+  in6_addr numeric;
+  if (inet_pton(AF_INET, host.c_str(), &numeric) != 1 &&
+      inet_pton(AF_INET6, host.c_str(), &numeric) != 1) {
+    return false;
+  }
+  int64_t left_ms = (until_us - event::nowMicros()) / 1000;
+  if (left_ms <= 0) return false;
   MemcachedLink l;
-  if (!l.connect(host, port, timeout_ms, tls).empty()) return false;
+  l.setAbort([until_us] { return event::nowMicros() >= until_us; });
+  if (!l.connect(host, port, static_cast<int>(std::min<int64_t>(left_ms, 200)), tls).empty()) {
+    return false;
+  }
   l.append("ms memzone:migration:watermark 1 T60 c\r\nx\r\n");
   if (!l.flush() || !l.readLine(line) || line.rfind("HD c", 0) != 0) return false;
   auto [p, ec] = std::from_chars(line.data() + 4, line.data() + line.size(), cas);
@@ -239,13 +251,19 @@ bool ZoneCrawl::ownedThroughout(std::string_view key, const std::string& address
 
 bool ZoneCrawl::purge(const topology::Backend& server) {
   int self = indexOf(now_, server.address);
-  auto wm = purge_marks_.find(server.address);
+  auto mark = purge_marks_.find(server.address);
   // A server that left the zone owns nothing (the move pass handles all its keys); one
-  // continuously in the zone has no leftovers; memcached -C has no cas to tell old from new.
-  if (self < 0 || wm == purge_marks_.end() || wm->second == 0) return true;
+  // continuously in the zone has no leftovers.
+  if (self < 0 || mark == purge_marks_.end()) return true;
+  uint64_t below = mark->second;
+  if (below == kUnknownCas) {
+    auto lease = watermarks_.find(server.address);
+    below = lease == watermarks_.end() ? 0 : lease->second;
+  }
+  if (below == 0) return true;  // memcached -C: no cas tells old items from new
   purges_.clear();
   bool ok = dump(server, [&](DumpedItem& item) {
-    if (item.cas >= wm->second) return true;  // written since the change began
+    if (item.cas >= below) return true;  // written since the change began
     if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return true;
     // Owned now, and all along: its copy is the key's value. Else it was written when the
     // server was not the owner: a leftover, older than writes that went elsewhere since.

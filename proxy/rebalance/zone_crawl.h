@@ -2,6 +2,7 @@
 // after one ring change, over blocking connections of its own. One thread.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -23,9 +24,13 @@ enum class Lease : uint8_t {
   kUnreachable,  // no answer: try again later
 };
 
+// A purge mark not read at the change: the crawl uses its lease's cas instead.
+inline constexpr uint64_t kUnknownCas = UINT64_MAX;
+
 // The CAS counter of a server now (the cas memcached gives a fresh item); false when it
-// cannot be read within `timeout_ms`.
-bool casCounterOf(const std::string& address, const LinkTls& tls, int timeout_ms, uint64_t& cas);
+// cannot be read by `until_us` (event::nowMicros()). Numeric addresses only (no resolver
+// wait on the topology's path).
+bool casCounterOf(const std::string& address, const LinkTls& tls, int64_t until_us, uint64_t& cas);
 
 class ZoneCrawl {
  public:

@@ -472,6 +472,71 @@ class KeyMoverChurnTest(KeyMoverBase):
                    what="zone a's keys to move (well before its leases would expire)")
 
 
+class KeyMoverRestartAndProbeTest(KeyMoverBase):
+    """What the purge relies on: the CAS counter at the change, and knowing which servers
+    stayed (found by review: each failed before)."""
+    MIGRATION_MS = 4000
+
+    def test_a_proxy_restarted_mid_crawl_still_purges(self):
+        # The proxy restarts right after a scale-out: its crawl is lost before the moves,
+        # and the old owners keep copies. The restarted proxy knows no history, so the next
+        # change purges every server of the zone.
+        servers, moved = self.start_three(b"v1")
+        servers.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        self.proxy.stop()
+        self.start(servers)
+        for key in moved:
+            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
+                             b"STORED\r\n")
+        servers.pop()
+        self.wait_window_end(self.change(servers))
+        for key in moved:
+            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+
+    def test_a_server_whose_counter_cannot_be_read_is_still_purged(self):
+        # mc-3 leaves while stopped (nothing moved off it), keys are rewritten, and it comes
+        # back still stopped: its CAS counter cannot be read at the change. Its purge falls
+        # back to its lease's counter instead of being skipped.
+        servers = [(n, self.memcached()) for n in self.NAMES4]
+        self.start(servers)
+        self.set_all(b"v1")
+        mine = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        gone = servers.pop()
+        gone[1].proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: gone[1].proc.send_signal(signal.SIGCONT))
+        self.wait_window_end(self.change(servers))
+        gone[1].proc.send_signal(signal.SIGCONT)
+        for key in mine:
+            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
+                             b"STORED\r\n")
+        servers.append(gone)
+        gone[1].proc.send_signal(signal.SIGSTOP)
+        changed = self.change(servers)
+        time.sleep(0.5)
+        gone[1].proc.send_signal(signal.SIGCONT)
+        self.wait_window_end(changed)
+        for key in mine:
+            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+
+    def test_writes_through_one_ring_survive_the_next_change(self):
+        # Keys written to mc-3 right after it joined stay when mc-4 joins a moment later: the
+        # second change keeps mc-3's counter from the first rather than reading it again.
+        servers, moved = self.start_three(b"v1")
+        keys = [k for k in moved
+                if ketama_index(k, self.NAMES4 + ["mc-4"], named=True) == 3]
+        servers.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        for key in keys:
+            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
+                             b"STORED\r\n")
+        servers.append(("mc-4", self.memcached()))
+        self.wait_window_end(self.change(servers))
+        for key in keys:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv2\r\nEND\r\n" % key.encode(), key)
+
+
 class EndlessDumpTest(KeyMoverBase):
     """A server whose dump never ends: the crawl gives up with the window, and SIGTERM does
     not wait for it, whatever the dump is made of."""
