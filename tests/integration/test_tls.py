@@ -181,9 +181,13 @@ class ClientTlsTest(unittest.TestCase):
             with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
                 c.get("mtls:a")
             c.close()
-        stats = stats_of(self.mtls.port)
-        self.assertGreaterEqual(int(stats["proxy_tls_client_handshakes_failed"]), before + 2)
-        self.assertGreaterEqual(int(stats["proxy_connections_closed_tls_handshake"]), 2)
+        # The client hears the refusal as the worker sends it; the worker counts it a moment
+        # later (and `stats` may be answered by another worker): wait for the counts.
+        def counted():
+            stats = stats_of(self.mtls.port)
+            return (int(stats["proxy_tls_client_handshakes_failed"]) >= before + 2 and
+                    int(stats["proxy_connections_closed_tls_handshake"]) >= 2)
+        wait_until(counted, timeout=5, what="both refused handshakes to be counted")
 
     def test_metrics(self):
         text = metrics(self.metrics_port)
