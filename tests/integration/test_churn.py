@@ -294,6 +294,16 @@ class KeyMoverBase(ChurnBase):
         self.reload(self.text())
         return changed
 
+    def set_keys(self, keys, value, flags=5):
+        for key in keys:
+            self.assertEqual(self.client.request(b"set %s %d 0 %d\r\n%s\r\n" % (
+                key.encode(), flags, len(value), value)), b"STORED\r\n", key)
+
+    def assert_never_read(self, keys, value):
+        """No read of `keys` through the proxy returns `value` (a value since replaced)."""
+        for key in keys:
+            self.assertNotIn(value, self.client.request(b"get %s\r\n" % key.encode()), key)
+
     def wait_window_end(self, changed):
         window = self.MIGRATION_MS / 1000.0
         wait_until(lambda: time.monotonic() - changed > window + 0.7, timeout=window + 5,
@@ -339,15 +349,11 @@ class KeyMoverTest(KeyMoverBase):
         self.wait_window_end(self.change(servers))
         self.assertEqual(self.metric("memzone_proxy_migration_crawls_total", zone="a",
                                      result="done"), 4)
-        for key in moved:
-            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
-                             b"STORED\r\n")
+        self.set_keys(moved, b"v2")
         gone = servers.pop()
         self.reload(self.text())
         gone[1].kill()
-        for key in moved:
-            reply = self.client.request(b"get %s\r\n" % key.encode())
-            self.assertNotIn(b"v1", reply, key)
+        self.assert_never_read(moved, b"v1")
 
     def test_a_server_back_with_copies_from_before_has_them_purged(self):
         # mc-3 joins holding old copies of keys it is about to own (a server that was in the
@@ -418,13 +424,10 @@ class KeyMoverChurnTest(KeyMoverBase):
             changed = self.change(servers)
             time.sleep(1.5)
         self.wait_window_end(changed)
-        for key in moved:
-            self.assertEqual(self.client.request(b"set %s 0 0 2\r\nv2\r\n" % key.encode()),
-                             b"STORED\r\n")
+        self.set_keys(moved, b"v2", flags=0)
         servers.pop()
         self.wait_window_end(self.change(servers))
-        for key in moved:
-            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+        self.assert_never_read(moved, b"v1")
         self.assertEqual(self.metric("memzone_proxy_migration_crawls_total", zone="a",
                                      result="elsewhere"), 0)
 
@@ -486,13 +489,10 @@ class KeyMoverRestartAndProbeTest(KeyMoverBase):
         self.reload(self.text())
         self.proxy.stop()
         self.start(servers)
-        for key in moved:
-            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
-                             b"STORED\r\n")
+        self.set_keys(moved, b"v2")
         servers.pop()
         self.wait_window_end(self.change(servers))
-        for key in moved:
-            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+        self.assert_never_read(moved, b"v1")
 
     def test_a_server_whose_counter_cannot_be_read_is_still_purged(self):
         # mc-3 leaves while stopped (nothing moved off it), keys are rewritten, and it comes
@@ -507,17 +507,14 @@ class KeyMoverRestartAndProbeTest(KeyMoverBase):
         self.addCleanup(lambda: gone[1].proc.send_signal(signal.SIGCONT))
         self.wait_window_end(self.change(servers))
         gone[1].proc.send_signal(signal.SIGCONT)
-        for key in mine:
-            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
-                             b"STORED\r\n")
+        self.set_keys(mine, b"v2")
         servers.append(gone)
         gone[1].proc.send_signal(signal.SIGSTOP)
         changed = self.change(servers)
         time.sleep(0.5)
         gone[1].proc.send_signal(signal.SIGCONT)
         self.wait_window_end(changed)
-        for key in mine:
-            self.assertNotIn(b"v1", self.client.request(b"get %s\r\n" % key.encode()), key)
+        self.assert_never_read(mine, b"v1")
 
     def test_writes_through_one_ring_survive_the_next_change(self):
         # Keys written to mc-3 right after it joined stay when mc-4 joins a moment later: the
@@ -527,9 +524,7 @@ class KeyMoverRestartAndProbeTest(KeyMoverBase):
                 if ketama_index(k, self.NAMES4 + ["mc-4"], named=True) == 3]
         servers.append(("mc-3", self.memcached()))
         self.reload(self.text())
-        for key in keys:
-            self.assertEqual(self.client.request(b"set %s 5 0 2\r\nv2\r\n" % key.encode()),
-                             b"STORED\r\n")
+        self.set_keys(keys, b"v2")
         servers.append(("mc-4", self.memcached()))
         self.wait_window_end(self.change(servers))
         for key in keys:
