@@ -56,14 +56,11 @@ bool inZone(const topology::Zone& zone, const std::string& address) {
                      [&](const topology::Backend& b) { return b.address == address; });
 }
 
-// Whether `address` is a server of any zone of `topology` other than `zone` of `pool`.
-bool servesElsewhere(const topology::Topology& topology, const topology::Pool& pool,
-                     const topology::Zone& zone, const std::string& address) {
-  for (const topology::Pool& p : topology.pools) {
-    for (const topology::Zone& z : p.zones) {
-      if (&p == &pool && &z == &zone) continue;
-      if (inZone(z, address)) return true;
-    }
+// Whether `address` is a server of a zone of `pool` other than `zone`.
+bool servesOtherZone(const topology::Pool& pool, const topology::Zone& zone,
+                     const std::string& address) {
+  for (const topology::Zone& z : pool.zones) {
+    if (&z != &zone && inZone(z, address)) return true;
   }
   return false;
 }
@@ -107,8 +104,15 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       std::string name = pool.name + "/" + zone.name;
       auto running = jobs_.find(name);
       const topology::Zone* old = findZone(last_.get(), pool.name, zone.name);
+      // A zone (or pool) back after an absence (the controller leaves out a zone with no
+      // ready server): compared with its ring before it went, and nothing is known of the
+      // time between.
+      Ring seen = last_seen_.count(name) != 0 ? last_seen_[name] : Ring{};
+      bool returned = old == nullptr && seen.zone != nullptr;
+      if (returned) old = seen.zone;
+      last_seen_[name] = Ring{topology, &zone};
       std::string placement = topology::placementOf(zone);
-      bool changed = old != nullptr && topology::placementOf(*old) != placement;
+      bool changed = old != nullptr && (returned || topology::placementOf(*old) != placement);
       std::vector<std::string>& log = ring_log_[name];
       if (log.empty() || changed) log.push_back(placement);
       if (log.size() > kMaxRings) log.erase(log.begin());
@@ -126,8 +130,8 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         }
         // This proxy knows nothing of the zone before its first topology (it just started,
         // maybe in the middle of someone's crawl): every server may hold leftovers.
-        if (first_change_.insert(name).second) job.inherited = true;
-        job.before.push_back(Ring{last_, old});
+        if (first_change_.insert(name).second || returned) job.inherited = true;
+        job.before.push_back(returned ? seen : Ring{last_, old});
         while (job.before.size() > kMaxRings) {
           job.before.erase(job.before.begin());
           job.inherited = true;  // history dropped: as little known as after a restart
@@ -135,9 +139,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.pending.clear();  // every server of the rings kept: a new change starts over
         for (const Ring& r : job.before) addServers(job.pending, *r.zone);
         addServers(job.pending, zone);
-        // A server that now serves another zone or pool holds their keys: not ours to move.
+        // A server that now serves another zone of the pool holds that zone's copies of the
+        // same keys: not ours to move. (A server shared with another pool is crawled: only
+        // keys routed to this pool are touched.)
         std::erase_if(job.pending, [&](const topology::Backend& b) {
-          return !inZone(zone, b.address) && servesElsewhere(*topology, pool, zone, b.address);
+          return !inZone(zone, b.address) && servesOtherZone(pool, zone, b.address);
         });
         // Servers continuously in the zone had their lost keys moved (or deleted by the
         // window's writes) when they lost them: no leftovers. Others may hold some. A mark
@@ -255,6 +261,13 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   hooks.readable = [this](const std::string& address) {
     return backend::sharedTrust(*board_->stateFor(address), [] { return event::nowMicros(); }) ==
            backend::SharedTrust::kReadable;
+  };
+  // Keys a server holds for other pools (a server may serve several) are not this job's.
+  const topology::Topology& now = *job.now.topology;
+  uint32_t pool_index = 0;
+  while (pool_index < now.pools.size() && now.pools[pool_index].name != job.pool) ++pool_index;
+  hooks.ours = [&now, pool_index](std::string_view key) {
+    return now.router.poolFor(key) == pool_index;
   };
   ZoneCrawl crawl(*job.now.zone, std::move(before), job.purge_marks, tls, counters, hooks);
 

@@ -115,7 +115,8 @@ class KeyMover {
   std::map<std::string, std::vector<Ring>> unfinished_;
   // The placements of each zone's last rings as seen here ("pool/zone"), hashed into lease keys.
   std::map<std::string, std::vector<std::string>> ring_log_;
-  std::set<std::string> first_change_;  // zones ("pool/zone") whose first change was seen
+  std::set<std::string> first_change_;     // zones ("pool/zone") whose first change was seen
+  std::map<std::string, Ring> last_seen_;  // each zone's latest ring, kept while it is absent
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

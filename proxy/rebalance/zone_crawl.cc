@@ -222,7 +222,7 @@ bool ZoneCrawl::dump(const topology::Backend& server,
       case DumpLine::kItem:
         break;
     }
-    if (internalKey(item.key)) continue;
+    if (internalKey(item.key) || !hooks_.ours(item.key)) continue;
     if (!on_item(item)) return false;
   }
 }

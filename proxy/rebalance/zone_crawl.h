@@ -40,6 +40,7 @@ class ZoneCrawl {
   struct Hooks {
     std::function<bool()> superseded;                  // stop now: a newer change, or exit
     std::function<bool(const std::string&)> readable;  // may this address be read from?
+    std::function<bool(std::string_view)> ours;        // is this key routed to the pool?
   };
 
   // `now`: the zone's ring; `before`: the rings before it since the last completed crawl;

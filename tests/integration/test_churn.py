@@ -532,6 +532,74 @@ class KeyMoverRestartAndProbeTest(KeyMoverBase):
                              b"VALUE %s 5 2\r\nv2\r\nEND\r\n" % key.encode(), key)
 
 
+def two_pools_yaml(main, p2, migration_ms):
+    """Pools main (default route) and, when p2 is not None, p2 (keys "s:..."), zone a each."""
+    out = ["pools:"]
+    for name, servers in [("main", main)] + ([("p2", p2)] if p2 is not None else []):
+        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
+                "    zones:", "      a:"]
+        out += ['        - {address: "%s", name: %s}' % (m.address, n) for n, m in servers]
+    if p2 is not None:
+        out += ["routes:", '  - {prefix: "s:", pool: p2}']
+    out += ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+    return "\n".join(out) + "\n"
+
+
+class KeyMoverPoolsTest(KeyMoverBase):
+    """Pools that share servers, and a pool that goes and comes back (found by review: each
+    failed before)."""
+    MIGRATION_MS = 3000
+
+    def keys_of(self, *placements):
+        """s: keys placed, by name, at index i of each (names, i) given."""
+        return [k for k in ("s:%d" % i for i in range(2000))
+                if all(ketama_index(k, names, named=True) == i for names, i in placements)][:40]
+
+    def test_a_pools_crawl_leaves_another_pools_keys_alone(self):
+        # Server A serves pools main and p2. main scales out; its crawl of A must not move
+        # p2's keys (p2 reads them on A); after p2 drops A they must not come back stale.
+        A, B, C, D = (self.memcached() for _ in range(4))
+        main, p2 = [("mc-0", A), ("mc-1", B)], [("x-0", A), ("x-1", C), ("x-2", D)]
+        self.text = lambda: two_pools_yaml(main, p2, self.MIGRATION_MS)
+        self.start_proxy(self.text(), metrics=True, threads=1)
+        p2.pop()  # an unrelated first change of p2
+        self.wait_window_end(self.change(p2))
+        keys = self.keys_of((["x-0", "x-1"], 0), (["mc-0", "mc-1"], 0),
+                            (["mc-0", "mc-1", "mc-2"], 2))
+        self.assertTrue(keys)
+        self.set_keys(keys, b"v1")
+        main.append(("mc-2", C))
+        self.wait_window_end(self.change(main))
+        self.assertEqual([k for k in keys if self.raw(A, k) is None], [])
+        self.set_keys(keys, b"v2")
+        p2.pop(0)
+        self.wait_window_end(self.change(p2))
+        self.assert_never_read(keys, b"v1")
+
+    def test_a_pool_back_after_an_absence_is_crawled(self):
+        # p2 disappears (the controller leaves out a zone with no ready server) and comes
+        # back with one more server: that is a ring change like any other.
+        M, A, B, C, D = (self.memcached() for _ in range(5))
+        state = {"p2": [("x-0", A), ("x-1", B), ("x-3", D)]}
+        self.text = lambda: two_pools_yaml([("m-0", M)], state["p2"], self.MIGRATION_MS)
+        self.start_proxy(self.text(), metrics=True, threads=1)
+        state["p2"] = state["p2"][:2]  # an unrelated first change of p2
+        self.wait_window_end(self.change(None))
+        keys = self.keys_of((["x-0", "x-1"], 0), (["x-0", "x-1", "x-2"], 2))
+        self.assertTrue(keys)
+        self.set_keys(keys, b"v1")
+        state["p2"] = None
+        self.change(None)
+        state["p2"] = [("x-0", A), ("x-1", B), ("x-2", C)]
+        self.wait_window_end(self.change(None))
+        self.set_keys(keys, b"v2")
+        state["p2"] = [("x-0", A), ("x-1", B)]
+        self.wait_window_end(self.change(None))
+        self.assert_never_read(keys, b"v1")
+
+
 class EndlessDumpTest(KeyMoverBase):
     """A server whose dump never ends: the crawl gives up with the window, and SIGTERM does
     not wait for it, whatever the dump is made of."""
