@@ -131,6 +131,7 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         // This proxy knows nothing of the zone before its first topology (it just started,
         // maybe in the middle of someone's crawl): every server may hold leftovers.
         if (first_change_.insert(name).second || returned) job.inherited = true;
+        if (returned) job.missed_writes = true;
         job.before.push_back(returned ? seen : Ring{last_, old});
         while (job.before.size() > kMaxRings) {
           job.before.erase(job.before.begin());
@@ -269,7 +270,8 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   hooks.ours = [&now, pool_index](std::string_view key) {
     return now.router.poolFor(key) == pool_index;
   };
-  ZoneCrawl crawl(*job.now.zone, std::move(before), job.purge_marks, tls, counters, hooks);
+  ZoneCrawl crawl(*job.now.zone, std::move(before), job.purge_marks, job.missed_writes, tls,
+                  counters, hooks);
 
   // Leases first; then every purge before any move (a move must not meet a leftover).
   std::vector<const topology::Backend*> mine;

@@ -82,7 +82,8 @@ class KeyMover {
     // items below it are purged if they are not owned throughout. Taken before the workers
     // switch rings, so no write through the new ring is older than it.
     std::map<std::string, uint64_t> purge_marks;
-    bool inherited = false;  // carries rings of a given-up crawl
+    bool inherited = false;      // history unknown: every server purged
+    bool missed_writes = false;  // the zone was out of the topology: copies never reached it
     topology::BackendTlsSpec tls;
     std::string lease_key;
     int64_t ready_us = 0;       // not before

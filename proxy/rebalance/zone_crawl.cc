@@ -85,11 +85,12 @@ bool casCounterOf(const std::string& address, const LinkTls& tls, int64_t until_
 }
 
 ZoneCrawl::ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before,
-                     std::map<std::string, uint64_t> purge_marks, LinkTls tls,
+                     std::map<std::string, uint64_t> purge_marks, bool missed_writes, LinkTls tls,
                      ZoneMoveCounters& counters, Hooks hooks)
     : now_(now),
       before_(std::move(before)),
       purge_marks_(std::move(purge_marks)),
+      missed_writes_(missed_writes),
       tls_(std::move(tls)),
       counters_(counters),
       hooks_(std::move(hooks)) {}
@@ -267,7 +268,8 @@ bool ZoneCrawl::purge(const topology::Backend& server) {
     if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return true;
     // Owned now, and all along: its copy is the key's value. Else it was written when the
     // server was not the owner: a leftover, older than writes that went elsewhere since.
-    if (ownedThroughout(item.key, server.address)) return true;
+    // After the zone was out of the topology, nothing it holds from before is current.
+    if (!missed_writes_ && ownedThroughout(item.key, server.address)) return true;
     purges_.push_back(std::move(item));
     return purges_.size() < kBatchItems || flushPurges(server);
   });

@@ -44,10 +44,12 @@ class ZoneCrawl {
   };
 
   // `now`: the zone's ring; `before`: the rings before it since the last completed crawl;
-  // `purge_marks`: the servers to purge, with their CAS counter at the change.
+  // `purge_marks`: the servers to purge, with their CAS counter at the change;
+  // `missed_writes`: the zone was out of the topology (no copies reached it), so every item
+  // older than the mark is purged, owned throughout or not.
   ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone*> before,
-            std::map<std::string, uint64_t> purge_marks, LinkTls tls, ZoneMoveCounters& counters,
-            Hooks hooks);
+            std::map<std::string, uint64_t> purge_marks, bool missed_writes, LinkTls tls,
+            ZoneMoveCounters& counters, Hooks hooks);
 
   Lease takeLease(const topology::Backend& server, const std::string& key);
   // Both false when the dump did not complete (the caller tries again later).
@@ -80,6 +82,7 @@ class ZoneCrawl {
   const topology::Zone& now_;
   std::vector<const topology::Zone*> before_;
   std::map<std::string, uint64_t> purge_marks_;  // address -> its CAS counter at the change
+  bool missed_writes_;
   LinkTls tls_;
   ZoneMoveCounters& counters_;
   Hooks hooks_;

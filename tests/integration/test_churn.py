@@ -600,6 +600,33 @@ class KeyMoverPoolsTest(KeyMoverBase):
         self.assert_never_read(keys, b"v1")
 
 
+class ZoneAbsenceTest(KeyMoverBase):
+    def test_a_zone_back_after_an_absence_serves_nothing_it_missed(self):
+        # Zone b drops out of the topology (no ready server, say) while its memcached keep
+        # running; writes meanwhile reach zone a only. When b comes back, its servers' old
+        # values must not be served by b's proxies.
+        self.MIGRATION_MS = 3000
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        state = {"zones": {"a": a, "b": b}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        state["zones"] = {"a": a, "b": b[:1]}  # an unrelated first change of zone b
+        self.wait_window_end(self.change(None))
+        state["zones"] = {"a": a, "b": b}
+        self.wait_window_end(self.change(None))
+        self.set_all(b"v1")
+        state["zones"] = {"a": a}
+        self.change(None)
+        self.set_keys(KEYS, b"v2")
+        state["zones"] = {"a": a, "b": b}
+        self.wait_window_end(self.change(None))
+        self.assert_never_read(KEYS, b"v1")
+
+
 class EndlessDumpTest(KeyMoverBase):
     """A server whose dump never ends: the crawl gives up with the window, and SIGTERM does
     not wait for it, whatever the dump is made of."""
