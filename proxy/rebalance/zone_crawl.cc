@@ -307,7 +307,9 @@ bool ZoneCrawl::move(const topology::Backend& server) {
     // Only the owner under every ring since the last completed crawl holds the key's value;
     // a copy anywhere else is a leftover (a crawl skipped or given up, a server back with old
     // contents): moving it could replace newer writes, so it is deleted.
-    if (!ownedThroughout(item.key, server.address) || item.size > kMaxValueBytes) {
+    // After an absence (missed_writes_) no copy from before is current: none is moved.
+    if (missed_writes_ || !ownedThroughout(item.key, server.address) ||
+        item.size > kMaxValueBytes) {
       purges_.push_back(std::move(item));
       return purges_.size() < kBatchItems || flushPurges(server);
     }

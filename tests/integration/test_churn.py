@@ -605,9 +605,17 @@ class ZoneAbsenceTest(KeyMoverBase):
         # Zone b drops out of the topology (no ready server, say) while its memcached keep
         # running; writes meanwhile reach zone a only. When b comes back, its servers' old
         # values must not be served by b's proxies.
+        self.back_after_an_absence(with_new_server=False)
+
+    def test_a_zone_back_with_another_ring_moves_nothing_it_missed(self):
+        # ... nor moved to the owners of its new ring.
+        self.back_after_an_absence(with_new_server=True)
+
+    def back_after_an_absence(self, with_new_server):
         self.MIGRATION_MS = 3000
         a = [("a-%d" % i, self.memcached()) for i in range(2)]
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        extra = [("b-2", self.memcached())] if with_new_server else []
         state = {"zones": {"a": a, "b": b}}
         self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
         self.proxy = Proxy(self.text(), zone="b", threads=1).start()
@@ -622,7 +630,7 @@ class ZoneAbsenceTest(KeyMoverBase):
         state["zones"] = {"a": a}
         self.change(None)
         self.set_keys(KEYS, b"v2")
-        state["zones"] = {"a": a, "b": b}
+        state["zones"] = {"a": a, "b": b + extra}
         self.wait_window_end(self.change(None))
         self.assert_never_read(KEYS, b"v1")
 
