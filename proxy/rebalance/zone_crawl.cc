@@ -8,6 +8,7 @@
 
 #include "memzone/ops/log.h"
 #include "proxy/event/event_base.h"
+#include "proxy/protocol/meta_value.h"
 
 namespace memzone::rebalance {
 namespace {
@@ -21,35 +22,18 @@ constexpr int kBusyRetries = 40;  // memcached runs one crawl at a time: wait up
 // than its dump said is failed, not believed.
 constexpr size_t kMaxValueBytes = size_t{8} << 20;
 
-// "VA <n> t<ttl> f<flags> c<cas>": the fields a move needs.
+// What a move needs of a fetched value's "VA" line, kept past the line's buffer.
 struct Fetched {
   size_t length = 0;
-  std::string ttl = "-1", flags = "0";
+  std::string ttl, flags;
   uint64_t cas = 0;
 };
 
 bool parseValueLine(std::string_view line, Fetched& out) {
-  if (line.substr(0, 3) != "VA ") return false;
-  line.remove_prefix(3);
-  bool first = true;
-  while (!line.empty()) {
-    size_t space = line.find(' ');
-    std::string_view token = line.substr(0, space);
-    line = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
-    if (first) {
-      auto [p, ec] = std::from_chars(token.data(), token.data() + token.size(), out.length);
-      if (ec != std::errc() || p != token.data() + token.size()) return false;
-      first = false;
-    } else if (token.size() > 1 && token[0] == 't') {
-      out.ttl = token.substr(1);
-    } else if (token.size() > 1 && token[0] == 'f') {
-      out.flags = token.substr(1);
-    } else if (token.size() > 1 && token[0] == 'c') {
-      auto [p, ec] = std::from_chars(token.data() + 1, token.data() + token.size(), out.cas);
-      if (ec != std::errc()) return false;
-    }
-  }
-  return !first;
+  protocol::MetaValueHeader head;
+  if (!protocol::parseMetaValueHeader(line, head)) return false;
+  out = Fetched{head.length, std::string(head.ttl), std::string(head.flags), head.cas};
+  return true;
 }
 
 // The index of `address` in `zone`, or -1 (a server that left the zone owns nothing).
@@ -356,19 +340,19 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
     copies.push_back(std::move(c));
   }
   if (!source->endBatch()) return false;
-  // 2. Add each to its owner, per owner in one flush. "t0": expires this second, not copied.
+  // 2. Add each to its owner, per owner in one flush (one expiring this second is not).
   std::map<uint32_t, std::vector<Copy*>> by_target;
   for (Copy& c : copies) {
-    if (c.fetched.ttl != "0") by_target[c.item->target].push_back(&c);
+    if (protocol::worthCopying(c.fetched.ttl)) by_target[c.item->target].push_back(&c);
   }
   for (auto& [target, list] : by_target) {
     MemcachedLink* t = link(now_.backends[target].address);
     if (t == nullptr) continue;  // the owner is unreachable: the keys are only dropped
     for (Copy* c : list) {
-      std::string head = "ms " + c->item->dumped.key + " " + std::to_string(c->fetched.length) +
-                         " T" + (c->fetched.ttl == "-1" ? "0" : c->fetched.ttl) + " F" +
-                         c->fetched.flags + " ME\r\n";
-      t->append(head + c->value);
+      std::string request;
+      protocol::appendMetaAddHead(c->item->dumped.key, c->fetched.length, c->fetched.ttl,
+                                  c->fetched.flags, request);
+      t->append(request + c->value);
     }
     for (Copy* c : list) c->maybe_sent = true;
     if (!t->flushBatch()) continue;

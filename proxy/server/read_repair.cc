@@ -1,7 +1,8 @@
 #include "proxy/server/read_repair.h"
 
-#include <charconv>
 #include <string>
+
+#include "proxy/protocol/meta_value.h"
 
 namespace memzone::server {
 namespace {
@@ -86,41 +87,16 @@ class ReadRepair final : public backend::ReplySink {
   // `reply` is "VA <n> t<ttl> f<flags>\r\n<data>\r\n". Returns false when nothing was sent.
   bool store(std::string_view reply) {
     size_t eol = reply.find("\r\n");
-    if (eol == std::string_view::npos) return false;
-    std::string_view line = reply.substr(0, eol);
-    std::string_view length, ttl = "-1", flags = "0";
-    size_t pos = 3;  // after "VA "
-    for (int i = 0; pos <= line.size(); ++i) {
-      size_t end = line.find(' ', pos);
-      if (end == std::string_view::npos) end = line.size();
-      std::string_view token = line.substr(pos, end - pos);
-      if (i == 0)
-        length = token;
-      else if (!token.empty() && token[0] == 't')
-        ttl = token.substr(1);
-      else if (!token.empty() && token[0] == 'f')
-        flags = token.substr(1);
-      pos = end + 1;
-    }
-    size_t bytes = 0;
-    auto [p, ec] = std::from_chars(length.data(), length.data() + length.size(), bytes);
-    if (ec != std::errc() || bytes > reply.size() || reply.size() < eol + 2 + bytes + 2) {
+    protocol::MetaValueHeader head;
+    if (eol == std::string_view::npos ||
+        !protocol::parseMetaValueHeader(reply.substr(0, eol), head) ||
+        reply.size() < eol + 2 + head.length + 2) {
       return false;
     }
-    // t-1: no expiry (T0 in ms); t0: expires this second, not worth copying.
-    if (ttl == "0") return false;
-    if (target_->admit()) return false;
+    if (!protocol::worthCopying(head.ttl) || target_->admit()) return false;
     ByteBuffer& out = target_->output();
-    out.append("ms ");
-    out.append(key_);
-    out.append(' ');
-    out.append(length);
-    out.append(" T");
-    out.append(ttl == "-1" ? std::string_view("0") : ttl);
-    out.append(" F");
-    out.append(flags);
-    out.append(" ME\r\n");
-    out.append(reply.substr(eol + 2, bytes + 2));
+    protocol::appendMetaAddHead(key_, head.length, head.ttl, head.flags, out);
+    out.append(reply.substr(eol + 2, head.length + 2));
     target_->commit(this, kStore, protocol::ReplyShape::kMeta);
     return true;
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "proxy/protocol/meta_value.h"
 #include "proxy/protocol/reply_parser.h"
 #include "proxy/protocol/reply_result.h"
 #include "proxy/rebalance/metadump.h"
@@ -29,6 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view reply = input.substr(0, r.consumed);
     (void)classifyReply(Command::kGet, reply);
     (void)classifyReply(Command::kMetaSet, reply);
+    MetaValueHeader head;
+    if (parseMetaValueHeader(reply.substr(0, reply.find("\r\n")), head) && head.ttl.empty()) {
+      __builtin_trap();
+    }
     ValueBlock block;
     if (parseValueBlock(reply, block) && block.size > reply.size()) __builtin_trap();
     input.remove_prefix(r.consumed);

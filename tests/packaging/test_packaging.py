@@ -275,6 +275,12 @@ class ChartTest(unittest.TestCase, ManifestChecks):
             self.assertEqual(len(dirs), 1, "%s is in no mounted Secret: %s" % (path, mounts))
             return mounts[dirs[0]]
 
+        def one_secret(mounts, args, *flags):
+            """The Secret every one of `flags`' files is mounted from (one for all)."""
+            secrets = {secret_of(mounts, arg_value(args, f)) for f in flags}
+            self.assertEqual(len(secrets), 1, "%s come from %s" % (flags, secrets))
+            return secrets.pop()
+
         certificates = {c["spec"]["secretName"]: c for c in by_kind(docs, "Certificate")}
         issuers = {i["metadata"]["name"]: i for i in by_kind(docs, "Issuer")}
         # The release's CA: self-signed Issuer -> CA Certificate -> CA Issuer -> the rest.
@@ -296,9 +302,7 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         pod, c = container("memzone-controller")
         mounts = mounted_secrets(pod, c)
         args = c["args"]
-        secret = secret_of(mounts, arg_value(args, "--tls-cert"))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-key")))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-client-ca")))
+        secret = one_secret(mounts, args, "--tls-cert", "--tls-key", "--tls-client-ca")
         controller_cert = issued(secret, "server auth")
         self.assertEqual(arg_value(args, "--tls-reload-interval"), "5s")
         allowed = arg_value(args, "--tls-allowed-identities").split(",")
@@ -307,17 +311,14 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         pod, c = container("memzone-proxy")
         mounts = mounted_secrets(pod, c)
         args = c["args"]
-        secret = secret_of(mounts, arg_value(args, "--controller-tls-cert"))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--controller-tls-key")))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--controller-ca")))
+        secret = one_secret(mounts, args, "--controller-tls-cert", "--controller-tls-key",
+                            "--controller-ca")
         proxy_cert = issued(secret, "client auth")
         self.assertEqual(proxy_cert["spec"]["uris"], allowed)
         server_name = arg_value(args, "--controller-server-name")
         self.assertIn(server_name, controller_cert["spec"]["dnsNames"])
         self.assertTrue(arg_value(args, "--controller").startswith(server_name + ":"))
-        secret = secret_of(mounts, arg_value(args, "--tls-cert"))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-key")))
-        self.assertEqual(secret, secret_of(mounts, arg_value(args, "--tls-client-ca")))
+        secret = one_secret(mounts, args, "--tls-cert", "--tls-key", "--tls-client-ca")
         clients_cert = issued(secret, "server auth")
         self.assertEqual(arg_value(args, "--tls-verify"), "require")
         svc = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-proxy")][0]

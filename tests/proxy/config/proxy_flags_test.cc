@@ -25,5 +25,13 @@ TEST(ProxyFlags, BadFlagsAreOneLineErrors) {
   EXPECT_TRUE(parseProxyFlags({"--version"}).version);
 }
 
+TEST(ProxyFlags, MoveKeysIsOnUnlessTurnedOff) {
+  EXPECT_TRUE(parseProxyFlags({"--config", "x"}).options.move_keys);
+  EXPECT_FALSE(parseProxyFlags({"--config", "x", "--move-keys", "off"}).options.move_keys);
+  EXPECT_TRUE(parseProxyFlags({"--config", "x", "--move-keys=on"}).options.move_keys);
+  EXPECT_EQ(parseProxyFlags({"--config", "x", "--move-keys", "maybe"}).error,
+            "--move-keys must be on or off");
+}
+
 }  // namespace
 }  // namespace memzone::config

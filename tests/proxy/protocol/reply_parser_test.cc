@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "proxy/protocol/meta_value.h"
+
 namespace memzone::protocol {
 namespace {
 
@@ -99,6 +101,38 @@ TEST(ReplyParser, HugeLengthsFromABackendAreInvalidNotAWrapAround) {
             ReplyStatus::kInvalid);
   ValueBlock block;
   EXPECT_FALSE(parseValueBlock("VALUE b 0 18446744073709551614\r\nxx\r\n", block));
+}
+
+TEST(MetaValueHeader, ReadsLengthTtlFlagsAndCas) {
+  MetaValueHeader head;
+  ASSERT_TRUE(parseMetaValueHeader("VA 5 t598 f7 c42", head));
+  EXPECT_EQ(head.length, 5u);
+  EXPECT_EQ(head.ttl, "598");
+  EXPECT_EQ(head.flags, "7");
+  EXPECT_EQ(head.cas, 42u);
+  MetaValueHeader bare;
+  ASSERT_TRUE(parseMetaValueHeader("VA 0", bare));
+  EXPECT_EQ(bare.ttl, "-1");  // no t: no expiry
+  EXPECT_EQ(bare.flags, "0");
+}
+
+TEST(MetaValueHeader, RejectsWhatIsNotAValueLine) {
+  MetaValueHeader head;
+  for (const char* line : {"", "VA", "VA ", "VA x", "VA 5x", "HD c1", "EN", "VA 5 cx", "VA 5 c1x",
+                           "VA 99999999999999999999999"}) {
+    EXPECT_FALSE(parseMetaValueHeader(line, head)) << line;
+  }
+}
+
+TEST(MetaValueHeader, AddHeadMapsNoExpiryToT0) {
+  std::string out;
+  appendMetaAddHead("k", 3, "-1", "9", out);
+  EXPECT_EQ(out, "ms k 3 T0 F9 ME\r\n");
+  out.clear();
+  appendMetaAddHead("k", 3, "120", "0", out);
+  EXPECT_EQ(out, "ms k 3 T120 F0 ME\r\n");
+  EXPECT_FALSE(worthCopying("0"));
+  EXPECT_TRUE(worthCopying("-1"));
 }
 
 }  // namespace
