@@ -149,7 +149,10 @@ class ClientTlsTest(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", self.tls_port), timeout=5) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
                 self.assertTrue(s.session_reused)
-        self.assertGreaterEqual(int(stats_of(self.proxy.port)["proxy_tls_client_handshakes_resumed"]), 1)
+        # Counted by the worker a moment after the client sees it (and `stats` may be
+        # answered by another worker): wait for it, bounded.
+        wait_until(lambda: int(stats_of(self.proxy.port)["proxy_tls_client_handshakes_resumed"]) >= 1,
+                   timeout=5, what="the resumed handshake to be counted")
 
     def test_plaintext_and_tls_side_by_side(self):
         tls = self.tls_client()
