@@ -20,23 +20,9 @@ using protocol::ReplyStatus;
 
 namespace {
 
-// The fence reads a key nobody is expected to use; if someone stores it the answer is `HD`
-// instead of `EN`, still with our opaque.
-constexpr std::string_view kFencePrefix = "mg memzone:fence O";
-
-uint64_t randomFenceBase() {
+uint64_t randomOpaqueBase() {
   thread_local std::mt19937_64 rng(std::random_device{}());
   return rng();
-}
-
-// 16 hex digits (no snprintf: this runs twice per batch, on the request path).
-size_t formatOpaque(uint64_t opaque, char (&out)[24]) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 15; i >= 0; --i) {
-    out[i] = kHex[opaque & 0xf];
-    opaque >>= 4;
-  }
-  return 16;
 }
 
 std::string formatAddress(const sockaddr_storage& address) {
@@ -75,7 +61,7 @@ BackendConnection::BackendConnection(event::EventBase& base, FlushList& flush_li
       observer_(observer),
       options_(options),
       timer_(base, [this] { onTimer(); }),
-      next_fence_(randomFenceBase()),
+      next_opaque_(randomOpaqueBase()),
       address_text_(formatAddress(address)) {
   input_.setAccount(options.buffer_account);
   output_.setAccount(options.buffer_account);
@@ -101,72 +87,46 @@ void BackendConnection::setOptions(ConnectionOptions options) {
   }
 }
 
-void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape,
-                               bool quiet, protocol::ReplyCode silent_code) {
+void BackendConnection::commit(ReplySink* sink, uint32_t tag, protocol::ReplyKind kind,
+                               std::string_view debug_key, bool quiet,
+                               protocol::ReplyCode silent_code) {
   Pending p;
   p.sink = sink;
   p.tag = tag;
-  p.shape = shape;
+  p.kind = kind;
   p.quiet = quiet;
-  p.code = silent_code;
-  push(p);
+  p.silent_code = silent_code;
+  p.opaque = next_opaque_++;
+  p.debug_key = debug_key;
+  p.deadline_us = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
+  bool was_empty = pending_.empty();
+  pending_.push_back(p);
+  if (quiet) {
+    Pending noop;
+    noop.deadline_us = p.deadline_us;
+    pending_.push_back(noop);
+  }
+  if (was_empty && state_ == State::kConnected) armTimerForHead();
   markRequestEnd();
-  // A quiet request's silence is proven by the fence right behind it.
-  if (quiet || ++unfenced_ >= kMaxUnfenced) appendFence();
   flush_list_.schedule(this);
 }
 
-void BackendConnection::push(Pending pending) {
-  pending.deadline_us = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
+void BackendConnection::commitBatch(ReplySink* sink, uint32_t tag, uint32_t count) {
+  Pending p;
+  p.sink = sink;
+  p.tag = tag;
+  p.count = count;
+  p.opaque = next_opaque_;
+  next_opaque_ += count;
+  p.deadline_us = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
   bool was_empty = pending_.empty();
-  pending_.push_back(pending);
+  pending_.push_back(p);
   if (was_empty && state_ == State::kConnected) armTimerForHead();
-}
-
-void BackendConnection::appendFence() {
-  char hex[24];
-  size_t n = formatOpaque(++next_fence_, hex);
-  output_.append(kFencePrefix);
-  output_.append(std::string_view(hex, n));
-  output_.append("\r\n");
   markRequestEnd();
-  Pending fence;
-  fence.fence = next_fence_;
-  push(fence);
-  unfenced_ = 0;
-}
-
-BackendConnection::FenceMatch BackendConnection::matchFence(std::string_view input, uint64_t opaque,
-                                                            size_t& length) const {
-  // "EN O<hex>\r\n", or "HD O<hex>" when the fence key exists, possibly followed by flags
-  // memcached adds on its own (Z, W, X: a client may create or mark the key). The opaque
-  // alone proves the position; the rest of the line only has to be a plain meta line.
-  char expected[24] = "EN O";
-  char hex[24];
-  size_t n = formatOpaque(opaque, hex);
-  std::memcpy(expected + 4, hex, n);
-  const size_t head_len = 4 + n;
-  std::string_view head = input.substr(0, std::min(input.size(), head_len));
-  if (!head.empty() && head[0] == 'H') std::memcpy(expected, "HD", 2);
-  if (head != std::string_view(expected, head.size())) return FenceMatch::kMismatch;
-  if (head.size() < head_len) return FenceMatch::kNeedMore;
-  size_t nl = input.find('\n', head_len);
-  if (nl == std::string_view::npos) {
-    return input.size() - head_len > 256 ? FenceMatch::kMismatch : FenceMatch::kNeedMore;
-  }
-  std::string_view rest = input.substr(head_len, nl + 1 - head_len);  // "\r\n" or " Z W\r\n"
-  if (rest.size() < 2 || rest.substr(rest.size() - 2) != "\r\n") return FenceMatch::kMismatch;
-  rest.remove_suffix(2);
-  if (!rest.empty() && (expected[0] != 'H' || rest[0] != ' ' ||
-                        rest.find_first_of("\r\0") != std::string_view::npos)) {
-    return FenceMatch::kMismatch;
-  }
-  length = nl + 1;
-  return FenceMatch::kMatch;
+  flush_list_.schedule(this);
 }
 
 void BackendConnection::flushNow() {
-  if (unfenced_ > 0) appendFence();
   switch (state_) {
     case State::kDisconnected:
       if (!pending_.empty()) startConnect();
@@ -327,8 +287,8 @@ void BackendConnection::readReplies() {
     if (!matchReplies()) return;
     if (options_.max_input_bytes != 0 && input_.size() > options_.max_input_bytes) {
       ops::logEvent(ops::LogLevel::kWarn, "oversized",
-                    "backend connection: %zu bytes of replies waiting for delivery, over the "
-                    "limit of %zu; connection failed",
+                    "backend connection: a reply of over %zu bytes, over the limit of %zu; "
+                    "connection failed",
                     input_.size(), options_.max_input_bytes);
       fail(BackendFailure::kOversized);
       return;
@@ -353,68 +313,63 @@ void BackendConnection::readReplies() {
 }
 
 bool BackendConnection::matchReplies() {
-  while (scanned_ < input_.size()) {
-    if (matched_ == pending_.size()) {
+  size_t offset = 0;
+  while (offset < input_.size()) {
+    if (pending_.empty()) {
       fail(BackendFailure::kDesync);  // bytes nobody asked for
       return false;
     }
-    std::string_view in = input_.view().substr(scanned_);
-    Pending& p = pending_.at(matched_);
-    size_t length = 0;
-    if (p.sink == nullptr) {
-      FenceMatch m = matchFence(in, p.fence, length);
-      if (m == FenceMatch::kNeedMore) return true;
-      if (m == FenceMatch::kMismatch) {
+    const Pending& head = pending_.front();
+    std::string_view in = input_.view().substr(offset);
+    // The `mn` behind a quiet request: its MN, alone where the request itself went unanswered.
+    size_t noop_match = std::min(in.size(), protocol::kNoopReply.size());
+    bool at_noop = in.substr(0, noop_match) == protocol::kNoopReply.substr(0, noop_match);
+    if (head.sink == nullptr || (head.quiet && at_noop)) {
+      if (!at_noop) {
         fail(BackendFailure::kDesync);
         return false;
       }
-      scanned_ += length;
-      if (!deliverBatch()) return false;
+      if (noop_match < protocol::kNoopReply.size()) break;
+      offset += protocol::kNoopReply.size();
+      Pending done = head;
+      pending_.pop_front();
+      if (done.sink == nullptr) continue;
+      pending_.pop_front();  // its mn, answered
+      protocol::BackendReply silence;
+      silence.silent = true;
+      silence.code = done.silent_code;
+      observer_.onReplyReceived();
+      done.sink->onBackendReply(done.tag, silence);
+      if (state_ != State::kConnected) return false;
       continue;
     }
-    if (p.quiet) {
-      // Its own fence follows it: that fence's reply first means memcached said nothing.
-      FenceMatch m = matchFence(in, pending_.at(matched_ + 1).fence, length);
-      if (m == FenceMatch::kNeedMore) return true;
-      if (m == FenceMatch::kMatch) {
-        p.reply_at = scanned_;
-        p.reply_len = 0;
-        ++matched_;
-        continue;
-      }
-    }
-    protocol::ReplyResult r = protocol::parseReply(in, p.shape);
-    if (r.status == ReplyStatus::kNeedMore) return true;
-    if (r.status == ReplyStatus::kInvalid ||
-        !p.sink->replyMatches(p.tag, in.substr(0, r.consumed))) {
+    protocol::BackendReply reply;
+    size_t consumed = 0;
+    protocol::ExpectedReply expected{head.kind, head.opaque, head.debug_key};
+    protocol::ReplyStatus status = protocol::parseBackendReply(in, expected, reply, consumed);
+    if (status == protocol::ReplyStatus::kNeedMore) break;
+    if (status == protocol::ReplyStatus::kInvalid) {
       fail(BackendFailure::kDesync);
       return false;
     }
-    p.reply_at = scanned_;
-    p.reply_len = r.consumed;
-    p.code = r.code;
-    scanned_ += r.consumed;
-    ++matched_;
-  }
-  return true;
-}
-
-bool BackendConnection::deliverBatch() {
-  // Sinks may queue new requests here (failover, replay) but never touch input_, so the
-  // held replies stay where they are until the whole batch is out.
-  size_t count = matched_;
-  for (size_t i = 0; i < count; ++i) {
-    Pending done = pending_.front();
-    pending_.pop_front();
-    --matched_;
+    Pending done = head;
+    offset += consumed;
+    if (done.count > 1) {
+      // A batch making progress is not late: its deadline counts from its latest reply.
+      Pending& rest = pending_.front();
+      --rest.count;
+      ++rest.opaque;
+      rest.deadline_us = event::nowMicros() + int64_t{options_.request_timeout_ms} * 1000;
+    } else {
+      pending_.pop_front();
+    }
     observer_.onReplyReceived();
-    done.sink->onBackendReply(done.tag, input_.view().substr(done.reply_at, done.reply_len),
-                              done.code);
+    // Sinks may queue new requests here (failover, replay) but never touch input_: the
+    // reply's views stay valid until it returns.
+    done.sink->onBackendReply(done.tag, reply);
     if (state_ != State::kConnected) return false;  // a sink's action closed us
   }
-  pending_.pop_front();  // the fence
-  input_.consume(scanned_);
-  scanned_ = 0;
+  input_.consume(offset);
   return true;
 }
 
@@ -504,9 +459,6 @@ void BackendConnection::closeSocket() {
   last_end_ = 0;
   reconnect_ = false;
   written_total_ = 0;
-  matched_ = 0;
-  scanned_ = 0;
-  unfenced_ = 0;
 }
 
 void BackendConnection::failPending(BackendFailure failure) {

@@ -3,21 +3,12 @@
 // does not match breaks the pipeline, so the connection then fails every pending request and
 // closes; the next request reconnects. Owned by a BackendServer; worker thread only.
 //
-// Replies are proven to belong to their requests (issue 11: a backend is untrusted input,
-// and one reply too many or too few on a shared connection would hand every later reply to
-// the wrong client). Each batch of requests ends with a fence, `mg <key> O<opaque>`, whose
-// opaque is unguessable (random per connection, then counted): memcached answers it with
-// `EN`/`HD O<opaque>`. Replies are parsed as they arrive but held until their batch's fence
-// reply comes back exactly where expected; only then are they delivered. An extra, missing
-// or misshapen reply, or a wrong fence, is a desync: nothing held is delivered, every
-// request on the connection fails with `SERVER_ERROR backend desync`, and it reconnects.
-// A request memcached may leave unanswered (meta `q`) is fenced on its own, so its fence's
-// reply arriving first proves it was silent.
-//
-// Why a fence per batch rather than an opaque per request: text-protocol requests carry no
-// opaque, and rewriting them into meta commands would mean rebuilding every reply; a fence
-// costs one short command per batch (bench/RESULTS.md) and proves the count and order of the
-// replies in between, which per-reply shape checks alone cannot.
+// Each reply proves which request it answers (issue 22): every request carries an opaque this
+// connection chose (random at construction, then counted), and a reply is accepted for the
+// request at the head of the queue only with that opaque and a shape the request allows
+// (protocol/backend_reply.h says why no client byte can fool this). A reply that does not
+// match is a desync: every request on the connection fails with `SERVER_ERROR backend
+// desync` and it reconnects. Replies are delivered as soon as each is verified.
 #pragma once
 
 #include <netinet/in.h>
@@ -32,6 +23,8 @@
 #include "proxy/common/byte_buffer.h"
 #include "proxy/common/flush_list.h"
 #include "proxy/common/ring_queue.h"
+#include "proxy/protocol/backend_reply.h"
+#include "proxy/protocol/backend_request.h"
 #include "proxy/event/event_base.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/tls/tls_counters.h"
@@ -43,10 +36,9 @@ struct ConnectionOptions {
   uint32_t connect_timeout_ms = 200;
   uint32_t request_timeout_ms = 250;
   size_t max_pending = 16384;
-  // Bounds (issue 12): the buffers are charged here (the worker's buffer budget), and replies
-  // received but not yet delivered (a batch waits for its fence) may not exceed
-  // max_input_bytes: a server flooding the connection, or answering a multi-get larger than
-  // any client could be sent, fails it (kOversized) instead of growing it. 0: no limit.
+  // Bounds (issue 12): the buffers are charged here (the worker's buffer budget), and a reply
+  // being received may not exceed max_input_bytes: one larger than that (a server flooding the connection) fails it
+  // (kOversized) instead of growing it. 0: no limit.
   MemoryAccount* buffer_account = nullptr;
   size_t max_input_bytes = 0;
   // TLS (memcached -Z): with a context, each connect is followed by a handshake (bounded by
@@ -77,11 +69,21 @@ class BackendConnection : public Flushable {
   BackendConnection(const BackendConnection&) = delete;
   BackendConnection& operator=(const BackendConnection&) = delete;
 
-  // Encode one request here, then commit() it. A `quiet` request may get no reply at all;
-  // the sink then hears `silent_code` with an empty reply.
+  // Encode one request here, carrying opaque() as its last flag (meta commands), then
+  // commit() it. `debug_key` (kMetaDebug: the key as memcached stores it) must stay valid
+  // until the sink hears back. A `quiet` request (meta q) was encoded with `mn` behind it: it
+  // may go unanswered, and the sink then hears a `silent` reply with `silent_code`.
   ByteBuffer& output() { return output_; }
-  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet = false,
+  protocol::OpaqueToken opaque(uint32_t ahead = 0) const {
+    return protocol::makeOpaqueToken(next_opaque_ + ahead);
+  }
+  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyKind kind = protocol::ReplyKind::kMeta,
+              std::string_view debug_key = {}, bool quiet = false,
               protocol::ReplyCode silent_code = protocol::ReplyCode::kOk);
+  // `count` meta requests at once, carrying opaque(0) .. opaque(count - 1): one queue entry,
+  // so a multi-get of many keys is one request against max_pending. The sink hears each reply
+  // (all with `tag`), in order, or one failure for all that are left.
+  void commitBatch(ReplySink* sink, uint32_t tag, uint32_t count);
 
   size_t pending() const { return pending_.size(); }
   bool full() const { return pending_.size() >= options_.max_pending; }
@@ -103,21 +105,18 @@ class BackendConnection : public Flushable {
 
  private:
   enum class State : uint8_t { kDisconnected, kConnecting, kHandshaking, kConnected };
-  // A request, or a fence (sink == nullptr) that ends a batch.
+  // A request, or (sink == nullptr) the `mn` behind a quiet one.
   struct Pending {
     ReplySink* sink = nullptr;
     uint32_t tag = 0;
-    protocol::ReplyShape shape = protocol::ReplyShape::kLine;
+    protocol::ReplyKind kind = protocol::ReplyKind::kMeta;
     bool quiet = false;
-    protocol::ReplyCode code = protocol::ReplyCode::kOk;  // silent code, then the reply's
+    uint32_t count = 1;  // replies still expected (commitBatch), opaque counting up
+    protocol::ReplyCode silent_code = protocol::ReplyCode::kOk;
+    uint64_t opaque = 0;
+    std::string_view debug_key;
     int64_t deadline_us = 0;
-    uint64_t fence = 0;   // fences: the opaque
-    size_t reply_at = 0;  // matched, held reply: where it starts in input_, and its length
-    size_t reply_len = 0;
   };
-  enum class FenceMatch : uint8_t { kMatch, kNeedMore, kMismatch };
-  // Requests per fence at most: bounds how many replies are held at once.
-  static constexpr uint32_t kMaxUnfenced = 32;
 
   void startConnect();
   void onIo(bool readable, bool writable);
@@ -133,13 +132,9 @@ class BackendConnection : public Flushable {
   void armTimerForHead();
   void closeSocket();
   void failPending(BackendFailure failure);
-  void push(Pending pending);
-  void appendFence();
-  FenceMatch matchFence(std::string_view input, uint64_t opaque, size_t& length) const;
-  // Matches what input_ holds to pending requests; false when the connection failed.
+  // Matches what input_ holds to pending requests and delivers each reply; false when the
+  // connection failed.
   bool matchReplies();
-  // Delivers the held replies before the fence at matched_; false when the connection failed.
-  bool deliverBatch();
 
   event::EventBase& base_;
   FlushList& flush_list_;
@@ -155,15 +150,11 @@ class BackendConnection : public Flushable {
   ByteBuffer output_;
   RingQueue<Pending> pending_;
   int64_t connect_deadline_us_ = 0;
-  size_t matched_ = 0;     // pending_[0, matched_) hold matched replies waiting for their fence
-  size_t scanned_ = 0;     // bytes of input_ those replies span
-  uint32_t unfenced_ = 0;  // requests committed since the last fence
-  uint64_t next_fence_;    // the next fence's opaque
+  uint64_t next_opaque_;  // the next request's opaque
   // TLS records end where requests end. memcached (1.6, -Z) reads the tail of a value that
   // spans records with an exact-length read and leaves what follows it in the same record
-  // inside its TLS session, unseen until more bytes arrive: a pipelined request (or our
-  // fence) behind a large value would wait for the request timeout. So each write is whole
-  // requests of at most kTlsRecordBytes, or one larger request alone.
+  // inside its TLS session, unseen until more bytes arrive: a pipelined request behind a
+  // large value would wait for the request timeout. So each write is whole requests of at most kTlsRecordBytes, or one larger request alone.
   static constexpr size_t kTlsRecordBytes = 16 * 1024;
   void markRequestEnd() {
     if (options_.tls_enabled) request_ends_.push_back(written_total_ + output_.size());

@@ -163,11 +163,12 @@ std::optional<BackendFailure> BackendServer::admit() const {
   return std::nullopt;
 }
 
-void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet,
+void BackendServer::commit(ReplySink* sink, uint32_t tag, protocol::ReplyKind kind,
+                           std::string_view debug_key, bool quiet,
                            protocol::ReplyCode silent_code) {
   stats_.requests.add();
   active_since_check_ = true;
-  connection_->commit(sink, tag, shape, quiet, silent_code);
+  connection_->commit(sink, tag, kind, debug_key, quiet, silent_code);
 }
 
 void BackendServer::setOptions(ServerOptions options) {
@@ -195,6 +196,11 @@ void BackendServer::onConnectionFailed(BackendConnection& connection, BackendFai
                   "%zu requests in flight failed",
                   address_.c_str(), connection.pending());
   }
+  // A desync or an oversized reply says the stream broke, not that the server is unwell, and
+  // a client may provoke one (issue 22): the connection is closed and reopened, but only what
+  // a health probe confirms marks a server down.
+  bool stream_fault = failure == BackendFailure::kDesync || failure == BackendFailure::kOversized;
+  if (stream_fault && state_ != State::kProbing) return;
   // Unreachable for the whole proxy until some worker sees it answer again.
   int64_t expected = 0;
   shared_->unreachable_since_us.compare_exchange_strong(expected, event::nowMicros(),
@@ -238,7 +244,7 @@ void BackendServer::startProbe() {
   state_ = State::kProbing;
   stats_.probes.add();
   connection_->output().append("version\r\n");
-  connection_->commit(this, kProbeTag, protocol::ReplyShape::kLine);
+  connection_->commit(this, kProbeTag, protocol::ReplyKind::kVersion);
 }
 
 void BackendServer::onHealthTimer() {
@@ -248,7 +254,7 @@ void BackendServer::onHealthTimer() {
     health_check_inflight_ = true;
     stats_.probes.add();
     connection_->output().append("version\r\n");
-    connection_->commit(this, kHealthTag, protocol::ReplyShape::kLine);
+    connection_->commit(this, kHealthTag, protocol::ReplyKind::kVersion);
   }
   active_since_check_ = false;
   health_timer_.arm(std::chrono::milliseconds(options_.health.check_interval_ms));
@@ -304,7 +310,7 @@ void BackendServer::replayInvalidations() {
     if (options_.allow_flush && !flush_inflight_ && !connection_->full()) {
       flush_inflight_ = true;
       connection_->output().append("flush_all\r\n");
-      commit(this, kFlushTag, protocol::ReplyShape::kLine);
+      commit(this, kFlushTag, protocol::ReplyKind::kOk);
     } else if (!options_.allow_flush && event::nowMicros() >= overflow_until_us_) {
       overflowed_ = false;
     }
@@ -314,10 +320,12 @@ void BackendServer::replayInvalidations() {
     std::string key = std::move(invalidations_.front());
     invalidations_.pop_front();
     ByteBuffer& out = connection_->output();
-    out.append("delete ");
-    out.append(key);
+    out.append("md ");
+    out.append(key);  // text, or "<base64> b"
+    out.append(' ');
+    out.append(connection_->opaque().view());
     out.append("\r\n");
-    commit(this, kReplayTag, protocol::ReplyShape::kLine);
+    commit(this, kReplayTag);
     replaying_.push_back(std::move(key));
   }
   replay_wanted_ = overflowed_ || !invalidations_.empty();
@@ -330,12 +338,13 @@ void BackendServer::setQueueDepth(size_t depth) {
   reported_depth_ = depth;
 }
 
-void BackendServer::onBackendReply(uint32_t tag, std::string_view, protocol::ReplyCode code) {
+void BackendServer::onBackendReply(uint32_t tag, const protocol::BackendReply& reply) {
+  const protocol::ReplyCode code = reply.code;
   switch (tag) {
     case kReplayTag: {
       std::string key = std::move(replaying_.front());
       replaying_.pop_front();
-      if (code == protocol::ReplyCode::kDeleted || code == protocol::ReplyCode::kNotFound) {
+      if (code == protocol::ReplyCode::kOk || code == protocol::ReplyCode::kNotFound) {
         zone().invalidations_replayed.add();
       } else {
         invalidations_.push_back(std::move(key));  // try again after the next reply

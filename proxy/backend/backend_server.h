@@ -71,13 +71,21 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   // Returns the reason a request cannot be sent now, or nullopt. After nullopt, encode the
   // request into output() and call commit(); the sink then hears back exactly once.
   std::optional<BackendFailure> admit() const;
+  // The request carries opaque() as its last flag (backend_connection.h).
   ByteBuffer& output() { return connection_->output(); }
-  // `quiet`: the request may get no reply (meta q); the sink then hears `silent_code`.
-  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyShape shape, bool quiet = false,
+  protocol::OpaqueToken opaque(uint32_t ahead = 0) const { return connection_->opaque(ahead); }
+  void commitBatch(ReplySink* sink, uint32_t tag, uint32_t count) {
+    stats_.requests.add(count);
+    active_since_check_ = true;
+    connection_->commitBatch(sink, tag, count);
+  }
+  void commit(ReplySink* sink, uint32_t tag, protocol::ReplyKind kind = protocol::ReplyKind::kMeta,
+              std::string_view debug_key = {}, bool quiet = false,
               protocol::ReplyCode silent_code = protocol::ReplyCode::kOk);
 
   // A write to `key` may not have reached this server (or left it diverged): delete it here
-  // before this server serves reads again.
+  // before this server serves reads again. `key` as sent on a meta line: text, or base64
+  // followed by " b" (a text key never holds a space, so the two cannot be confused).
   void invalidate(std::string_view key);
   size_t pendingInvalidations() const { return invalidations_.size() + replaying_.size(); }
 
@@ -123,7 +131,7 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   // While marked down: probe at once when another worker has seen the server return.
   void onWatchTimer();
   ZoneCounters& zone() { return stats_.zones[zone_slot_]; }
-  void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
+  void onBackendReply(uint32_t tag, const protocol::BackendReply& reply) override;
   void onBackendFailure(uint32_t tag, BackendFailure failure) override;
 
   std::string address_;

@@ -28,19 +28,24 @@ class SentinelCheck final : public ReplySink {
     ByteBuffer& out = server_->output();
     out.append("mg ");
     out.append(watch_.key());
-    out.append(" T" + std::to_string(EmptyServerWatch::kSentinelTtlS) + "\r\n");
-    server_->commit(this, kCheck, protocol::ReplyShape::kMeta);
+    out.append(" T" + std::to_string(EmptyServerWatch::kSentinelTtlS) + " ");
+    out.append(server_->opaque().view());
+    out.append("\r\n");
+    server_->commit(this, kCheck);
   }
 
-  void onBackendReply(uint32_t tag, std::string_view, protocol::ReplyCode code) override {
+  void onBackendReply(uint32_t tag, const protocol::BackendReply& reply) override {
+    const protocol::ReplyCode code = reply.code;
     if (tag == kCheck && code == protocol::ReplyCode::kMiss) {
       watch_.onMissing(server_, warmup_ms_);
       if (!server_->admit()) {
         ByteBuffer& out = server_->output();
         out.append("ms ");
         out.append(watch_.key());
-        out.append(" 1 T" + std::to_string(EmptyServerWatch::kSentinelTtlS) + "\r\nx\r\n");
-        server_->commit(this, kPlant, protocol::ReplyShape::kMeta);
+        out.append(" 1 T" + std::to_string(EmptyServerWatch::kSentinelTtlS) + " ");
+        out.append(server_->opaque().view());
+        out.append("\r\nx\r\n");
+        server_->commit(this, kPlant);
         return;
       }
     } else if (tag == kCheck &&

@@ -72,6 +72,10 @@ class ByteBuffer {
     if (begin_ == end_) begin_ = end_ = 0;
   }
   void clear() { begin_ = end_ = 0; }
+  // Replaces bytes already appended, `at` counted from the start of view().
+  void overwrite(size_t at, std::string_view bytes) {
+    std::memcpy(data_.get() + begin_ + at, bytes.data(), bytes.size());
+  }
 
   // Gives memory back after an unusually large request or reply.
   void shrinkIfAbove(size_t cap) {

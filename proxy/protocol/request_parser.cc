@@ -83,6 +83,22 @@ size_t canonicalLineLength(const Request& r) {
   return n;
 }
 
+// item_size_ok: whether memcached (with -I equal to the proxy's max item size) refuses the
+// item as too large: a 48-byte header, 8 of cas, the key and its NUL, 4 of flags unless they
+// are 0, the value and its \r\n.
+bool tooLargeForMemcached(size_t key, bool flags, size_t bytes, size_t max_item_size) {
+  return size_t{59} + key + (flags ? 4 : 0) + bytes > max_item_size;
+}
+
+// memcached stores nothing from a block that does not end in \r\n and answers so (text
+// noreply silences it, meta quiet mode does not). The backend always gets \r\n from the
+// proxy, so the proxy answers this itself; only a refusal memcached gives first (too large,
+// which also deletes the key of a set) is left to memcached.
+ParseResult badChunk(const Request& r, size_t consumed) {
+  bool silent = r.noreply && r.command != Command::kMetaSet;
+  return ParseResult{ParseStatus::kInvalid, consumed, silent ? "" : errors::kBadDataChunk};
+}
+
 // Text commands memcached knows but the proxy does not offer (server administration).
 bool isAdminCommand(std::string_view name) {
   static constexpr std::string_view kAdmin[] = {
@@ -213,6 +229,22 @@ ParseResult RequestParser::parseStorage(std::string_view input, size_t consumed,
   ParseResult r = withData(input, consumed, static_cast<size_t>(bytes),
                            out.noreply ? "" : errors::kTooLarge, out);
   if (r.status == ParseStatus::kTooLarge) r.deletes_key = out.command == Command::kSet;
+  // The backend gets an ms, and memcached deletes the key of an ms it finds too large, as it
+  // does for a text set but not for add, replace, append, prepend or cas: for those the proxy
+  // answers what memcached (with -I equal to --max-item-size) would, keeping the key.
+  // item_size_ok: a 48-byte header, 8 of cas, the key and its NUL, 4 of flags unless they are
+  // 0, the value and its \r\n.
+  if (r.status != ParseStatus::kOk) return r;
+  bool too_large = tooLargeForMemcached(t[1].size(), flags != 0, static_cast<size_t>(bytes),
+                                        limits_.max_item_size);
+  if (too_large && out.command != Command::kSet) {
+    r.status = ParseStatus::kTooLarge;
+    r.reply = out.noreply ? "" : errors::kTooLarge;
+    r.swallow = 0;
+    r.deletes_key = false;
+  } else if (!too_large && out.data_terminator != "\r\n") {
+    return badChunk(out, r.consumed);
+  }
   return r;
 }
 
@@ -259,6 +291,18 @@ ParseResult RequestParser::parseMetaSet(std::string_view input, size_t consumed,
       r.reply = flag_error;
     } else {
       r.deletes_key = true;
+    }
+  }
+  if (r.status == ParseStatus::kOk && out.data_terminator != "\r\n") {
+    std::string_view flag_error = meta::setFlagError(t);
+    if (!flag_error.empty()) return invalid(r.consumed, flag_error);
+    uint32_t flags = 0;
+    for (size_t i = 3; i < t.size() && i < mc::kMaxTokens; ++i) {
+      if (t[i][0] == 'F') mc::strtoul32(t[i].substr(1), flags);
+    }
+    if (!tooLargeForMemcached(t[1].size(), flags != 0, static_cast<size_t>(bytes),
+                              limits_.max_item_size)) {
+      return badChunk(out, r.consumed);
     }
   }
   return r;

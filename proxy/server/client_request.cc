@@ -1,8 +1,11 @@
 #include "proxy/server/client_request.h"
 
 #include <algorithm>
+#include <functional>
+#include <string>
 
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
+#include "proxy/protocol/base64.h"
 #include "proxy/server/proxy_stats.h"
 
 namespace memzone::server {
@@ -20,6 +23,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   command_ = command;
   plan_ = plan;
   started_us_ = 0;
+  refusal_ = false;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
   override_ = confirming_ = false;
   local_only_ = sending_ = false;
@@ -32,9 +36,38 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   reply_.clear();
   reply_child_ = kNoChild;
   copy_.clear();
+  copy_opaque_at_ = 0;
   keys_.clear();
+  form_flags_.clear();
+  wire_key_.clear();
   key_refs_.clear();
   child_count_ = 0;
+}
+
+void ClientRequest::keepForm(const protocol::Request& request) {
+  noreply_ = request.noreply;
+  quiet_ = request.quiet;
+  refusal_ = protocol::metaOpaqueTooLong(request);
+  bool base64 = false;
+  if (protocol::isMeta(request.command)) {
+    const auto& t = request.tokens;
+    for (size_t i = protocol::firstMetaFlag(request.command); i < t.size(); ++i) {
+      if (!form_flags_.empty()) form_flags_.append(' ');
+      form_flags_.append(t[i]);
+      base64 |= t[i][0] == 'b';
+    }
+    if (request.command == Command::kMetaDebug) {
+      // me: the reply names the key as memcached stores it, matched against these bytes.
+      base64 = t.size() > 2 && t[2] == "b";
+      std::string decoded;
+      if (!base64 || !protocol::base64Decode(t[1], decoded)) decoded.assign(t[1]);
+      copy_.append(decoded);
+      base64 = false;
+    }
+  }
+  if (request.key_count == 0) return;
+  wire_key_.append(request.key());
+  if (base64) wire_key_.append(" b");
 }
 
 void ClientRequest::setLocalReply(std::string_view reply) {
@@ -83,11 +116,12 @@ uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attemp
   c.done = false;
   c.failed = false;
   c.code = ReplyCode::kError;
+  c.value_hash = 0;
   c.server = server;
   c.attempt = attempt;
-  c.line_bytes = 0;
   c.first_key = UINT32_MAX;
   c.last_key = 0;
+  c.sent = 0;
   return static_cast<uint32_t>(child_count_++);
 }
 
@@ -132,22 +166,44 @@ bool ClientRequest::send(uint32_t child, backend::BackendServer* server,
     failChild(child, *refused);
     return false;
   }
-  protocol::encodeForward(request, server->output());
-  ++outstanding_;
-  server->commit(this, child, protocol::replyShapeFor(command_), quiet_,
-                 protocol::silentCode(command_));
-  return !children_[child].failed;  // a connection can fail inside commit()
+  protocol::encodeBackendRequest(request, server->opaque().view(), server->output());
+  return commitChild(child, server);
 }
 
-bool ClientRequest::send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
-                         protocol::ReplyShape shape) {
+void ClientRequest::encodeKept(const protocol::Request& request, bool without_cas) {
+  // Encoded once with a placeholder opaque, which sendKept() overwrites with each server's.
+  protocol::OpaqueToken placeholder = protocol::makeOpaqueToken(0);
+  copy_.clear();
+  if (without_cas) {
+    protocol::encodeBackendCopyWithoutCas(request, placeholder.view(), copy_);
+  } else {
+    protocol::encodeBackendRequest(request, placeholder.view(), copy_);
+  }
+  copy_opaque_at_ =
+      copy_.view().find(std::string(" ") + std::string(placeholder.view()) + "\r\n");
+}
+
+bool ClientRequest::sendKept(uint32_t child, backend::BackendServer* server) {
   if (auto refused = server->admit()) {
     failChild(child, *refused);
     return false;
   }
-  server->output().append(bytes);
+  ByteBuffer& out = server->output();
+  size_t at = out.size() + copy_opaque_at_ + 1;
+  out.append(copy_.view());
+  if (copy_opaque_at_ != std::string_view::npos) out.overwrite(at, server->opaque().view());
+  return commitChild(child, server);
+}
+
+bool ClientRequest::commitChild(uint32_t child, backend::BackendServer* server) {
   ++outstanding_;
-  server->commit(this, child, shape, quiet_, protocol::silentCode(command_));
+  protocol::ReplyKind kind = refusal_                       ? protocol::ReplyKind::kRefusal
+                             : command_ == Command::kMetaDebug ? protocol::ReplyKind::kMetaDebug
+                             : command_ == Command::kFlushAll  ? protocol::ReplyKind::kOk
+                                                               : protocol::ReplyKind::kMeta;
+  server->commit(this, child, kind, kind == protocol::ReplyKind::kMetaDebug ? copy_.view() : "",
+                 quiet_ && !refusal_,
+                 command_ == Command::kMetaGet ? ReplyCode::kMiss : ReplyCode::kOk);
   return !children_[child].failed;  // a connection can fail inside commit()
 }
 
@@ -158,33 +214,36 @@ void ClientRequest::sealed() {
   if (outstanding_ == 0) finish();
 }
 
-void ClientRequest::onBackendReply(uint32_t tag, std::string_view reply, ReplyCode code) {
+void ClientRequest::onBackendReply(uint32_t tag, const protocol::BackendReply& reply) {
+  if (plan_ == Plan::kMultiGet) {
+    onMultiGetReply(tag, reply);
+    return;
+  }
   Child& c = children_[tag];
-  c.code = code;
+  c.code = reply.code;
   c.done = true;
-  // Nobody will read the bytes of a reply whose client went away, and these plans decide on
-  // the reply code alone: a closed slow reader's large replies are not buffered again.
+  if (reply.has_value && protocol::isWrite(command_)) {
+    c.value_hash = std::hash<std::string_view>()(reply.value);  // an arithmetic's new value
+  }
+  // Nobody will read the reply of a client that went away, and these plans decide on the
+  // reply code alone: a closed slow reader's large replies are not buffered again.
   bool orphan_bytes = released_by_owner_ &&
                       (plan_ == Plan::kSingle || plan_ == Plan::kRead || plan_ == Plan::kBroadcast);
-  if (!orphan_bytes) c.reply.append(reply);
+  if (!orphan_bytes && !reply.silent) {
+    protocol::appendClientReply(form(), reply, c.reply);
+  }
   --outstanding_;
   childDone(tag);
 }
 
 void ClientRequest::onBackendFailure(uint32_t tag, backend::BackendFailure failure) {
+  if (plan_ == Plan::kMultiGet) {
+    onMultiGetFailure(tag, failure);
+    return;
+  }
   failChild(tag, failure);
   --outstanding_;
   childDone(tag);
-}
-
-bool ClientRequest::replyMatches(uint32_t tag, std::string_view reply) const {
-  if (!protocol::isRetrieval(command_)) return true;
-  if (plan_ == Plan::kMultiGet) return multiGetReplyMatches(tag, reply);
-  // One key asked: every VALUE block must be that key's, and there is at most one.
-  protocol::ValueBlock block;
-  if (!protocol::parseValueBlock(reply, block)) return true;  // END or an error line
-  if (block.key != keyAt(0)) return false;
-  return !protocol::parseValueBlock(reply.substr(block.size), block);
 }
 
 void ClientRequest::childDone(uint32_t child) {
@@ -256,6 +315,8 @@ void ClientRequest::chargeTo(MemoryAccount* account) {
   reply_.setAccount(account);
   copy_.setAccount(account);
   keys_.setAccount(account);
+  form_flags_.setAccount(account);
+  wire_key_.setAccount(account);
   for (Child& c : children_) c.reply.setAccount(account);
 }
 
@@ -266,6 +327,10 @@ void ClientRequest::releaseBuffers() {
   copy_.release();
   keys_.clear();
   keys_.release();
+  form_flags_.clear();
+  form_flags_.release();
+  wire_key_.clear();
+  wire_key_.release();
   for (Child& c : children_) {
     c.reply.clear();
     c.reply.release();
@@ -288,6 +353,8 @@ void ClientRequest::maybeRecycle() {
   recycle(reply_);
   recycle(copy_);
   recycle(keys_);
+  recycle(form_flags_);
+  recycle(wire_key_);
   // A multi-get of thousands of keys must not pin its bookkeeping in the pool for ever.
   if (key_refs_.capacity() > 1024) std::vector<KeyRef>().swap(key_refs_);
   for (size_t i = 0; i < child_count_; ++i) recycle(children_[i].reply);

@@ -26,7 +26,8 @@
 #include "proxy/backend/reply_sink.h"
 #include "proxy/common/byte_buffer.h"
 #include "proxy/protocol/command.h"
-#include "proxy/protocol/reply_parser.h"
+#include "proxy/protocol/backend_reply.h"
+#include "proxy/protocol/client_reply.h"
 #include "proxy/protocol/request.h"
 #include "proxy/routing/prefix_router.h"
 #include "proxy/server/window_reads.h"
@@ -61,13 +62,16 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     bool failed = false;
     backend::BackendFailure failure = backend::BackendFailure::kTimeout;
     protocol::ReplyCode code = protocol::ReplyCode::kError;
+    // What a write did, to compare copies by effect (not by reply bytes, which differ per
+    // server in cas, TTL and size flags): a hash of the value an arithmetic returned.
+    uint64_t value_hash = 0;
     backend::BackendServer* server = nullptr;
-    uint32_t attempt = 0;   // zone attempt: 0 = the local zone, then the pool's other zones
-    size_t line_bytes = 0;  // kMultiGet: length of the request line built for this child
-    // kMultiGet: the first and last key (index) this child asks for, so building its line
-    // and checking its reply scan its own stretch of keys, not all of them.
+    uint32_t attempt = 0;  // zone attempt: 0 = the local zone, then the pool's other zones
+    // kMultiGet: the keys (indexes) this child asks for lie in [first_key, last_key]; its
+    // replies come in key order, `cursor` at the next key to answer, `sent` of them in all.
     uint32_t first_key = UINT32_MAX;
     uint32_t last_key = 0;
+    uint32_t sent = 0;
   };
 
   // Set up by the dispatcher.
@@ -104,15 +108,17 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void releaseBuffers();
 
   // ReplySink
-  void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override;
+  void onBackendReply(uint32_t tag, const protocol::BackendReply& reply) override;
   void onBackendFailure(uint32_t tag, backend::BackendFailure failure) override;
-  bool replyMatches(uint32_t tag, std::string_view reply) const override;
 
  private:
-  void setFlags(bool noreply, bool quiet) {
-    noreply_ = noreply;
-    quiet_ = quiet;
+  // Keeps what the client's reply will need of `request` (its views die once start* returns).
+  void keepForm(const protocol::Request& request);
+  protocol::ClientForm form() const {
+    return {command_, key_refs_.empty() ? std::string_view{} : keyAt(0), form_flags_.view()};
   }
+  // The key as a meta line names it (invalidations): text, or "<base64> b".
+  std::string_view wireKey() const { return wire_key_.view(); }
   // Keys in client order, each with its pool and the child (server) of the current round.
   void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
   std::string_view keyAt(size_t i) const;
@@ -145,14 +151,15 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   static uint32_t pickReadAttempt(const backend::PoolView& pool, std::string_view key,
                                   uint32_t from, uint32_t max_attempts);
   uint32_t maxReadAttempts(const backend::PoolView& pool) const;
-  // Sends `bytes` (or the client's request, encoded for the server) as child `child`;
-  // false when the server refused it or failed at once.
-  bool send(uint32_t child, backend::BackendServer* server, std::string_view bytes,
-            protocol::ReplyShape shape);
+  // Sends the client's request, encoded for the server, as child `child`; false when the
+  // server refused it or failed at once.
   bool send(uint32_t child, backend::BackendServer* server, const protocol::Request& request);
+  // The same with the request kept in copy_ (encodeKept): a failover, a deferred copy.
+  void encodeKept(const protocol::Request& request, bool without_cas);
+  bool sendKept(uint32_t child, backend::BackendServer* server);
+  bool commitChild(uint32_t child, backend::BackendServer* server);
 
   // replicated_write.cc
-  void sendWrite(std::string_view key, std::string_view bytes, const protocol::Request* request);
   void writeChildDone(uint32_t child);
   void sendDeferredCopies();
   void answerWriteIfDecided();
@@ -166,8 +173,10 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void readChildDone(uint32_t child);
   void sendReadAttempt(uint32_t from);
   void finishRead(uint32_t answer_child);
-  void repair(const backend::PoolView& pool, std::string_view key, backend::BackendServer* source,
-              WindowRead window = WindowRead::kNone, bool move = false);
+  // `key` places it, `wire_key` names it on the backend lines (wireKey()).
+  void repair(const backend::PoolView& pool, std::string_view key, std::string_view wire_key,
+              backend::BackendServer* source, WindowRead window = WindowRead::kNone,
+              bool move = false);
   // window_reads: a miss on the local zone's `server` for `key`; true when a churn window
   // sends the read elsewhere (the one branch paid outside windows is the first test).
   bool windowApplies(const backend::PoolView& pool, backend::BackendServer* server) const {
@@ -177,7 +186,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool readMissThroughWindow(uint32_t child);
   void countWindowAnswer(const backend::PoolView& pool, WindowRead window, bool hit);
   // multi_get.cc
-  bool multiGetReplyMatches(uint32_t child, std::string_view reply) const;
+  void onMultiGetReply(uint32_t child, const protocol::BackendReply& reply);
+  void onMultiGetFailure(uint32_t child, backend::BackendFailure failure);
   void multiGetRoundDone();
   void sendMultiGetRound();
   void finishMultiGet();
@@ -203,6 +213,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool sending_ = false;       // a send loop is running: replies that arrive at once wait
   bool override_ = false;      // overrideReply(): reply_ is final
   bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
+  bool refusal_ = false;       // memcached must refuse it (metaOpaqueTooLong)
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;                   // kRead
@@ -218,12 +229,19 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   static constexpr uint32_t kNoChild = UINT32_MAX;
   uint32_t reply_child_ = kNoChild;
   ByteBuffer reply_;
-  ByteBuffer copy_;  // kWrite deferred copy / kRead forward bytes / kMultiGet command prefix
-  ByteBuffer keys_;  // keys, concatenated
+  // kWrite deferred copy / kRead request for each zone (its opaque at copy_opaque_at_, replaced
+  // per send) / kMultiGet gat exptime / me: the key as memcached stores it.
+  ByteBuffer copy_;
+  size_t copy_opaque_at_ = 0;
+  ByteBuffer keys_;        // keys, concatenated
+  ByteBuffer form_flags_;  // meta: the client's flags
+  ByteBuffer wire_key_;
   struct KeyRef {
     uint32_t offset;
     uint32_t length;
     uint32_t child;  // child of the current round (UINT32_MAX: none)
+    protocol::ReplyCode code = protocol::ReplyCode::kError;  // kMultiGet: this round's answer
+    bool answered = false;  // kMultiGet: this round's reply came (not a failure)
     uint32_t pool = 0;
     uint32_t attempt = 0;  // kMultiGet: zone attempt of the current round, or kPreviousOwnerAttempt
     uint32_t value_child = UINT32_MAX;  // kMultiGet: child holding this key's VALUE block
@@ -234,7 +252,6 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     WindowRead window = WindowRead::kNone;  // kMultiGet: a window sent it on
   };
   std::vector<KeyRef> key_refs_;
-  static constexpr size_t kMaxBackendLine = 2048;  // kMultiGet: bytes per backend request line
   std::vector<Child> children_;
   size_t child_count_ = 0;  // children_ beyond this are pooled, not in use
 };

@@ -8,7 +8,6 @@
 // local zone: their cas values mean nothing to another zone's server. A hit served by
 // another zone may be repaired into the local zone. During a churn window (window_reads.h) a
 // miss on the local zone is read from the key's previous owner and the other zones too.
-#include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/read_repair.h"
@@ -20,14 +19,18 @@ using protocol::ReplyCode;
 
 namespace {
 
-bool answered(const ClientRequest::Child& c) { return !c.failed && !protocol::isErrorCode(c.code); }
+// A request memcached rejected (CLIENT_ERROR, ERROR) is answered: another zone would only
+// reject it too.
+bool answered(const ClientRequest::Child& c) {
+  return !c.failed && c.code != ReplyCode::kServerError;
+}
 
 }  // namespace
 
 void ClientRequest::startRead(const protocol::Request& request, const backend::PoolView& pool) {
   pool_view_ = &pool;
-  setFlags(request.noreply, request.quiet);
-  protocol::encodeForward(request, copy_);  // sent to each zone asked, in turn
+  keepForm(request);
+  encodeKept(request, false);  // sent to each zone asked, in turn
   addKey(request.key(), 0);
   local_only_ = isLocalOnlyRead(request.command);
   sendReadAttempt(0);
@@ -43,7 +46,7 @@ void ClientRequest::sendReadAttempt(uint32_t from) {
     backend::BackendServer* previous = previous_owner_;
     previous_owner_ = nullptr;
     uint32_t child = addChild(previous, kPreviousOwnerAttempt);
-    if (send(child, previous, copy_.view(), protocol::replyShapeFor(command_))) {
+    if (sendKept(child, previous)) {
       sending_ = false;
       if (outstanding_ == 0 && sealed_ && !answered_) readChildDone(UINT32_MAX);
       return;
@@ -59,7 +62,7 @@ void ClientRequest::sendReadAttempt(uint32_t from) {
     backend::BackendServer* server = serverFor(*pool_view_, key, a);
     uint32_t child = addChild(server, a);
     next_attempt_ = a + 1;
-    if (send(child, server, copy_.view(), protocol::replyShapeFor(command_))) break;
+    if (sendKept(child, server)) break;
     if (next_attempt_ < max_attempts) {
       stats_->read_failovers[static_cast<int>(FailoverReason::kError)].add();
     }
@@ -126,7 +129,8 @@ void ClientRequest::finishRead(uint32_t answer) {
     (hit ? stats_->get_hits : stats_->get_misses).add();
     if (window_read_ != WindowRead::kNone) countWindowAnswer(*pool_view_, window_read_, hit);
     if (hit && c.attempt > 0) {
-      repair(*pool_view_, keyAt(0), c.server, window_read_, c.attempt == kPreviousOwnerAttempt);
+      repair(*pool_view_, keyAt(0), wireKey(), c.server, window_read_,
+             c.attempt == kPreviousOwnerAttempt);
     }
     reply_child_ = answer;  // empty when a quiet request was answered with silence
   }
@@ -162,14 +166,16 @@ void ClientRequest::countWindowAnswer(const backend::PoolView& pool, WindowRead 
 }
 
 void ClientRequest::repair(const backend::PoolView& pool, std::string_view key,
-                           backend::BackendServer* source, WindowRead window, bool move) {
+                           std::string_view wire_key, backend::BackendServer* source,
+                           WindowRead window, bool move) {
   if (!pool.pool->replication.repair) return;
   backend::ZoneCounters& counters =
       registry_->stats().zones[pool.zones[pool.local_zone].zone->stats_slot];
   metrics::Counter* on_store = window == WindowRead::kWarmup      ? &counters.keys_warmed
                                : window == WindowRead::kMigration ? &counters.migration_repairs
                                                                   : nullptr;
-  startReadRepair(*registry_, view_, key, source, serverFor(pool, key, 0), *stats_, on_store, move);
+  startReadRepair(*registry_, view_, wire_key, source, serverFor(pool, key, 0), *stats_, on_store,
+                  move);
 }
 
 }  // namespace memzone::server

@@ -2,7 +2,8 @@
 // reassembled in the client's key order.
 //
 // Each key follows the one-key read's zone order (failover_read.cc), in rounds: each round
-// asks each server once for all the keys it still owes; a key whose server failed, or
+// asks each server for the keys it still owes, one `mg` per key, pipelined (each reply
+// carries its own opaque, so no reply names a key: backend_reply.h); a key whose server failed, or
 // missed when readFailover includes miss, moves to its next zone in the next round. A failed
 // server's keys read as misses unless no key got any answer at all.
 //
@@ -12,7 +13,7 @@
 // new owner, a miss or failure goes on to the other zones.
 #include <algorithm>
 
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -21,8 +22,6 @@ namespace memzone::server {
 using protocol::ReplyCode;
 
 namespace {
-
-bool answered(const ClientRequest::Child& c) { return !c.failed && !protocol::isErrorCode(c.code); }
 
 // The previous owner of `key` in the local zone when a migration window sends a miss on
 // `owner` there and it may be read now; else null.
@@ -43,34 +42,40 @@ void ClientRequest::startMultiGet(const protocol::Request& request,
     std::string_view key = request.key(i);
     addKey(key, UINT32_MAX, router.poolFor(key));
   }
-  // The command and its arguments before the keys ("get", "gat 60"): each server's request
-  // is this prefix and the keys it owes.
-  copy_.append(request.tokens[0]);
-  if (request.first_key == 2) {
-    copy_.append(' ');
-    copy_.append(request.tokens[1]);
-  }
+  if (request.first_key == 2) copy_.append(request.tokens[1]);  // gat/gats: the exptime
   local_only_ = isLocalOnlyRead(request.command);
   sendMultiGetRound();
   sealed();
 }
 
-bool ClientRequest::multiGetReplyMatches(uint32_t child, std::string_view reply) const {
-  // The VALUE blocks must be keys this child asked for, in the order it asked: memcached
-  // answers in request order and skips misses.
-  size_t next_key = children_[child].first_key;
-  const size_t end = std::min<size_t>(children_[child].last_key + 1, key_refs_.size());
-  protocol::ValueBlock block;
-  while (protocol::parseValueBlock(reply, block)) {
-    for (;; ++next_key) {
-      if (next_key >= end) return false;
-      const KeyRef& ref = key_refs_[next_key];
-      if (!ref.resolved && ref.child == child && keyAt(next_key) == block.key) break;
-    }
-    ++next_key;
-    reply.remove_prefix(block.size);
+void ClientRequest::onMultiGetReply(uint32_t child, const protocol::BackendReply& reply) {
+  Child& c = children_[child];
+  // The child's next key: replies come in the order its keys were sent.
+  size_t key = c.cursor;
+  while (key_refs_[key].resolved || key_refs_[key].child != child) ++key;
+  c.cursor = key + 1;
+  KeyRef& ref = key_refs_[key];
+  ref.code = reply.code;
+  ref.answered = reply.code != ReplyCode::kServerError;
+  if (reply.code == ReplyCode::kHit && !released_by_owner_) {
+    ref.value_child = child;
+    ref.value_offset = static_cast<uint32_t>(c.reply.size());
+    bool with_cas = command_ == protocol::Command::kGets || command_ == protocol::Command::kGats;
+    protocol::appendValueBlock(keyAt(key), reply, with_cas, c.reply);
+    ref.value_size = static_cast<uint32_t>(c.reply.size() - ref.value_offset);
   }
-  return true;
+  if (--c.sent > 0) return;
+  c.done = true;
+  --outstanding_;
+  childDone(child);
+}
+
+void ClientRequest::onMultiGetFailure(uint32_t child, backend::BackendFailure failure) {
+  // The keys it had not answered stay unanswered (KeyRef::answered false).
+  failChild(child, failure);
+  children_[child].sent = 0;
+  --outstanding_;
+  childDone(child);
 }
 
 void ClientRequest::sendMultiGetRound() {
@@ -108,38 +113,35 @@ void ClientRequest::sendMultiGetRound() {
     for (uint32_t c = round_start_; c < child_count_; ++c) {
       if (children_[c].server == server) child = c;
     }
-    // memcached hangs up on a line over 2048 bytes that straddles its reads (get/gets
-    // excepted), and re-scans long get lines every 22 keys: each backend request stays short.
-    if (child != UINT32_MAX && children_[child].line_bytes + 1 + key.size() > kMaxBackendLine) {
-      child = UINT32_MAX;
-    }
-    if (child == UINT32_MAX) {
-      child = addChild(server, a);
-      children_[child].line_bytes = copy_.size() + 2;
-    }
-    children_[child].line_bytes += 1 + key.size();
-    children_[child].first_key = std::min(children_[child].first_key, static_cast<uint32_t>(i));
-    children_[child].last_key = static_cast<uint32_t>(i);
+    if (child == UINT32_MAX) child = addChild(server, a);
+    Child& c = children_[child];
+    c.first_key = std::min(c.first_key, static_cast<uint32_t>(i));
+    c.last_key = static_cast<uint32_t>(i);
     ref.child = child;
+    ref.answered = false;
   }
-  // One backend request per server, its keys in the client's order.
+  // Per server, one `mg` per key in the client's order, committed as one batch.
   sending_ = true;
-  for (uint32_t c = round_start_; c < child_count_; ++c) {
-    backend::BackendServer* server = children_[c].server;
+  std::string_view exptime = copy_.view();
+  for (uint32_t child = round_start_; child < child_count_; ++child) {
+    Child& c = children_[child];
+    backend::BackendServer* server = c.server;
     if (auto refused = server->admit()) {
-      failChild(c, *refused);
+      failChild(child, *refused);
       continue;
     }
     ByteBuffer& out = server->output();
-    out.append(copy_.view());
-    for (size_t i = children_[c].first_key; i <= children_[c].last_key; ++i) {
-      if (key_refs_[i].resolved || key_refs_[i].child != c) continue;
-      out.append(' ');
-      out.append(keyAt(i));
+    uint32_t count = 0;
+    for (uint32_t i = c.first_key; i <= c.last_key; ++i) {
+      const KeyRef& ref = key_refs_[i];
+      if (ref.resolved || ref.child != child) continue;
+      protocol::encodeKeyRead(command_, exptime, keyAt(i), server->opaque(count).view(), out);
+      ++count;
     }
-    out.append("\r\n");
+    c.cursor = c.first_key;
+    c.sent = count;
     ++outstanding_;
-    server->commit(this, c, protocol::ReplyShape::kRetrieval);
+    server->commitBatch(this, child, count);
   }
   sending_ = false;
   if (outstanding_ == 0 && sealed_) multiGetRoundDone();
@@ -156,7 +158,7 @@ void ClientRequest::multiGetRoundDone() {
     uint32_t next = from_previous ? 1 : ref.attempt + 1;  // the previous owner came after 0
     bool more = next < maxReadAttempts(pool);
     Child& c = children_[ref.child];
-    if (!answered(c)) {
+    if (!ref.answered) {
       if (more) {
         stats_->read_failovers[static_cast<int>(FailoverReason::kError)].add();
         ref.attempt = next;
@@ -166,17 +168,12 @@ void ClientRequest::multiGetRoundDone() {
       }
       continue;
     }
-    protocol::ValueBlock block;
     std::string_view key = keyAt(i);
-    if (protocol::parseValueBlock(c.reply.view().substr(c.cursor), block) && block.key == key) {
-      ref.value_child = ref.child;
-      ref.value_offset = static_cast<uint32_t>(c.cursor);
-      ref.value_size = static_cast<uint32_t>(block.size);
-      c.cursor += block.size;
+    if (ref.code == ReplyCode::kHit) {
       ref.resolved = true;
       ref.failed = false;
       if (ref.window != WindowRead::kNone) countWindowAnswer(pool, ref.window, true);
-      if (ref.attempt > 0) repair(pool, key, c.server, ref.window, from_previous);
+      if (ref.attempt > 0) repair(pool, key, key, c.server, ref.window, from_previous);
     } else {
       ref.failed = false;  // a miss is an answer
       if (ref.attempt == 0 && windowApplies(pool, c.server)) {

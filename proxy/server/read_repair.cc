@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/meta_value.h"
 
 namespace memzone::server {
@@ -26,15 +27,13 @@ class ReadRepair final : public backend::ReplySink {
   // Returns false (and the caller deletes us) when the source cannot be asked.
   bool start(backend::BackendServer* source) {
     if (source->admit() || target_->admit()) return false;
-    ByteBuffer& out = source->output();
-    out.append("mg ");
-    out.append(key_);
-    out.append(" v t f\r\n");
-    source->commit(this, kFetch, protocol::ReplyShape::kMeta);
+    protocol::encodeFetchForCopy(key_, source->opaque().view(), source->output());
+    source->commit(this, kFetch);
     return true;
   }
 
-  void onBackendReply(uint32_t tag, std::string_view reply, protocol::ReplyCode code) override {
+  void onBackendReply(uint32_t tag, const protocol::BackendReply& reply) override {
+    const protocol::ReplyCode code = reply.code;
     if (tag == kMove) {
       if (code != protocol::ReplyCode::kOk && code != protocol::ReplyCode::kNotFound) {
         move_from_->invalidate(key_);
@@ -43,7 +42,7 @@ class ReadRepair final : public backend::ReplySink {
       return;
     }
     if (tag == kFetch && code == protocol::ReplyCode::kHit && store(reply)) return;
-    if (tag == kStore && code == protocol::ReplyCode::kOk) {
+    if (tag == kStore && code == protocol::ReplyCode::kOk) {  // HD: stored
       stats_.repairs_stored.add();
       if (on_store_ != nullptr) on_store_->add();
     } else if (tag == kStore && code == protocol::ReplyCode::kNotStored) {
@@ -59,11 +58,8 @@ class ReadRepair final : public backend::ReplySink {
       if (move_from_->admit()) {
         move_from_->invalidate(key_);  // down or saturated: the delete waits for it
       } else {
-        ByteBuffer& out = move_from_->output();
-        out.append("md ");
-        out.append(key_);
-        out.append("\r\n");
-        move_from_->commit(this, kMove, protocol::ReplyShape::kMeta);
+        protocol::encodeDelete(key_, move_from_->opaque().view(), move_from_->output());
+        move_from_->commit(this, kMove);
         return;
       }
     }
@@ -84,20 +80,19 @@ class ReadRepair final : public backend::ReplySink {
  private:
   enum Tag : uint32_t { kFetch, kStore, kMove };
 
-  // `reply` is "VA <n> t<ttl> f<flags>\r\n<data>\r\n". Returns false when nothing was sent.
-  bool store(std::string_view reply) {
-    size_t eol = reply.find("\r\n");
-    protocol::MetaValueHeader head;
-    if (eol == std::string_view::npos ||
-        !protocol::parseMetaValueHeader(reply.substr(0, eol), head) ||
-        reply.size() < eol + 2 + head.length + 2) {
-      return false;
-    }
-    if (!protocol::worthCopying(head.ttl) || target_->admit()) return false;
+  // `reply` is the VA of "mg <key> v t f". Returns false when nothing was sent.
+  bool store(const protocol::BackendReply& reply) {
+    std::string_view ttl = "-1";
+    std::string_view flags = "0";
+    protocol::findReturnFlag(reply.flags, 't', ttl);
+    protocol::findReturnFlag(reply.flags, 'f', flags);
+    if (!reply.has_value || !protocol::worthCopying(ttl) || target_->admit()) return false;
     ByteBuffer& out = target_->output();
-    protocol::appendMetaAddHead(key_, head.length, head.ttl, head.flags, out);
-    out.append(reply.substr(eol + 2, head.length + 2));
-    target_->commit(this, kStore, protocol::ReplyShape::kMeta);
+    protocol::encodeAddCopyHead(key_, reply.value.size(), ttl, flags, target_->opaque().view(),
+                                out);
+    out.append(reply.value);
+    out.append("\r\n");
+    target_->commit(this, kStore);
     return true;
   }
 

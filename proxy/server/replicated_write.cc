@@ -2,15 +2,17 @@
 //
 // The client's reply follows the pool's wait policy (local: the local zone's answer; all:
 // once every zone answered; quorum: once a majority succeeded), and the request lives on
-// until every copy has answered. Then each copy is reconciled: a copy that failed, or whose
-// answer differs from the local zone's (an `add` stored here but not there, an `incr` that
-// came out different), leaves an invalidation for that server, so the zone cannot serve a
-// value older than what the client was told. When the controller coordinates, a successful
+// until every copy has answered. Then each copy is reconciled by its effect: a copy that
+// failed, or whose effect differs from the local zone's (an `add` stored here but not there,
+// an `incr` that came out different, a request one zone rejected and another applied),
+// leaves an invalidation for that server, so the zone cannot serve a value older than what
+// the client was told. A request every zone rejected (CLIENT_ERROR: memcached changed
+// nothing) leaves nothing anywhere (issue 22). When the controller coordinates, a successful
 // reply waits until every proxy knows those servers are dirty (dirty_confirmation.h).
 #include <cstdio>
 
 #include "proxy/event/event_base.h"
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -22,13 +24,26 @@ using topology::WaitPolicy;
 
 namespace {
 
-bool succeeded(const ClientRequest::Child& c) {
-  return c.done && !c.failed && !protocol::isErrorCode(c.code);
+// The copy may or may not have been applied: it failed on the way, or the server failed.
+bool outcomeUnknown(const ClientRequest::Child& c) {
+  return !c.done || c.failed || c.code == ReplyCode::kServerError;
 }
 
-// Whether `copy` ended in a different state than `local` (both succeeded).
+// memcached refused the request as invalid: nothing changed there.
+bool rejected(const ClientRequest::Child& c) {
+  return c.done && !c.failed && (c.code == ReplyCode::kClientError || c.code == ReplyCode::kError);
+}
+
+// An answer the client may be given: the server did its job, or refused an invalid request.
+bool answerable(const ClientRequest::Child& c) { return !outcomeUnknown(c); }
+
+bool succeeded(const ClientRequest::Child& c) { return answerable(c) && !rejected(c); }
+
+// Whether `copy` ended in a different state than `local` (both answered). Compared by effect,
+// never by reply bytes, which differ per server (cas values, TTLs, sizes).
 bool diverged(Command command, const ClientRequest::Child& local,
               const ClientRequest::Child& copy) {
+  if (rejected(local) || rejected(copy)) return rejected(local) != rejected(copy);
   switch (command) {
     case Command::kDelete:
     case Command::kMetaDelete:
@@ -37,7 +52,7 @@ bool diverged(Command command, const ClientRequest::Child& local,
     case Command::kIncr:
     case Command::kDecr:
     case Command::kMetaArithmetic:
-      return local.code != copy.code || local.reply.view() != copy.reply.view();
+      return local.code != copy.code || local.value_hash != copy.value_hash;
     default:
       return local.code != copy.code;
   }
@@ -47,17 +62,15 @@ bool diverged(Command command, const ClientRequest::Child& local,
 
 void ClientRequest::startWrite(const protocol::Request& request, const backend::PoolView& pool) {
   pool_view_ = &pool;
-  setFlags(request.noreply, request.quiet);
+  keepForm(request);
   std::string_view key = request.key();
   addKey(key, 0);
   // A cas goes to the local zone only; once it succeeded the others get the value as a
   // plain set (meta: the same command without its C token), kept in copy_ until then.
-  if (request.command == Command::kCas) {
+  if (request.command == Command::kCas ||
+      (protocol::isMeta(request.command) && protocol::hasMetaFlag(request, 'C'))) {
     defer_copies_ = true;
-    protocol::encodeSet(key, request.tokens[2], request.tokens[3], request.data, copy_);
-  } else if (size_t cas_token = protocol::metaCasToken(request); cas_token != 0) {
-    defer_copies_ = true;
-    protocol::encodeForwardWithout(request, cas_token, copy_);
+    encodeKept(request, /*without_cas=*/true);
   }
   backend::BackendStats& backend_stats = registry_->stats();
   sending_ = true;
@@ -79,14 +92,14 @@ void ClientRequest::writeChildDone(uint32_t) {
   if (defer_copies_ && children_[0].done) {
     defer_copies_ = false;
     const Child& local = children_[0];
-    if (succeeded(local) && (local.code == ReplyCode::kStored || local.code == ReplyCode::kOk)) {
+    if (succeeded(local) && (local.code == ReplyCode::kOk || local.code == ReplyCode::kHit)) {
       sendDeferredCopies();
-    } else if (local.failed) {
+    } else if (outcomeUnknown(local)) {
       // The cas may or may not have landed locally: the other zones cannot be trusted to
       // hold the value the local zone has.
       std::string_view key = keyAt(0);
       for (uint32_t a = 1; a < zoneCount(*pool_view_); ++a) {
-        serverFor(*pool_view_, key, a)->invalidate(key);
+        serverFor(*pool_view_, key, a)->invalidate(wireKey());
       }
     }
   }
@@ -112,10 +125,9 @@ void ClientRequest::writeChildDone(uint32_t) {
 
 bool ClientRequest::invalidates(size_t child) const {
   const Child& local = children_[0];
-  bool local_ok = succeeded(local);
-  if (child == 0) return !local_ok;
+  if (child == 0) return outcomeUnknown(local);
   const Child& c = children_[child];
-  return !succeeded(c) || (local_ok && diverged(command_, local, c));
+  return outcomeUnknown(c) || (answerable(local) && diverged(command_, local, c));
 }
 
 bool ClientRequest::invalidatedServersKnownDirty() const {
@@ -139,7 +151,6 @@ bool ClientRequest::confirmationCheck(int64_t now_us) {
 
 void ClientRequest::sendDeferredCopies() {
   std::string_view key = keyAt(0);
-  protocol::ReplyShape shape = protocol::replyShapeFor(command_);
   backend::BackendStats& backend_stats = registry_->stats();
   sending_ = true;
   for (uint32_t a = 1; a < zoneCount(*pool_view_); ++a) {
@@ -147,7 +158,7 @@ void ClientRequest::sendDeferredCopies() {
     uint32_t child = addChild(server, a);
     uint32_t slot = pool_view_->zones[zoneForAttempt(*pool_view_, a)].zone->stats_slot;
     backend_stats.zones[slot].copies_sent.add();
-    send(child, server, copy_.view(), shape);
+    sendKept(child, server);
   }
   sending_ = false;
 }
@@ -159,7 +170,7 @@ void ClientRequest::answerWriteIfDecided() {
   uint32_t done = 0, ok = 0;
   for (size_t i = 0; i < child_count_; ++i) {
     done += children_[i].done;
-    ok += succeeded(children_[i]);
+    ok += answerable(children_[i]);
   }
   bool all_done = outstanding_ == 0 && !defer_copies_;
   bool decided = all_done;
@@ -192,11 +203,11 @@ void ClientRequest::answerWriteIfDecided() {
     return;
   }
 
-  // The local zone's answer unless it failed; then any zone's success; then the failure.
+  // The local zone's answer unless it failed; then any zone's answer; then the failure.
   const Child* answer = &children_[0];
-  if (!succeeded(*answer)) {
+  if (!answerable(*answer)) {
     for (size_t i = 1; i < child_count_; ++i) {
-      if (succeeded(children_[i])) {
+      if (answerable(children_[i])) {
         answer = &children_[i];
         break;
       }
@@ -205,7 +216,7 @@ void ClientRequest::answerWriteIfDecided() {
   if (!answer->done) {
     // Quorum out of reach before the local zone answered: report a failure that happened.
     for (size_t i = 1; i < child_count_; ++i) {
-      if (children_[i].done && !succeeded(children_[i])) answer = &children_[i];
+      if (children_[i].done && !answerable(children_[i])) answer = &children_[i];
     }
   }
   if (answer->failed) {
@@ -230,9 +241,8 @@ void ClientRequest::answerWriteIfDecided() {
 }
 
 void ClientRequest::reconcileWrite() {
-  std::string_view key = keyAt(0);
   for (size_t i = 0; i < child_count_; ++i) {
-    if (invalidates(i)) children_[i].server->invalidate(key);
+    if (invalidates(i)) children_[i].server->invalidate(wireKey());
   }
 }
 

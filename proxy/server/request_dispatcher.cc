@@ -2,7 +2,7 @@
 
 #include "proxy/event/event_base.h"
 #include "proxy/protocol/client_errors.h"
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
 #include "proxy/server/window_reads.h"
 
 namespace memzone::server {
@@ -29,13 +29,13 @@ ClientRequest* RequestDispatcher::localReply(std::string_view reply, RequestOwne
 
 ClientRequest* RequestDispatcher::deleteForTooLarge(const protocol::Request& request,
                                                     std::string_view reply, RequestOwner* owner) {
-  delete_bytes_.clear();
-  protocol::encodeDelete(request.key(), delete_bytes_);
+  // memcached deletes the key it would have stored: a meta `b` key by its decoded bytes.
   protocol::Request& del = delete_request_;
-  del.command = Command::kDelete;
-  del.raw = delete_bytes_.view();
-  del.line = del.raw.substr(0, del.raw.size() - 2);
-  del.tokens.assign({del.line.substr(0, 6), del.line.substr(7)});
+  bool meta = request.command == Command::kMetaSet;
+  del.command = meta ? Command::kMetaDelete : Command::kDelete;
+  del.tokens.assign({meta ? std::string_view("md") : std::string_view("delete"), request.key()});
+  if (meta && protocol::hasMetaFlag(request, 'b')) del.tokens.push_back("b");
+  del.raw = del.line = {};
   del.first_key = 1;
   del.key_count = 1;
   del.data = del.data_terminator = {};
@@ -99,7 +99,12 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
   bool all_zones = replicated && pv.pool->replication.writes == topology::WritePolicy::kAllZones;
   if (migrating && protocol::isWrite(request.command)) {
     // Before the write itself: the previous owner's copy is gone before the new one is set.
-    invalidatePreviousOwners(registry_, view, pv, request.key(), all_zones, event::nowMicros());
+    std::string wire_key(request.key());
+    if (protocol::isMeta(request.command) && protocol::hasMetaFlag(request, 'b')) {
+      wire_key.append(" b");
+    }
+    invalidatePreviousOwners(registry_, view, pv, request.key(), wire_key, all_zones,
+                             event::nowMicros());
   }
   if (all_zones && protocol::isWrite(request.command)) {
     r->start(owner, request.command, Plan::kWrite, &stats_);

@@ -39,7 +39,6 @@ class RequestDispatcher {
   ProxyStats& stats_;
   StatsRenderer render_stats_;
   ByteBuffer scratch_;
-  ByteBuffer delete_bytes_;           // deleteForTooLarge: the delete it sends
   protocol::Request delete_request_;  // ... parsed, reused (its token vector keeps capacity)
 };
 

@@ -1,7 +1,6 @@
 // ClientRequest, plans kSingle and kBroadcast: one backend's answer is the client's answer
 // (an unreplicated pool, or a replicated one for what is neither a copied write nor a
 // failover read), and flush_all, sent to every server, answered OK only if all said OK.
-#include "proxy/protocol/request_encoder.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -11,7 +10,7 @@ using protocol::Command;
 using protocol::ReplyCode;
 
 void ClientRequest::startSingle(const protocol::Request& request, const backend::PoolView& pool) {
-  setFlags(request.noreply, request.quiet);
+  keepForm(request);
   addKey(request.key(), 0);
   const backend::ZoneView& zv = pool.zones[pool.local_zone];
   backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
@@ -21,7 +20,7 @@ void ClientRequest::startSingle(const protocol::Request& request, const backend:
 
 void ClientRequest::startBroadcast(const protocol::Request& request,
                                    const std::vector<backend::BackendServer*>& servers) {
-  setFlags(request.noreply, false);
+  keepForm(request);
   for (backend::BackendServer* server : servers) send(addChild(server), server, request);
   sealed();
 }

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
 
 namespace memzone::server {
 namespace {
@@ -37,8 +37,8 @@ class PreviousOwnerDelete final : public backend::ReplySink {
     registry_.pin(view_);
   }
   ~PreviousOwnerDelete() override { registry_.unpin(view_); }
-  void onBackendReply(uint32_t, std::string_view, protocol::ReplyCode code) override {
-    if (code != protocol::ReplyCode::kDeleted && code != protocol::ReplyCode::kNotFound) {
+  void onBackendReply(uint32_t, const protocol::BackendReply& reply) override {
+    if (reply.code != protocol::ReplyCode::kOk && reply.code != protocol::ReplyCode::kNotFound) {
       server_->invalidate(key_);
     }
     delete this;
@@ -70,8 +70,8 @@ WindowRead windowFor(const backend::ZoneView& zv, backend::BackendServer* server
 }
 
 void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::TopologyView* view,
-                              const backend::PoolView& pool, std::string_view key, bool all_zones,
-                              int64_t now_us) {
+                              const backend::PoolView& pool, std::string_view key,
+                              std::string_view wire_key, bool all_zones, int64_t now_us) {
   for (size_t z = 0; z < pool.zones.size(); ++z) {
     if (!all_zones && z != pool.local_zone) continue;
     const backend::ZoneView& zv = pool.zones[z];
@@ -80,11 +80,11 @@ void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::Topol
     if (old == nullptr) continue;
     registry.stats().zones[zv.zone->stats_slot].migration_invalidations.add();
     if (old->admit()) {
-      old->invalidate(key);  // down or saturated: the delete waits for it, and so do reads
+      old->invalidate(wire_key);  // down or saturated: the delete waits for it, and so do reads
       continue;
     }
-    protocol::encodeDelete(key, old->output());
-    old->commit(new PreviousOwnerDelete(registry, view, old, key), 0, protocol::ReplyShape::kLine);
+    protocol::encodeDelete(wire_key, old->opaque().view(), old->output());
+    old->commit(new PreviousOwnerDelete(registry, view, old, wire_key), 0);
   }
 }
 

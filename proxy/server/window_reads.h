@@ -30,7 +30,7 @@ WindowRead windowFor(const backend::ZoneView& zv, backend::BackendServer* server
 // each delete owns itself and pins `view`; one that cannot be sent, fails or is refused is
 // queued as an invalidation of that server (BackendServer::invalidate). Worker thread only.
 void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::TopologyView* view,
-                              const backend::PoolView& pool, std::string_view key, bool all_zones,
-                              int64_t now_us);
+                              const backend::PoolView& pool, std::string_view key,
+                              std::string_view wire_key, bool all_zones, int64_t now_us);
 
 }  // namespace memzone::server

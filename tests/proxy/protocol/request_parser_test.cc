@@ -9,7 +9,7 @@
 
 #include "proxy/protocol/client_errors.h"
 #include "proxy/protocol/reply_result.h"
-#include "proxy/protocol/request_encoder.h"
+#include "proxy/protocol/backend_request.h"
 
 using namespace std::string_literals;
 
@@ -189,15 +189,21 @@ TEST(RequestParser, MalformedInputGetsMemcachedReplies) {
 }
 
 TEST(RequestParser, BadDataChunkConsumesTheBlockLikeMemcached) {
-  // memcached reads exactly length + 2 bytes whatever they are (and says "bad data chunk"
-  // itself): the proxy forwards that block and reads on where memcached does.
+  // memcached reads exactly length + 2 bytes whatever they are and says "bad data chunk",
+  // storing nothing: the proxy answers the same itself (nothing goes to a backend) and reads
+  // on where memcached does. noreply silences it; meta q does not.
   for (size_t fragment : kFragments) {
-    auto out = parseAll("set k 0 0 2\r\nabc\r\nget k\r\n", fragment);
-    ASSERT_EQ(out.size(), 3u);
-    EXPECT_EQ(out[0].status, ParseStatus::kOk);
-    EXPECT_EQ(out[0].raw, "set k 0 0 2\r\nabc\r");
+    auto out = parseAll("set k 0 0 2\r\nabc\r\nget k\r\nset k 0 0 1 noreply\r\nabc\r\n"
+                        "ms k 1 q\r\nabc\r\n",
+                        fragment);
+    ASSERT_EQ(out.size(), 7u);
+    EXPECT_EQ(out[0].status, ParseStatus::kInvalid);
+    EXPECT_EQ(out[0].reply, errors::kBadDataChunk);
     EXPECT_EQ(out[1].reply, "ERROR\r\n");  // the leftover "\n" is an empty command line
     EXPECT_EQ(out[2].status, ParseStatus::kOk);
+    EXPECT_EQ(out[3].status, ParseStatus::kInvalid);
+    EXPECT_EQ(out[3].reply, "");
+    EXPECT_EQ(out[5].reply, errors::kBadDataChunk);
   }
 }
 
@@ -308,8 +314,8 @@ TEST(RequestParser, LengthsAreReadThroughCsQuirksAndForwardedPlain) {
   ASSERT_EQ(parser.parse(in, request).status, ParseStatus::kOk);
   EXPECT_EQ(request.data, "y");
   ByteBuffer out;
-  encodeForward(request, out);
-  EXPECT_EQ(out.view(), "set t 0 0 1\r\ny\r\n");
+  encodeBackendRequest(request, "O1", out);
+  EXPECT_EQ(out.view(), "ms t 1 F0 T0 O1\r\ny\r\n");
   ASSERT_EQ(parser.parse("ms t +2\tT0\r\nab\r\n", request).status, ParseStatus::kOk);
   EXPECT_EQ(request.data, "ab");
 }
@@ -317,55 +323,17 @@ TEST(RequestParser, LengthsAreReadThroughCsQuirksAndForwardedPlain) {
 TEST(RequestParser, QuietMetaRequestsMayGoUnanswered) {
   RequestParser parser;
   Request request;
-  // Any token starting with q is memcached's q flag; `ma ... q N..` auto-creating a key
-  // still answers, which only memcached knows: the request is forwarded with its q.
+  // Any token starting with q is memcached's q flag; `ma ... q N..` auto-creating a key still
+  // answers, which only memcached knows: the request goes with its q, and an mn behind it.
   for (const char* in : {"ma nk q N0 J13\r\n", "mg k qx v\r\n", "md k q\r\n"}) {
     ASSERT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
     EXPECT_TRUE(request.quiet) << in;
     ByteBuffer out;
-    encodeForward(request, out);
-    EXPECT_EQ(out.view(), in);
+    encodeBackendRequest(request, "O1", out);
+    EXPECT_TRUE(out.view().ends_with("O1\r\nmn\r\n")) << out.view();
   }
   ASSERT_EQ(parser.parse("me k q\r\n", request).status, ParseStatus::kOk);
   EXPECT_FALSE(request.quiet);  // me has no flags
-}
-
-TEST(RequestEncoder, ForwardsUnmodifiedBytesOrStripsNoreplyAndQuiet) {
-  RequestParser parser;
-  Request request;
-  auto encode = [&](const std::string& in) {
-    EXPECT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
-    ByteBuffer out;
-    encodeForward(request, out);
-    return std::string(out.view());
-  };
-  EXPECT_EQ(encode("set k 1 2 3\r\nabc\r\n"), "set k 1 2 3\r\nabc\r\n");
-  EXPECT_EQ(encode("set k 1 2 3 noreply\r\nabc\r\n"), "set k 1 2 3\r\nabc\r\n");
-  EXPECT_EQ(encode("delete k noreply\r\n"), "delete k\r\n");
-  EXPECT_EQ(encode("incr k 1 noreply\r\n"), "incr k 1\r\n");
-  EXPECT_EQ(encode("mg k v q k O1\r\n"), "mg k v q k O1\r\n");
-  EXPECT_EQ(encode("ms k 2 q T5\r\nhi\r\n"), "ms k 2 q T5\r\nhi\r\n");
-  EXPECT_EQ(encode("get a\n"), "get a\r\n");
-  EXPECT_EQ(encode("get  a\tb\r\n"), "get a\tb\r\n");
-  EXPECT_EQ(encode("set k 0 0 +1\r\nx\r\n"), "set k 0 0 1\r\nx\r\n");
-}
-
-TEST(RequestEncoder, CasCopiesDropTheCompareToken) {
-  RequestParser parser;
-  Request request;
-  auto copy = [&](const std::string& in) {
-    EXPECT_EQ(parser.parse(in, request).status, ParseStatus::kOk) << in;
-    size_t token = metaCasToken(request);
-    ByteBuffer out;
-    if (token != 0) encodeForwardWithout(request, token, out);
-    return std::string(out.view());
-  };
-  EXPECT_EQ(copy("ms k 2 C123 T5\r\nhi\r\n"), "ms k 2 T5\r\nhi\r\n");
-  EXPECT_EQ(copy("ms k 2 q C9\r\nhi\r\n"), "ms k 2 q\r\nhi\r\n");
-  EXPECT_EQ(copy("md k C7 q\r\n"), "md k q\r\n");
-  EXPECT_EQ(copy("ma k C7 D2\r\n"), "ma k D2\r\n");
-  EXPECT_EQ(copy("ms k 2 T5\r\nhi\r\n"), "");  // no compare token: copied as sent
-  EXPECT_EQ(copy("mg k c v\r\n"), "");         // reads are never copies
 }
 
 TEST(ReplyResult, ClassifiesWhatTheClientGot) {

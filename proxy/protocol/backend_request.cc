@@ -1,0 +1,240 @@
+#include "proxy/protocol/backend_request.h"
+
+#include <charconv>
+
+#include "proxy/protocol/memcached_syntax.h"
+
+namespace memzone::protocol {
+namespace {
+
+// How each text command is sent (the reply side: client_reply.cc, kTextReplies).
+//   verb, the flags it always carries, and which of the text arguments become flags.
+struct TextToMeta {
+  Command command;
+  std::string_view verb;
+  std::string_view fixed;  // flags before the arguments
+  bool flags_exptime;      // storage: F<flags> T<exptime> from the text arguments
+  bool cas;                // C<cas unique>
+  bool exptime_flag;       // touch: T<exptime>
+  bool delta;              // incr/decr: D<delta>
+};
+constexpr TextToMeta kTextToMeta[] = {
+    // Retrievals go key by key (encodeKeyRead): get "v f", gets "v f c", gat "v f T", gats
+    // "v f c T".
+    {Command::kSet, "ms", "", true, false, false, false},
+    {Command::kAdd, "ms", " ME", true, false, false, false},
+    {Command::kReplace, "ms", " MR", true, false, false, false},
+    // memcached's append/prepend ignore the text flags and exptime: so does the translation.
+    {Command::kAppend, "ms", " MA", false, false, false, false},
+    {Command::kPrepend, "ms", " MP", false, false, false, false},
+    {Command::kCas, "ms", "", true, true, false, false},
+    {Command::kDelete, "md", "", false, false, false, false},
+    {Command::kIncr, "ma", " v", false, false, false, true},
+    {Command::kDecr, "ma", " v MD", false, false, false, true},
+    {Command::kTouch, "mg", "", false, false, true, false},
+};
+
+const TextToMeta* textMapping(Command command) {
+  for (const TextToMeta& m : kTextToMeta) {
+    if (m.command == command) return &m;
+  }
+  return nullptr;
+}
+
+template <typename T>
+void appendNumber(T value, ByteBuffer& out) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(std::string_view(digits, static_cast<size_t>(end - digits)));
+}
+
+// Numbers go out as the digits the proxy read, never as the client's spelling of them.
+void appendI32(std::string_view token, ByteBuffer& out) {
+  int32_t v = 0;
+  mc::strtol32(token, v);
+  appendNumber(v, out);
+}
+
+void endLine(std::string_view opaque, ByteBuffer& out) {
+  out.append(' ');
+  out.append(opaque);
+  out.append("\r\n");
+}
+
+void appendData(const Request& request, ByteBuffer& out) {
+  out.append(request.data);
+  out.append("\r\n");
+}
+
+void encodeText(const TextToMeta& m, const Request& r, std::string_view opaque, ByteBuffer& out,
+                bool drop_cas) {
+  const auto& t = r.tokens;
+  bool storage = r.length_token != 0;
+  out.append(drop_cas && m.cas ? std::string_view("ms") : m.verb);
+  out.append(' ');
+  out.append(t[1]);
+  if (storage) {
+    out.append(' ');
+    appendNumber(r.data.size(), out);
+  }
+  out.append(m.fixed);
+  if (m.flags_exptime) {
+    uint32_t flags = 0;
+    mc::strtoul32(t[2], flags);
+    out.append(" F");
+    appendNumber(flags, out);
+    out.append(" T");
+    appendI32(t[3], out);
+  }
+  if (m.cas && !drop_cas) {
+    uint64_t cas = 0;
+    mc::strtoull64(t[5], cas);
+    out.append(" C");
+    appendNumber(cas, out);
+  }
+  if (m.exptime_flag) {
+    out.append(" T");
+    appendI32(t[2], out);
+  }
+  if (m.delta) {
+    uint64_t delta = 0;
+    mc::strtoull64(t[2], delta);
+    out.append(" D");
+    appendNumber(delta, out);
+  }
+  endLine(opaque, out);
+  if (storage) appendData(r, out);
+}
+
+// A client meta command: its tokens, less O (the proxy's own goes last) and k (the proxy
+// writes the key into the reply), and less C for `drop_cas`. An opaque too long for memcached
+// stays and the proxy's is left out: memcached refuses the request as it would have. A quiet request (q) is followed by `mn`:
+// memcached decides what quiet mode leaves unsaid, and the MN proves the silence.
+void encodeMeta(const Request& r, std::string_view opaque, ByteBuffer& out, bool drop_cas) {
+  const auto& t = r.tokens;
+  out.append(t[0]);
+  out.append(' ');
+  out.append(t[1]);
+  size_t first = firstMetaFlag(r.command);
+  const bool refused = metaOpaqueTooLong(r);
+  if (r.command == Command::kMetaSet) {
+    out.append(' ');
+    appendNumber(r.data.size(), out);
+  }
+  for (size_t i = first; i < t.size(); ++i) {
+    char flag = t[i][0];
+    if ((flag == 'O' && !refused) || flag == 'k' || (drop_cas && flag == 'C')) continue;
+    out.append(' ');
+    out.append(t[i]);
+  }
+  if (refused) {
+    out.append("\r\n");
+  } else {
+    endLine(opaque, out);
+  }
+  if (r.command == Command::kMetaSet) appendData(r, out);
+  if (r.quiet && !refused) out.append("mn\r\n");
+}
+
+}  // namespace
+
+OpaqueToken makeOpaqueToken(uint64_t opaque) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  OpaqueToken token;
+  token.bytes[0] = 'O';
+  for (int i = 16; i >= 1; --i) {
+    token.bytes[i] = kHex[opaque & 0xf];
+    opaque >>= 4;
+  }
+  return token;
+}
+
+bool metaOpaqueTooLong(const Request& request) {
+  if (!isMeta(request.command) || request.command == Command::kMetaDebug) return false;
+  for (size_t i = firstMetaFlag(request.command); i < request.tokens.size(); ++i) {
+    if (request.tokens[i][0] == 'O' && request.tokens[i].size() > mc::kMetaMaxOpaque) return true;
+  }
+  return false;
+}
+
+bool hasMetaFlag(const Request& request, char flag) {
+  for (size_t i = firstMetaFlag(request.command); i < request.tokens.size(); ++i) {
+    if (request.tokens[i][0] == flag) return true;
+  }
+  return false;
+}
+
+void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out) {
+  if (isRetrieval(request.command)) {
+    encodeKeyRead(request.command, request.first_key == 2 ? request.tokens[1] : "",
+                  request.key(), opaque, out);
+  } else if (const TextToMeta* m = textMapping(request.command)) {
+    encodeText(*m, request, opaque, out, false);
+  } else if (request.command == Command::kMetaDebug) {
+    out.append("me ");
+    out.append(request.tokens[1]);
+    if (request.tokens.size() > 2 && request.tokens[2] == "b") out.append(" b");
+    out.append("\r\n");
+  } else if (request.command == Command::kFlushAll) {
+    out.append("flush_all");
+    // "flush_all <delay>" (noreply is the proxy's to apply)
+    if (request.tokens.size() > (request.noreply ? 2u : 1u)) {
+      out.append(' ');
+      appendI32(request.tokens[1], out);
+    }
+    out.append("\r\n");
+  } else {
+    encodeMeta(request, opaque, out, false);
+  }
+}
+
+void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque,
+                                 ByteBuffer& out) {
+  if (const TextToMeta* m = textMapping(request.command)) {
+    encodeText(*m, request, opaque, out, true);
+  } else {
+    encodeMeta(request, opaque, out, true);
+  }
+}
+
+void encodeKeyRead(Command command, std::string_view exptime, std::string_view key,
+                   std::string_view opaque, ByteBuffer& out) {
+  out.append("mg ");
+  out.append(key);
+  out.append(" v f");
+  if (command == Command::kGets || command == Command::kGats) out.append(" c");
+  if (command == Command::kGat || command == Command::kGats) {
+    out.append(" T");
+    appendI32(exptime, out);
+  }
+  endLine(opaque, out);
+}
+
+void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer& out) {
+  out.append("md ");
+  out.append(wire_key);
+  endLine(opaque, out);
+}
+
+void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out) {
+  out.append("mg ");
+  out.append(wire_key);
+  out.append(" v t f");
+  endLine(opaque, out);
+}
+
+void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl, std::string_view flags,
+                       std::string_view opaque, ByteBuffer& out) {
+  out.append("ms ");
+  out.append(wire_key);
+  out.append(' ');
+  appendNumber(length, out);
+  out.append(" T");
+  out.append(ttl == "-1" ? std::string_view("0") : ttl);  // T0: no expiry
+  out.append(" F");
+  out.append(flags);
+  out.append(" ME");
+  endLine(opaque, out);
+}
+
+}  // namespace memzone::protocol

@@ -1,0 +1,56 @@
+// The requests the proxy sends to memcached: always meta commands it encodes itself from what
+// it parsed and verified, each ending in the connection's opaque (backend_reply.h says why).
+// Text commands are translated here, by one table (kTextToMeta in the .cc): the reply side of
+// the same table is client_reply.cc. Client meta commands keep their flags except `O` and
+// `k`, which the proxy applies itself; a quiet one (`q`) is followed by `mn` (the backend
+// connection expects its reply or the MN alone). Pure.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "proxy/common/byte_buffer.h"
+#include "proxy/protocol/request.h"
+
+namespace memzone::protocol {
+
+// "O" and 16 hex digits: the opaque a backend request carries.
+struct OpaqueToken {
+  char bytes[17];
+  std::string_view view() const { return {bytes, sizeof(bytes)}; }
+};
+OpaqueToken makeOpaqueToken(uint64_t opaque);
+
+// A "wire key" names a key on a meta line: text, or base64 followed by " b" (the bytes
+// memcached stores are then the decoded ones). A text key never holds a space, so the two
+// forms cannot be confused.
+
+// The client's request, for one backend. A multi-key retrieval is sent key by key
+// (encodeKeyRead); everything else with this.
+void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out);
+// A cas (text cas, or a meta ms/md/ma with C) that succeeded in the local zone, copied to the
+// other zones without its compare: a plain set (ms), delete, or arithmetic.
+void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque,
+                                 ByteBuffer& out);
+// One key of a get/gets/gat/gats: "mg <key> v f [c] [T<exptime>] O..".
+void encodeKeyRead(Command command, std::string_view exptime, std::string_view key,
+                   std::string_view opaque, ByteBuffer& out);
+
+// Requests the proxy originates.
+void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
+// "mg <key> v t f O..": a value with its TTL left and flags, for a copy elsewhere.
+void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
+// "ms <key> <length> T<ttl> F<flags> ME O..\r\n" (add: a value written meanwhile wins); the
+// caller appends the value and "\r\n". `ttl` as memcached's `t` flag ("-1": no expiry).
+void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl, std::string_view flags,
+                       std::string_view opaque, ByteBuffer& out);
+
+// A meta request whose opaque memcached refuses (over 32 bytes): it goes as the client sent
+// it, without the proxy's opaque, and only an error line may answer it (ReplyKind::kRefusal).
+bool metaOpaqueTooLong(const Request& request);
+// Whether the client's meta request carries `flag` (a flag is a token's first byte).
+bool hasMetaFlag(const Request& request, char flag);
+// Index of the first flag token of a meta request (ms: after key and length).
+inline size_t firstMetaFlag(Command command) { return command == Command::kMetaSet ? 3 : 2; }
+
+}  // namespace memzone::protocol
