@@ -90,6 +90,8 @@ class BackendRegistry {
   void setTlsContexts(std::shared_ptr<tls::TlsContexts> contexts) {
     tls_contexts_ = std::move(contexts);
   }
+  // The most reply bytes one request may gather (a multi-get's values; 0: no limit).
+  size_t maxReplyBytes() const { return max_input_bytes_; }
   void setBufferLimits(MemoryAccount* account, size_t max_input_bytes) {
     buffer_account_ = account;
     max_input_bytes_ = max_input_bytes;

@@ -23,7 +23,8 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   command_ = command;
   plan_ = plan;
   started_us_ = 0;
-  refusal_ = false;
+  refusal_ = oversized_ = false;
+  value_bytes_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
   override_ = confirming_ = false;
   local_only_ = sending_ = false;

@@ -214,6 +214,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool override_ = false;      // overrideReply(): reply_ is final
   bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
   bool refusal_ = false;       // memcached must refuse it (metaOpaqueTooLong)
+  bool oversized_ = false;     // kMultiGet: its values outgrew maxReplyBytes()
+  size_t value_bytes_ = 0;     // kMultiGet: bytes of the values gathered
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;                   // kRead

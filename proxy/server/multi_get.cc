@@ -57,7 +57,12 @@ void ClientRequest::onMultiGetReply(uint32_t child, const protocol::BackendReply
   KeyRef& ref = key_refs_[key];
   ref.code = reply.code;
   ref.answered = reply.code != ReplyCode::kServerError;
-  if (reply.code == ReplyCode::kHit && !released_by_owner_) {
+  size_t limit = registry_->maxReplyBytes();
+  if (reply.code == ReplyCode::kHit && limit != 0 && value_bytes_ + reply.value.size() > limit) {
+    oversized_ = true;  // a reply no client could be sent within the budget: refused whole
+  }
+  if (reply.code == ReplyCode::kHit && !released_by_owner_ && !oversized_) {
+    value_bytes_ += reply.value.size();
     ref.value_child = child;
     ref.value_offset = static_cast<uint32_t>(c.reply.size());
     bool with_cas = command_ == protocol::Command::kGets || command_ == protocol::Command::kGats;
@@ -217,7 +222,12 @@ void ClientRequest::finishMultiGet() {
     if (!ref.failed) any_answer = true;
     if (ref.failed && failed == nullptr) failed = &ref;
   }
-  if (!any_answer && failed != nullptr) {
+  if (oversized_) {
+    stats_->server_errors.add();
+    registry_->stats().connection_failures[static_cast<int>(backend::BackendFailure::kOversized)]
+        .add();
+    reply_.append(backend::failureReply(backend::BackendFailure::kOversized));
+  } else if (!any_answer && failed != nullptr) {
     stats_->server_errors.add();
     backend::BackendFailure f = failed->child != UINT32_MAX && children_[failed->child].failed
                                     ? children_[failed->child].failure

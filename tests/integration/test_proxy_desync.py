@@ -102,9 +102,10 @@ class DesyncTest(unittest.TestCase):
 
 
 def line_backend(answer):
-    """A line-by-line memcached stand-in for FakeBackend: fences (`mg <key> O<opaque>`) and
-    `version` are answered like memcached would, every other line by `answer(line, opaque)`
-    (bytes to send, possibly nothing)."""
+    """A line-by-line memcached stand-in for FakeBackend speaking the meta protocol the proxy
+    sends: `version` is answered like memcached would, every request line by
+    `answer(key, opaque)` (bytes to send, possibly nothing), where opaque is the proxy's
+    `O...` token, always the line's last."""
     pending = [b""]
 
     def behaviour(data):
@@ -113,60 +114,52 @@ def line_backend(answer):
         while b"\r\n" in pending[0]:
             line, pending[0] = pending[0].split(b"\r\n", 1)
             words = line.split()
-            if words[:1] == [b"mg"] and words[1] == b"memzone:fence":
-                out += answer(line, words[2]) if line.startswith(b"mg memzone:fence") and \
-                    getattr(answer, "fences", False) else b"EN " + words[2] + b"\r\n"
-            elif words[:1] == [b"version"]:
+            if words[:1] == [b"version"]:
                 out += b"VERSION 1.6.18\r\n"
-            else:
-                out += answer(line, None)
+            elif words:
+                out += answer(words[1], words[-1])
         return out
 
     return behaviour
 
 
-def wrong_fence(line, opaque):
-    if opaque is not None:
-        return b"EN O" + b"0" * (len(opaque) - 1) + b"\r\n"
-    return b"END\r\n"
+def miss(opaque):
+    return b"EN " + opaque + b"\r\n"
 
 
-wrong_fence.fences = True
+def other_opaque(opaque):
+    return b"O%016x" % (int(opaque[1:], 16) + 1)
+
 
 MISBEHAVIOURS = {
-    # one reply too many: a value nobody asked for follows the first answer
-    "extra reply": lambda line, _: (b"VALUE a 0 1\r\nA\r\nEND\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
-                                    if line == b"get a" else b"END\r\n"),
+    # one reply too many: a second answer nobody asked for follows the first
+    "extra reply": lambda key, o: miss(o) + miss(o) if key == b"a" else miss(o),
     # one reply too few: the first request is never answered
-    "missing reply": lambda line, _: b"" if line == b"get a" else b"END\r\n",
+    "missing reply": lambda key, o: b"" if key == b"a" else miss(o),
     # a reply of the wrong shape for its request
-    "wrong shape": lambda line, _: b"STORED\r\n" if line == b"get a" else b"END\r\n",
-    # the right shape, but a value for a key the request did not ask for
-    "another key's value": lambda line, _: (b"VALUE b 0 1\r\nB\r\nEND\r\n" if line == b"get a"
-                                           else b"END\r\n"),
+    "wrong shape": lambda key, o: b"STORED\r\n" if key == b"a" else miss(o),
+    # the right shape, but the next request's opaque
+    "another request's opaque": lambda key, o: miss(other_opaque(o)) if key == b"a" else miss(o),
+    # no opaque at all
+    "no opaque": lambda key, o: b"EN\r\n" if key == b"a" else miss(o),
+    # a text reply naming a key (what a raw-printed key could forge)
+    "text value": lambda key, o: (b"VALUE b 0 1\r\nB\r\nEND\r\n" if key == b"a" else miss(o)),
     # a value length that would wrap offsets around
-    "huge length": lambda line, _: (b"VALUE b 0 18446744073709551582\r\n"
-                                    if line == b"get a" else b"END\r\n"),
+    "huge length": lambda key, o: (b"VA 18446744073709551582 " + o + b"\r\n"
+                                   if key == b"a" else miss(o)),
     # bytes that are no reply at all
-    "garbage": lambda line, _: b"HELLO\r\n" if line == b"get a" else b"END\r\n",
-    # every reply right, the fence's opaque wrong
-    "wrong fence": wrong_fence,
+    "garbage": lambda key, o: b"HELLO\r\n" if key == b"a" else miss(o),
 }
 
 
-class FenceAndLineTest(unittest.TestCase):
+class LineLimitTest(unittest.TestCase):
     """What a client can do to the proxy's own traffic on a shared connection."""
 
-    def test_clients_cannot_poison_the_fence_or_overflow_memcacheds_line_limit(self):
+    def test_clients_cannot_overflow_memcacheds_line_limit(self):
         server = Memcached().start()
         proxy = Proxy(topology({"zone-a": [server.address]}), threads=1).start()
         try:
             with proxy.client() as c:
-                # Creating the fence key (and marking it) changes the fence's answer to
-                # "HD O<opaque> Z/W/X": still a fence, not a desync.
-                for poison in (b"mg memzone:fence N0 v\r\n", b"mg bWVt.em9uZTpmZW5jZQ== b N0\r\n",
-                               b"md memzone:fence I\r\n", b"mg memzone:fence v\r\n"):
-                    c.request(poison)
                 for i in range(20):
                     self.assertEqual(c.request(b"set k%d 0 0 1\r\nx\r\n" % i), b"STORED\r\n")
                 # A meta line padded past 2048 bytes goes out rebuilt; one whose tokens alone
@@ -174,7 +167,7 @@ class FenceAndLineTest(unittest.TestCase):
                 self.assertEqual(c.request(b"mg k1" + b" " * 4440 + b"v\r\n"), b"VA 1\r\nx\r\n")
                 self.assertEqual(c.request(b"mg k1 k" + b"A" * 3000 + b" v\r\n"),
                                  b"CLIENT_ERROR line too long\r\n")
-                # A multi-key gat of long keys is split into short lines per server.
+                # A multi-key gat of long keys goes as one mg per key.
                 keys = [b"%s%03d" % (b"g" * 200, i) for i in range(22)]
                 for k in keys:
                     c.request(b"set %s 0 0 1\r\ny\r\n" % k)
@@ -201,15 +194,18 @@ class BackendDesyncTest(unittest.TestCase):
                         c.send(b"get a\r\nget b\r\n")
                         first = c.read_reply()
                         second = c.read_reply()
-                    self.assertEqual((first, second), (b"SERVER_ERROR backend desync\r\n",) * 2,
-                                     proxy.logs())
+                    # Each reply proves itself: a's own answer, before the extra one, is a's.
+                    desync = b"SERVER_ERROR backend desync\r\n"
+                    expected = (b"END\r\n", desync) if name == "extra reply" else (desync,) * 2
+                    self.assertEqual((first, second), expected, proxy.logs())
                     stats = proxy.stats()
                     self.assertGreaterEqual(int(stats.get("proxy_backend_failures_desync", "0")), 1)
                     self.assertIn("desync", proxy.logs())
-                    # The connection is reopened and serves again (where the backend behaves).
-                    if name != "wrong fence":
-                        with proxy.client() as c:
-                            self.assertEqual(c.request(b"get b\r\n"), b"END\r\n")
+                    # The connection is reopened and serves again, and the server is not
+                    # marked down for what a stream did (issue 22).
+                    with proxy.client() as c:
+                        self.assertEqual(c.request(b"get b\r\n"), b"END\r\n")
+                    self.assertEqual(proxy.stats()["proxy_backend_mark_down_events"], "0")
                 finally:
                     proxy.stop()
                     backend.stop()

@@ -171,7 +171,7 @@ class MisbehavingBackendTest(unittest.TestCase):
         self.run_against(lambda req: None, b"SERVER_ERROR backend disconnected")
 
     def test_half_a_value_then_close(self):
-        fake = FakeBackend(lambda req: b"VALUE k 0 10\r\nabc")
+        fake = FakeBackend(lambda req: b"VA 10 %s\r\nabc" % req.split()[-1])
         proxy = Proxy(topology({"a": [fake.address]}, **fast_health())).start()
         try:
             with proxy.client() as c:
