@@ -6,7 +6,9 @@
 
 #include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/base64.h"
+#include "proxy/protocol/memcached_syntax.h"
 #include "proxy/server/proxy_stats.h"
+#include "proxy/server/ttl_copy.h"
 
 namespace memzone::server {
 
@@ -23,7 +25,8 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   command_ = command;
   plan_ = plan;
   started_us_ = 0;
-  refusal_ = oversized_ = false;
+  refusal_ = oversized_ = changes_ttl_ = false;
+  ttl_ = 0;
   value_bytes_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
   override_ = confirming_ = false;
@@ -49,6 +52,15 @@ void ClientRequest::keepForm(const protocol::Request& request) {
   noreply_ = request.noreply;
   quiet_ = request.quiet;
   refusal_ = protocol::metaOpaqueTooLong(request);
+  if (request.command == Command::kGat || request.command == Command::kGats) {
+    changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
+  } else if (request.command == Command::kMetaGet) {
+    for (size_t i = 2; i < request.tokens.size(); ++i) {
+      if (request.tokens[i][0] == 'T') {
+        changes_ttl_ = protocol::mc::strtol32(request.tokens[i].substr(1), ttl_);
+      }
+    }
+  }
   bool base64 = false;
   if (protocol::isMeta(request.command)) {
     const auto& t = request.tokens;
@@ -130,6 +142,20 @@ void ClientRequest::failChild(uint32_t child, backend::BackendFailure failure) {
   children_[child].failed = true;
   children_[child].done = true;
   children_[child].failure = failure;
+}
+
+void ClientRequest::copyTtl(const backend::PoolView& pool, std::string_view key,
+                            std::string_view wire_key, uint32_t answered_zone) {
+  if (!changes_ttl_ || pool.zones.size() < 2 ||
+      pool.pool->replication.writes != topology::WritePolicy::kAllZones) {
+    return;
+  }
+  std::string ttl = std::to_string(ttl_);
+  for (size_t z = 0; z < pool.zones.size(); ++z) {
+    if (z == answered_zone) continue;
+    const backend::ZoneView& zv = pool.zones[z];
+    copyTtlToZone(*registry_, view_, zv, key, wire_key, ttl);
+  }
 }
 
 uint32_t ClientRequest::zoneForAttempt(const backend::PoolView& pool, uint32_t attempt) {

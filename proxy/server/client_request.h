@@ -117,6 +117,10 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   protocol::ClientForm form() const {
     return {command_, key_refs_.empty() ? std::string_view{} : keyAt(0), form_flags_.view()};
   }
+  // gat/gats/mg T in a pool that copies writes: the new TTL goes to the zones that did not
+  // answer (ttl_copy.h). `answered_zone` is the zone index that served the read.
+  void copyTtl(const backend::PoolView& pool, std::string_view key, std::string_view wire_key,
+               uint32_t answered_zone);
   // The key as a meta line names it (invalidations): text, or "<base64> b".
   std::string_view wireKey() const { return wire_key_.view(); }
   // Keys in client order, each with its pool and the child (server) of the current round.
@@ -215,6 +219,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
   bool refusal_ = false;       // memcached must refuse it (metaOpaqueTooLong)
   bool oversized_ = false;     // kMultiGet: its values outgrew maxReplyBytes()
+  bool changes_ttl_ = false;   // gat, gats, mg T: the TTL change is copied (ttl_copy.h)
+  int32_t ttl_ = 0;
   size_t value_bytes_ = 0;     // kMultiGet: bytes of the values gathered
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;

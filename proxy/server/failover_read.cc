@@ -8,6 +8,7 @@
 // local zone: their cas values mean nothing to another zone's server. A hit served by
 // another zone may be repaired into the local zone. During a churn window (window_reads.h) a
 // miss on the local zone is read from the key's previous owner and the other zones too.
+#include "proxy/protocol/backend_request.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/read_repair.h"
@@ -32,7 +33,10 @@ void ClientRequest::startRead(const protocol::Request& request, const backend::P
   keepForm(request);
   encodeKept(request, false);  // sent to each zone asked, in turn
   addKey(request.key(), 0);
-  local_only_ = isLocalOnlyRead(request.command);
+  // A cas means something only to the server that issued it: gets, gats and mg ... c never
+  // leave the local zone (issue 23).
+  local_only_ = isLocalOnlyRead(request.command) ||
+                (request.command == Command::kMetaGet && protocol::hasMetaFlag(request, 'c'));
   sendReadAttempt(0);
   sealed();
 }
@@ -131,6 +135,11 @@ void ClientRequest::finishRead(uint32_t answer) {
     if (hit && c.attempt > 0) {
       repair(*pool_view_, keyAt(0), wireKey(), c.server, window_read_,
              c.attempt == kPreviousOwnerAttempt);
+    }
+    if (!protocol::isErrorCode(c.code)) {
+      uint32_t zone = c.attempt == kPreviousOwnerAttempt ? pool_view_->local_zone
+                                                          : zoneForAttempt(*pool_view_, c.attempt);
+      copyTtl(*pool_view_, keyAt(0), wireKey(), zone);
     }
     reply_child_ = answer;  // empty when a quiet request was answered with silence
   }

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "proxy/protocol/backend_request.h"
+#include "proxy/protocol/memcached_syntax.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 
@@ -42,7 +43,10 @@ void ClientRequest::startMultiGet(const protocol::Request& request,
     std::string_view key = request.key(i);
     addKey(key, UINT32_MAX, router.poolFor(key));
   }
-  if (request.first_key == 2) copy_.append(request.tokens[1]);  // gat/gats: the exptime
+  if (request.first_key == 2) {  // gat/gats: the exptime, for each key's mg and the copies
+    copy_.append(request.tokens[1]);
+    changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
+  }
   local_only_ = isLocalOnlyRead(request.command);
   sendMultiGetRound();
   sealed();
@@ -236,6 +240,14 @@ void ClientRequest::finishMultiGet() {
   } else {
     // A failed server's keys read as misses: a cache may always miss, and one dead server
     // should not fail a whole multi-get.
+    for (size_t i = 0; changes_ttl_ && i < key_refs_.size(); ++i) {
+      const KeyRef& ref = key_refs_[i];
+      if (ref.failed || ref.pool >= view_->pools.size() || ref.child == UINT32_MAX) continue;
+      const backend::PoolView& pool = view_->pools[ref.pool];
+      uint32_t zone = ref.attempt == kPreviousOwnerAttempt ? pool.local_zone
+                                                            : zoneForAttempt(pool, ref.attempt);
+      copyTtl(pool, keyAt(i), keyAt(i), zone);
+    }
     for (const KeyRef& ref : key_refs_) {
       if (ref.value_child == UINT32_MAX) {
         stats_->get_misses.add();

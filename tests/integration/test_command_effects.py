@@ -1,0 +1,139 @@
+"""Every command has the same effect in every zone (issue 23), for what the new backend framing
+made direct to fix: TTL-changing reads, reads that return a cas, arithmetic compared by
+effect, and base64 keys named by the bytes memcached stores in invalidations.
+
+Real memcached in two zones. Reads of the other zone poll with a bound: a copy is sent in the
+background (wait: local), so reading it at once would race.
+"""
+import base64
+import time
+import unittest
+
+from harness import Memcached, Proxy, topology, wait_until
+
+
+def ttl_in(mc, key):
+    """The item's TTL left in memcached `mc` (-1: none), or None when it is not there."""
+    with mc.client() as c:
+        reply = c.request(b"mg %s t\r\n" % key)
+    if reply.startswith(b"EN"):
+        return None
+    return int(reply.split(b" t", 1)[1].split()[0])
+
+
+class TtlReadsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.a = Memcached().start()
+        cls.b = Memcached().start()
+        cls.proxy = Proxy(topology({"a": [cls.a.address], "b": [cls.b.address]}),
+                          zone="a").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.a.kill()
+        cls.b.kill()
+
+    def test_gat_and_mg_t_change_the_ttl_in_every_zone(self):
+        with self.proxy.client() as c:
+            for key, read in ((b"g1", b"gat 100 g1\r\n"), (b"g2", b"gats 200 g2\r\n"),
+                              (b"g3", b"mg g3 v T300\r\n"), (b"g4", b"gat 400 g4 other\r\n")):
+                self.assertEqual(c.request(b"set %s 0 0 1\r\nx\r\n" % key), b"STORED\r\n")
+                wait_until(lambda: ttl_in(self.b, key) == -1, 5, "the set copied")
+                c.request(read)
+                want = int(read.split(b" ")[1] if read.startswith(b"ga") else 300)
+                wait_until(lambda: ttl_in(self.b, key) is not None and
+                           want - 5 <= ttl_in(self.b, key) <= want, 5,
+                           "zone b's TTL of %s follows %r" % (key, read))
+                self.assertTrue(want - 5 <= ttl_in(self.a, key) <= want)
+
+    def test_gat_that_expires_an_item_expires_it_everywhere(self):
+        with self.proxy.client() as c:
+            self.assertEqual(c.request(b"set gx 0 0 1\r\nx\r\n"), b"STORED\r\n")
+            wait_until(lambda: ttl_in(self.b, b"gx") == -1, 5, "the set copied")
+            c.request(b"gat -1 gx\r\n")
+        wait_until(lambda: ttl_in(self.b, b"gx") is None, 5, "zone b's copy expired")
+        self.assertIsNone(ttl_in(self.a, b"gx"))
+
+
+class CasReadsStayLocalTest(unittest.TestCase):
+    def test_mg_c_does_not_fail_over(self):
+        a = Memcached().start()
+        b = Memcached().start()
+        proxy = Proxy(topology({"a": [a.address], "b": [b.address]}), zone="a").start()
+        try:
+            with proxy.client() as c:
+                self.assertEqual(c.request(b"set ck 0 0 1\r\nx\r\n"), b"STORED\r\n")
+                wait_until(lambda: ttl_in(b, b"ck") == -1, 5, "the set copied")
+                a.kill()
+                # Without c the read fails over; with c (a cas from zone b means nothing to
+                # zone a) it does not.
+                self.assertEqual(c.request(b"mg ck v\r\n"), b"VA 1\r\nx\r\n")
+                self.assertTrue(c.request(b"mg ck v c\r\n").startswith(b"SERVER_ERROR"))
+                self.assertTrue(c.request(b"gets ck\r\n").startswith(b"SERVER_ERROR"))
+        finally:
+            proxy.stop()
+            b.kill()
+
+
+class EffectNotBytesTest(unittest.TestCase):
+    def test_ma_with_c_leaves_no_invalidation(self):
+        a = Memcached().start()
+        b = Memcached().start()
+        proxy = Proxy(topology({"a": [a.address], "b": [b.address]},
+                               replication="{ wait: all }"), zone="a").start()
+        try:
+            with proxy.client() as c:
+                # Different cas counters in the two zones: the replies differ, the effect not.
+                with b.client() as direct:
+                    for i in range(5):
+                        direct.request(b"set pad%d 0 0 1\r\nx\r\n" % i)
+                self.assertEqual(c.request(b"set n2 0 0 1\r\n5\r\n"), b"STORED\r\n")
+                for _ in range(5):
+                    self.assertTrue(c.request(b"ma n2 v c\r\n").startswith(b"VA "))
+            stats = proxy.stats()
+            self.assertEqual(stats.get("proxy_zone_b_invalidations_queued", "0"), "0")
+            with b.client() as direct:
+                self.assertEqual(direct.request(b"get n2\r\n"), b"VALUE n2 0 2\r\n10\r\nEND\r\n")
+        finally:
+            proxy.stop()
+            a.kill()
+            b.kill()
+
+
+class Base64KeysTest(unittest.TestCase):
+    def test_a_failed_copy_of_a_b_key_is_replayed_under_the_key_memcached_stores(self):
+        """A b key written while zone b is down: the invalidation replayed when it returns
+        deletes the decoded key (the old value there), not a text key of the base64."""
+        a = Memcached().start()
+        b = Memcached().start()
+        proxy = Proxy(topology({"a": [a.address], "b": [b.address]},
+                               health="{failureLimit: 1, downRetryMs: 100, maxDownRetryMs: 200}"),
+                      zone="a").start()
+        raw = b"bin\x00key"
+        key = base64.b64encode(raw)
+        try:
+            with proxy.client() as c:
+                self.assertEqual(c.request(b"ms %s 3 b\r\nold\r\n" % key), b"HD\r\n")
+
+                def zone_b():
+                    with b.client() as direct:
+                        return direct.request(b"mg %s b v\r\n" % key)
+                wait_until(lambda: zone_b() == b"VA 3\r\nold\r\n", 5, "the first value copied")
+                b.pause()
+                self.assertEqual(c.request(b"ms %s 3 b\r\nnew\r\n" % key), b"HD\r\n")
+                time.sleep(0.6)  # past the request timeout: the copy fails, a delete is owed
+                b.resume()
+
+                def replayed():
+                    return zone_b() == b"EN\r\n"
+                wait_until(replayed, 10, "the invalidation replayed at zone b")
+        finally:
+            proxy.stop()
+            a.kill()
+            b.kill()
+
+
+if __name__ == "__main__":
+    unittest.main()
