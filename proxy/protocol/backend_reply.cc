@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/base64.h"
 
 namespace memzone::protocol {
@@ -65,6 +66,22 @@ constexpr MetaHead kMetaHeads[] = {
     {"NF", ReplyCode::kNotFound}, {"NS", ReplyCode::kNotStored}, {"EX", ReplyCode::kExists},
 };
 
+// The value of a VA reply (its length read from the line, which ends at `next`).
+ReplyStatus finishMeta(std::string_view input, size_t next, size_t length, BackendReply& out,
+                       size_t& consumed) {
+  if (out.code == ReplyCode::kHit) {
+    if (input.size() < next + length + 2) return ReplyStatus::kNeedMore;
+    if (input[next + length] != '\r' || input[next + length + 1] != '\n') {
+      return ReplyStatus::kInvalid;
+    }
+    out.value = input.substr(next, length);
+    out.has_value = true;
+    next += length + 2;
+  }
+  consumed = next;
+  return ReplyStatus::kOk;
+}
+
 ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out,
                       size_t& consumed) {
   std::string_view line;
@@ -80,9 +97,10 @@ ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out
   out.head = line.substr(0, 2);
   bool known = false;
   for (const MetaHead& h : kMetaHeads) {
-    if (h.text == out.head) {
+    if (h.text[0] == out.head[0] && h.text[1] == out.head[1]) {
       out.code = h.code;
       known = true;
+      break;
     }
   }
   if (!known) return ReplyStatus::kInvalid;
@@ -96,8 +114,23 @@ ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out
     rest.remove_prefix(sp == std::string_view::npos ? rest.size() : sp);
   }
   // " <flag>..." with our opaque among them: what precedes it came from the request's own
-  // flags; only W, X and Z may follow it.
+  // flags; only W, X and Z may follow it. Mostly it ends the line: checked first.
   if (!rest.starts_with(' ')) return ReplyStatus::kInvalid;
+  const OpaqueToken expected = makeOpaqueToken(opaque);
+  const std::string_view token = expected.view();
+  if (rest.size() > token.size() && rest.ends_with(token) &&
+      rest[rest.size() - token.size() - 1] == ' ') {
+    // " <flags> O...", or " O..." alone.
+    std::string_view flags = rest.size() == token.size() + 1
+                                 ? std::string_view{}
+                                 : rest.substr(1, rest.size() - token.size() - 2);
+    if (rest.size() == token.size() + 1 ||
+        (!flags.empty() && flags.front() != ' ' && flags.back() != ' ' &&
+         flags.find("  ") == std::string_view::npos && flags.find(token) == std::string_view::npos)) {
+      out.flags = flags;
+      return finishMeta(input, next, length, out, consumed);
+    }
+  }
   size_t flags_begin = 1;
   size_t pos = 1;
   bool found = false;
@@ -119,17 +152,7 @@ ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out
     pos = end + 1;
   }
   if (!found) return ReplyStatus::kInvalid;
-  if (out.code == ReplyCode::kHit) {
-    if (input.size() < next + length + 2) return ReplyStatus::kNeedMore;
-    if (input[next + length] != '\r' || input[next + length + 1] != '\n') {
-      return ReplyStatus::kInvalid;
-    }
-    out.value = input.substr(next, length);
-    out.has_value = true;
-    next += length + 2;
-  }
-  consumed = next;
-  return ReplyStatus::kOk;
+  return finishMeta(input, next, length, out, consumed);
 }
 
 // "ME <key> exp=...\r\n": the key is the one asked for, as raw bytes or base64 (memcached

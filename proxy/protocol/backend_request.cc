@@ -1,6 +1,8 @@
 #include "proxy/protocol/backend_request.h"
 
+#include <array>
 #include <charconv>
+#include <cstring>
 
 #include "proxy/protocol/memcached_syntax.h"
 
@@ -138,13 +140,26 @@ void encodeMeta(const Request& r, std::string_view opaque, ByteBuffer& out, bool
 
 }  // namespace
 
+namespace {
+// "00" .. "ff": two hex digits per byte (every request formats an opaque).
+constexpr std::array<char, 512> makeHexPairs() {
+  std::array<char, 512> t{};
+  constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 256; ++i) {
+    t[2 * i] = kHex[i >> 4];
+    t[2 * i + 1] = kHex[i & 0xf];
+  }
+  return t;
+}
+constexpr std::array<char, 512> kHexPairs = makeHexPairs();
+}  // namespace
+
 OpaqueToken makeOpaqueToken(uint64_t opaque) {
-  static constexpr char kHex[] = "0123456789abcdef";
   OpaqueToken token;
   token.bytes[0] = 'O';
-  for (int i = 16; i >= 1; --i) {
-    token.bytes[i] = kHex[opaque & 0xf];
-    opaque >>= 4;
+  for (int i = 7; i >= 0; --i) {
+    std::memcpy(token.bytes + 1 + 2 * i, &kHexPairs[2 * (opaque & 0xff)], 2);
+    opaque >>= 8;
   }
   return token;
 }
@@ -199,15 +214,39 @@ void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque
 
 void encodeKeyRead(Command command, std::string_view exptime, std::string_view key,
                    std::string_view opaque, ByteBuffer& out) {
-  out.append("mg ");
-  out.append(key);
-  out.append(" v f");
-  if (command == Command::kGets || command == Command::kGats) out.append(" c");
-  if (command == Command::kGat || command == Command::kGats) {
-    out.append(" T");
-    appendI32(exptime, out);
+  // One write into the buffer: this runs once per key of every get.
+  const bool cas = command == Command::kGets || command == Command::kGats;
+  const bool touch = command == Command::kGat || command == Command::kGats;
+  char ttl[16];
+  size_t ttl_len = 0;
+  if (touch) {
+    int32_t v = 0;
+    mc::strtol32(exptime, v);
+    ttl_len = static_cast<size_t>(std::to_chars(ttl, ttl + sizeof(ttl), v).ptr - ttl);
   }
-  endLine(opaque, out);
+  const size_t len = 3 + key.size() + 4 + (cas ? 2 : 0) + (touch ? 2 + ttl_len : 0) + 1 +
+                     opaque.size() + 2;
+  char* p = out.prepare(len);
+  std::memcpy(p, "mg ", 3);
+  p += 3;
+  std::memcpy(p, key.data(), key.size());
+  p += key.size();
+  std::memcpy(p, " v f", 4);
+  p += 4;
+  if (cas) {
+    std::memcpy(p, " c", 2);
+    p += 2;
+  }
+  if (touch) {
+    std::memcpy(p, " T", 2);
+    std::memcpy(p + 2, ttl, ttl_len);
+    p += 2 + ttl_len;
+  }
+  *p++ = ' ';
+  std::memcpy(p, opaque.data(), opaque.size());
+  p += opaque.size();
+  std::memcpy(p, "\r\n", 2);
+  out.commit(len);
 }
 
 void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer& out) {

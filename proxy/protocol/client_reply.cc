@@ -1,5 +1,8 @@
 #include "proxy/protocol/client_reply.h"
 
+#include <charconv>
+#include <cstring>
+
 namespace memzone::protocol {
 namespace {
 
@@ -30,9 +33,12 @@ void appendLine(std::string_view line, ByteBuffer& out) {
 
 void appendText(const ClientForm& form, const BackendReply& r, ByteBuffer& out) {
   if (isRetrieval(form.command)) {
+    if (r.code != ReplyCode::kHit) {
+      out.append("END\r\n");
+      return;
+    }
     appendValueBlock(form.key, r, form.command == Command::kGets || form.command == Command::kGats,
-                     out);
-    out.append("END\r\n");
+                     out, "\r\nEND\r\n");
     return;
   }
   for (const TextReplies& t : kTextReplies) {
@@ -151,31 +157,37 @@ void appendClientReply(const ClientForm& form, const BackendReply& reply, ByteBu
 }
 
 void appendValueBlock(std::string_view key, const BackendReply& reply, bool with_cas,
-                      ByteBuffer& out) {
+                      ByteBuffer& out, std::string_view tail) {
   if (reply.code != ReplyCode::kHit) return;
+  // One write into the buffer: "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>" and `tail`.
   std::string_view flags = "0";
   std::string_view cas;
   findReturnFlag(reply.flags, 'f', flags);
-  out.append("VALUE ");
-  out.append(key);
-  out.append(' ');
-  out.append(flags);
-  out.append(' ');
+  if (with_cas) findReturnFlag(reply.flags, 'c', cas);
   char digits[24];
-  int n = 0;
-  size_t v = reply.value.size();
-  do {
-    digits[sizeof(digits) - 1 - n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  out.append(std::string_view(digits + sizeof(digits) - n, static_cast<size_t>(n)));
-  if (with_cas && findReturnFlag(reply.flags, 'c', cas)) {
-    out.append(' ');
-    out.append(cas);
+  size_t n = static_cast<size_t>(
+      std::to_chars(digits, digits + sizeof(digits), reply.value.size()).ptr - digits);
+  const size_t len = 6 + key.size() + 1 + flags.size() + 1 + n + (cas.empty() ? 0 : 1 + cas.size()) +
+                     2 + reply.value.size() + tail.size();
+  char* p = out.prepare(len);
+  auto put = [&p](std::string_view bytes) {
+    std::memcpy(p, bytes.data(), bytes.size());
+    p += bytes.size();
+  };
+  put("VALUE ");
+  put(key);
+  *p++ = ' ';
+  put(flags);
+  *p++ = ' ';
+  put(std::string_view(digits, n));
+  if (!cas.empty()) {
+    *p++ = ' ';
+    put(cas);
   }
-  out.append("\r\n");
-  out.append(reply.value);
-  out.append("\r\n");
+  put("\r\n");
+  put(reply.value);
+  put(tail);
+  out.commit(len);
 }
 
 }  // namespace memzone::protocol

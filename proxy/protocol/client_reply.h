@@ -23,5 +23,5 @@ struct ClientForm {
 void appendClientReply(const ClientForm& form, const BackendReply& reply, ByteBuffer& out);
 // One key's part of a get/gets/gat/gats reply: a VALUE block on a hit, nothing otherwise.
 void appendValueBlock(std::string_view key, const BackendReply& reply, bool with_cas,
-                      ByteBuffer& out);
+                      ByteBuffer& out, std::string_view tail = "\r\n");
 }  // namespace memzone::protocol

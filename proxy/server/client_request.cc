@@ -42,8 +42,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   copy_.clear();
   copy_opaque_at_ = 0;
   keys_.clear();
-  form_flags_.clear();
-  wire_key_.clear();
+  wire_key_length_ = form_flags_at_ = 0;
   key_refs_.clear();
   child_count_ = 0;
 }
@@ -54,33 +53,38 @@ void ClientRequest::keepForm(const protocol::Request& request) {
   refusal_ = protocol::metaOpaqueTooLong(request);
   if (request.command == Command::kGat || request.command == Command::kGats) {
     changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
-  } else if (request.command == Command::kMetaGet) {
-    for (size_t i = 2; i < request.tokens.size(); ++i) {
-      if (request.tokens[i][0] == 'T') {
-        changes_ttl_ = protocol::mc::strtol32(request.tokens[i].substr(1), ttl_);
-      }
-    }
   }
+  if (request.key_count == 0) return;  // flush_all
+  // keys_ holds the key, then " b" for a meta b key (so the key and that are its wire form),
+  // then a meta request's flags: one buffer, one charge to move.
+  addKey(request.key(), 0);
+  wire_key_length_ = static_cast<uint32_t>(request.key().size());
+  if (!protocol::isMeta(request.command)) return;
+  const auto& t = request.tokens;
   bool base64 = false;
-  if (protocol::isMeta(request.command)) {
-    const auto& t = request.tokens;
-    for (size_t i = protocol::firstMetaFlag(request.command); i < t.size(); ++i) {
-      if (!form_flags_.empty()) form_flags_.append(' ');
-      form_flags_.append(t[i]);
-      base64 |= t[i][0] == 'b';
-    }
-    if (request.command == Command::kMetaDebug) {
-      // me: the reply names the key as memcached stores it, matched against these bytes.
-      base64 = t.size() > 2 && t[2] == "b";
-      std::string decoded;
-      if (!base64 || !protocol::base64Decode(t[1], decoded)) decoded.assign(t[1]);
-      copy_.append(decoded);
-      base64 = false;
+  for (size_t i = protocol::firstMetaFlag(request.command); i < t.size(); ++i) {
+    base64 |= t[i][0] == 'b';
+    if (request.command == Command::kMetaGet && t[i][0] == 'T') {
+      changes_ttl_ = protocol::mc::strtol32(t[i].substr(1), ttl_);
     }
   }
-  if (request.key_count == 0) return;
-  wire_key_.append(request.key());
-  if (base64) wire_key_.append(" b");
+  if (request.command == Command::kMetaDebug) {
+    // me: the reply names the key as memcached stores it, matched against these bytes.
+    base64 = t.size() > 2 && t[2] == "b";
+    std::string decoded;
+    if (!base64 || !protocol::base64Decode(t[1], decoded)) decoded.assign(t[1]);
+    copy_.append(decoded);
+    base64 = false;
+  }
+  if (base64) {
+    keys_.append(" b");
+    wire_key_length_ += 2;
+  }
+  form_flags_at_ = static_cast<uint32_t>(keys_.size());
+  for (size_t i = protocol::firstMetaFlag(request.command); i < t.size(); ++i) {
+    if (keys_.size() > form_flags_at_) keys_.append(' ');
+    keys_.append(t[i]);
+  }
 }
 
 void ClientRequest::setLocalReply(std::string_view reply) {
@@ -342,8 +346,6 @@ void ClientRequest::chargeTo(MemoryAccount* account) {
   reply_.setAccount(account);
   copy_.setAccount(account);
   keys_.setAccount(account);
-  form_flags_.setAccount(account);
-  wire_key_.setAccount(account);
   for (Child& c : children_) c.reply.setAccount(account);
 }
 
@@ -354,10 +356,6 @@ void ClientRequest::releaseBuffers() {
   copy_.release();
   keys_.clear();
   keys_.release();
-  form_flags_.clear();
-  form_flags_.release();
-  wire_key_.clear();
-  wire_key_.release();
   for (Child& c : children_) {
     c.reply.clear();
     c.reply.release();
@@ -380,8 +378,6 @@ void ClientRequest::maybeRecycle() {
   recycle(reply_);
   recycle(copy_);
   recycle(keys_);
-  recycle(form_flags_);
-  recycle(wire_key_);
   // A multi-get of thousands of keys must not pin its bookkeeping in the pool for ever.
   if (key_refs_.capacity() > 1024) std::vector<KeyRef>().swap(key_refs_);
   for (size_t i = 0; i < child_count_; ++i) recycle(children_[i].reply);

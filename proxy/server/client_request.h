@@ -115,14 +115,16 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   // Keeps what the client's reply will need of `request` (its views die once start* returns).
   void keepForm(const protocol::Request& request);
   protocol::ClientForm form() const {
-    return {command_, key_refs_.empty() ? std::string_view{} : keyAt(0), form_flags_.view()};
+    if (key_refs_.empty()) return {command_, {}, {}};
+    return {command_, keyAt(0),
+            form_flags_at_ != 0 ? keys_.view().substr(form_flags_at_) : std::string_view{}};
   }
   // gat/gats/mg T in a pool that copies writes: the new TTL goes to the zones that did not
   // answer (ttl_copy.h). `answered_zone` is the zone index that served the read.
   void copyTtl(const backend::PoolView& pool, std::string_view key, std::string_view wire_key,
                uint32_t answered_zone);
   // The key as a meta line names it (invalidations): text, or "<base64> b".
-  std::string_view wireKey() const { return wire_key_.view(); }
+  std::string_view wireKey() const { return keys_.view().substr(0, wire_key_length_); }
   // Keys in client order, each with its pool and the child (server) of the current round.
   void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
   std::string_view keyAt(size_t i) const;
@@ -241,9 +243,9 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   // per send) / kMultiGet gat exptime / me: the key as memcached stores it.
   ByteBuffer copy_;
   size_t copy_opaque_at_ = 0;
-  ByteBuffer keys_;        // keys, concatenated
-  ByteBuffer form_flags_;  // meta: the client's flags
-  ByteBuffer wire_key_;
+  ByteBuffer keys_;  // keys, concatenated (one-key plans: and the wire key's " b", the flags)
+  uint32_t wire_key_length_ = 0;  // one-key plans: keys_'s first bytes that are the wire key
+  uint32_t form_flags_at_ = 0;    // meta: where keys_ holds the client's flags (0: none)
   struct KeyRef {
     uint32_t offset;
     uint32_t length;

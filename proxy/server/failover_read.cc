@@ -32,7 +32,6 @@ void ClientRequest::startRead(const protocol::Request& request, const backend::P
   pool_view_ = &pool;
   keepForm(request);
   encodeKept(request, false);  // sent to each zone asked, in turn
-  addKey(request.key(), 0);
   // A cas means something only to the server that issued it: gets, gats and mg ... c never
   // leave the local zone (issue 23).
   local_only_ = isLocalOnlyRead(request.command) ||

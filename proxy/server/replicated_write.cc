@@ -64,7 +64,6 @@ void ClientRequest::startWrite(const protocol::Request& request, const backend::
   pool_view_ = &pool;
   keepForm(request);
   std::string_view key = request.key();
-  addKey(key, 0);
   // A cas goes to the local zone only; once it succeeded the others get the value as a
   // plain set (meta: the same command without its C token), kept in copy_ until then.
   if (request.command == Command::kCas ||

@@ -11,7 +11,6 @@ using protocol::ReplyCode;
 
 void ClientRequest::startSingle(const protocol::Request& request, const backend::PoolView& pool) {
   keepForm(request);
-  addKey(request.key(), 0);
   const backend::ZoneView& zv = pool.zones[pool.local_zone];
   backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
   send(addChild(server), server, request);
