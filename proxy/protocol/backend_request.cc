@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "proxy/protocol/base64.h"
 #include "proxy/protocol/memcached_syntax.h"
 
 namespace memzone::protocol {
@@ -170,6 +171,18 @@ bool metaOpaqueTooLong(const Request& request) {
     if (request.tokens[i][0] == 'O' && request.tokens[i].size() > mc::kMetaMaxOpaque) return true;
   }
   return false;
+}
+
+std::string_view placementKey(const Request& request, std::string& scratch) {
+  if (isMeta(request.command) && request.command != Command::kMetaDebug &&
+      hasMetaFlag(request, 'b') && base64Decode(request.key(), scratch)) {
+    return scratch;
+  }
+  if (request.command == Command::kMetaDebug && request.tokens.size() > 2 &&
+      request.tokens[2] == "b" && base64Decode(request.key(), scratch)) {
+    return scratch;
+  }
+  return request.key();
 }
 
 bool hasMetaFlag(const Request& request, char flag) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "proxy/common/byte_buffer.h"
@@ -48,6 +49,9 @@ void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_vie
 // A meta request whose opaque memcached refuses (over 32 bytes): it goes as the client sent
 // it, without the proxy's opaque, and only an error line may answer it (ReplyKind::kRefusal).
 bool metaOpaqueTooLong(const Request& request);
+// The bytes memcached stores as the request's key, which place it on the ring and route it:
+// a meta `b` key decoded (into `scratch`), any other key as written.
+std::string_view placementKey(const Request& request, std::string& scratch);
 // Whether the client's meta request carries `flag` (a flag is a token's first byte).
 bool hasMetaFlag(const Request& request, char flag);
 // Index of the first flag token of a meta request (ms: after key and length).

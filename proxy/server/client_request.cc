@@ -42,7 +42,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   copy_.clear();
   copy_opaque_at_ = 0;
   keys_.clear();
-  wire_key_length_ = form_flags_at_ = 0;
+  wire_key_length_ = form_flags_at_ = wire_key_at_ = 0;
   key_refs_.clear();
   child_count_ = 0;
 }
@@ -55,9 +55,17 @@ void ClientRequest::keepForm(const protocol::Request& request) {
     changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
   }
   if (request.key_count == 0) return;  // flush_all
-  // keys_ holds the key, then " b" for a meta b key (so the key and that are its wire form),
-  // then a meta request's flags: one buffer, one charge to move.
-  addKey(request.key(), 0);
+  // keys_ holds the key as memcached stores it (keyAt(0): placement); for a b key then the
+  // key as the client wrote it and " b" (its wire form); then a meta request's flags: one
+  // buffer, one charge to move.
+  std::string decoded;
+  std::string_view placement = protocol::placementKey(request, decoded);
+  addKey(placement, 0);
+  wire_key_at_ = 0;
+  if (placement.data() != request.key().data()) {
+    wire_key_at_ = static_cast<uint32_t>(keys_.size());
+    keys_.append(request.key());
+  }
   wire_key_length_ = static_cast<uint32_t>(request.key().size());
   if (!protocol::isMeta(request.command)) return;
   const auto& t = request.tokens;

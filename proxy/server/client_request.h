@@ -116,7 +116,11 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void keepForm(const protocol::Request& request);
   protocol::ClientForm form() const {
     if (key_refs_.empty()) return {command_, {}, {}};
-    return {command_, keyAt(0),
+    std::string_view client_key =
+        keys_.view().substr(wire_key_at_, key_refs_.size() == 1 && wire_key_length_ != 0
+                                              ? clientKeyLength()
+                                              : key_refs_[0].length);
+    return {command_, client_key,
             form_flags_at_ != 0 ? keys_.view().substr(form_flags_at_) : std::string_view{}};
   }
   // gat/gats/mg T in a pool that copies writes: the new TTL goes to the zones that did not
@@ -124,7 +128,14 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void copyTtl(const backend::PoolView& pool, std::string_view key, std::string_view wire_key,
                uint32_t answered_zone);
   // The key as a meta line names it (invalidations): text, or "<base64> b".
-  std::string_view wireKey() const { return keys_.view().substr(0, wire_key_length_); }
+  std::string_view wireKey() const {
+    return keys_.view().substr(wire_key_at_, wire_key_length_);
+  }
+  // The key as the client wrote it (its wire form without " b").
+  size_t clientKeyLength() const {
+    std::string_view w = wireKey();
+    return w.ends_with(" b") ? w.size() - 2 : w.size();
+  }
   // Keys in client order, each with its pool and the child (server) of the current round.
   void addKey(std::string_view key, uint32_t child, uint32_t pool = 0);
   std::string_view keyAt(size_t i) const;
@@ -244,7 +255,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   ByteBuffer copy_;
   size_t copy_opaque_at_ = 0;
   ByteBuffer keys_;  // keys, concatenated (one-key plans: and the wire key's " b", the flags)
-  uint32_t wire_key_length_ = 0;  // one-key plans: keys_'s first bytes that are the wire key
+  uint32_t wire_key_at_ = 0;      // one-key plans: where keys_ holds the wire key
+  uint32_t wire_key_length_ = 0;
   uint32_t form_flags_at_ = 0;    // meta: where keys_ holds the client's flags (0: none)
   struct KeyRef {
     uint32_t offset;

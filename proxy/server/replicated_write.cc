@@ -63,7 +63,7 @@ bool diverged(Command command, const ClientRequest::Child& local,
 void ClientRequest::startWrite(const protocol::Request& request, const backend::PoolView& pool) {
   pool_view_ = &pool;
   keepForm(request);
-  std::string_view key = request.key();
+  std::string_view key = keyAt(0);
   // A cas goes to the local zone only; once it succeeded the others get the value as a
   // plain set (meta: the same command without its C token), kept in copy_ until then.
   if (request.command == Command::kCas ||

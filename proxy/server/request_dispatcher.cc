@@ -86,7 +86,9 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
     r->startMultiGet(request, view->topology->router);
     return r;
   }
-  uint32_t pool = view->topology->router.poolFor(request.key());
+  // A b key is placed and routed by the bytes memcached stores (issue 23).
+  std::string_view placement = protocol::placementKey(request, placement_scratch_);
+  uint32_t pool = view->topology->router.poolFor(placement);
   if (pool == routing::PrefixRouter::kNoPool) {
     r->start(owner, request.command, Plan::kLocal, &stats_);
     r->setLocalReply(request.noreply ? "" : protocol::errors::kNoRoute);
@@ -103,7 +105,7 @@ ClientRequest* RequestDispatcher::dispatch(const protocol::Request& request, Req
     if (protocol::isMeta(request.command) && protocol::hasMetaFlag(request, 'b')) {
       wire_key.append(" b");
     }
-    invalidatePreviousOwners(registry_, view, pv, request.key(), wire_key, all_zones,
+    invalidatePreviousOwners(registry_, view, pv, placement, wire_key, all_zones,
                              event::nowMicros());
   }
   if (all_zones && protocol::isWrite(request.command)) {

@@ -12,7 +12,7 @@ using protocol::ReplyCode;
 void ClientRequest::startSingle(const protocol::Request& request, const backend::PoolView& pool) {
   keepForm(request);
   const backend::ZoneView& zv = pool.zones[pool.local_zone];
-  backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(request.key())];
+  backend::BackendServer* server = zv.servers[zv.zone->ring.serverFor(keyAt(0))];
   send(addChild(server), server, request);
   sealed();
 }

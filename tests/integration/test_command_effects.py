@@ -103,6 +103,23 @@ class EffectNotBytesTest(unittest.TestCase):
 
 
 class Base64KeysTest(unittest.TestCase):
+    def test_a_b_key_is_placed_by_the_bytes_memcached_stores(self):
+        """A b key and the text key of the same bytes are one key: the same server, the same
+        value (ketama hashes what memcached stores)."""
+        servers = [Memcached().start() for _ in range(3)]
+        proxy = Proxy(topology({"a": [m.address for m in servers]}), zone="a").start()
+        try:
+            with proxy.client() as c:
+                for i in range(30):
+                    key = b"placed:%d" % i
+                    self.assertEqual(c.request(b"set %s 0 0 1\r\nv\r\n" % key), b"STORED\r\n")
+                    self.assertEqual(c.request(b"mg %s b v\r\n" % base64.b64encode(key)),
+                                     b"VA 1\r\nv\r\n", key)
+        finally:
+            proxy.stop()
+            for m in servers:
+                m.kill()
+
     def test_a_failed_copy_of_a_b_key_is_replayed_under_the_key_memcached_stores(self):
         """A b key written while zone b is down: the invalidation replayed when it returns
         deletes the decoded key (the old value there), not a text key of the base64."""
