@@ -397,23 +397,44 @@ void ClientConnection::makeProgress() {
   takeReadyReplies();
   writeOutput();
   if (closed_) return;
-  // Requests left unparsed while we were overloaded can go now: the peer may have sent
-  // everything already, so no readable event would ever come for them.
-  if (!overloaded() && !input_.empty() && !read_closed_) {
-    size_t before = input_.size();
-    parseRequests(input_);
-    bool progressed = input_.size() < before;
-    input_.release();
-    trackPartial(progressed);
-    takeReadyReplies();
-    writeOutput();
-  }
+  parseHeldInput();
   if (closed_) return;
   if (tlsBuffered() && !read_closed_ && !overloaded() && !budget_blocked_) {
     readRequests();  // decrypted bytes left in the session when reading stopped
     return;
   }
   updateInterest();
+}
+
+void ClientConnection::parseHeldInput() {
+  // Requests left unparsed while we were overloaded go now: the peer may have sent
+  // everything already, so no readable event will come for them, and when the requests
+  // ahead were answered by the proxy itself (version, an unrouted key, a bad command) no
+  // backend event either. So this goes on until the input is used up or something that
+  // will wake us holds it: a request waiting on a backend (onRequestReady), the budget
+  // (onBudgetAvailable), or the client not reading (writable).
+  bool parsed = false;
+  bool progressed = false;
+  while (!input_.empty() && !read_closed_) {
+    if (overloaded()) {
+      // After takeReadyReplies a full window means its head waits on a backend.
+      if (fifo_.size() >= inflight_window_) break;
+      writeOutput();  // the output is full: the socket may take some
+      if (closed_) return;
+      if (overloaded()) break;
+    }
+    size_t before = input_.size();
+    parseRequests(input_);
+    parsed = true;
+    if (closed_) return;
+    if (input_.size() == before) break;  // incomplete, or waiting for the budget
+    progressed = true;
+    takeReadyReplies();
+  }
+  if (!parsed) return;
+  input_.release();
+  trackPartial(progressed);
+  writeOutput();
 }
 
 void ClientConnection::writeOutput() {

@@ -146,6 +146,8 @@ class ClientConnection : public Flushable,
   // Accounts `n` bytes just written: consumes output_, recycles fully written requests.
   void consumeOutput(size_t n);
   void makeProgress();
+  // Parses what input_ holds back, as far as nothing outside this connection is awaited.
+  void parseHeldInput();
   void updateInterest();
   bool overloaded() const;
   bool socketHasData() const;
