@@ -2,7 +2,9 @@
 // replies strictly in request order (a FIFO of ClientRequests; only the completed head is
 // flushed). Stops reading while too much is in flight (backpressure), and asks the worker's
 // BufferBudget before each request (throttle, wait for the large-reply allowance, or answer
-// SERVER_ERROR out of memory). Owned by its Worker; worker thread only.
+// SERVER_ERROR out of memory); a multi-get is weighed by what it will hold before it is
+// dispatched, and a long get line before it is even tokenized (request_cost.h). Owned by
+// its Worker; worker thread only.
 //
 // Memory: an idle connection holds no buffer. Reads land in the worker's shared read buffer
 // and only an incomplete request's bytes are kept. Small replies are copied into one output
@@ -196,7 +198,7 @@ class ClientConnection : public Flushable,
   bool get_estimate_known_ = false;  // a retrieval reply has been seen
   uint64_t reserved_ = 0;
   int64_t partial_since_us_ = 0;
-  protocol::Request request_;     // reused: its token vector keeps its capacity
+  protocol::Request request_;     // reused: its tokens keep their capacity (kKeepTokens)
   size_t swallow_ = 0;            // bytes of an oversized value still to discard
   LineMeter line_meter_;          // the long get line at the head of the input, weighed so far
   size_t discarded_ = 0;          // bytes of a refused get line dropped so far
