@@ -62,8 +62,12 @@ class LocalPipelinesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.proxy.stop()
+        rc = cls.proxy.stop()
         cls.mc.kill()
+        logs = cls.proxy.logs()
+        for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+            assert needle not in logs, logs[-3000:]
+        assert rc == 0, logs[-3000:]
 
     def pipeline(self, commands):
         """Sends `commands` in one write; asserts every answer comes, in order, in time."""
