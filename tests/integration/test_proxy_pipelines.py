@@ -57,6 +57,9 @@ class LocalPipelinesTest(unittest.TestCase):
         with cls.proxy.client() as c:
             for command in cls.local + cls.routed:
                 cls.answers[command] = c.request(command)
+        # Answered with nothing at all (noreply): the next command's answer shows it was read.
+        cls.local.append(b"verbosity 1 noreply\r\n")
+        cls.answers[b"verbosity 1 noreply\r\n"] = b""
         assert cls.answers[b"get r:k\r\n"] == b"VALUE r:k 0 1\r\nx\r\nEND\r\n", cls.answers
         assert cls.answers[b"get u:unrouted\r\n"].startswith(b"SERVER_ERROR"), cls.answers
 
@@ -93,7 +96,7 @@ class LocalPipelinesTest(unittest.TestCase):
     def test_long_local_pipelines(self):
         for n in (1, 2, 8, 9, 100, 1000, 5000):
             for command in (b"version\r\n", b"nosuchcommand\r\n", b"get u:unrouted\r\n",
-                            b"mg u:unrouted v\r\n"):
+                            b"mg u:unrouted v\r\n", b"verbosity 1 noreply\r\n"):
                 with self.subTest(n=n, command=command):
                     self.pipeline([command] * n + [b"mn\r\n"])
 
