@@ -231,24 +231,15 @@ void ClientConnection::parseRequests(ByteBuffer& in) {
   need_more_ = false;
   budget_blocked_ = false;
   while (used < view.size() && !read_closed_ && !overloaded()) {
-    if (swallow_ > 0) {
-      size_t n = std::min(swallow_, view.size() - used);
-      swallow_ -= n;
-      used += n;
-      continue;
-    }
-    if (discarding_line_) {
-      used += discardLine(view.substr(used), now);
-      continue;
-    }
-    // A get line arriving in pieces is weighed before the parser tokenizes it.
-    bool long_line = scanned_ > kLongLine;
-    if (long_line && !lineAffordable(view.substr(used))) {
-      startDiscarding(view.substr(used));
-      continue;
+    // One branch on the request path for the rare states.
+    if (swallow_ > 0 || discarding_line_ || scanned_ > kLongLine) [[unlikely]] {
+      size_t taken = 0;
+      if (takeUnparsed(view.substr(used), now, &taken)) {
+        used += taken;
+        continue;
+      }
     }
     protocol::ParseResult r = context_.parser.parse(view.substr(used), request_, &scanned_);
-    if (long_line && r.status != ParseStatus::kNeedMore) line_meter_.reset();
     if (r.status == ParseStatus::kNeedMore) {
       need_more_ = true;
       break;
@@ -284,13 +275,32 @@ void ClientConnection::parseRequests(ByteBuffer& in) {
     std::vector<std::string_view>().swap(request_.tokens);
 }
 
+bool ClientConnection::takeUnparsed(std::string_view input, int64_t now, size_t* taken) {
+  if (swallow_ > 0) {
+    *taken = std::min(swallow_, input.size());
+    swallow_ -= *taken;
+    return true;
+  }
+  if (discarding_line_) {
+    *taken = discardLine(input, now);
+    return true;
+  }
+  // A get line arriving in pieces is weighed before the parser tokenizes it.
+  if (lineAffordable(input)) return false;
+  startDiscarding(input);  // the next turn of the loop drops it
+  return true;
+}
+
 bool ClientConnection::lineAffordable(std::string_view input) {
   // The parser has seen scanned_ bytes of this line and kept waiting: a get or gets line.
   size_t from = std::min(scanned_, input.size());
   const void* nl = std::memchr(input.data() + from, '\n', input.size() - from);
   size_t end = nl != nullptr ? static_cast<const char*>(nl) - input.data() : input.size();
   if (end > context_.parser.limits().max_retrieval_line) return true;  // the parser closes
-  return context_.budget.affords(held(), line_meter_.cost(input.substr(0, end)));
+  bool affordable = context_.budget.affords(held(), line_meter_.cost(input.substr(0, end)));
+  // Complete: the parser takes it now (a get line has no data block), or it is refused.
+  if (nl != nullptr) line_meter_.reset();
+  return affordable;
 }
 
 void ClientConnection::startDiscarding(std::string_view line) {
@@ -480,8 +490,10 @@ void ClientConnection::makeProgress() {
   takeReadyReplies();
   writeOutput();
   if (closed_) return;
-  parseHeldInput();
-  if (closed_) return;
+  if (!input_.empty() && !read_closed_) {
+    parseHeldInput();
+    if (closed_) return;
+  }
   if (tlsBuffered() && !read_closed_ && !overloaded() && !budget_blocked_) {
     readRequests();  // decrypted bytes left in the session when reading stopped
     return;

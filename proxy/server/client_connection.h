@@ -140,6 +140,10 @@ class ClientConnection : public Flushable,
   bool admitAndDispatch(int64_t now);
   // Answers request_ SERVER_ERROR out of memory (memcached's words for its command).
   void refuse(int64_t now);
+  // What is not parsed at the head of `input`: a value being swallowed, a refused get line
+  // being dropped, or a long get line the budget cannot afford (which starts dropping it).
+  // True when `taken` bytes were handled so; false: parse.
+  bool takeUnparsed(std::string_view input, int64_t now, size_t* taken);
   // Whether the budget affords the get line arriving at the head of `input` (complete or
   // not), weighed before it is tokenized (request_cost.h).
   bool lineAffordable(std::string_view input);
