@@ -16,7 +16,11 @@ BufferBudget::BufferBudget(uint64_t share, uint64_t max_item_size)
 }
 
 Admission BufferBudget::admit(const Asker& asker, uint64_t reservation) const {
+  if (asker.held + reservation <= kGuaranteedShare) return Admission::kAdmit;
   uint64_t now = committed();
+  // Before the heavy check: a guess in flight makes a connection look heavy, and refusing
+  // its next request would punish it for the proxy's guess, not for what it holds.
+  if (now >= throttle_at_ && asker.guessing) return Admission::kWaitReply;
   if (now >= throttle_at_ && heavy(asker.held)) {
     return now >= share_ ? Admission::kReject : Admission::kWait;
   }

@@ -33,6 +33,15 @@
 //   buffered > share + 2 allowances   estimates were wrong (a client switched to large
 //                                     values mid-pipeline): the connection with the most
 //                                     reply bytes unread is closed (cut off), one per turn
+// Whatever the pressure, a connection is guaranteed a small share (kGuaranteedShare): while
+// what it holds plus what a request reserves stays within it, the request goes (neither
+// refused nor held back). So the connections refused are always the ones holding the most.
+// Under pressure, a connection whose reply sizes are still a guess (a new one) sends one
+// retrieval at a time until its first reply teaches it (kWaitReply): its pipelined small
+// gets wait for that reply instead of being refused for a guessed large one.
+// A request that expands after parsing (a multi-get's per-key bookkeeping, its keys copied,
+// per-server sub-requests) is weighed before it is dispatched (affords()): if it would take
+// the worker past its share it is refused before anything is built for it.
 // Independently of pressure, replies expected to be large (>= 64 KiB) may be in flight only up
 // to the large-reply allowance at once (FIFO for the rest): a backend connection is shared by
 // every client of the worker, and what is queued on it ahead of a small request is what that
@@ -78,7 +87,10 @@ enum class Admission : uint8_t {
   kAdmitOnCredit,
   kWait,       // memory pressure: keep the request unread until pressure drops
   kWaitLarge,  // the large-reply allowance is used up: wait for it, in arrival order
-  kReject,     // answer SERVER_ERROR out of memory
+  // Memory pressure, and the connection's replies are a guess with one in flight: wait for
+  // that reply (it wakes the connection), which tells how large its replies are.
+  kWaitReply,
+  kReject,  // answer SERVER_ERROR out of memory
 };
 
 struct BudgetWaitTag {};
@@ -101,6 +113,8 @@ class BufferBudget {
  public:
   // Replies expected at or above this are "large": they go through the allowance.
   static constexpr uint64_t kLargeReply = 64 * 1024;
+  // What every connection may hold and still be served whatever the pressure.
+  static constexpr uint64_t kGuaranteedShare = 64 * 1024;
 
   BufferBudget(uint64_t share, uint64_t max_item_size);
 
@@ -128,9 +142,16 @@ class BufferBudget {
     bool owes_nothing = false;  // no reply in flight or unsent: it reads what it is sent
     bool unknown = false;       // no retrieval reply yet: its reply sizes are a guess
     bool granted = false;       // just woken at the head of the large-reply queue
+    bool guessing = false;      // unknown, and a reservation made on the guess is in flight
   };
   // May a request expecting `reservation` reply bytes go?
   Admission admit(const Asker& asker, uint64_t reservation) const;
+  // May a request that will hold `bytes` once dispatched go, from a connection holding
+  // `held`? Within the guaranteed share always; beyond, only if the worker stays within its
+  // share.
+  bool affords(uint64_t held, uint64_t bytes) const {
+    return held + bytes <= kGuaranteedShare || committed() + bytes <= share_;
+  }
   // At take time: is a large reply admitted on credit to be refused after all?
   bool saturated() const { return committed() >= share_; }
 

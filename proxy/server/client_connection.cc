@@ -6,9 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "memzone/ops/log.h"
 #include "proxy/protocol/client_errors.h"
+#include "proxy/protocol/memcached_syntax.h"
+#include "proxy/server/request_cost.h"
 
 namespace memzone::server {
 
@@ -27,6 +30,13 @@ constexpr size_t kOutputKeep = 64 * 1024;
 constexpr size_t kZeroCopyReply = 16 * 1024;
 // Segments per sendmsg.
 constexpr int kMaxIov = 64;
+// A line known to hold this many bytes without a newline is weighed before it is parsed
+// (request_cost.h). Past memcached's 2048, only a get/gets line may be that long unparsed.
+constexpr size_t kLongLine = 16 * 1024;
+static_assert(kLongLine > protocol::mc::kMaxLineWithoutNewline);
+// The parser's token vector is kept between requests up to this many tokens; the one a huge
+// multi-get grew is given back once the request is dispatched or refused.
+constexpr size_t kKeepTokens = 1024;
 
 std::string_view outOfMemoryReply(const protocol::Request& request) {
   if (request.noreply) return {};  // memcached says nothing to noreply, errors included
@@ -76,6 +86,7 @@ ClientConnection::~ClientConnection() {
     Entry e = fifo_.front();
     fifo_.pop_front();
     if (e.reserved != 0) context_.budget.unreserve(e.reserved);
+    chargePerKey(e.keys, -1);
     e.request->releaseByOwner(context_.pool);
   }
   while (!out_.empty()) {
@@ -220,11 +231,13 @@ void ClientConnection::parseRequests(ByteBuffer& in) {
   need_more_ = false;
   budget_blocked_ = false;
   while (used < view.size() && !read_closed_ && !overloaded()) {
-    if (swallow_ > 0) {
-      size_t n = std::min(swallow_, view.size() - used);
-      swallow_ -= n;
-      used += n;
-      continue;
+    // One branch on the request path for the rare states.
+    if (swallow_ > 0 || discarding_line_ || scanned_ > kLongLine) [[unlikely]] {
+      size_t taken = 0;
+      if (takeUnparsed(view.substr(used), now, &taken)) {
+        used += taken;
+        continue;
+      }
     }
     protocol::ParseResult r = context_.parser.parse(view.substr(used), request_, &scanned_);
     if (r.status == ParseStatus::kNeedMore) {
@@ -258,10 +271,80 @@ void ClientConnection::parseRequests(ByteBuffer& in) {
     used += r.consumed;
   }
   in.consume(used);
+  if (request_.tokens.capacity() > kKeepTokens)
+    std::vector<std::string_view>().swap(request_.tokens);
+}
+
+bool ClientConnection::takeUnparsed(std::string_view input, int64_t now, size_t* taken) {
+  if (swallow_ > 0) {
+    *taken = std::min(swallow_, input.size());
+    swallow_ -= *taken;
+    return true;
+  }
+  if (discarding_line_) {
+    *taken = discardLine(input, now);
+    return true;
+  }
+  // A get line arriving in pieces is weighed before the parser tokenizes it.
+  if (lineAffordable(input)) return false;
+  startDiscarding(input);  // the next turn of the loop drops it
+  return true;
+}
+
+bool ClientConnection::lineAffordable(std::string_view input) {
+  // The parser has seen scanned_ bytes of this line and kept waiting: a get or gets line.
+  size_t from = std::min(scanned_, input.size());
+  const void* nl = std::memchr(input.data() + from, '\n', input.size() - from);
+  size_t end = nl != nullptr ? static_cast<const char*>(nl) - input.data() : input.size();
+  if (end > context_.parser.limits().max_retrieval_line) return true;  // the parser closes
+  bool affordable = context_.budget.affords(held(), line_meter_.cost(input.substr(0, end)));
+  // Complete: the parser takes it now (a get line has no data block), or it is refused.
+  if (nl != nullptr) line_meter_.reset();
+  return affordable;
+}
+
+void ClientConnection::startDiscarding(std::string_view line) {
+  size_t first = line.find_first_not_of(' ');  // at most 100 (mayGrowWithoutNewline)
+  discard_command_ = first != std::string_view::npos && line.substr(first).starts_with("gets ")
+                         ? Command::kGets
+                         : Command::kGet;
+  discarding_line_ = true;
+  discarded_ = 0;
+  scanned_ = 0;
+  line_meter_.reset();
+}
+
+size_t ClientConnection::discardLine(std::string_view input, int64_t now) {
+  const void* nl = std::memchr(input.data(), '\n', input.size());
+  size_t n = nl != nullptr ? static_cast<const char*>(nl) - input.data() + 1 : input.size();
+  discarded_ += n;
+  // The line's bytes so far, without its newline: past the limit the parser would close.
+  size_t line_bytes = discarded_ - (nl != nullptr);
+  if (line_bytes > context_.parser.limits().max_retrieval_line) {
+    discarding_line_ = false;
+    context_.stats.client_errors.add();
+    push(context_.dispatcher.localReply(protocol::errors::kLineTooLong, this), now, 0, 0);
+    read_closed_ = true;
+    close_reason_ = CloseReason::kProtocol;
+    return n;
+  }
+  if (nl == nullptr) return n;
+  discarding_line_ = false;
+  context_.budget.counters().rejected.add();
+  context_.stats.commands[static_cast<int>(discard_command_)].add();
+  push(context_.dispatcher.localReply(protocol::errors::kOutOfMemoryGet, this, discard_command_),
+       now, 0, 0);
+  return n;
 }
 
 bool ClientConnection::admitAndDispatch(int64_t now) {
   BufferBudget& budget = context_.budget;
+  // Refused before it is expanded: what the request will hold once dispatched must fit.
+  uint64_t cost = dispatchCost(request_);
+  if (cost != 0 && !budget.affords(held(), cost)) {
+    refuse(now);
+    return true;
+  }
   uint64_t reservation = reservationFor(request_);
   bool granted = granted_;
   granted_ = false;
@@ -270,6 +353,7 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
   asker.owes_nothing = fifo_.empty() && out_.empty();
   asker.unknown = !get_estimate_known_;
   asker.granted = granted;
+  asker.guessing = !get_estimate_known_ && reserved_ > 0;
   Admission admission = budget.admit(asker, reservation);
   switch (admission) {
     case Admission::kWait:
@@ -280,11 +364,11 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
       budget.waitForLarge(this, reservation, /*front=*/granted);
       budget_blocked_ = true;
       return false;
+    case Admission::kWaitReply:
+      budget_blocked_ = true;  // our own reply in flight wakes us (onRequestReady)
+      return false;
     case Admission::kReject:
-      budget.counters().rejected.add();
-      context_.stats.commands[static_cast<int>(request_.command)].add();
-      push(context_.dispatcher.localReply(outOfMemoryReply(request_), this, request_.command), now,
-           0, 0);
+      refuse(now);
       return true;
     case Admission::kAdmit:
     case Admission::kAdmitOnCredit:
@@ -299,10 +383,18 @@ bool ClientConnection::admitAndDispatch(int64_t now) {
   return true;
 }
 
+void ClientConnection::refuse(int64_t now) {
+  context_.budget.counters().rejected.add();
+  context_.stats.commands[static_cast<int>(request_.command)].add();
+  push(context_.dispatcher.localReply(outOfMemoryReply(request_), this, request_.command), now, 0,
+       0);
+}
+
 void ClientConnection::push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys,
                             bool credit) {
   request->setStartedUs(now);
   request->chargeTo(&requests_account_);
+  chargePerKey(keys, 1);
   if (reserved != 0) {
     reserved_ += reserved;
     context_.budget.reserve(reserved);
@@ -320,6 +412,7 @@ void ClientConnection::takeReadyReplies() {
       reserved_ -= e.reserved;
       context_.budget.unreserve(e.reserved);
     }
+    chargePerKey(e.keys, -1);
     size_t size = r->reply().size();
     noteReplySize(size);
     // An error says nothing about the values (a backend failure would pass for a tiny one).
@@ -397,23 +490,46 @@ void ClientConnection::makeProgress() {
   takeReadyReplies();
   writeOutput();
   if (closed_) return;
-  // Requests left unparsed while we were overloaded can go now: the peer may have sent
-  // everything already, so no readable event would ever come for them.
-  if (!overloaded() && !input_.empty() && !read_closed_) {
-    size_t before = input_.size();
-    parseRequests(input_);
-    bool progressed = input_.size() < before;
-    input_.release();
-    trackPartial(progressed);
-    takeReadyReplies();
-    writeOutput();
+  if (!input_.empty() && !read_closed_) {
+    parseHeldInput();
+    if (closed_) return;
   }
-  if (closed_) return;
   if (tlsBuffered() && !read_closed_ && !overloaded() && !budget_blocked_) {
     readRequests();  // decrypted bytes left in the session when reading stopped
     return;
   }
   updateInterest();
+}
+
+void ClientConnection::parseHeldInput() {
+  // Requests left unparsed while we were overloaded go now: the peer may have sent
+  // everything already, so no readable event will come for them, and when the requests
+  // ahead were answered by the proxy itself (version, an unrouted key, a bad command) no
+  // backend event either. So this goes on until the input is used up or something that
+  // will wake us holds it: a request waiting on a backend (onRequestReady), the budget
+  // (onBudgetAvailable), or the client not reading (writable).
+  bool parsed = false;
+  bool progressed = false;
+  while (!input_.empty() && !read_closed_) {
+    if (overloaded()) {
+      // After takeReadyReplies a full window means its head waits on a backend.
+      if (fifo_.size() >= inflight_window_) break;
+      writeOutput();  // the output is full: the socket may take some
+      if (closed_) return;
+      if (overloaded()) break;
+    }
+    size_t before = input_.size();
+    parseRequests(input_);
+    parsed = true;
+    if (closed_) return;
+    if (input_.size() == before) break;  // incomplete, or waiting for the budget
+    progressed = true;
+    takeReadyReplies();
+  }
+  if (!parsed) return;
+  input_.release();
+  trackPartial(progressed);
+  writeOutput();
 }
 
 void ClientConnection::writeOutput() {
@@ -456,7 +572,8 @@ void ClientConnection::writeOutput() {
     // Draining closes at a request boundary: nothing owed, nothing half-received.
     if (read_closed_) {
       close(close_reason_);
-    } else if (draining_ && input_.empty() && swallow_ == 0 && !socketHasData()) {
+    } else if (draining_ && input_.empty() && swallow_ == 0 && !discarding_line_ &&
+               !socketHasData()) {
       close(CloseReason::kDrain);
     }
   }
@@ -496,7 +613,7 @@ void ClientConnection::trackPartial(bool progressed) {
   // Partial: the input stops inside a request (or inside a value being discarded) while we
   // are reading. Input kept because the budget or the window holds it back is not the
   // client's doing and is not timed.
-  bool partial = !read_closed_ && (need_more_ || swallow_ > 0);
+  bool partial = !read_closed_ && (need_more_ || swallow_ > 0 || discarding_line_);
   if (!partial) {
     ListLink<PartialRequestTag>::unlink();
     partial_since_us_ = 0;
@@ -515,6 +632,16 @@ void ClientConnection::updateInterest() {
   // Near the budget, the connections holding the most are not read (they are woken when
   // pressure drops, or progress on their own as they take their replies).
   bool throttled = budget_blocked_ || (budget.throttling() && budget.heavy(held()));
+  if (throttled && !budget_blocked_ && need_more_ && scanned_ > kLongLine) {
+    // A get line still arriving would hold its bytes while it waits for memory that may
+    // only come back once such lines are gone (a few of them can hold a worker's share):
+    // it is refused now, and the rest of it is dropped as it arrives.
+    startDiscarding(input_.view());
+    discarded_ = input_.size();
+    input_.clear();
+    input_.release();
+    throttled = budget.throttling() && budget.heavy(held());
+  }
   if (throttled && !budget_blocked_) {
     budget.waitForMemory(this);
   } else if (!throttled && waitingForMemory()) {

@@ -2,7 +2,9 @@
 // replies strictly in request order (a FIFO of ClientRequests; only the completed head is
 // flushed). Stops reading while too much is in flight (backpressure), and asks the worker's
 // BufferBudget before each request (throttle, wait for the large-reply allowance, or answer
-// SERVER_ERROR out of memory). Owned by its Worker; worker thread only.
+// SERVER_ERROR out of memory); a multi-get is weighed by what it will hold before it is
+// dispatched, and a long get line before it is even tokenized (request_cost.h). Owned by
+// its Worker; worker thread only.
 //
 // Memory: an idle connection holds no buffer. Reads land in the worker's shared read buffer
 // and only an incomplete request's bytes are kept. Small replies are copied into one output
@@ -27,6 +29,7 @@
 #include "proxy/server/buffer_budget.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
+#include "proxy/server/request_cost.h"
 #include "proxy/server/request_dispatcher.h"
 #include "proxy/tls/tls_stream.h"
 
@@ -135,9 +138,28 @@ class ClientConnection : public Flushable,
   void parseRequests(ByteBuffer& in);
   // False when the request must wait for the budget (it stays unread).
   bool admitAndDispatch(int64_t now);
+  // Answers request_ SERVER_ERROR out of memory (memcached's words for its command).
+  void refuse(int64_t now);
+  // What is not parsed at the head of `input`: a value being swallowed, a refused get line
+  // being dropped, or a long get line the budget cannot afford (which starts dropping it).
+  // True when `taken` bytes were handled so; false: parse.
+  bool takeUnparsed(std::string_view input, int64_t now, size_t* taken);
+  // Whether the budget affords the get line arriving at the head of `input` (complete or
+  // not), weighed before it is tokenized (request_cost.h).
+  bool lineAffordable(std::string_view input);
+  // Refuses the get line starting `line`: its bytes are dropped as they arrive, and at its
+  // newline it is answered out of memory (discardLine, which returns the bytes it took).
+  void startDiscarding(std::string_view line);
+  size_t discardLine(std::string_view input, int64_t now);
   void push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys,
             bool credit = false);
   void takeReadyReplies();
+  // Until ClientRequest charges its per-key bookkeeping itself: charges (sign 1) or gives
+  // back (-1) the estimate for a request of `keys` keys (nothing for a few keys).
+  void chargePerKey(uint32_t keys, int sign) {
+    if (keys > kUnweighedKeys)
+      requests_account_.charge(sign * static_cast<int64_t>(perKeyCharge(keys)));
+  }
   void recordDone(const ClientRequest& r, int64_t now);
   void queueOutput(ClientRequest* request);
   // `bytes` just appended to output_ join the last buffer segment (or start one).
@@ -146,6 +168,8 @@ class ClientConnection : public Flushable,
   // Accounts `n` bytes just written: consumes output_, recycles fully written requests.
   void consumeOutput(size_t n);
   void makeProgress();
+  // Parses what input_ holds back, as far as nothing outside this connection is awaited.
+  void parseHeldInput();
   void updateInterest();
   bool overloaded() const;
   bool socketHasData() const;
@@ -178,10 +202,14 @@ class ClientConnection : public Flushable,
   bool get_estimate_known_ = false;  // a retrieval reply has been seen
   uint64_t reserved_ = 0;
   int64_t partial_since_us_ = 0;
-  protocol::Request request_;  // reused: its token vector keeps its capacity
-  size_t swallow_ = 0;         // bytes of an oversized value still to discard
-  size_t scanned_ = 0;         // bytes at the head of input_ known to hold no newline
-  bool read_closed_ = false;   // peer sent FIN, or quit/fatal error: read no more
+  protocol::Request request_;     // reused: its tokens keep their capacity (kKeepTokens)
+  size_t swallow_ = 0;            // bytes of an oversized value still to discard
+  LineMeter line_meter_;          // the long get line at the head of the input, weighed so far
+  size_t discarded_ = 0;          // bytes of a refused get line dropped so far
+  bool discarding_line_ = false;  // a refused get line: drop up to its newline, then answer
+  protocol::Command discard_command_ = protocol::Command::kGet;
+  size_t scanned_ = 0;        // bytes at the head of input_ known to hold no newline
+  bool read_closed_ = false;  // peer sent FIN, or quit/fatal error: read no more
   bool draining_ = false;
   bool closed_ = false;
   bool need_more_ = false;       // the last parse stopped at an incomplete request

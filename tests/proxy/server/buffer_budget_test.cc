@@ -109,6 +109,42 @@ TEST_F(BufferBudgetTest, LargeWaitersGoInArrivalOrderAndKeepTheirPlace) {
   budget.forget(&a);
 }
 
+TEST_F(BufferBudgetTest, AConnectionWithinItsGuaranteedShareIsNeverRefused) {
+  fill(40 * kMiB);  // past the share and past the cutoff
+  budget.reserve(8 * kMiB);
+  EXPECT_EQ(admit(0, false, 100), Admission::kAdmit);
+  EXPECT_EQ(admit(60 * 1024, false, 4 * 1024), Admission::kAdmit);
+  EXPECT_EQ(admit(0, false, BufferBudget::kGuaranteedShare), Admission::kAdmit);
+  // Beyond it, the rules of the pressure level.
+  EXPECT_EQ(admit(BufferBudget::kGuaranteedShare, false, 1), Admission::kAdmit);  // light
+  EXPECT_EQ(admit(kMiB, false, 1), Admission::kReject);                           // heavy
+  EXPECT_EQ(admit(0, false, BufferBudget::kGuaranteedShare + 1), Admission::kReject);
+}
+
+TEST_F(BufferBudgetTest, UnderPressureAGuessInFlightWaitsForItsReply) {
+  BufferBudget::Asker asker;
+  asker.held = kMiB;  // its first get's reservation, on the guess
+  asker.unknown = true;
+  asker.guessing = true;
+  EXPECT_EQ(budget.admit(asker, kMiB), Admission::kAdmit);  // no pressure: pipelines
+  fill(27 * kMiB);
+  EXPECT_EQ(budget.admit(asker, kMiB), Admission::kWaitReply);
+  fill(6 * kMiB);  // at the share: still waits (is not refused) for its own reply
+  EXPECT_EQ(budget.admit(asker, kMiB), Admission::kWaitReply);
+  EXPECT_EQ(budget.admit(asker, 100), Admission::kWaitReply);
+}
+
+TEST_F(BufferBudgetTest, ARequestIsAffordedWithinTheShareOrTheGuaranteedShare) {
+  EXPECT_TRUE(budget.affords(0, 32 * kMiB));
+  EXPECT_FALSE(budget.affords(0, 32 * kMiB + 1));
+  fill(30 * kMiB);
+  EXPECT_TRUE(budget.affords(kMiB, 2 * kMiB));
+  EXPECT_FALSE(budget.affords(kMiB, 2 * kMiB + 1));
+  fill(10 * kMiB);
+  EXPECT_TRUE(budget.affords(1000, BufferBudget::kGuaranteedShare - 1000));
+  EXPECT_FALSE(budget.affords(1000, BufferBudget::kGuaranteedShare));
+}
+
 TEST(RequestPool, CapsCountAndTrimsWhatStayedUnused) {
   MemoryAccount pooled, orphaned;
   RequestPool pool(&pooled, &orphaned, 1 << 20, 8);
