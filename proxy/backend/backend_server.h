@@ -97,6 +97,15 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   // What this worker owes the server now (for a log rewrite).
   OwedDeletes owed() const;
   void connectAhead() { connection_->connectAhead(); }
+  // Scratch for one multi-get round on this worker (multi_get.cc): which of its children asks
+  // this server, valid while `stamp` is the round's. Rounds never interleave on a worker.
+  uint32_t roundChild(uint64_t stamp) const {
+    return round_stamp_ == stamp ? round_child_ : UINT32_MAX;
+  }
+  void setRoundChild(uint64_t stamp, uint32_t child) {
+    round_stamp_ = stamp;
+    round_child_ = child;
+  }
   void setZoneSlot(uint32_t slot) { zone_slot_ = slot; }
   // The server left the topology: fail what is pending with kRemoved.
   void retire();
@@ -161,6 +170,8 @@ class BackendServer : public ConnectionObserver, private ReplySink {
   bool flush_inflight_ = false;
   int64_t overflow_until_us_ = 0;  // hold instead of flush
   int64_t warm_until_us_ = 0;
+  uint64_t round_stamp_ = 0;
+  uint32_t round_child_ = 0;
 };
 
 }  // namespace memzone::backend

@@ -86,7 +86,6 @@ ClientConnection::~ClientConnection() {
     Entry e = fifo_.front();
     fifo_.pop_front();
     if (e.reserved != 0) context_.budget.unreserve(e.reserved);
-    chargePerKey(e.keys, -1);
     e.request->releaseByOwner(context_.pool);
   }
   while (!out_.empty()) {
@@ -394,7 +393,6 @@ void ClientConnection::push(ClientRequest* request, int64_t now, uint64_t reserv
                             bool credit) {
   request->setStartedUs(now);
   request->chargeTo(&requests_account_);
-  chargePerKey(keys, 1);
   if (reserved != 0) {
     reserved_ += reserved;
     context_.budget.reserve(reserved);
@@ -412,7 +410,6 @@ void ClientConnection::takeReadyReplies() {
       reserved_ -= e.reserved;
       context_.budget.unreserve(e.reserved);
     }
-    chargePerKey(e.keys, -1);
     size_t size = r->reply().size();
     noteReplySize(size);
     // An error says nothing about the values (a backend failure would pass for a tiny one).

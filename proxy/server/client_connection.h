@@ -154,12 +154,6 @@ class ClientConnection : public Flushable,
   void push(ClientRequest* request, int64_t now, uint64_t reserved, uint32_t keys,
             bool credit = false);
   void takeReadyReplies();
-  // Until ClientRequest charges its per-key bookkeeping itself: charges (sign 1) or gives
-  // back (-1) the estimate for a request of `keys` keys (nothing for a few keys).
-  void chargePerKey(uint32_t keys, int sign) {
-    if (keys > kUnweighedKeys)
-      requests_account_.charge(sign * static_cast<int64_t>(perKeyCharge(keys)));
-  }
   void recordDone(const ClientRequest& r, int64_t now);
   void queueOutput(ClientRequest* request);
   // `bytes` just appended to output_ join the last buffer segment (or start one).

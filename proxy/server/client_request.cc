@@ -246,7 +246,16 @@ bool ClientRequest::commitChild(uint32_t child, backend::BackendServer* server) 
   return !children_[child].failed;  // a connection can fail inside commit()
 }
 
+void ClientRequest::updateBookkeeping() {
+  size_t bytes = key_refs_.capacity() * sizeof(KeyRef) + children_.capacity() * sizeof(Child);
+  int64_t wanted = bytes > kBookkeepingFloor ? static_cast<int64_t>(bytes) : 0;
+  if (wanted == bookkeeping_charged_) return;
+  if (account_ != nullptr) account_->charge(wanted - bookkeeping_charged_);
+  bookkeeping_charged_ = wanted;
+}
+
 void ClientRequest::sealed() {
+  updateBookkeeping();
   sealed_ = true;
   // noreply: the client expects nothing, so the FIFO need not wait for the backend.
   if (noreply_) markReady();
@@ -350,6 +359,10 @@ void ClientRequest::releaseByOwner(RequestPool& pool) {
 
 void ClientRequest::chargeTo(MemoryAccount* account) {
   if (account == account_) return;
+  if (bookkeeping_charged_ != 0) {
+    if (account_ != nullptr) account_->charge(-bookkeeping_charged_);
+    if (account != nullptr) account->charge(bookkeeping_charged_);
+  }
   account_ = account;
   reply_.setAccount(account);
   copy_.setAccount(account);
@@ -368,6 +381,12 @@ void ClientRequest::releaseBuffers() {
     c.reply.clear();
     c.reply.release();
   }
+  std::vector<KeyRef>().swap(key_refs_);
+  if (children_.size() > 64) {
+    children_.resize(64);
+    children_.shrink_to_fit();
+  }
+  updateBookkeeping();
 }
 
 void ClientRequest::maybeRecycle() {
@@ -393,6 +412,7 @@ void ClientRequest::maybeRecycle() {
     children_.resize(64);
     children_.shrink_to_fit();
   }
+  updateBookkeeping();
   child_count_ = 0;
   RequestPool* pool = pool_;
   released_by_owner_ = false;

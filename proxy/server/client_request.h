@@ -102,7 +102,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void setStartedUs(int64_t us) { started_us_ = us; }
   // The owner is done with the request (reply taken, or the client went away).
   void releaseByOwner(RequestPool& pool);
-  // Charges every buffer of the request to `account` from now on (moves the charge).
+  // Charges every buffer of the request to `account` from now on (moves the charge), its
+  // per-key and per-server bookkeeping included once that is large (a multi-get).
   void chargeTo(MemoryAccount* account);
   // Frees every buffer (a pooled request over the pool's byte cap).
   void releaseBuffers();
@@ -150,6 +151,10 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     return command == protocol::Command::kGets || command == protocol::Command::kGats;
   }
 
+  // Brings the charge for key_refs_ and children_ in line with their capacity (charged only
+  // past kBookkeepingFloor: a small request's fixed size is the pool's business).
+  void updateBookkeeping();
+  static constexpr size_t kBookkeepingFloor = 4096;
   void childDone(uint32_t child);
   void finish();
   void finishSingle();
@@ -235,6 +240,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool changes_ttl_ = false;   // gat, gats, mg T: the TTL change is copied (ttl_copy.h)
   int32_t ttl_ = 0;
   size_t value_bytes_ = 0;     // kMultiGet: bytes of the values gathered
+  int64_t bookkeeping_charged_ = 0;  // charged to account_ for key_refs_ and children_
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;                   // kRead

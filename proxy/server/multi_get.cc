@@ -90,6 +90,9 @@ void ClientRequest::onMultiGetFailure(uint32_t child, backend::BackendFailure fa
 void ClientRequest::sendMultiGetRound() {
   const std::vector<backend::PoolView>& pools = view_->pools;
   round_start_ = static_cast<uint32_t>(child_count_);
+  // Each key finds its server's child of this round in O(1): the server remembers it.
+  thread_local uint64_t rounds = 0;
+  const uint64_t stamp = ++rounds;
   for (size_t i = 0; i < key_refs_.size(); ++i) {
     KeyRef& ref = key_refs_[i];
     if (ref.resolved) continue;
@@ -118,11 +121,11 @@ void ClientRequest::sendMultiGetRound() {
       ref.attempt = a;
       server = serverFor(pool, key, a);
     }
-    uint32_t child = UINT32_MAX;
-    for (uint32_t c = round_start_; c < child_count_; ++c) {
-      if (children_[c].server == server) child = c;
+    uint32_t child = server->roundChild(stamp);
+    if (child == UINT32_MAX) {
+      child = addChild(server, a);
+      server->setRoundChild(stamp, child);
     }
-    if (child == UINT32_MAX) child = addChild(server, a);
     Child& c = children_[child];
     c.first_key = std::min(c.first_key, static_cast<uint32_t>(i));
     c.last_key = static_cast<uint32_t>(i);
@@ -153,6 +156,7 @@ void ClientRequest::sendMultiGetRound() {
     server->commitBatch(this, child, count);
   }
   sending_ = false;
+  if (sealed_) updateBookkeeping();  // later rounds may add children
   if (outstanding_ == 0 && sealed_) multiGetRoundDone();
 }
 
