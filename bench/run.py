@@ -164,12 +164,14 @@ class Tally:
 
     def __init__(self):
         self.ops, self.seconds, self.user, self.system = 0, 0.0, 0.0, 0.0
+        self.errors = 0
         self.p50, self.p99 = [], []
 
     def measure(self, loadgen, port, pid, args, depth):
         user, system = cpu_times(pid)
-        result = run_load(loadgen, port, args, depth)
+        result = run_load(loadgen, port, args, depth, errors_ok=True)
         user_after, system_after = cpu_times(pid)
+        self.errors += result["errors"]
         self.user += user_after - user
         self.system += system_after - system
         self.ops += result["ops"]
@@ -205,6 +207,8 @@ def report(depth, tallies):
             vs.append("%.2fx memcached's CPU" % (cpu / direct.per_million()[0]))
         if mcproxy is not None and t is not mcproxy and not own:
             vs.append("%.2fx built-in proxy's CPU" % (cpu / mcproxy.per_million()[0]))
+        if t.errors:
+            vs.append("%d error replies" % t.errors)
         print("depth %-2d %-28s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  CPU %.2f s per 1M req "
               "(user %.2f sys %.2f)%s" % (depth, name, t.ops_per_sec(), median(t.p50),
                                            median(t.p99), cpu, user, system,
@@ -385,9 +389,11 @@ def run_build_comparison(args, builds, depths):
                 for name, start in round_order(targets, round_):
                     port, p, started = start()
                     result = tallies[name].measure(loadgen, port, p.pid, args, depth)
-                    print("depth %-2d round %d %-24s %9.0f ops/s  CPU %.3f s per 1M req" % (
+                    print("depth %-2d round %d %-24s %9.0f ops/s  CPU %.3f s per 1M req%s" % (
                         depth, round_ + 1, name, result["ops_per_sec"],
-                        result["cpu"] / result["ops"] * 1e6), flush=True)
+                        result["cpu"] / result["ops"] * 1e6,
+                        "  %d error replies" % result["errors"] if result["errors"] else ""),
+                        flush=True)
                     if started:
                         p.terminate()
                         p.wait(timeout=15)
