@@ -26,6 +26,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Processes, free_port, loadgen_command, wait_for_port, write_topology  # noqa
+from benchlib import (Processes, free_port, loadgen_command, mcproxy_config,  # noqa: E402
+                      wait_for_port, write_topology)
 
 # Which part of the path an instruction belongs to. First, a function that does one job
 # counts whole for it; then code from the headers every part uses (accounting, counters,
@@ -246,6 +248,10 @@ def main():
     parser.add_argument("--build", default=os.path.join(root, "build"),
                         help="the build whose memzone-loadgen drives the load")
     parser.add_argument("--proxy", help="the memzone-proxy to profile (default: --build's)")
+    parser.add_argument("--mcproxy", metavar="PATH",
+                        help="profile memcached's built-in proxy instead (a memcached built "
+                             "with --enable-proxy; the groups are memzone's, read its totals "
+                             "and top functions)")
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--depth", type=int, default=1)
     parser.add_argument("--connections", type=int, default=50)
@@ -270,10 +276,22 @@ def main():
                        capture_output=True, timeout=120)
         port = free_port()
         out = os.path.join(out_dir, "callgrind.out.%d" % port)
-        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out,
-               proxy, "--listen", "127.0.0.1:%d" % port, "--zone", "a", "--config",
-               write_topology(work, mc_port), "--threads", "1"]
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.mcproxy:
+            config = os.path.join(work, "mcproxy.lua")
+            with open(config, "w") as f:
+                f.write(mcproxy_config([mc_port]))
+            target = [args.mcproxy, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
+                      "-t", "1", "-c", "1012",  # sets its fd limit to this; valgrind keeps 12
+                      "-o", "proxy_config=%s" % config]
+            target += ["-u", "root"] if os.geteuid() == 0 else []
+            proxy = args.mcproxy
+        else:
+            target = [proxy, "--listen", "127.0.0.1:%d" % port, "--zone", "a", "--config",
+                      write_topology(work, mc_port), "--threads", "1"]
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out] + target
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                   (1024, 1024)))
         procs.procs.append(p)
         wait_for_port(port, p, timeout=120)
 
