@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from run import free_port, wait_for_port  # noqa: E402  (bench/run.py, the same folder)
+from benchlib import free_port, wait_for_port  # noqa: E402  (bench/benchlib.py, the same folder)
 
 ZONES = ("a", "b", "c")
 

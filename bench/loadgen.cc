@@ -3,6 +3,7 @@
 // N connections, each keeping `depth` requests in flight (depth 1 = request/response,
 // depth > 1 = pipelined), a get/set mix over a fixed key space with fixed-size values.
 // Latency is measured per request from its send to its reply, into log-linear buckets.
+// --requests N makes the run a fixed amount of work instead (for valgrind instruction counts).
 // One thread, epoll; prints one JSON line. We write our own because memcaslap cannot
 // pipeline and reports no percentiles. --tls-ca FILE speaks TLS (blocking sockets: a record
 // read once readable arrives whole; bytes left inside the session are drained before the
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -37,6 +39,7 @@ struct Options {
   int connections = 50;
   int depth = 1;
   double seconds = 10;
+  uint64_t requests = 0;  // when set: stop after this many replies, not after `seconds`
   int keys = 100000;
   int value_size = 100;
   double get_ratio = 0.9;
@@ -246,6 +249,8 @@ Options parseOptions(int argc, char** argv) {
       o.depth = std::atoi(value());
     else if (flag == "--seconds")
       o.seconds = std::atof(value());
+    else if (flag == "--requests")
+      o.requests = std::strtoull(value(), nullptr, 10);
     else if (flag == "--keys")
       o.keys = std::atoi(value());
     else if (flag == "--value-size")
@@ -259,8 +264,8 @@ Options parseOptions(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: memzone-loadgen --server HOST:PORT [--connections 50] [--depth 1] "
-                   "[--seconds 10] [--keys 100000] [--value-size 100] [--get-ratio 0.9] "
-                   "[--prefill] [--tls-ca FILE]\n");
+                   "[--seconds 10 | --requests N] [--keys 100000] [--value-size 100] "
+                   "[--get-ratio 0.9] [--prefill] [--tls-ca FILE]\n");
       std::exit(2);
     }
   }
@@ -294,15 +299,19 @@ int main(int argc, char** argv) {
   LatencyHistogram histogram;
   Totals totals;
   uint64_t start = nowNanos();
-  uint64_t end = start + static_cast<uint64_t>(o.seconds * 1e9);
+  uint64_t end = o.requests > 0 ? UINT64_MAX : start + static_cast<uint64_t>(o.seconds * 1e9);
+  // With --requests the run is a fixed amount of work (for instruction counts under
+  // valgrind): exactly that many requests are sent, and the run ends when all are answered.
+  uint64_t issued = 0;
+  auto mayIssue = [&]() { return o.requests == 0 || issued < o.requests; };
   for (auto& c : conns) {
-    for (int d = 0; d < o.depth; ++d) workload.appendRequest(c);
+    for (int d = 0; d < o.depth && mayIssue(); ++d, ++issued) workload.appendRequest(c);
     if (!flushOut(c)) die("send");
   }
   std::vector<epoll_event> events(conns.size());
   char buf[1 << 16];
   uint64_t now = start;
-  while (now < end) {
+  while (now < end && (o.requests == 0 || histogram.total() < o.requests)) {
     int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
     now = nowNanos();
     for (int e = 0; e < n; ++e) {
@@ -334,26 +343,38 @@ int main(int argc, char** argv) {
         } else {
           ++totals.sets;
         }
-        totals.errors += error;
+        if (error && totals.errors++ == 0) {  // the first one says what went wrong
+          std::string_view reply = std::string_view(c.in).substr(used_total - used, used);
+          std::fprintf(stderr, "memzone-loadgen: first error reply: %.*s\n",
+                       static_cast<int>(std::min<size_t>(reply.size(), 200)), reply.data());
+        }
         c.pending.pop_front();
         ++completed;
       }
       c.in.erase(0, used_total);
       if (now < end) {
-        for (int i = 0; i < completed; ++i) workload.appendRequest(c);
+        for (int i = 0; i < completed && mayIssue(); ++i, ++issued) workload.appendRequest(c);
         if (!flushOut(c)) die("send");
       }
     }
   }
   double elapsed = static_cast<double>(nowNanos() - start) / 1e9;
+  // Requests sent more than a second before the end and still without a reply: a server
+  // that stalls a client shows here, not in errors (in flight at the end is normal).
+  uint64_t unanswered = 0;
+  uint64_t stale_before = nowNanos() - 1000000000ull;
+  for (const auto& c : conns) {
+    for (const auto& [is_get, sent_at] : c.pending) unanswered += sent_at < stale_before;
+  }
   std::printf(
       "{\"ops\": %llu, \"seconds\": %.3f, \"ops_per_sec\": %.0f, \"p50_us\": %.1f, "
       "\"p99_us\": %.1f, \"p999_us\": %.1f, \"gets\": %llu, \"hits\": %llu, \"sets\": %llu, "
-      "\"errors\": %llu}\n",
+      "\"errors\": %llu, \"unanswered_1s\": %llu}\n",
       static_cast<unsigned long long>(histogram.total()), elapsed,
       static_cast<double>(histogram.total()) / elapsed, histogram.percentileMicros(0.50),
       histogram.percentileMicros(0.99), histogram.percentileMicros(0.999),
       static_cast<unsigned long long>(totals.gets), static_cast<unsigned long long>(totals.hits),
-      static_cast<unsigned long long>(totals.sets), static_cast<unsigned long long>(totals.errors));
+      static_cast<unsigned long long>(totals.sets), static_cast<unsigned long long>(totals.errors),
+      static_cast<unsigned long long>(unanswered));
   return totals.errors == 0 ? 0 : 1;
 }

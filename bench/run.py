@@ -1,28 +1,46 @@
 #!/usr/bin/python3
 """memzone benchmark: one workload against memcached directly, memzone-proxy in front of
-it, and twemproxy (nutcracker) in front of it, in one run on this machine.
+it, memcached's built-in proxy in front of it (--mcproxy PATH) and twemproxy (nutcracker) in
+front of it, in one run on this machine.
 
 Workload: 90% get / 10% set, 100-byte values, 100k keys (prefilled), 50 connections,
 once request/response (depth 1) and once pipelined (depth 16 per connection).
-Prints ops/s, p50/p99 latency and the proxy's CPU-seconds per million requests, read from
-/proc/PID/stat around the measured interval. Not a test: numbers depend on the machine.
+Prints ops/s, p50/p99 latency and each proxy's CPU-seconds per million requests, user and
+system apart, read from /proc/PID/stat around the measured interval (for memcached direct:
+memcached's own), and how each proxy compares with memcached itself and with memcached's
+built-in proxy. The order of the targets rotates from one round to the next (the first
+target after a start measures differently). Not a test: numbers depend on the machine.
 
-    bench/run.py [--build build] [--seconds 10] [--rounds 3] [--proxy-threads 1] [--markdown]
+    bench/run.py [--build build] [--seconds 10] [--rounds 4] [--proxy-threads 1] [--markdown]
+                 [--mcproxy PATH]
+    bench/run.py --against OTHER_BUILD [--mcproxy PATH] [--seconds 10] [--rounds 4] [--markdown]
     bench/run.py --replication [--seconds 10] [--markdown]
     bench/run.py --tls [--seconds 10] [--rounds 3] [--markdown]
     bench/run.py --metrics-cost build-nometrics [--seconds 10] [--rounds 3]
-    bench/run.py --hostile [--slow 200] [--seconds 8] [--budget 64M] [--plot FILE] [--markdown]
+    bench/run.py --hostile [--slow 200] [--huge 4] [--huge-keys 4000000] [--seconds 8]
+                           [--budget 64M] [--plot FILE] [--markdown]
                            [--proxy-build BUILD] [--compare-build BUILD] [--rss-cap MIB]
+
+--mcproxy PATH is a memcached built with --enable-proxy (built by hand from memcached's
+source, never by a script here); the runner writes its Lua route config (every command to
+the same memcached) to a temporary directory and starts it with --threads workers.
+
+--against compares this build's proxy with another build's (first: this one), each run with
+a freshly started proxy, at depth 1 and 16; with --mcproxy also memcached's built-in proxy
+and memcached itself.
 
 --metrics-cost compares the proxy's CPU per request with and without per-request metrics
 (a second build configured with -DMEMZONE_BENCH_NO_REQUEST_METRICS=ON), runs alternating.
 
---hostile measures 20 well-behaved request/response clients (memzone-loadgen, 90% get /
-10% set of 100-byte values) first alone, then with N slow readers attached (each pipelines
-50 gets of a 1 MB value and reads 1 KiB per second), against memcached directly, memzone-proxy
-(--max-buffer-memory BUDGET) and twemproxy, sampling each target's RSS every 100 ms; --plot
-draws the RSS curves (matplotlib). A target whose RSS passes --rss-cap has its slow readers
-stopped early (twemproxy buffers without bound).
+--hostile measures well-behaved clients (memzone-loadgen, 90% get / 10% set of 100-byte
+values: 20 request/response connections and 4 pipelining 16 deep, at once) first alone, then
+with N slow readers attached (each pipelines 50 gets of a 1 MB value and reads 1 KiB per
+second), then with M huge-multi-get attackers (each sends one `get` of --huge-keys keys and
+never reads), against memcached directly, memzone-proxy (--max-buffer-memory BUDGET) and
+twemproxy, sampling each target's RSS every 100 ms. It reports each phase's peak RSS and the
+well-behaved clients' errors (replies that are not theirs to expect: SERVER_ERROR, a closed
+connection). --plot draws the RSS curves (matplotlib). A target whose RSS passes --rss-cap has
+its attackers stopped early (twemproxy buffers without bound).
 
 --tls measures what TLS costs (certificates made with the openssl CLI): memcached directly,
 plaintext and with -Z; memzone-proxy plaintext, with client TLS (a tls: listener), with
@@ -35,88 +53,16 @@ replicated to three zones (one memcached per zone; wait: local and wait: all), f
 write-only and a read-only workload (pipelined, depth 16): the proxy's CPU per request.
 """
 import argparse
-import json
-import multiprocessing
 import os
-import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, proc, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit("bench: %s exited with %s" % (proc.args[0], proc.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit("bench: nothing on port %d" % port)
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-class Processes:
-    def __init__(self):
-        self.procs = []
-
-    def start(self, cmd, port):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        wait_for_port(port, proc)
-        return proc
-
-    def memcached(self, binary, threads):
-        """A memcached on 127.0.0.1 (256 MiB); returns its port."""
-        port = free_port()
-        user = ["-u", "root"] if os.geteuid() == 0 else []
-        self.start([binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256",
-                    "-t", str(threads), "-c", "4096"] + user, port)
-        return port
-
-    def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-def run_load(loadgen, port, args, depth, prefill=False, get_ratio=0.9, tls_ca=None):
-    cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", "50",
-           "--depth", str(depth), "--seconds", str(args.seconds), "--keys", "100000",
-           "--value-size", "100", "--get-ratio", str(get_ratio)]
-    if prefill:
-        cmd.append("--prefill")
-    if tls_ca:
-        cmd += ["--tls-ca", tls_ca]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
-    if out.returncode != 0:
-        sys.exit("bench: loadgen against port %d failed: %s %s" % (port, out.stderr.strip(),
-                                                                   out.stdout.strip()))
-    return json.loads(out.stdout)
+from benchlib import (Processes, cpu_seconds, cpu_times, free_port, round_order, run_load,
+                      write_topology)
+from hostile import run_hostile
 
 
 def main():
@@ -131,12 +77,19 @@ def main():
     parser.add_argument("--metrics-cost", metavar="BUILD", help="a build without request metrics")
     parser.add_argument("--against", metavar="BUILD",
                         help="compare this build's proxy CPU per request with another build's")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mcproxy", metavar="PATH",
+                        help="also measure memcached's built-in proxy: a memcached built with "
+                             "--enable-proxy (default mode and --against)")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tls", action="store_true",
                         help="what client and backend TLS cost the proxy, against memcached -Z")
     parser.add_argument("--hostile", action="store_true",
-                        help="well-behaved clients' throughput and p99 with slow readers attached")
+                        help="well-behaved clients' errors, throughput and p99, and RSS, with "
+                             "slow readers and huge multi-gets attached")
     parser.add_argument("--slow", type=int, default=200, help="--hostile: slow readers")
+    parser.add_argument("--huge", type=int, default=4, help="--hostile: huge-multi-get attackers")
+    parser.add_argument("--huge-keys", type=int, default=4000000,
+                        help="--hostile: keys in each attacker's one get (2 bytes each)")
     parser.add_argument("--budget", default="64M",
                         help="--hostile: memzone --max-buffer-memory ('none': not passed, for "
                              "builds that predate it)")
@@ -147,7 +100,7 @@ def main():
                              "--max-buffer-memory (e.g. one from before the budget)")
     parser.add_argument("--plot", metavar="FILE", help="--hostile: write the RSS curves here (PNG)")
     parser.add_argument("--rss-cap", type=int, default=4096,
-                        help="--hostile: MiB; stop a target's slow readers past this RSS")
+                        help="--hostile: MiB; stop a target's attackers past this RSS")
     args = parser.parse_args()
     if args.hostile:
         return run_hostile(args)
@@ -167,6 +120,7 @@ def main():
     for tool in (loadgen, proxy):
         if not os.access(tool, os.X_OK):
             sys.exit("bench: %s missing; run scripts/build.sh" % tool)
+    check_mcproxy(args)
     nutcracker = shutil.which("nutcracker")
     memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
 
@@ -174,67 +128,110 @@ def main():
     procs = Processes()
     try:
         mc_port = procs.memcached(memcached, threads=2)
-        targets = [("memcached (direct)", mc_port, None)]
-
-        proxy_port = free_port()
-        topology = os.path.join(work, "topology.yaml")
-        with open(topology, "w") as f:
-            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
-        p = procs.start([proxy, "--listen", "127.0.0.1:%d" % proxy_port, "--zone", "a",
-                         "--config", topology, "--threads", str(args.proxy_threads)], proxy_port)
-        targets.append(("memzone-proxy (%d thread%s)" % (args.proxy_threads, "s" * (args.proxy_threads > 1)),
-                        proxy_port, p.pid))
-
+        mc_pid = procs.procs[-1].pid
+        # (name, port, pid whose CPU is measured, True for memcached itself)
+        targets = [("memcached (direct)", mc_port, mc_pid, True)]
+        port, p = procs.memzone(proxy, write_topology(work, mc_port), args.proxy_threads)
+        targets.append(("memzone-proxy (%d thread%s)" % (
+            args.proxy_threads, "s" * (args.proxy_threads > 1)), port, p.pid, False))
+        if args.mcproxy:
+            port, p = procs.mcproxy(args.mcproxy, work, [mc_port], args.proxy_threads)
+            targets.append(("memcached built-in proxy", port, p.pid, False))
         if nutcracker:
-            tw_port = free_port()
-            conf = os.path.join(work, "nutcracker.yml")
-            with open(conf, "w") as f:
-                f.write("bench:\n  listen: 127.0.0.1:%d\n  hash: md5\n  distribution: ketama\n"
-                        "  timeout: 1000\n  backlog: 1024\n  server_connections: 1\n"
-                        "  servers:\n    - 127.0.0.1:%d:1\n" % (tw_port, mc_port))
-            t = procs.start([nutcracker, "-c", conf, "-s", str(free_port()), "-o",
-                             os.path.join(work, "nutcracker.log"), "-v", "0"], tw_port)
-            targets.append(("twemproxy (nutcracker)", tw_port, t.pid))
+            port, p = procs.nutcracker(nutcracker, work, mc_port)
+            targets.append(("twemproxy (nutcracker)", port, p.pid, False))
 
         run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
         rows = []
-        # Targets alternate within each round, so a noisy neighbour on a shared machine hits
-        # all of them alike; totals over the rounds are what the table shows.
         for depth in (1, 16):
-            totals = {name: {"ops": 0, "seconds": 0.0, "cpu": 0.0, "p50": [], "p99": []}
-                      for name, _, _ in targets}
+            tallies = {name: Tally() for name, _, _, _ in targets}
+            # Totals over the rounds are what the table shows: a noisy neighbour on a shared
+            # machine hits every target alike, and the order rotates so none is always first.
             for round_ in range(args.rounds):
-                for name, port, pid in targets:
-                    before = cpu_seconds(pid) if pid else None
-                    result = run_load(loadgen, port, args, depth)
-                    t = totals[name]
-                    t["ops"] += result["ops"]
-                    t["seconds"] += result["seconds"]
-                    t["p50"].append(result["p50_us"])
-                    t["p99"].append(result["p99_us"])
-                    if pid:
-                        t["cpu"] += cpu_seconds(pid) - before
-            for name, port, pid in targets:
-                t = totals[name]
-                result = {"ops_per_sec": t["ops"] / t["seconds"], "p50_us": sorted(t["p50"])[len(t["p50"]) // 2],
-                          "p99_us": sorted(t["p99"])[len(t["p99"]) // 2], "ops": t["ops"]}
-                per_million = t["cpu"] / t["ops"] * 1e6 if pid else None
-                rows.append((depth, name, result, per_million))
-                print("depth %-2d %-28s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  %s" % (
-                    depth, name, result["ops_per_sec"], result["p50_us"], result["p99_us"],
-                    "proxy CPU %.2f s per 1M req" % per_million if per_million is not None else ""),
-                    flush=True)
+                for name, port, pid, _ in round_order(targets, round_):
+                    tallies[name].measure(loadgen, port, pid, args, depth)
+            rows += report(depth, [(name, tallies[name], own) for name, _, _, own in targets])
         if args.markdown:
-            print()
-            print("| pipeline depth | target | ops/s | p50 (µs) | p99 (µs) | proxy CPU-s / 1M req |")
-            print("|---|---|---:|---:|---:|---:|")
-            for depth, name, r, per_million in rows:
-                print("| %d | %s | %.0f | %.1f | %.1f | %s |" % (
-                    depth, name, r["ops_per_sec"], r["p50_us"], r["p99_us"],
-                    "%.2f" % per_million if per_million is not None else "—"))
+            print_markdown(rows)
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Tally:
+    """One target's totals over the rounds: requests, seconds, its process's user and system
+    CPU seconds, and each run's p50/p99."""
+
+    def __init__(self):
+        self.ops, self.seconds, self.user, self.system = 0, 0.0, 0.0, 0.0
+        self.errors = 0
+        self.p50, self.p99 = [], []
+
+    def measure(self, loadgen, port, pid, args, depth):
+        user, system = cpu_times(pid)
+        result = run_load(loadgen, port, args, depth, errors_ok=True)
+        user_after, system_after = cpu_times(pid)
+        self.errors += result["errors"]
+        self.user += user_after - user
+        self.system += system_after - system
+        self.ops += result["ops"]
+        self.seconds += result["seconds"]
+        self.p50.append(result["p50_us"])
+        self.p99.append(result["p99_us"])
+        result["cpu"] = user_after - user + system_after - system
+        return result
+
+    def ops_per_sec(self):
+        return self.ops / self.seconds
+
+    def per_million(self):
+        """(total, user, system) CPU-seconds per million requests."""
+        return tuple(x / self.ops * 1e6 for x in (self.user + self.system, self.user, self.system))
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def report(depth, tallies):
+    """Prints one line per target and how each proxy compares with memcached itself (CPU
+    per request, throughput) and with memcached's built-in proxy; returns the table rows."""
+    rows = []
+    direct = next((t for name, t, own in tallies if own), None)
+    mcproxy = next((t for name, t, own in tallies if "built-in" in name), None)
+    for name, t, own in tallies:
+        cpu, user, system = t.per_million()
+        vs = []
+        if direct is not None and not own:
+            vs.append("%.2fx direct ops/s" % (t.ops_per_sec() / direct.ops_per_sec()))
+            vs.append("%.2fx memcached's CPU" % (cpu / direct.per_million()[0]))
+        if mcproxy is not None and t is not mcproxy and not own:
+            vs.append("%.2fx built-in proxy's CPU" % (cpu / mcproxy.per_million()[0]))
+        if t.errors:
+            vs.append("%d error replies" % t.errors)
+        print("depth %-2d %-28s %9.0f ops/s  p50 %7.1f us  p99 %8.1f us  CPU %.2f s per 1M req "
+              "(user %.2f sys %.2f)%s" % (depth, name, t.ops_per_sec(), median(t.p50),
+                                           median(t.p99), cpu, user, system,
+                                           "  " + ", ".join(vs) if vs else ""), flush=True)
+        rows.append((depth, name, t, own, vs))
+    return rows
+
+
+def print_markdown(rows):
+    print()
+    print("| depth | target | ops/s | p50 (µs) | p99 (µs) | CPU-s / 1M req (user + sys) "
+          "| compared |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for depth, name, t, own, vs in rows:
+        cpu, user, system = t.per_million()
+        print("| %d | %s | %.0f | %.1f | %.1f | %.2f (%.2f + %.2f)%s | %s |" % (
+            depth, name, t.ops_per_sec(), median(t.p50), median(t.p99), cpu, user, system,
+            " memcached's own" if own else "", ", ".join(vs)))
+
+
+def check_mcproxy(args):
+    if args.mcproxy and not os.access(args.mcproxy, os.X_OK):
+        sys.exit("bench: --mcproxy %s is not an executable" % args.mcproxy)
 
 
 def make_certs(work):
@@ -359,43 +356,58 @@ def run_tls(args):
 
 
 def run_build_comparison(args, builds, depths):
-    """Proxy CPU per request of two builds (the first is the one measured against), their
-    runs alternating within each round."""
+    """Proxy CPU per request of two builds (the first is the one measured against), and of
+    memcached's built-in proxy when --mcproxy is given. Every run starts its proxy afresh;
+    the order of the targets rotates between rounds."""
     loadgen = os.path.join(args.build, "bench/memzone-loadgen")
     binaries = {name: os.path.join(build, "proxy/memzone-proxy") for name, build in builds.items()}
+    check_mcproxy(args)
     memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
     work = tempfile.mkdtemp(prefix="memzone-bench-")
     procs = Processes()
     try:
         mc_port = procs.memcached(memcached, threads=2)
+        mc = procs.procs[-1]
         run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
-        topology = os.path.join(work, "topology.yaml")
-        with open(topology, "w") as f:
-            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
-        names = list(binaries)
+        topology = write_topology(work, mc_port)
+
+        def starter(binary):
+            return lambda: procs.memzone(binary, topology) + (True,)
+
+        targets = [(name, starter(binary)) for name, binary in binaries.items()]
+        if args.mcproxy:
+            targets.append(("memcached built-in proxy",
+                            lambda: procs.mcproxy(args.mcproxy, work, [mc_port]) + (True,)))
+            # memcached itself, the floor the proxies are held to (not restarted)
+            targets.append(("memcached (direct)", lambda: (mc_port, mc, False)))
+        for name, binary in binaries.items():
+            print("bench: %s is %s" % (name, binary), flush=True)
+        rows = []
         for depth in depths:
-            totals = {name: [0.0, 0] for name in names}
+            tallies = {name: Tally() for name, _ in targets}
             for round_ in range(args.rounds):
-                for name in names:
-                    port = free_port()
-                    p = procs.start([binaries[name], "--listen", "127.0.0.1:%d" % port, "--zone",
-                                     "a", "--config", topology, "--threads", "1"], port)
-                    before = cpu_seconds(p.pid)
-                    result = run_load(loadgen, port, args, depth)
-                    cpu = cpu_seconds(p.pid) - before
-                    totals[name][0] += cpu
-                    totals[name][1] += result["ops"]
-                    print("depth %-2d round %d %-16s %9.0f ops/s  proxy CPU %.3f s per 1M req" % (
-                        depth, round_ + 1, name, result["ops_per_sec"], cpu / result["ops"] * 1e6),
+                for name, start in round_order(targets, round_):
+                    port, p, started = start()
+                    result = tallies[name].measure(loadgen, port, p.pid, args, depth)
+                    print("depth %-2d round %d %-24s %9.0f ops/s  CPU %.3f s per 1M req%s" % (
+                        depth, round_ + 1, name, result["ops_per_sec"],
+                        result["cpu"] / result["ops"] * 1e6,
+                        "  %d error replies" % result["errors"] if result["errors"] else ""),
                         flush=True)
-                    p.terminate()
-                    p.wait(timeout=15)
-            per_m = {n: t[0] / t[1] * 1e6 for n, t in totals.items()}
-            first, second = names
+                    if started:
+                        p.terminate()
+                        p.wait(timeout=15)
+            print()
+            rows += report(depth, [(name, tallies[name], name == "memcached (direct)")
+                                   for name, _ in targets])
+            per_m = {name: tallies[name].per_million()[0] for name, _ in targets}
+            first, second = list(binaries)
             diff = (per_m[first] - per_m[second]) / per_m[second] * 100
             print("\ndepth %d over %d rounds: %s %.3f vs %s %.3f CPU-s per 1M requests: %+.1f%%\n"
                   % (depth, args.rounds, first, per_m[first], second, per_m[second], diff),
                   flush=True)
+        if args.markdown:
+            print_markdown(rows)
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -447,196 +459,6 @@ def run_replication(args):
     finally:
         procs.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def rss_bytes(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def slow_readers(port, count, stop, ready, value_keys=10, requests=50, read_rate=1024):
-    """Child process: `count` connections that each pipeline `requests` gets of 1 MB values
-    and then read `read_rate` bytes per second, until `stop` is set."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    socks = []
-    for i in range(count):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(10)
-        s.connect(("127.0.0.1", port))
-        s.sendall(b"".join(b"get big:%d\r\n" % ((i + j) % value_keys) for j in range(requests)))
-        s.setblocking(False)
-        socks.append(s)
-    ready.set()
-    tick = 0.25
-    while not stop.is_set():
-        started = time.monotonic()
-        for s in socks:
-            try:
-                s.recv(int(read_rate * tick))
-            except OSError:
-                pass
-        time.sleep(max(0.0, tick - (time.monotonic() - started)))
-    for s in socks:
-        s.close()
-
-
-def loadgen_once(loadgen, port, seconds, connections=20):
-    """Well-behaved clients: request/response, 90% get / 10% set, 100-byte values."""
-    cmd = [loadgen, "--server", "127.0.0.1:%d" % port, "--connections", str(connections),
-           "--depth", "1", "--seconds", str(seconds), "--keys", "100000", "--value-size", "100",
-           "--get-ratio", "0.9"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
-    try:
-        return json.loads(out.stdout)
-    except ValueError:
-        return {"ops": 0, "ops_per_sec": 0, "p50_us": 0, "p99_us": 0, "errors": -1,
-                "failed": out.stderr.strip()[-200:]}
-
-
-def run_hostile(args):
-    loadgen = os.path.join(args.build, "bench/memzone-loadgen")
-    proxy = os.path.join(args.proxy_build or args.build, "proxy/memzone-proxy")
-    for tool in (loadgen, proxy):
-        if not os.access(tool, os.X_OK):
-            sys.exit("bench: %s missing; run scripts/build.sh" % tool)
-    memcached = shutil.which("memcached") or sys.exit("bench: memcached not installed")
-    nutcracker = shutil.which("nutcracker")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    ctx = multiprocessing.get_context("fork")
-    work = tempfile.mkdtemp(prefix="memzone-bench-")
-    procs = Processes()
-    try:
-        mc_port = procs.memcached(memcached, threads=2)
-        value = b"x" * 1000000
-        with socket.create_connection(("127.0.0.1", mc_port), timeout=10) as c:
-            for i in range(10):
-                c.sendall(b"set big:%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
-                if c.recv(64) != b"STORED\r\n":
-                    sys.exit("bench: could not store the large values")
-        run_load(loadgen, mc_port, argparse.Namespace(seconds=0.5), 1, prefill=True)
-        mc_pid = procs.procs[-1].pid
-        targets = [("memcached (direct)", mc_port, mc_pid)]
-        proxy_port = free_port()
-        topology = os.path.join(work, "topology.yaml")
-        with open(topology, "w") as f:
-            f.write('pools:\n  - name: main\n    zones:\n      a: ["127.0.0.1:%d"]\n' % mc_port)
-        budget = [] if args.budget == "none" else ["--max-buffer-memory", args.budget]
-        p = procs.start([proxy, "--listen", "127.0.0.1:%d" % proxy_port, "--zone", "a",
-                         "--config", topology, "--threads", str(args.proxy_threads)] + budget,
-                        proxy_port)
-        targets.append(("memzone-proxy (%s)" % ("%s budget" % args.budget if budget else
-                                                 args.proxy_build or "no budget"),
-                        proxy_port, p.pid))
-        if args.compare_build:
-            other = os.path.join(args.compare_build, "proxy/memzone-proxy")
-            other_port = free_port()
-            o = procs.start([other, "--listen", "127.0.0.1:%d" % other_port, "--zone", "a",
-                             "--config", topology, "--threads", str(args.proxy_threads)],
-                            other_port)
-            targets.append(("memzone-proxy (%s, no budget)" % os.path.basename(
-                os.path.normpath(args.compare_build)), other_port, o.pid))
-        if nutcracker:
-            tw_port = free_port()
-            conf = os.path.join(work, "nutcracker.yml")
-            with open(conf, "w") as f:
-                f.write("bench:\n  listen: 127.0.0.1:%d\n  hash: md5\n  distribution: ketama\n"
-                        "  timeout: 1000\n  backlog: 1024\n  server_connections: 1\n"
-                        "  servers:\n    - 127.0.0.1:%d:1\n" % (tw_port, mc_port))
-            t = procs.start([nutcracker, "-c", conf, "-s", str(free_port()), "-o",
-                             os.path.join(work, "nutcracker.log"), "-v", "0"], tw_port)
-            targets.append(("twemproxy (nutcracker)", tw_port, t.pid))
-
-        rows, curves = [], {}
-        for name, port, pid in targets:
-            samples, marks = [], {}
-            done = threading.Event()
-            stop = ctx.Event()
-            capped = []
-            t0 = time.monotonic()
-
-            def sample(pid=pid, samples=samples, stop=stop, capped=capped, done=done, t0=t0):
-                while not done.is_set():
-                    r = rss_bytes(pid)
-                    samples.append((time.monotonic() - t0, r / 2**20))
-                    if r > args.rss_cap * 2**20 and not stop.is_set():
-                        capped.append(time.monotonic() - t0)
-                        stop.set()
-                    time.sleep(0.1)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            time.sleep(0.5)
-            idle = rss_bytes(pid)
-            alone = loadgen_once(loadgen, port, args.seconds)
-            marks["slow readers attach"] = time.monotonic() - t0
-            ready = ctx.Event()
-            slow = ctx.Process(target=slow_readers, args=(port, args.slow, stop, ready))
-            slow.start()
-            ready.wait(120)
-            time.sleep(1)
-            hostile = loadgen_once(loadgen, port, args.seconds)
-            peak = max(r for _, r in samples) * 2**20
-            stop.set()
-            slow.join(60)
-            marks["slow readers leave"] = time.monotonic() - t0
-            time.sleep(5)
-            after = rss_bytes(pid)
-            done.set()
-            sampler.join()
-            curves[name] = (samples, marks)
-            rows.append((name, idle, alone, hostile, peak, after, capped))
-            print("%-28s alone %8.0f ops/s p99 %8.1f us | %d slow readers: %8.0f ops/s p99 %10.1f us"
-                  " errors %s | RSS idle %.0f MiB peak %.0f MiB after %.0f MiB%s" % (
-                      name, alone["ops_per_sec"], alone["p99_us"], args.slow,
-                      hostile["ops_per_sec"], hostile["p99_us"], hostile.get("errors"),
-                      idle / 2**20, peak / 2**20, after / 2**20,
-                      " (slow readers stopped at the %d MiB cap)" % args.rss_cap if capped else ""),
-                  flush=True)
-        if args.markdown:
-            print()
-            print("| target | alone: ops/s | alone: p99 (µs) | with %d slow readers: ops/s | p99 (µs) "
-                  "| errors | RSS idle (MiB) | RSS peak (MiB) | RSS 5 s after (MiB) |" % args.slow)
-            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for name, idle, alone, hostile, peak, after, capped in rows:
-                print("| %s | %.0f | %.1f | %.0f | %.1f | %s | %.0f | %.0f%s | %.0f |" % (
-                    name, alone["ops_per_sec"], alone["p99_us"], hostile["ops_per_sec"],
-                    hostile["p99_us"], hostile.get("errors"), idle / 2**20, peak / 2**20,
-                    " (capped)" if capped else "", after / 2**20))
-        if args.plot:
-            plot_rss(curves, args)
-    finally:
-        procs.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def plot_rss(curves, args):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for name, (samples, marks) in curves.items():
-        line, = ax.plot([t for t, _ in samples], [r for _, r in samples], label=name)
-        for label, at in marks.items():
-            ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=0.8)
-    ax.set_xlabel("seconds (dotted: %d slow readers attach / leave)" % args.slow)
-    ax.set_ylabel("RSS (MiB)")
-    ax.set_yscale("log")
-    ax.set_title("RSS with %d slow readers, 50 x 1 MB each (memzone --max-buffer-memory %s)"
-                 % (args.slow, args.budget), fontsize=10)
-    ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.plot)
-    print("bench: wrote %s" % args.plot)
 
 
 if __name__ == "__main__":
