@@ -20,8 +20,8 @@ using protocol::ReplyStatus;
 
 namespace {
 
-uint64_t randomOpaqueBase() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
+uint32_t randomOpaqueBase() {
+  thread_local std::mt19937 rng(std::random_device{}());
   return rng();
 }
 

@@ -113,7 +113,7 @@ class BackendConnection : public Flushable {
     bool quiet = false;
     uint32_t count = 1;  // replies still expected (commitBatch), opaque counting up
     protocol::ReplyCode silent_code = protocol::ReplyCode::kOk;
-    uint64_t opaque = 0;
+    uint32_t opaque = 0;
     std::string_view debug_key;
     int64_t deadline_us = 0;
   };
@@ -150,7 +150,7 @@ class BackendConnection : public Flushable {
   ByteBuffer output_;
   RingQueue<Pending> pending_;
   int64_t connect_deadline_us_ = 0;
-  uint64_t next_opaque_;  // the next request's opaque
+  uint32_t next_opaque_;  // the next request's opaque (wraps)
   // TLS records end where requests end. memcached (1.6, -Z) reads the tail of a value that
   // spans records with an exact-length read and leaves what follows it in the same record
   // inside its TLS session, unseen until more bytes arrive: a pipelined request behind a

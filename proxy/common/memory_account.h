@@ -25,6 +25,25 @@ class MemoryAccount {
   }
   int64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   MemoryAccount* parent() const { return parent_; }
+  // Moves what this account holds from its parent's chain to `parent`'s: one walk each way,
+  // however many buffers feed this account (a request changing owner).
+  void setParent(MemoryAccount* parent) {
+    if (parent == parent_) return;
+    int64_t held = bytes();
+    if (held != 0) {
+      for (MemoryAccount* a = parent_; a != nullptr; a = a->parent_) {
+        a->bytes_.store(a->bytes_.load(std::memory_order_relaxed) - held,
+                        std::memory_order_relaxed);
+      }
+    }
+    parent_ = parent;
+    if (held != 0) {
+      for (MemoryAccount* a = parent_; a != nullptr; a = a->parent_) {
+        a->bytes_.store(a->bytes_.load(std::memory_order_relaxed) + held,
+                        std::memory_order_relaxed);
+      }
+    }
+  }
 
  private:
   std::atomic<int64_t> bytes_{0};

@@ -51,10 +51,10 @@ bool parseLength(std::string_view token, size_t& out) {
   return ec == std::errc() && ptr == token.data() + token.size() && out <= (size_t{1} << 31);
 }
 
-bool parseOpaque(std::string_view token, uint64_t& out) {
-  if (token.size() != 17 || token[0] != 'O') return false;
-  auto [ptr, ec] = std::from_chars(token.data() + 1, token.data() + 17, out, 16);
-  return ec == std::errc() && ptr == token.data() + 17;
+bool parseOpaque(std::string_view token, uint32_t& out) {
+  if (token.size() != 9 || token[0] != 'O') return false;
+  auto [ptr, ec] = std::from_chars(token.data() + 1, token.data() + 9, out, 16);
+  return ec == std::errc() && ptr == token.data() + 9;
 }
 
 struct MetaHead {
@@ -82,18 +82,21 @@ ReplyStatus finishMeta(std::string_view input, size_t next, size_t length, Backe
   return ReplyStatus::kOk;
 }
 
-ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out,
+ReplyStatus parseMeta(std::string_view input, uint32_t opaque, BackendReply& out,
                       size_t& consumed) {
   std::string_view line;
   size_t next = 0;
   ReplyStatus s = takeLine(input, 0, line, next);
   if (s != ReplyStatus::kOk) return s;
-  if (errorLine(line, out.code)) {
+  // Error lines: ERROR, CLIENT_ERROR, SERVER_ERROR (EN is a meta code).
+  const char first = line.empty() ? '\0' : line[0];
+  if ((first == 'C' || first == 'S' || (first == 'E' && line.size() > 1 && line[1] == 'R')) &&
+      errorLine(line, out.code)) {
     out.line = line;
     consumed = next;
     return ReplyStatus::kOk;
   }
-  if (line.size() < 2 || !printable(line)) return ReplyStatus::kInvalid;
+  if (line.size() < 2) return ReplyStatus::kInvalid;
   out.head = line.substr(0, 2);
   bool known = false;
   for (const MetaHead& h : kMetaHeads) {
@@ -125,12 +128,13 @@ ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out
                                  ? std::string_view{}
                                  : rest.substr(1, rest.size() - token.size() - 2);
     if (rest.size() == token.size() + 1 ||
-        (!flags.empty() && flags.front() != ' ' && flags.back() != ' ' &&
+        (!flags.empty() && flags.front() != ' ' && flags.back() != ' ' && printable(flags) &&
          flags.find("  ") == std::string_view::npos && flags.find(token) == std::string_view::npos)) {
       out.flags = flags;
       return finishMeta(input, next, length, out, consumed);
     }
   }
+  if (!printable(rest)) return ReplyStatus::kInvalid;
   size_t flags_begin = 1;
   size_t pos = 1;
   bool found = false;
@@ -139,7 +143,7 @@ ReplyStatus parseMeta(std::string_view input, uint64_t opaque, BackendReply& out
     size_t end = sp == std::string_view::npos ? rest.size() : sp;
     std::string_view token = rest.substr(pos, end - pos);
     if (token.empty()) return ReplyStatus::kInvalid;
-    uint64_t value = 0;
+    uint32_t value = 0;
     if (!found && parseOpaque(token, value)) {
       if (value != opaque) return ReplyStatus::kInvalid;
       found = true;

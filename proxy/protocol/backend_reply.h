@@ -1,7 +1,7 @@
 // Backend replies, each verified against the request it answers (issue 22).
 //
 // Every request the proxy sends to memcached is one the proxy encoded itself
-// (backend_request.h): a meta command whose last flag is `O<opaque>`, 16 hex digits the
+// (backend_request.h): a meta command whose last flag is `O<opaque>`, 8 hex digits the
 // backend connection chose (random per connection, then counted; never shown to a client).
 // A reply is taken as the answer to the request at the head of the connection's queue only
 // when it has a shape that request allows and, for a meta reply, carries exactly that opaque.
@@ -47,7 +47,7 @@ inline constexpr size_t kMaxReplyLine = 1024;
 
 struct ExpectedReply {
   ReplyKind kind = ReplyKind::kMeta;
-  uint64_t opaque = 0;         // kMeta
+  uint32_t opaque = 0;         // kMeta
   std::string_view debug_key;  // kMetaDebug: the key as memcached stores it (decoded bytes)
 };
 

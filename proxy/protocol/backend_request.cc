@@ -38,10 +38,10 @@ constexpr TextToMeta kTextToMeta[] = {
 };
 
 const TextToMeta* textMapping(Command command) {
-  for (const TextToMeta& m : kTextToMeta) {
-    if (m.command == command) return &m;
-  }
-  return nullptr;
+  // The table is in Command order from kSet: one index, no search.
+  size_t i = static_cast<size_t>(command) - static_cast<size_t>(Command::kSet);
+  if (command < Command::kSet || i >= std::size(kTextToMeta)) return nullptr;
+  return kTextToMeta[i].command == command ? &kTextToMeta[i] : nullptr;
 }
 
 template <typename T>
@@ -69,43 +69,71 @@ void appendData(const Request& request, ByteBuffer& out) {
   out.append("\r\n");
 }
 
+// A small line builder over stack memory: a text command's meta line is at most the key (250
+// bytes) and a few numbers, so it is written here and appended to the buffer at once.
+class Line {
+ public:
+  void put(std::string_view bytes) {
+    std::memcpy(p_, bytes.data(), bytes.size());
+    p_ += bytes.size();
+  }
+  template <typename T>
+  void number(T value) {
+    p_ = std::to_chars(p_, end(), value).ptr;
+  }
+  std::string_view view() const { return {buf_, static_cast<size_t>(p_ - buf_)}; }
+
+ private:
+  char* end() { return buf_ + sizeof(buf_); }
+  char buf_[512];
+  char* p_ = buf_;
+};
+
 void encodeText(const TextToMeta& m, const Request& r, std::string_view opaque, ByteBuffer& out,
                 bool drop_cas) {
   const auto& t = r.tokens;
-  bool storage = r.length_token != 0;
-  out.append(drop_cas && m.cas ? std::string_view("ms") : m.verb);
-  out.append(' ');
-  out.append(t[1]);
+  const bool storage = r.length_token != 0;
+  Line line;
+  line.put(drop_cas && m.cas ? std::string_view("ms") : m.verb);
+  line.put(" ");
+  line.put(t[1]);
   if (storage) {
-    out.append(' ');
-    appendNumber(r.data.size(), out);
+    line.put(" ");
+    line.number(r.data.size());
   }
-  out.append(m.fixed);
+  line.put(m.fixed);
   if (m.flags_exptime) {
     uint32_t flags = 0;
+    int32_t exptime = 0;
     mc::strtoul32(t[2], flags);
-    out.append(" F");
-    appendNumber(flags, out);
-    out.append(" T");
-    appendI32(t[3], out);
+    mc::strtol32(t[3], exptime);
+    line.put(" F");
+    line.number(flags);
+    line.put(" T");
+    line.number(exptime);
   }
   if (m.cas && !drop_cas) {
     uint64_t cas = 0;
     mc::strtoull64(t[5], cas);
-    out.append(" C");
-    appendNumber(cas, out);
+    line.put(" C");
+    line.number(cas);
   }
   if (m.exptime_flag) {
-    out.append(" T");
-    appendI32(t[2], out);
+    int32_t exptime = 0;
+    mc::strtol32(t[2], exptime);
+    line.put(" T");
+    line.number(exptime);
   }
   if (m.delta) {
     uint64_t delta = 0;
     mc::strtoull64(t[2], delta);
-    out.append(" D");
-    appendNumber(delta, out);
+    line.put(" D");
+    line.number(delta);
   }
-  endLine(opaque, out);
+  line.put(" ");
+  line.put(opaque);
+  line.put("\r\n");
+  out.append(line.view());
   if (storage) appendData(r, out);
 }
 
@@ -155,10 +183,10 @@ constexpr std::array<char, 512> makeHexPairs() {
 constexpr std::array<char, 512> kHexPairs = makeHexPairs();
 }  // namespace
 
-OpaqueToken makeOpaqueToken(uint64_t opaque) {
+OpaqueToken makeOpaqueToken(uint32_t opaque) {
   OpaqueToken token;
   token.bytes[0] = 'O';
-  for (int i = 7; i >= 0; --i) {
+  for (int i = 3; i >= 0; --i) {
     std::memcpy(token.bytes + 1 + 2 * i, &kHexPairs[2 * (opaque & 0xff)], 2);
     opaque >>= 8;
   }

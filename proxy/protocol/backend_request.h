@@ -15,12 +15,13 @@
 
 namespace memzone::protocol {
 
-// "O" and 16 hex digits: the opaque a backend request carries.
+// "O" and 8 hex digits: the opaque a backend request carries (32 bits: random per connection,
+// then counted; it proves a reply's position, and no client ever sees it).
 struct OpaqueToken {
-  char bytes[17];
+  char bytes[9];
   std::string_view view() const { return {bytes, sizeof(bytes)}; }
 };
-OpaqueToken makeOpaqueToken(uint64_t opaque);
+OpaqueToken makeOpaqueToken(uint32_t opaque);
 
 // A "wire key" names a key on a meta line: text, or base64 followed by " b" (the bytes
 // memcached stores are then the decoded ones). A text key never holds a space, so the two

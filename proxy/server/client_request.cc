@@ -50,11 +50,17 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
 void ClientRequest::keepForm(const protocol::Request& request) {
   noreply_ = request.noreply;
   quiet_ = request.quiet;
-  refusal_ = protocol::metaOpaqueTooLong(request);
-  if (request.command == Command::kGat || request.command == Command::kGats) {
-    changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
+  if (!protocol::isMeta(request.command)) {  // text: the key is its own wire form
+    if (request.command == Command::kGat || request.command == Command::kGats) {
+      changes_ttl_ = protocol::mc::strtol32(request.tokens[1], ttl_);
+    }
+    if (request.key_count == 0) return;  // flush_all
+    std::string_view key = request.tokens[request.first_key];
+    addKey(key, 0);
+    wire_key_length_ = static_cast<uint32_t>(key.size());
+    return;
   }
-  if (request.key_count == 0) return;  // flush_all
+  refusal_ = protocol::metaOpaqueTooLong(request);
   // keys_ holds the key as memcached stores it (keyAt(0): placement); for a b key then the
   // key as the client wrote it and " b" (its wire form); then a meta request's flags: one
   // buffer, one charge to move.
@@ -133,7 +139,7 @@ std::string_view ClientRequest::keyAt(size_t i) const {
 uint32_t ClientRequest::addChild(backend::BackendServer* server, uint32_t attempt) {
   if (child_count_ == children_.size()) {
     children_.emplace_back();
-    children_.back().reply.setAccount(account_);
+    children_.back().reply.setAccount(&own_account_);
   }
   Child& c = children_[child_count_];
   c.reply.clear();
@@ -250,7 +256,7 @@ void ClientRequest::updateBookkeeping() {
   size_t bytes = key_refs_.capacity() * sizeof(KeyRef) + children_.capacity() * sizeof(Child);
   int64_t wanted = bytes > kBookkeepingFloor ? static_cast<int64_t>(bytes) : 0;
   if (wanted == bookkeeping_charged_) return;
-  if (account_ != nullptr) account_->charge(wanted - bookkeeping_charged_);
+  own_account_.charge(wanted - bookkeeping_charged_);
   bookkeeping_charged_ = wanted;
 }
 
@@ -359,15 +365,14 @@ void ClientRequest::releaseByOwner(RequestPool& pool) {
 
 void ClientRequest::chargeTo(MemoryAccount* account) {
   if (account == account_) return;
-  if (bookkeeping_charged_ != 0) {
-    if (account_ != nullptr) account_->charge(-bookkeeping_charged_);
-    if (account != nullptr) account->charge(bookkeeping_charged_);
+  if (reply_.account() != &own_account_) {  // the first time: the buffers feed own_account_
+    reply_.setAccount(&own_account_);
+    copy_.setAccount(&own_account_);
+    keys_.setAccount(&own_account_);
+    for (Child& c : children_) c.reply.setAccount(&own_account_);
   }
   account_ = account;
-  reply_.setAccount(account);
-  copy_.setAccount(account);
-  keys_.setAccount(account);
-  for (Child& c : children_) c.reply.setAccount(account);
+  own_account_.setParent(account);
 }
 
 void ClientRequest::releaseBuffers() {

@@ -74,6 +74,11 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
     uint32_t sent = 0;
   };
 
+  ClientRequest() = default;
+  ~ClientRequest() override { own_account_.charge(-bookkeeping_charged_); }
+  ClientRequest(const ClientRequest&) = delete;
+  ClientRequest& operator=(const ClientRequest&) = delete;
+
   // Set up by the dispatcher.
   void start(RequestOwner* owner, protocol::Command command, Plan plan, ProxyStats* stats);
   void setLocalReply(std::string_view reply);
@@ -215,7 +220,10 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void finishMultiGet();
 
   RequestOwner* owner_ = nullptr;
-  MemoryAccount* account_ = nullptr;  // where its buffers are charged
+  // Every buffer of the request (and its large bookkeeping) is charged to own_account_, whose
+  // parent is the owner's account (account_): changing owner moves one sum, not each buffer.
+  MemoryAccount own_account_;
+  MemoryAccount* account_ = nullptr;
   RequestPool* pool_ = nullptr;       // set once the owner released it while children were pending
   ProxyStats* stats_ = nullptr;
   backend::BackendRegistry* registry_ = nullptr;

@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t key_len = std::min<size_t>(data[1], size - 2);
   std::string_view key(reinterpret_cast<const char*>(data + 2), key_len);
   std::string_view input(reinterpret_cast<const char*>(data + 2 + key_len), size - 2 - key_len);
-  const uint64_t opaque = 0x5eed5eed5eed5eedULL;
+  const uint32_t opaque = 0x5eed5eedU;
   const std::string token(makeOpaqueToken(opaque).view());
   while (!input.empty()) {
     BackendReply reply;

@@ -128,7 +128,7 @@ def miss(opaque):
 
 
 def other_opaque(opaque):
-    return b"O%016x" % (int(opaque[1:], 16) + 1)
+    return b"O%08x" % ((int(opaque[1:], 16) + 1) % (1 << 32))
 
 
 MISBEHAVIOURS = {

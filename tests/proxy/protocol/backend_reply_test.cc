@@ -15,7 +15,7 @@
 namespace memzone::protocol {
 namespace {
 
-constexpr uint64_t kOpaque = 0x0123456789abcdefULL;
+constexpr uint32_t kOpaque = 0x89abcdefU;
 const std::string kO = std::string(makeOpaqueToken(kOpaque).view());
 
 // Parses `input` whole, then grown byte-run by byte-run at each fragment size: the status is
