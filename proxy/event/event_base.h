@@ -1,6 +1,6 @@
 // RAII wrappers over libevent. This directory is the only place that includes <event2/*>.
 // Every object here belongs to one worker thread and is used only on that thread, except
-// EventBase::runInLoop, which any thread may call.
+// EventBase::runInLoop (and exit()), which any thread may call.
 #pragma once
 
 #include <chrono>
