@@ -23,9 +23,9 @@
 #include "proxy/common/byte_buffer.h"
 #include "proxy/common/flush_list.h"
 #include "proxy/common/ring_queue.h"
+#include "proxy/event/event_base.h"
 #include "proxy/protocol/backend_reply.h"
 #include "proxy/protocol/backend_request.h"
-#include "proxy/event/event_base.h"
 #include "proxy/tls/tls_context.h"
 #include "proxy/tls/tls_counters.h"
 #include "proxy/tls/tls_stream.h"
@@ -37,8 +37,8 @@ struct ConnectionOptions {
   uint32_t request_timeout_ms = 250;
   size_t max_pending = 16384;
   // Bounds (issue 12): the buffers are charged here (the worker's buffer budget), and a reply
-  // being received may not exceed max_input_bytes: one larger than that (a server flooding the connection) fails it
-  // (kOversized) instead of growing it. 0: no limit.
+  // being received may not exceed max_input_bytes: one larger than that (a server flooding the
+  // connection) fails it (kOversized) instead of growing it. 0: no limit.
   MemoryAccount* buffer_account = nullptr;
   size_t max_input_bytes = 0;
   // TLS (memcached -Z): with a context, each connect is followed by a handshake (bounded by
@@ -154,7 +154,8 @@ class BackendConnection : public Flushable {
   // TLS records end where requests end. memcached (1.6, -Z) reads the tail of a value that
   // spans records with an exact-length read and leaves what follows it in the same record
   // inside its TLS session, unseen until more bytes arrive: a pipelined request behind a
-  // large value would wait for the request timeout. So each write is whole requests of at most kTlsRecordBytes, or one larger request alone.
+  // large value would wait for the request timeout. So each write is whole requests of at most
+  // kTlsRecordBytes, or one larger request alone.
   static constexpr size_t kTlsRecordBytes = 16 * 1024;
   void markRequestEnd() {
     if (options_.tls_enabled) request_ends_.push_back(written_total_ + output_.size());

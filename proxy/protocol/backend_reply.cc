@@ -15,7 +15,8 @@ namespace {
 ReplyStatus takeLine(std::string_view input, size_t from, std::string_view& line, size_t& next) {
   size_t limit = std::min(input.size(), from + kMaxReplyLine);
   const void* nl = std::memchr(input.data() + from, '\n', limit - from);
-  if (nl == nullptr) return limit < from + kMaxReplyLine ? ReplyStatus::kNeedMore : ReplyStatus::kInvalid;
+  if (nl == nullptr)
+    return limit < from + kMaxReplyLine ? ReplyStatus::kNeedMore : ReplyStatus::kInvalid;
   size_t end = static_cast<const char*>(nl) - input.data();
   if (end == from || input[end - 1] != '\r') return ReplyStatus::kInvalid;
   line = input.substr(from, end - 1 - from);
@@ -129,7 +130,8 @@ ReplyStatus parseMeta(std::string_view input, uint32_t opaque, BackendReply& out
                                  : rest.substr(1, rest.size() - token.size() - 2);
     if (rest.size() == token.size() + 1 ||
         (!flags.empty() && flags.front() != ' ' && flags.back() != ' ' && printable(flags) &&
-         flags.find("  ") == std::string_view::npos && flags.find(token) == std::string_view::npos)) {
+         flags.find("  ") == std::string_view::npos &&
+         flags.find(token) == std::string_view::npos)) {
       out.flags = flags;
       return finishMeta(input, next, length, out, consumed);
     }
@@ -149,8 +151,8 @@ ReplyStatus parseMeta(std::string_view input, uint32_t opaque, BackendReply& out
       found = true;
       out.flags = rest.substr(flags_begin, pos > flags_begin ? pos - 1 - flags_begin : 0);
       out.trailer = end < rest.size() ? rest.substr(end + 1) : std::string_view{};
-    } else if (found && !(token.size() == 1 && (token[0] == 'W' || token[0] == 'X' ||
-                                                 token[0] == 'Z'))) {
+    } else if (found &&
+               !(token.size() == 1 && (token[0] == 'W' || token[0] == 'X' || token[0] == 'Z'))) {
       return ReplyStatus::kInvalid;
     }
     pos = end + 1;

@@ -139,8 +139,9 @@ void encodeText(const TextToMeta& m, const Request& r, std::string_view opaque, 
 
 // A client meta command: its tokens, less O (the proxy's own goes last) and k (the proxy
 // writes the key into the reply), and less C for `drop_cas`. An opaque too long for memcached
-// stays and the proxy's is left out: memcached refuses the request as it would have. A quiet request (q) is followed by `mn`:
-// memcached decides what quiet mode leaves unsaid, and the MN proves the silence.
+// stays and the proxy's is left out: memcached refuses the request as it would have. A quiet
+// request (q) is followed by `mn`: memcached decides what quiet mode leaves unsaid, and the MN
+// proves the silence.
 void encodeMeta(const Request& r, std::string_view opaque, ByteBuffer& out, bool drop_cas) {
   const auto& t = r.tokens;
   out.append(t[0]);
@@ -222,8 +223,8 @@ bool hasMetaFlag(const Request& request, char flag) {
 
 void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out) {
   if (isRetrieval(request.command)) {
-    encodeKeyRead(request.command, request.first_key == 2 ? request.tokens[1] : "",
-                  request.key(), opaque, out);
+    encodeKeyRead(request.command, request.first_key == 2 ? request.tokens[1] : "", request.key(),
+                  opaque, out);
   } else if (const TextToMeta* m = textMapping(request.command)) {
     encodeText(*m, request, opaque, out, false);
   } else if (request.command == Command::kMetaDebug) {
@@ -244,8 +245,7 @@ void encodeBackendRequest(const Request& request, std::string_view opaque, ByteB
   }
 }
 
-void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque,
-                                 ByteBuffer& out) {
+void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque, ByteBuffer& out) {
   if (const TextToMeta* m = textMapping(request.command)) {
     encodeText(*m, request, opaque, out, true);
   } else {
@@ -265,8 +265,8 @@ void encodeKeyRead(Command command, std::string_view exptime, std::string_view k
     mc::strtol32(exptime, v);
     ttl_len = static_cast<size_t>(std::to_chars(ttl, ttl + sizeof(ttl), v).ptr - ttl);
   }
-  const size_t len = 3 + key.size() + 4 + (cas ? 2 : 0) + (touch ? 2 + ttl_len : 0) + 1 +
-                     opaque.size() + 2;
+  const size_t len =
+      3 + key.size() + 4 + (cas ? 2 : 0) + (touch ? 2 + ttl_len : 0) + 1 + opaque.size() + 2;
   char* p = out.prepare(len);
   std::memcpy(p, "mg ", 3);
   p += 3;
@@ -303,8 +303,8 @@ void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, Byte
   endLine(opaque, out);
 }
 
-void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl, std::string_view flags,
-                       std::string_view opaque, ByteBuffer& out) {
+void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
+                       std::string_view flags, std::string_view opaque, ByteBuffer& out) {
   out.append("ms ");
   out.append(wire_key);
   out.append(' ');

@@ -32,8 +32,7 @@ OpaqueToken makeOpaqueToken(uint32_t opaque);
 void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out);
 // A cas (text cas, or a meta ms/md/ma with C) that succeeded in the local zone, copied to the
 // other zones without its compare: a plain set (ms), delete, or arithmetic.
-void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque,
-                                 ByteBuffer& out);
+void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque, ByteBuffer& out);
 // One key of a get/gets/gat/gats: "mg <key> v f [c] [T<exptime>] O..".
 void encodeKeyRead(Command command, std::string_view exptime, std::string_view key,
                    std::string_view opaque, ByteBuffer& out);
@@ -44,8 +43,8 @@ void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer
 void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
 // "ms <key> <length> T<ttl> F<flags> ME O..\r\n" (add: a value written meanwhile wins); the
 // caller appends the value and "\r\n". `ttl` as memcached's `t` flag ("-1": no expiry).
-void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl, std::string_view flags,
-                       std::string_view opaque, ByteBuffer& out);
+void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
+                       std::string_view flags, std::string_view opaque, ByteBuffer& out);
 
 // A meta request whose opaque memcached refuses (over 32 bytes): it goes as the client sent
 // it, without the proxy's opaque, and only an error line may answer it (ReplyKind::kRefusal).

@@ -167,8 +167,8 @@ void appendValueBlock(std::string_view key, const BackendReply& reply, bool with
   char digits[24];
   size_t n = static_cast<size_t>(
       std::to_chars(digits, digits + sizeof(digits), reply.value.size()).ptr - digits);
-  const size_t len = 6 + key.size() + 1 + flags.size() + 1 + n + (cas.empty() ? 0 : 1 + cas.size()) +
-                     2 + reply.value.size() + tail.size();
+  const size_t len = 6 + key.size() + 1 + flags.size() + 1 + n +
+                     (cas.empty() ? 0 : 1 + cas.size()) + 2 + reply.value.size() + tail.size();
   char* p = out.prepare(len);
   auto put = [&p](std::string_view bytes) {
     std::memcpy(p, bytes.data(), bytes.size());

@@ -26,6 +26,8 @@ namespace {
 constexpr size_t kReadSize = 16 * 1024;
 // Output that drains slowly is reallocated to what is left once it is mostly sent.
 constexpr size_t kOutputKeep = 64 * 1024;
+// What an idle connection keeps of its output buffer (ByteBuffer starts at 512 bytes).
+constexpr size_t kIdleOutputKeep = 512;
 // Replies from this size on are written from the request's buffer rather than copied.
 constexpr size_t kZeroCopyReply = 16 * 1024;
 // Segments per sendmsg.
@@ -561,7 +563,10 @@ void ClientConnection::writeOutput() {
     return;
   }
   if (output_.empty()) {
-    output_.release();  // an idle connection keeps no buffer
+    // A small buffer stays for the next reply (releasing it after every reply cost an
+    // allocation and a free per request, issue 26); the worker's maintenance frees it once
+    // the connection is idle (releaseIdleBuffers).
+    if (output_.capacity() > kIdleOutputKeep) output_.release();
   } else {
     output_.shrinkIfSparse(kOutputKeep);
   }

@@ -82,6 +82,11 @@ class ClientConnection : public Flushable,
 
   void onRequestReady() override { context_.flush_list.schedule(this); }
   void flushNow() override;
+  // Once a second (the worker's maintenance): an idle connection gives back its small output
+  // buffer, so idle connections hold no buffers.
+  void releaseIdleBuffers() {
+    if (output_.empty()) output_.release();
+  }
   void onBudgetAvailable(bool large_turn) override;
   // SIGTERM drain: keep serving, close at the first moment nothing is owed or half-read.
   // The worker force-closes whatever is left at the drain deadline.

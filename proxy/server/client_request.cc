@@ -224,8 +224,7 @@ void ClientRequest::encodeKept(const protocol::Request& request, bool without_ca
   } else {
     protocol::encodeBackendRequest(request, placeholder.view(), copy_);
   }
-  copy_opaque_at_ =
-      copy_.view().find(std::string(" ") + std::string(placeholder.view()) + "\r\n");
+  copy_opaque_at_ = copy_.view().find(std::string(" ") + std::string(placeholder.view()) + "\r\n");
 }
 
 bool ClientRequest::sendKept(uint32_t child, backend::BackendServer* server) {
@@ -242,7 +241,7 @@ bool ClientRequest::sendKept(uint32_t child, backend::BackendServer* server) {
 
 bool ClientRequest::commitChild(uint32_t child, backend::BackendServer* server) {
   ++outstanding_;
-  protocol::ReplyKind kind = refusal_                       ? protocol::ReplyKind::kRefusal
+  protocol::ReplyKind kind = refusal_                          ? protocol::ReplyKind::kRefusal
                              : command_ == Command::kMetaDebug ? protocol::ReplyKind::kMetaDebug
                              : command_ == Command::kFlushAll  ? protocol::ReplyKind::kOk
                                                                : protocol::ReplyKind::kMeta;

@@ -25,9 +25,9 @@
 #include "proxy/backend/backend_registry.h"
 #include "proxy/backend/reply_sink.h"
 #include "proxy/common/byte_buffer.h"
-#include "proxy/protocol/command.h"
 #include "proxy/protocol/backend_reply.h"
 #include "proxy/protocol/client_reply.h"
+#include "proxy/protocol/command.h"
 #include "proxy/protocol/request.h"
 #include "proxy/routing/prefix_router.h"
 #include "proxy/server/window_reads.h"
@@ -122,10 +122,9 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void keepForm(const protocol::Request& request);
   protocol::ClientForm form() const {
     if (key_refs_.empty()) return {command_, {}, {}};
-    std::string_view client_key =
-        keys_.view().substr(wire_key_at_, key_refs_.size() == 1 && wire_key_length_ != 0
-                                              ? clientKeyLength()
-                                              : key_refs_[0].length);
+    std::string_view client_key = keys_.view().substr(
+        wire_key_at_,
+        key_refs_.size() == 1 && wire_key_length_ != 0 ? clientKeyLength() : key_refs_[0].length);
     return {command_, client_key,
             form_flags_at_ != 0 ? keys_.view().substr(form_flags_at_) : std::string_view{}};
   }
@@ -134,9 +133,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void copyTtl(const backend::PoolView& pool, std::string_view key, std::string_view wire_key,
                uint32_t answered_zone);
   // The key as a meta line names it (invalidations): text, or "<base64> b".
-  std::string_view wireKey() const {
-    return keys_.view().substr(wire_key_at_, wire_key_length_);
-  }
+  std::string_view wireKey() const { return keys_.view().substr(wire_key_at_, wire_key_length_); }
   // The key as the client wrote it (its wire form without " b").
   size_t clientKeyLength() const {
     std::string_view w = wireKey();
@@ -224,7 +221,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   // parent is the owner's account (account_): changing owner moves one sum, not each buffer.
   MemoryAccount own_account_;
   MemoryAccount* account_ = nullptr;
-  RequestPool* pool_ = nullptr;       // set once the owner released it while children were pending
+  RequestPool* pool_ = nullptr;  // set once the owner released it while children were pending
   ProxyStats* stats_ = nullptr;
   backend::BackendRegistry* registry_ = nullptr;
   backend::TopologyView* view_ = nullptr;
@@ -247,7 +244,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool oversized_ = false;     // kMultiGet: its values outgrew maxReplyBytes()
   bool changes_ttl_ = false;   // gat, gats, mg T: the TTL change is copied (ttl_copy.h)
   int32_t ttl_ = 0;
-  size_t value_bytes_ = 0;     // kMultiGet: bytes of the values gathered
+  size_t value_bytes_ = 0;           // kMultiGet: bytes of the values gathered
   int64_t bookkeeping_charged_ = 0;  // charged to account_ for key_refs_ and children_
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
@@ -269,9 +266,9 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   ByteBuffer copy_;
   size_t copy_opaque_at_ = 0;
   ByteBuffer keys_;  // keys, concatenated (one-key plans: and the wire key's " b", the flags)
-  uint32_t wire_key_at_ = 0;      // one-key plans: where keys_ holds the wire key
+  uint32_t wire_key_at_ = 0;  // one-key plans: where keys_ holds the wire key
   uint32_t wire_key_length_ = 0;
-  uint32_t form_flags_at_ = 0;    // meta: where keys_ holds the client's flags (0: none)
+  uint32_t form_flags_at_ = 0;  // meta: where keys_ holds the client's flags (0: none)
   struct KeyRef {
     uint32_t offset;
     uint32_t length;

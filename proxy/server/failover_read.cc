@@ -137,7 +137,7 @@ void ClientRequest::finishRead(uint32_t answer) {
     }
     if (!protocol::isErrorCode(c.code)) {
       uint32_t zone = c.attempt == kPreviousOwnerAttempt ? pool_view_->local_zone
-                                                          : zoneForAttempt(*pool_view_, c.attempt);
+                                                         : zoneForAttempt(*pool_view_, c.attempt);
       copyTtl(*pool_view_, keyAt(0), wireKey(), zone);
     }
     reply_child_ = answer;  // empty when a quiet request was answered with silence

@@ -232,7 +232,8 @@ void ClientRequest::finishMultiGet() {
   }
   if (oversized_) {
     stats_->server_errors.add();
-    registry_->stats().connection_failures[static_cast<int>(backend::BackendFailure::kOversized)]
+    registry_->stats()
+        .connection_failures[static_cast<int>(backend::BackendFailure::kOversized)]
         .add();
     reply_.append(backend::failureReply(backend::BackendFailure::kOversized));
   } else if (!any_answer && failed != nullptr) {
@@ -249,7 +250,7 @@ void ClientRequest::finishMultiGet() {
       if (ref.failed || ref.pool >= view_->pools.size() || ref.child == UINT32_MAX) continue;
       const backend::PoolView& pool = view_->pools[ref.pool];
       uint32_t zone = ref.attempt == kPreviousOwnerAttempt ? pool.local_zone
-                                                            : zoneForAttempt(pool, ref.attempt);
+                                                           : zoneForAttempt(pool, ref.attempt);
       copyTtl(pool, keyAt(i), keyAt(i), zone);
     }
     for (const KeyRef& ref : key_refs_) {

@@ -1,8 +1,8 @@
 #include "proxy/server/request_dispatcher.h"
 
 #include "proxy/event/event_base.h"
-#include "proxy/protocol/client_errors.h"
 #include "proxy/protocol/backend_request.h"
+#include "proxy/protocol/client_errors.h"
 #include "proxy/server/window_reads.h"
 
 namespace memzone::server {

@@ -40,7 +40,8 @@ class RequestDispatcher {
   StatsRenderer render_stats_;
   ByteBuffer scratch_;
   protocol::Request delete_request_;
-  std::string placement_scratch_;  // a b key's decoded bytes (placementKey)  // ... parsed, reused (its token vector keeps capacity)
+  std::string placement_scratch_;  // a b key's decoded bytes (placementKey)  // ... parsed, reused
+                                   // (its token vector keeps capacity)
 };
 
 }  // namespace memzone::server

@@ -159,6 +159,7 @@ void Worker::sweepPartialRequests() {
 void Worker::maintain() {
   // Requests a burst left in the pool, unused for a second, are freed.
   size_t trimmed = pool_.trimIdle();
+  connections_.forEach([](ClientConnection* c) { c->releaseIdleBuffers(); });
   budget_.counters().pool_trimmed.add(trimmed);
   uint64_t now = budget_.buffered();
   if (peak_since_trim_ >= now + kTrimStep) {

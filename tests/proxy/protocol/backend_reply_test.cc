@@ -27,8 +27,8 @@ ReplyStatus parseAtEveryFragment(const std::string& input, const ExpectedReply& 
     for (size_t have = 0; have < input.size(); have += step) {
       BackendReply partial;
       size_t n = 0;
-      ReplyStatus s = parseBackendReply(std::string_view(input).substr(0, have), expected,
-                                        partial, n);
+      ReplyStatus s =
+          parseBackendReply(std::string_view(input).substr(0, have), expected, partial, n);
       if (whole == ReplyStatus::kOk && have < consumed) {
         EXPECT_EQ(s, ReplyStatus::kNeedMore) << input << " at " << have;
       }
@@ -51,8 +51,10 @@ TEST(BackendReply, AcceptsMetaRepliesWithTheirOpaque) {
   EXPECT_EQ(r.trailer, "W");
   EXPECT_EQ(r.value, "abc");
   EXPECT_EQ(n, va.find("EN"));
-  for (auto [line, code] : {std::pair{"HD", ReplyCode::kOk}, {"EN", ReplyCode::kMiss},
-                            {"NF", ReplyCode::kNotFound}, {"NS", ReplyCode::kNotStored},
+  for (auto [line, code] : {std::pair{"HD", ReplyCode::kOk},
+                            {"EN", ReplyCode::kMiss},
+                            {"NF", ReplyCode::kNotFound},
+                            {"NS", ReplyCode::kNotStored},
                             {"EX", ReplyCode::kExists}}) {
     std::string in = std::string(line) + " " + kO + "\r\n";
     ASSERT_EQ(parseMeta(in, r, n), ReplyStatus::kOk) << in;
@@ -69,19 +71,19 @@ TEST(BackendReply, AcceptsMetaRepliesWithTheirOpaque) {
 TEST(BackendReply, RefusesWhatItsRequestCannotHaveCaused) {
   const std::string other = std::string(makeOpaqueToken(kOpaque + 1).view());
   for (const std::string& in : std::initializer_list<std::string>{
-           "HD " + other + "\r\n",                    // another request's opaque
-           "HD\r\n",                                  // no opaque at all
-           "EN O0123\r\n",                            // an opaque the proxy never uses
-           "HD " + kO + " " + kO + "\r\n",            // W X Z only after it
-           "HD " + kO + " f1\r\n",                    // a return flag after it
-           "VA 2 " + kO + "\r\nabcd\r\n",             // value longer than said
-           "VA x " + kO + "\r\nab\r\n",               // no length
-           "VALUE k 0 1\r\nx\r\nEND\r\n",             // text replies are never asked for
-           "END\r\n", "STORED\r\n", "MN\r\n",         //
-           "HD  " + kO + "\r\n",                      // an empty token
-           "HD " + kO + "\n",                         // a bare newline
-           "HD k\x01 " + kO + "\r\n",                 // a control byte in the line
-           std::string(2000, 'H') + "\r\n",           // a line longer than any reply
+           "HD " + other + "\r\n",             // another request's opaque
+           "HD\r\n",                           // no opaque at all
+           "EN O0123\r\n",                     // an opaque the proxy never uses
+           "HD " + kO + " " + kO + "\r\n",     // W X Z only after it
+           "HD " + kO + " f1\r\n",             // a return flag after it
+           "VA 2 " + kO + "\r\nabcd\r\n",      // value longer than said
+           "VA x " + kO + "\r\nab\r\n",        // no length
+           "VALUE k 0 1\r\nx\r\nEND\r\n",      // text replies are never asked for
+           "END\r\n", "STORED\r\n", "MN\r\n",  //
+           "HD  " + kO + "\r\n",               // an empty token
+           "HD " + kO + "\n",                  // a bare newline
+           "HD k\x01 " + kO + "\r\n",          // a control byte in the line
+           std::string(2000, 'H') + "\r\n",    // a line longer than any reply
        }) {
     BackendReply r;
     size_t n = 0;
@@ -105,8 +107,9 @@ TEST(BackendReply, MetaDebugMatchesTheKeyItAskedFor) {
   in = "ME " + encoded + " exp=-1 la=3 cas=7 fetch=no cls=1 size=70\r\n";
   ASSERT_EQ(parseAtEveryFragment(in, {ReplyKind::kMetaDebug, 0, key}, r, n), ReplyStatus::kOk);
   // Another key, or a line where the key should end: refused.
-  EXPECT_EQ(parseBackendReply("ME x0\r\nEND\r\nVA 54 exp=1\r\n", {ReplyKind::kMetaDebug, 0, key}, r, n),
-            ReplyStatus::kInvalid);
+  EXPECT_EQ(
+      parseBackendReply("ME x0\r\nEND\r\nVA 54 exp=1\r\n", {ReplyKind::kMetaDebug, 0, key}, r, n),
+      ReplyStatus::kInvalid);
   EXPECT_EQ(parseBackendReply("ME other exp=1\r\n", {ReplyKind::kMetaDebug, 0, key}, r, n),
             ReplyStatus::kInvalid);
 }
@@ -116,9 +119,8 @@ std::string translate(const std::string& client_request, const std::string& back
   Request request;
   EXPECT_EQ(parser.parse(client_request, request).status, ParseStatus::kOk) << client_request;
   std::string flags;
-  for (size_t i = firstMetaFlag(request.command); isMeta(request.command) &&
-                                                  i < request.tokens.size();
-       ++i) {
+  for (size_t i = firstMetaFlag(request.command);
+       isMeta(request.command) && i < request.tokens.size(); ++i) {
     if (!flags.empty()) flags += ' ';
     flags += request.tokens[i];
   }
@@ -133,8 +135,7 @@ std::string translate(const std::string& client_request, const std::string& back
 }
 
 TEST(ClientReply, TextCommandsReadAsMemcachedWouldAnswerThem) {
-  EXPECT_EQ(translate("get k\r\n", "VA 2 f7 " + kO + "\r\nhi\r\n"),
-            "VALUE k 7 2\r\nhi\r\nEND\r\n");
+  EXPECT_EQ(translate("get k\r\n", "VA 2 f7 " + kO + "\r\nhi\r\n"), "VALUE k 7 2\r\nhi\r\nEND\r\n");
   EXPECT_EQ(translate("gets k\r\n", "VA 2 f7 c42 " + kO + "\r\nhi\r\n"),
             "VALUE k 7 2 42\r\nhi\r\nEND\r\n");
   EXPECT_EQ(translate("get k\r\n", "EN " + kO + "\r\n"), "END\r\n");
@@ -147,9 +148,9 @@ TEST(ClientReply, TextCommandsReadAsMemcachedWouldAnswerThem) {
   EXPECT_EQ(translate("decr k 5\r\n", "NF " + kO + "\r\n"), "NOT_FOUND\r\n");
   EXPECT_EQ(translate("touch k 10\r\n", "HD " + kO + "\r\n"), "TOUCHED\r\n");
   EXPECT_EQ(translate("touch k 10\r\n", "EN " + kO + "\r\n"), "NOT_FOUND\r\n");
-  EXPECT_EQ(translate("incr k 1\r\n",
-                      "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
-            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+  EXPECT_EQ(
+      translate("incr k 1\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+      "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
 }
 
 TEST(ClientReply, MetaRepliesGetTheClientsOpaqueAndKeyBack) {
@@ -162,8 +163,7 @@ TEST(ClientReply, MetaRepliesGetTheClientsOpaqueAndKeyBack) {
             "VA 1 keDA= b W\r\nz\r\n");
   EXPECT_EQ(translate("ms k 1 c O1\r\nx\r\n", "HD c99 " + kO + "\r\n"), "HD c99 O1\r\n");
   EXPECT_EQ(translate("md k q O5\r\n", "NF " + kO + "\r\n"), "NF O5\r\n");
-  EXPECT_EQ(translate("ma k v c N0 k\r\n", "VA 1 c3 " + kO + "\r\n0\r\n"),
-            "VA 1 c3 kk\r\n0\r\n");
+  EXPECT_EQ(translate("ma k v c N0 k\r\n", "VA 1 c3 " + kO + "\r\n0\r\n"), "VA 1 c3 kk\r\n0\r\n");
 }
 
 TEST(BackendRequest, SendsOnlyWhatTheProxyVerifiedWithItsOwnOpaque) {

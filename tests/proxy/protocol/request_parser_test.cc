@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/client_errors.h"
 #include "proxy/protocol/reply_result.h"
-#include "proxy/protocol/backend_request.h"
 
 using namespace std::string_literals;
 
@@ -193,9 +193,10 @@ TEST(RequestParser, BadDataChunkConsumesTheBlockLikeMemcached) {
   // storing nothing: the proxy answers the same itself (nothing goes to a backend) and reads
   // on where memcached does. noreply silences it; meta q does not.
   for (size_t fragment : kFragments) {
-    auto out = parseAll("set k 0 0 2\r\nabc\r\nget k\r\nset k 0 0 1 noreply\r\nabc\r\n"
-                        "ms k 1 q\r\nabc\r\n",
-                        fragment);
+    auto out = parseAll(
+        "set k 0 0 2\r\nabc\r\nget k\r\nset k 0 0 1 noreply\r\nabc\r\n"
+        "ms k 1 q\r\nabc\r\n",
+        fragment);
     ASSERT_EQ(out.size(), 7u);
     EXPECT_EQ(out[0].status, ParseStatus::kInvalid);
     EXPECT_EQ(out[0].reply, errors::kBadDataChunk);
