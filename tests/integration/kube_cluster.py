@@ -8,10 +8,9 @@ token issued here for a ServiceAccount is judged by the chart's (Cluster)Roles. 
 calls use a client certificate in system:masters (kubectl, helm and `api()`).
 
 The EndpointSlice watch cache is off (`--watch-cache-sizes=endpointslices...#0`): a watch of
-EndpointSlices then reads etcd itself, so a compaction of etcd (`compact()`) makes a re-watch
-from an older resourceVersion fail with 410 Gone, as it does when a cache window runs out in a
-busy cluster. A TCP relay (`Relay`) in front of the API server lets a test cut the controller's
-connections at a moment it chooses.
+EndpointSlices then reads etcd itself, so after a compaction of etcd (`compact()`) a re-watch
+from an older resourceVersion fails with 410 Gone, as it does when a cache window runs out in a
+busy cluster. restart_apiserver() ends every client's connections at a moment the test chooses.
 
 The API server refuses loopback addresses in EndpointSlices, as it would refuse them for any
 pod. enter_private_network() moves the test into a network namespace of its own whose only
@@ -25,12 +24,9 @@ import ctypes
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -144,9 +140,9 @@ class KubeCluster:
         except (OSError, ValueError):
             return False
 
-    def _start_apiserver(self):
-        for attempt in range(3):
-            self.port = free_port()
+    def _start_apiserver(self, port=None):
+        for attempt in range(1 if port else 3):
+            self.port = port or free_port()
             proc = self._spawn("kube-apiserver", [
                 tool("kube-apiserver"),
                 "--etcd-servers", "http://127.0.0.1:%d" % self.etcd_port,
@@ -163,7 +159,7 @@ class KubeCluster:
                 # Service's endpoints, and etcd is compacted only when a test says so.
                 "--endpoint-reconciler-type", "none", "--etcd-compaction-interval", "0",
                 "--watch-cache-sizes", "endpointslices.discovery.k8s.io#0",
-                "--enable-priority-and-fairness=false", "--profiling=false", "-v", "1"])
+                "--enable-priority-and-fairness=false", "--profiling=false", "-v", os.environ.get("KUBE_APISERVER_V", "1")])
             try:
                 wait_until(lambda: proc.poll() is not None or self._ready(), 120, "kube-apiserver /readyz")
             except AssertionError:
@@ -189,6 +185,21 @@ class KubeCluster:
                 return r.status == 200
         except (OSError, ValueError):
             return False
+
+    def restart_apiserver(self, while_down):
+        """Kills kube-apiserver (every client connection ends), calls `while_down()`, and
+        starts it again on the same port with a fresh watch cache."""
+        for entry in [e for e in self.procs if e[0] == "kube-apiserver"]:
+            entry[1].kill()  # SIGTERM would wait for the watches to end, for a minute
+            entry[1].wait(timeout=30)
+            entry[2].close()
+            self.procs.remove(entry)
+        while_down()
+        self._start_apiserver(port=self.port)
+
+    def delete_from_etcd(self, key):
+        """Deletes one key straight from etcd (as if through an API server we do not watch)."""
+        return int(self._etcd("deleterange", {"key": _b64(key)}).get("deleted", 0))
 
     def stop(self):
         for name, proc, log in reversed(self.procs):
@@ -305,84 +316,3 @@ class KubeCluster:
 
 def _b64(text):
     return base64.b64encode(text.encode()).decode()
-
-
-class Relay:
-    """A TCP relay on 127.0.0.1: a client pointed at it reaches `target_port`. cut() closes
-    every relayed connection and refuses new ones (they are accepted and closed at once) until
-    resume(). TLS passes through untouched."""
-
-    def __init__(self, target_port):
-        self.target = target_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.lock = threading.Lock()
-        self.pairs = []
-        self.refusing = False
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                # A client that gave up before accept() (ECONNABORTED) must not end the
-                # relay; only close() does.
-                if self.closed:
-                    return
-                time.sleep(0.01)
-                continue
-            with self.lock:
-                if self.refusing:
-                    client.close()
-                    continue
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                except OSError:
-                    client.close()
-                    continue
-                upstream.settimeout(None)
-                self.pairs.append((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        with self.lock:
-            self.refusing = True
-            for pair in self.pairs:
-                for s in pair:
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    s.close()
-            self.pairs = []
-
-    def resume(self):
-        with self.lock:
-            self.refusing = False
-
-    def close(self):
-        self.closed = True
-        self.cut()
-        self.listener.close()

@@ -19,12 +19,13 @@ import signal
 import tempfile
 import time
 import unittest
+import urllib.request
 import uuid
 
 import yaml
 
-from harness import Controller, Memcached, Proxy, wait_until, write_atomically
-from kube_cluster import ROOT, KubeCluster, Relay, enter_private_network
+from harness import Controller, Memcached, Proxy, free_port, wait_until, write_atomically
+from kube_cluster import ROOT, KubeCluster, enter_private_network
 from test_kubernetes import common_free_port, pb2
 
 # The memcached "pods": documentation addresses in the test's own network namespace (the API
@@ -134,12 +135,27 @@ class RealApiTest(unittest.TestCase):
                       namespace=self.ns)
         return CLUSTER.token(self.ns, self.sa, bound_secret=secret)
 
-    def controller(self, api_url=None, start=True):
+    def controller(self, api_url=None):
+        """A started controller, once its /readyz answers 200: in a cluster, proxies find the
+        replicas through a headless Service that lists Ready pods only. (A proxy that connects
+        before the controller has listed the Nodes keeps an empty zone for that stream.)"""
+        metrics = free_port()
         c = Controller(None, source_args=[
             "--source", "kubernetes", "--namespace", self.ns, "--kube-api", api_url or CLUSTER.url,
-            "--kube-token-file", self.token_file, "--kube-ca-file", CLUSTER.ca_file], extra_args=ELECTION)
+            "--kube-token-file", self.token_file, "--kube-ca-file", CLUSTER.ca_file],
+            extra_args=ELECTION + ["--metrics-listen", "127.0.0.1:%d" % metrics])
         self.addCleanup(c.kill)
-        return c.start() if start else c
+        c.metrics_port = metrics
+        c.start()
+
+        def ready():
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % metrics, timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        wait_until(ready, 30, "the controller's /readyz\n" + c.logs()[-2000:])
+        return c
 
     def proxy(self, controllers):
         p = Proxy(None, controller=",".join(c.address for c in controllers), env={"NODE_NAME": "node-a"}).start()
@@ -317,23 +333,30 @@ class ControllerOnRealApiTest(RealApiTest):
                    "status written again\n" + c.logs()[-3000:])
 
     def test_watch_restarts_after_etcd_compaction(self):
-        """The controller reaches the API server through a relay the test cuts; while it is cut,
-        a slice is deleted and etcd compacted, so the controller's re-watch from the
-        resourceVersion it had is answered 410 Gone by the real server, and its relist finds
-        the delete it missed."""
-        relay = Relay(CLUSTER.port)
-        self.addCleanup(relay.close)
-        c = self.controller(api_url="https://127.0.0.1:%d" % relay.port)
+        """The API server goes away (every watch ends); while it is down a slice is deleted and
+        etcd compacted past the controller's resourceVersion. The controller's re-watch is
+        answered 410 Gone by the real server, and its relist finds the delete it missed."""
+        c = self.controller()
         proxy = self.proxy([c])
         self.put_slice("memcached-extra", [endpoint(IPS[1], "zone-c", "node-b", "memcached-2", namespace=self.ns)])
         self.wait_zones(proxy, ["zone-a", "zone-b", "zone-c"], c)
-        relay.cut()
-        CLUSTER.kubectl("delete", "endpointslice", "memcached-extra", "-n", self.ns)
-        revision = CLUSTER.compact()
-        relay.resume()
-        self.wait_zones(proxy, ["zone-a", "zone-b"], c, timeout=30)
+        revisions = []
+
+        def while_down():
+            key = "/registry/endpointslices/%s/memcached-extra" % self.ns
+            self.assertEqual(CLUSTER.delete_from_etcd(key), 1, key)
+            revisions.append(CLUSTER.compact())
+        CLUSTER.restart_apiserver(while_down)
+        try:
+            self.wait_zones(proxy, ["zone-a", "zone-b"], c, timeout=60)
+        except AssertionError:  # say what the watches did, and what the API server saw
+            print("etcd compacted at %s; the controller's watch counters:" % revisions)
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % c.metrics_port, timeout=5) as r:
+                print("\n".join(l for l in r.read().decode().splitlines() if "kube" in l and not l.startswith("#")))
+            print("\n".join(l for l in CLUSTER.log("kube-apiserver").splitlines() if "endpointslices" in l)[-5000:])
+            raise
         self.assertIn("EndpointSlice watch: 410 Gone; relisting", c.logs())
-        print("\netcd compacted at revision %d; the controller relisted after a real 410 Gone" % revision)
+        print("\netcd compacted at revision %d; the controller relisted after a real 410 Gone" % revisions[0])
 
     def test_token_rotation_through_the_token_request_api(self):
         c = self.controller()
