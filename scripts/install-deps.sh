@@ -6,6 +6,7 @@
 # touched, `apt-get update` runs at most once per invocation, only when
 # something is missing, and tools already built at the pinned versions are kept.
 #   scripts/install-deps.sh          everything
+#   scripts/install-deps.sh packages every Debian package, not the Kubernetes tools (the demo)
 #   scripts/install-deps.sh build    only what building the binaries needs (the image's build stage)
 set -euo pipefail
 
@@ -31,10 +32,10 @@ packages=(
   podman debootstrap
 )
 case "${1:-all}" in
-  all) ;;
+  all | packages) ;;
   build) packages=("${build_packages[@]}") ;;
   *)
-    echo "usage: $0 [all|build]" >&2
+    echo "usage: $0 [all|packages|build]" >&2
     exit 2
     ;;
 esac
