@@ -13,8 +13,9 @@ bin=${K8S_TOOLS_BIN:-/usr/local/bin}
 stamp="$bin/.memzone-k8s-tools.stamp"
 
 # Go 1.26 from /usr/local/go: Debian's golang-go is too old for these modules. The toolchain
-# stays local, so a go.mod can never make this script fetch another one.
-export PATH="/usr/local/go/bin:$PATH" GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+# stays local, so a go.mod can never make this script fetch another one; no VCS stamp, so a
+# checkout without git metadata builds the same binaries.
+export PATH="/usr/local/go/bin:$PATH" GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
 if ! go version 2>/dev/null | grep -q 'go1\.2[6-9]'; then
   echo "install-k8s-tools: needs Go >= 1.26 at /usr/local/go/bin/go (found: $(go version 2>&1))" >&2
   exit 1
