@@ -6,7 +6,7 @@
 #   MEMZONE_DEMO_PORT=11311 scripts/demo.sh      proxy port (default 11311)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" packages  # the demo needs no Kubernetes tools
 "$root/scripts/build.sh" release
 
 proxy_port=${MEMZONE_DEMO_PORT:-11311}

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian bookworm package that building, testing, benchmarking
-# and the demo need. Idempotent: packages already present are not touched and
-# `apt-get update` runs at most once per invocation, only when something is
-# missing.
+# and the demo need, then (all only) the pinned Kubernetes tools the tests use:
+# etcd, kube-apiserver, kubectl and helm, built from source by
+# scripts/install-k8s-tools.sh. Idempotent: packages already present are not
+# touched, `apt-get update` runs at most once per invocation, only when
+# something is missing, and tools already built at the pinned versions are kept.
 #   scripts/install-deps.sh          everything
+#   scripts/install-deps.sh packages every Debian package, not the Kubernetes tools (the demo)
 #   scripts/install-deps.sh build    only what building the binaries needs (the image's build stage)
 set -euo pipefail
 
@@ -25,16 +28,14 @@ packages=(
   nutcracker prometheus iproute2 procps
   # benchmark plots (bench/run.py --hostile draws the RSS curve)
   python3-matplotlib
-  # chart rendering test (Go text/template + sprig, Helm's engine)
-  golang-go golang-github-masterminds-sprig-dev
   # the image test: build the Dockerfile without a Docker engine (scripts/image.sh)
   podman debootstrap
 )
 case "${1:-all}" in
-  all) ;;
+  all | packages) ;;
   build) packages=("${build_packages[@]}") ;;
   *)
-    echo "usage: $0 [all|build]" >&2
+    echo "usage: $0 [all|packages|build]" >&2
     exit 2
     ;;
 esac
@@ -46,15 +47,19 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
-fi
-
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
 
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The k8s-real and chart tests' tools (Go 1.26 from /usr/local/go; see the script).
+if [[ "${1:-all}" == all ]]; then
+  "${sudo_cmd[@]}" "$(dirname "$0")/install-k8s-tools.sh"
+fi

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace memzone::controlplane::k8s {
@@ -86,6 +87,19 @@ std::string resolveConfig(const std::string& api, const std::string& token_file,
   if (out.namespace_.empty()) out.namespace_ = "default";
   while (!out.server.empty() && out.server.back() == '/') out.server.pop_back();
   return "";
+}
+
+std::string describeFailure(const ApiResponse& response) {
+  if (response.status == 0) return response.error.empty() ? "no response" : response.error;
+  std::string out = "HTTP " + std::to_string(response.status);
+  nlohmann::json status = nlohmann::json::parse(response.body, nullptr, false);
+  if (status.is_object() && status.contains("message") && status["message"].is_string()) {
+    std::string message = status["message"].get<std::string>();
+    constexpr size_t kMaxMessage = 300;  // a log line, not a dump
+    if (message.size() > kMaxMessage) message = message.substr(0, kMaxMessage) + "...";
+    out += ": " + message;
+  }
+  return out;
 }
 
 ApiClient::ApiClient(ApiConfig config) : config_(std::move(config)) { static CurlGlobal global; }

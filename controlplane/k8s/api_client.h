@@ -35,6 +35,11 @@ struct ApiResponse {
   std::string error;  // transport error, when status is 0
 };
 
+// What went wrong, for a log line: "HTTP 403: <the Status object's message>" (the API server
+// says who was refused what, e.g. by RBAC), "HTTP 503" when the body says nothing, or the
+// transport error.
+std::string describeFailure(const ApiResponse& response);
+
 class ApiClient {
  public:
   explicit ApiClient(ApiConfig config);

@@ -132,8 +132,7 @@ bool ResourceWatcher::listPages(std::string& resource_version) {
     }
     if (r.status != 200) {
       ops::logEvent(ops::LogLevel::kError, "list:" + options_.kind, "list %s: %s",
-                    options_.kind.c_str(),
-                    r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+                    options_.kind.c_str(), describeFailure(r).c_str());
       return false;
     }
     nlohmann::json body = nlohmann::json::parse(r.body, nullptr, false);
@@ -202,8 +201,7 @@ ResourceWatcher::WatchEnd ResourceWatcher::watch(std::string& resource_version) 
   if (r.status == 410) return WatchEnd::kGone;
   if (r.status != 200) {
     ops::logEvent(ops::LogLevel::kWarn, "watch:" + options_.kind, "watch %s: %s",
-                  options_.kind.c_str(),
-                  r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+                  options_.kind.c_str(), describeFailure(r).c_str());
     return WatchEnd::kFailed;
   }
   if (!r.error.empty()) return WatchEnd::kFailed;  // the connection dropped mid-stream

@@ -161,8 +161,7 @@ void StatusWriter::write(const model::ClusterModel& model, const std::string& se
     ++writes_;
     if (r.status != 200) {
       ops::logEvent(ops::LogLevel::kError, "status:" + pool.key, "status of ReplicatedPool %s: %s",
-                    pool.key.c_str(),
-                    r.status ? ("HTTP " + std::to_string(r.status)).c_str() : r.error.c_str());
+                    pool.key.c_str(), k8s::describeFailure(r).c_str());
       continue;
     }
     json returned = json::parse(r.body, nullptr, false);

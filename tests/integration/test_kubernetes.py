@@ -1,6 +1,13 @@
 """memzone-controller --source kubernetes against a test API server that speaks the real
 wire format (fake_kube_api.py), with a real memzone-proxy receiving the snapshots.
 
+Which API server, and why: the DOUBLE, for what a real kube-apiserver does not do on demand:
+watch chunks cut at arbitrary bytes, an ERROR 410 event at a chosen moment, the API server gone
+for exactly a second, a Lease taken between the leader's read and its update (409 Conflict),
+520 slices to page through, requests and connections counted. What a real one judges — RBAC,
+the CRD's schema, the status subresource, printer columns, tokens, Leases, 410 after an etcd
+compaction — is tested against a real one in test_kubernetes_real.py.
+
 Each scenario asserts the snapshot the proxy applied, read back from its --state-dir (the
 exact protobuf it received), and the ReplicatedPool status the controller wrote.
 """

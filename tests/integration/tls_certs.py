@@ -32,9 +32,10 @@ class CertAuthority:
              "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 
-    def issue(self, name, dns=(), uri=(), ip=(), days=30):
+    def issue(self, name, dns=(), uri=(), ip=(), days=30, subject=None):
         """A leaf certificate for server and client use; returns (cert path, key path, serial
-        as upper-case hex, the way `openssl x509 -serial` prints it)."""
+        as upper-case hex, the way `openssl x509 -serial` prints it). `subject` defaults to
+        /CN=name (a Kubernetes client certificate puts its groups in O=)."""
         CertAuthority._serial += 1
         serial = CertAuthority._serial
         base = os.path.join(self.dir, "%s-%d" % (name, serial))
@@ -46,7 +47,7 @@ class CertAuthority:
             if sans:
                 f.write("subjectAltName=" + ",".join(sans) + "\n")
         _run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", base + ".key", "-out", base + ".csr", "-subj", "/CN=" + name)
+             "-keyout", base + ".key", "-out", base + ".csr", "-subj", subject or "/CN=" + name)
         _run("x509", "-req", "-in", base + ".csr", "-CA", self.cert, "-CAkey", self.key,
              "-set_serial", str(serial), "-days", str(days), "-extfile", base + ".ext",
              "-out", base + ".crt")

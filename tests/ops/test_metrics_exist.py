@@ -7,6 +7,10 @@ ReplicatedPool that lists a third, empty zone; sends traffic; scrapes both. Then
 Prometheus (Debian's prometheus package) scrapes them with the rules loaded: every rule
 evaluates without error, every recorded series and every dashboard query has data, and the
 empty zone's alert is pending.
+
+Which API server, and why: the double (fake_kube_api.py), since this test is about metric
+names, not Kubernetes; it starts in milliseconds and needs no network namespace (the real one,
+test_kubernetes_real.py, refuses the loopback backends this test uses).
 """
 import json
 import os
