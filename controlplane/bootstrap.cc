@@ -242,11 +242,18 @@ int runController(const ControllerOptions& options) {
   int sig = 0;
   sigwait(&signals, &sig);
   fprintf(stderr, "memzone-controller: stopping\n");
+  // A graceful stop, in this order: (1) no status write any more and our replica Lease stops
+  // changing, (2) every proxy stream ends now (a stream never ends by itself: waiting for it
+  // only keeps proxies on a replica that is going), so the proxies move to another replica
+  // at once, (3) the leader Lease is released and, once the proxies had time to arrive
+  // elsewhere, our replica Lease deleted: no replica ever counts them as gone while they serve.
+  if (kube_source) kube_source->beginStop();
+  server->Shutdown(std::chrono::system_clock::now());
+  fprintf(stderr, "memzone-controller: proxy streams ended\n");
   if (file_source) file_source->stop();
   if (kube_source) kube_source->stop();
-  // Streams are cancelled; proxies keep serving and reconnect to the next controller.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (metrics) metrics->stop();
+  fprintf(stderr, "memzone-controller: stopped\n");
   return 0;
 }
 

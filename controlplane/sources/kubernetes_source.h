@@ -50,6 +50,12 @@ class KubernetesSource {
   ~KubernetesSource();
 
   void start();
+  // The first step of a graceful stop, before the proxy streams end: no status is written any
+  // more (it would count the proxies leaving as gone) and this replica's Lease stops changing,
+  // so the others keep counting its proxies, once, while they move.
+  void beginStop();
+  // Releases the leader Lease, lets the proxies reach another replica, deletes this replica's
+  // Lease, stops the watches.
   void stop();
   bool synced() const;
   // The zone label of a Node, or "" when unknown.
@@ -83,6 +89,8 @@ class KubernetesSource {
   std::unique_ptr<ha::LeaderElector> elector_;
   std::unique_ptr<ha::ReplicaRoster> roster_;
   std::atomic<bool> leadership_changed_{false};
+  std::mutex status_mu_;         // held through a status write; beginStop() waits for it
+  bool status_stopped_ = false;  // under status_mu_
   std::map<std::string, nlohmann::json> last_good_;
   std::optional<model::ClusterModel> model_;  // the last one built; the source's thread only
   std::set<std::string> rejected_;            // "key@generation" already reported
