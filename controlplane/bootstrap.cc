@@ -12,6 +12,8 @@
 
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/replica_links.h"
+#include "controlplane/server/replica_service.h"
 #include "controlplane/server/server_credentials.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
@@ -138,6 +140,23 @@ std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions
   return credentials;
 }
 
+// Where the other replicas reach us: the flag, else POD_IP and our port, else --grpc-listen
+// when it names one address.
+std::string advertiseAddress(const ControllerOptions& options) {
+  if (!options.advertise_address.empty()) return options.advertise_address;
+  const std::string& listen = options.grpc_listen;
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = listen.substr(0, colon);
+  std::string port = listen.substr(colon + 1);
+  if (const char* pod_ip = getenv("POD_IP"); pod_ip != nullptr && *pod_ip != '\0') {
+    std::string ip = pod_ip;
+    return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + port;
+  }
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") return "";
+  return listen;
+}
+
 }  // namespace
 
 int runController(const ControllerOptions& options) {
@@ -153,6 +172,8 @@ int runController(const ControllerOptions& options) {
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
+  // Before the source (destroyed after it): the source's thread calls into it.
+  std::unique_ptr<ReplicaLinks> links;
   std::unique_ptr<KubernetesSource> kube_source;
   ZoneResolver zones;
   std::function<bool()> synced;
@@ -179,8 +200,21 @@ int runController(const ControllerOptions& options) {
     e.lease_duration = std::chrono::milliseconds(options.leader_elect_lease_duration_ms);
     e.renew_deadline = std::chrono::milliseconds(options.leader_elect_renew_deadline_ms);
     e.retry_period = std::chrono::milliseconds(options.leader_elect_retry_period_ms);
+    source_options.advertise_address = advertiseAddress(options);
+    source_options.on_peer_addresses = [&links](const std::map<std::string, std::string>& peers) {
+      if (links) links->setPeers(peers);
+    };
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
+    if (options.leader_elect && options.tls_cert.empty()) {
+      ReplicaLinkOptions link_options;
+      link_options.identity = kube_source->identity();
+      links = std::make_unique<ReplicaLinks>(link_options, dirty);
+    } else if (options.leader_elect) {
+      fprintf(stderr,
+              "memzone-controller: replicas share dirty servers through their Leases only (the "
+              "direct exchange does not run with TLS yet)\n");
+    }
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
       return hello.zone().empty() ? kube_source->zoneOfNode(hello.node_name()) : hello.zone();
@@ -188,6 +222,7 @@ int runController(const ControllerOptions& options) {
     synced = [&kube_source] { return kube_source->synced(); };
   }
   TopologyService service(cache, registry, dirty, zones);
+  ReplicaService replica_service(dirty);
   auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
@@ -195,6 +230,7 @@ int runController(const ControllerOptions& options) {
   int bound_port = 0;
   builder.AddListeningPort(options.grpc_listen, credentials, &bound_port);
   builder.RegisterService(&service);
+  builder.RegisterService(&replica_service);
   // Keepalive: a proxy that vanished is noticed within seconds; proxies may ping as often as
   // every 4 s without being told to go away.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
@@ -252,6 +288,7 @@ int runController(const ControllerOptions& options) {
   fprintf(stderr, "memzone-controller: proxy streams ended\n");
   if (file_source) file_source->stop();
   if (kube_source) kube_source->stop();
+  if (links) links->stop();
   if (metrics) metrics->stop();
   fprintf(stderr, "memzone-controller: stopped\n");
   return 0;

@@ -60,7 +60,8 @@ json viewToJson(const ReplicaView& v) {
   return {{"version", v.version},     {"total", v.proxies.total},
           {"acked", v.proxies.acked}, {"nacked", v.proxies.nacked},
           {"zonesDown", zones},       {"dirty", v.dirty},
-          {"members", members},       {"membersZonesDown", members_down}};
+          {"members", members},       {"membersZonesDown", members_down},
+          {"address", v.address}};
 }
 
 ReplicaView viewFromJson(const json& j) {
@@ -84,6 +85,7 @@ ReplicaView viewFromJson(const json& j) {
       if (a.is_string()) v.dirty.push_back(a.get<std::string>());
     }
   }
+  if (j.contains("address") && j["address"].is_string()) v.address = j["address"];
   if (j.contains("members") && j["members"].is_object()) {
     v.has_members = true;
     const json down = j.value("membersZonesDown", json::object());
@@ -235,6 +237,7 @@ void ReplicaRoster::listPeers() {
         peer.view = viewFromJson(
             json::parse(annotations[kProxiesAnnotation].get<std::string>(), nullptr, false));
       }
+      peer.view.identity = record.holder_identity;
       if (collect_garbage_ && now - peer.changed > 3 * duration) dead.push_back(name);
       next.emplace(name, std::move(peer));
     }

@@ -52,6 +52,10 @@ struct ReplicaView {
   // Servers its proxies owe invalidations to (dirty_servers.h), so every replica's proxies
   // stop reading them.
   std::vector<std::string> dirty;
+  // Where it serves the topology port, for the other replicas' dirty-set streams
+  // (replica_links.h); "" when it does not say. Its identity comes from its Lease's holder.
+  std::string address;
+  std::string identity;
   // Its proxies one by one (absent from a replica of an older release: then only the sums).
   ProxyMembers members;
   bool has_members = false;

@@ -68,6 +68,7 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOption
           view.has_members = true;
           view.proxies = countMembers(view.members);
           view.dirty = {dirty.begin(), dirty.end()};
+          view.address = options_.advertise_address;
           return view;
         });
   }
@@ -141,10 +142,15 @@ bool KubernetesSource::writesStatus() const { return !elector_ || elector_->isLe
 
 void KubernetesSource::unitePeersDirtyServers() {
   if (!roster_) return;
-  std::set<std::string> dirty;
-  for (const ha::ReplicaView& peer : roster_->peers())
-    dirty.insert(peer.dirty.begin(), peer.dirty.end());
-  dirty_servers_.setPeers(std::move(dirty));
+  std::map<std::string, std::set<std::string>> dirty;
+  std::map<std::string, std::string> addresses;
+  for (const ha::ReplicaView& peer : roster_->peers()) {
+    dirty[peer.identity].insert(peer.dirty.begin(), peer.dirty.end());
+    if (!peer.address.empty()) addresses[peer.identity] = peer.address;
+  }
+  // By replica: a replica that streams its set directly replaces what its Lease says.
+  dirty_servers_.setLeasePeers(std::move(dirty));
+  if (options_.on_peer_addresses) options_.on_peer_addresses(addresses);
 }
 
 ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {

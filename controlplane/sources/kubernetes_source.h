@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,12 @@ namespace memzone::controlplane {
 struct KubernetesSourceOptions {
   bool leader_elect = true;           // off: this replica writes status on its own
   ha::LeaderElectionConfig election;  // namespace: the watched one when empty
+  // Where the other replicas reach this one's topology port (in our replica Lease); "": they
+  // do not stream to it (the Leases carry the dirty sets alone).
+  std::string advertise_address;
+  // Told, every status period, the other live replicas' identity -> address (the source's
+  // thread).
+  std::function<void(const std::map<std::string, std::string>&)> on_peer_addresses;
 };
 
 class KubernetesSource {
@@ -64,6 +71,8 @@ class KubernetesSource {
   // Whether this replica writes status: it leads, or there is no election.
   bool writesStatus() const;
   const ha::LeaderElector* elector() const { return elector_.get(); }
+  // This replica's identity in the Leases ("" without leader election).
+  std::string identity() const { return options_.leader_elect ? options_.election.identity : ""; }
 
  private:
   void markDirty();

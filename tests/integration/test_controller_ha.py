@@ -288,5 +288,88 @@ class ReplicaCountTest(HighAvailabilityBase):
         log = controller.logs()
         return log.count("connected (zone") - log.count(" disconnected\n")
 
+
+class ReplicaDirtyExchangeTest(HighAvailabilityBase):
+    """Issue 24 #5: replicas share their proxies' debts over a gRPC stream between them, not
+    only through their Leases (a renewal plus a listing, ~1-5 s)."""
+
+    def test_dirty_server_reaches_the_other_replicas_proxy_within_50_ms_and_wait_all_covers_it(self):
+        store = self.api.store
+        store.put("endpointslices", endpoint_slice(
+            "memcached-abcde", "memcached", [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")],
+            self.port))
+        store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
+                                                     replication={"wait": "all"}))
+        a, b = self.controller(), self.controller()
+        a.start()
+        b.start()
+        for c in (a, b):
+            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10,
+                       "the replicas' dirty-set streams\n" + c.logs()[-2000:])
+        pa, pb = self.proxy_on(a), self.proxy_on(b)
+        with pa.client() as c:
+            wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
+        wait_until(lambda: pb.stats().get("proxy_topology_version") == pa.stats().get("proxy_topology_version"),
+                   10, "pb on the same topology")
+        self.assertEqual(pb.stats().get("dirty_servers"), "0")
+        zone_b = self.servers[IPS[1]]
+        zone_b.pause()
+        try:
+            with pa.client() as writer, pa.client() as wa, pb.client() as wb:
+                writer.send(b"set k1 0 0 1\r\nx\r\n")
+                owed = dirty = None
+                deadline = time.monotonic() + 10
+                while (owed is None or dirty is None) and time.monotonic() < deadline:
+                    if owed is None and pa.stats(wa).get("owed_servers") == "1":
+                        owed = time.monotonic()
+                    if dirty is None and pb.stats(wb).get("dirty_servers") == "1":
+                        dirty = time.monotonic()
+                self.assertIsNotNone(owed, "pa never owed zone b\n" + pa.logs()[-2000:])
+                self.assertIsNotNone(dirty, "pb never heard\n" + b.logs()[-2000:])
+                reply = writer.read_reply(timeout=5)
+                print("\ndirty server on the other replica's proxy %.1f ms after the owing proxy "
+                      "had it; write answered %r" % ((dirty - owed) * 1000, reply))
+                self.assertLess(dirty - owed, 0.05, a.logs()[-1500:] + b.logs()[-1500:])
+        finally:
+            zone_b.resume()
+        wait_until(lambda: pb.stats().get("dirty_servers") == "0", 15, "pb clean again")
+
+    def test_confirmation_waits_for_the_other_replicas_proxies(self):
+        """With the exchange, a `wait: all` write whose copy fails is answered only after the
+        proxies of the other replica stopped reading the server: the controller holding it
+        back is asked by the other replica's answer, which comes only once its proxy applied."""
+        store = self.api.store
+        store.put("endpointslices", endpoint_slice(
+            "memcached-abcde", "memcached", [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-b")],
+            self.port))
+        store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
+                                                     replication={"wait": "all"}))
+        a, b = self.controller(), self.controller()
+        a.start()
+        b.start()
+        for c in (a, b):
+            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10, "the streams")
+        pa, pb = self.proxy_on(a), self.proxy_on(b)
+        with pa.client() as c:
+            wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
+        wait_until(lambda: pb.stats().get("proxy_topology_version") == pa.stats().get("proxy_topology_version"),
+                   10, "pb on the same topology")
+        zone_b = self.servers[IPS[1]]
+        # pb is paused: it cannot apply the set, so a's confirmation must wait (bounded 500 ms).
+        pb.proc.send_signal(signal.SIGSTOP)
+        zone_b.pause()
+        try:
+            with pa.client() as writer:
+                started = time.monotonic()
+                reply = writer.request(b"set k1 0 0 1\r\nx\r\n", timeout=5)
+                took = time.monotonic() - started
+        finally:
+            zone_b.resume()
+            pb.proc.send_signal(signal.SIGCONT)
+        print("\nwrite with a copy failed while the other replica's proxy could not apply: "
+              "answered %r after %.0f ms" % (reply, took * 1000))
+        waits = int(pa.stats().get("proxy_write_confirmation_timeouts", "0"))
+        self.assertGreaterEqual(waits, 1, "the confirmation did not wait for pb")
+
 if __name__ == "__main__":
     unittest.main()
