@@ -5,6 +5,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/metric_type.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -104,6 +105,16 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
   return out.dump(2) + "\n";
 }
 
+ServerTlsOptions serverTlsOptions(const ControllerOptions& options) {
+  ServerTlsOptions tls;
+  tls.cert_file = options.tls_cert;
+  tls.key_file = options.tls_key;
+  tls.client_ca_file = options.tls_client_ca;
+  tls.allowed_identities = options.tls_allowed_identities;
+  tls.reload_interval_s = options.tls_reload_interval_ms / 1000;
+  return tls;
+}
+
 // mTLS from the flags' files, or plaintext with a warning; nullptr after logging a bad file.
 std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions& options,
                                                          ops::TlsObserver& observer) {
@@ -115,12 +126,7 @@ std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions
             options.grpc_listen.c_str());
     return grpc::InsecureServerCredentials();
   }
-  ServerTlsOptions tls;
-  tls.cert_file = options.tls_cert;
-  tls.key_file = options.tls_key;
-  tls.client_ca_file = options.tls_client_ca;
-  tls.allowed_identities = options.tls_allowed_identities;
-  tls.reload_interval_s = options.tls_reload_interval_ms / 1000;
+  ServerTlsOptions tls = serverTlsOptions(options);
   std::string error;
   auto credentials = makeServerTlsCredentials(tls, observer, error);
   if (!credentials) {
@@ -167,6 +173,7 @@ int runController(const ControllerOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
   SnapshotCache cache;
   ProxyRegistry registry;
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
@@ -206,14 +213,19 @@ int runController(const ControllerOptions& options) {
     };
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
-    if (options.leader_elect && options.tls_cert.empty()) {
+    if (options.leader_elect) {
       ReplicaLinkOptions link_options;
       link_options.identity = kube_source->identity();
+      if (!options.tls_cert.empty()) {
+        std::string error;
+        link_options.credentials =
+            makePeerTlsCredentials(serverTlsOptions(options), *tls_observer, error);
+        if (!link_options.credentials) {
+          fprintf(stderr, "memzone-controller: TLS: %s\n", error.c_str());
+          return 1;
+        }
+      }
       links = std::make_unique<ReplicaLinks>(link_options, dirty);
-    } else if (options.leader_elect) {
-      fprintf(stderr,
-              "memzone-controller: replicas share dirty servers through their Leases only (the "
-              "direct exchange does not run with TLS yet)\n");
     }
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
@@ -223,7 +235,6 @@ int runController(const ControllerOptions& options) {
   }
   TopologyService service(cache, registry, dirty, zones);
   ReplicaService replica_service(dirty);
-  auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
   grpc::ServerBuilder builder;
@@ -287,8 +298,20 @@ int runController(const ControllerOptions& options) {
   server->Shutdown(std::chrono::system_clock::now());
   fprintf(stderr, "memzone-controller: proxy streams ended\n");
   if (file_source) file_source->stop();
-  if (kube_source) kube_source->stop();
   if (links) links->stop();
+  if (kube_source) {
+    kube_source->handOver();
+    // What is left is closing idle watch requests, which notice within a second: past 300 ms
+    // more, exit without waiting for them (nothing is lost; the Leases are handed over), so
+    // the process is gone within a second of SIGTERM.
+    if (!kube_source->watchesStopped(std::chrono::steady_clock::now() +
+                                     std::chrono::milliseconds(300))) {
+      fprintf(stderr, "memzone-controller: stopped (not waiting for the Kubernetes watches)\n");
+      fflush(stderr);
+      _exit(0);
+    }
+    kube_source->stop();
+  }
   if (metrics) metrics->stop();
   fprintf(stderr, "memzone-controller: stopped\n");
   return 0;

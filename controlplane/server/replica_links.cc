@@ -62,11 +62,24 @@ class ReplicaLinks::Link {
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    if (options_.credentials) args.SetSslTargetNameOverride(options_.server_name);
+    if (options_.credentials && !options_.server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.server_name);
+    }
     auto channel = grpc::CreateCustomChannel(
         address_, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(),
         args);
-    if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(1))) {
+    // Connect within a second, looking at stopping_ every 100 ms.
+    bool connected = false;
+    for (int i = 0; i < 10 && !connected; ++i) {
+      connected = channel->WaitForConnected(std::chrono::system_clock::now() +
+                                            std::chrono::milliseconds(100));
+      std::lock_guard lock(mu_);
+      if (stopping_) return false;
+    }
+    if (!connected) {
+      ops::logEvent(ops::LogLevel::kWarn, "replica-out:" + peer_,
+                    "replica %s at %s: no connection for the dirty-server stream; retrying",
+                    peer_.c_str(), address_.c_str());
       return false;
     }
     auto stub = v1::ReplicaService::NewStub(channel);

@@ -94,7 +94,7 @@ void KubernetesSource::beginStop() {
   if (roster_) roster_->freeze();
 }
 
-void KubernetesSource::stop() {
+void KubernetesSource::handOver() {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -104,9 +104,13 @@ void KubernetesSource::stop() {
   beginStop();
   // A watch notices it must stop within a second (curl's progress callback): the four at
   // once, while the Leases are handed over.
-  std::vector<std::thread> watchers;
   for (auto* w : {pools_.get(), services_.get(), slices_.get(), nodes_.get()}) {
-    watchers.emplace_back([w] { w->stop(); });
+    watcher_stops_.emplace_back([this, w] {
+      w->stop();
+      std::lock_guard lock(mu_);
+      ++watchers_stopped_;
+      wake_.notify_all();
+    });
   }
   // The leader Lease first: a standby takes over while we finish the rest, counting our
   // proxies through our frozen Lease until they reach it (or another replica).
@@ -116,7 +120,19 @@ void KubernetesSource::stop() {
     roster_->stop();
   }
   if (thread_.joinable()) thread_.join();
-  for (auto& t : watchers) t.join();
+}
+
+bool KubernetesSource::watchesStopped(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return wake_.wait_until(lock, deadline,
+                          [this] { return watchers_stopped_ == watcher_stops_.size(); });
+}
+
+void KubernetesSource::stop() {
+  handOver();
+  for (auto& t : watcher_stops_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 bool KubernetesSource::synced() const {

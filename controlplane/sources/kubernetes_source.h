@@ -22,6 +22,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "controlplane/ha/leader_elector.h"
 #include "controlplane/ha/replica_roster.h"
@@ -62,8 +63,11 @@ class KubernetesSource {
   // so the others keep counting its proxies, once, while they move.
   void beginStop();
   // Releases the leader Lease, lets the proxies reach another replica, deletes this replica's
-  // Lease, stops the watches.
-  void stop();
+  // Lease, and asks the watches to stop (each notices within a second).
+  void handOver();
+  // Whether the watches have stopped, waiting at most until `deadline`.
+  bool watchesStopped(std::chrono::steady_clock::time_point deadline);
+  void stop();  // handOver() and wait for the watches
   bool synced() const;
   // The zone label of a Node, or "" when unknown.
   std::string zoneOfNode(const std::string& node) const;
@@ -107,6 +111,8 @@ class KubernetesSource {
   std::condition_variable wake_;
   bool dirty_ = false;
   bool stopping_ = false;
+  std::vector<std::thread> watcher_stops_;  // handOver()'s, one per watch
+  size_t watchers_stopped_ = 0;             // under mu_
   std::thread thread_;
 };
 
