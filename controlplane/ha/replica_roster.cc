@@ -51,17 +51,23 @@ std::chrono::nanoseconds ageOf(const std::string& micro_time) {
 json viewToJson(const ReplicaView& v) {
   json zones = json::object();
   for (const auto& [zone, n] : v.proxies.zones_down) zones[zone] = n;
+  json out = {{"version", v.version},       {"total", v.proxies.total}, {"acked", v.proxies.acked},
+              {"nacked", v.proxies.nacked}, {"zonesDown", zones},       {"dirty", v.dirty},
+              {"address", v.address}};
+  // ~25 bytes a proxy: past this many, the list would crowd the 256 KiB every object's
+  // annotations share (and a refused renewal would make the replica look dead), so the
+  // others count this replica's sums, without telling which proxy is which.
+  constexpr size_t kMaxMembersListed = 6000;
+  if (v.members.size() > kMaxMembersListed) return out;
   json members = json::object();
   json members_down = json::object();
   for (const auto& [key, m] : v.members) {
     members[key] = std::string(1, static_cast<char>(m.state));
     if (!m.zones_down.empty()) members_down[key] = m.zones_down;
   }
-  return {{"version", v.version},     {"total", v.proxies.total},
-          {"acked", v.proxies.acked}, {"nacked", v.proxies.nacked},
-          {"zonesDown", zones},       {"dirty", v.dirty},
-          {"members", members},       {"membersZonesDown", members_down},
-          {"address", v.address}};
+  out["members"] = std::move(members);
+  out["membersZonesDown"] = std::move(members_down);
+  return out;
 }
 
 ReplicaView viewFromJson(const json& j) {

@@ -1,5 +1,6 @@
 #include "controlplane/server/replica_service.h"
 
+#include <algorithm>
 #include <mutex>
 #include <set>
 #include <string>
@@ -36,9 +37,18 @@ class ShareDirtyStream final
                     peer_.c_str());
     }
     if (!replica_.empty() && in_.replica() == replica_) {
+      // Bounded like the proxies' reports: what a replica's proxies can owe at most, with room.
+      constexpr int kMaxAddresses = 64 * static_cast<int>(DirtyServers::kMaxReported);
+      if (in_.addresses_size() > kMaxAddresses) {
+        ops::logEvent(ops::LogLevel::kWarn, "replica-in-too-many:" + replica_,
+                      "replica %s streams %d dirty servers; keeping the first %d", replica_.c_str(),
+                      in_.addresses_size(), kMaxAddresses);
+      }
+      int n = std::min(in_.addresses_size(), kMaxAddresses);
       // Under mu_ is fine: the set calls its listeners on its own thread.
-      dirty_.streamPeer(replica_, in_.generation(),
-                        std::set<std::string>(in_.addresses().begin(), in_.addresses().end()));
+      dirty_.streamPeer(
+          replica_, in_.generation(),
+          std::set<std::string>(in_.addresses().begin(), in_.addresses().begin() + n));
     }
     StartRead(&in_);
     sendIfNeededLocked();
