@@ -5,6 +5,7 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/metric_type.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -12,6 +13,8 @@
 
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/replica_links.h"
+#include "controlplane/server/replica_service.h"
 #include "controlplane/server/server_credentials.h"
 #include "controlplane/server/snapshot_cache.h"
 #include "controlplane/server/topology_service.h"
@@ -102,6 +105,16 @@ std::string proxiesJson(const ProxyRegistry& registry, const SnapshotCache& cach
   return out.dump(2) + "\n";
 }
 
+ServerTlsOptions serverTlsOptions(const ControllerOptions& options) {
+  ServerTlsOptions tls;
+  tls.cert_file = options.tls_cert;
+  tls.key_file = options.tls_key;
+  tls.client_ca_file = options.tls_client_ca;
+  tls.allowed_identities = options.tls_allowed_identities;
+  tls.reload_interval_s = options.tls_reload_interval_ms / 1000;
+  return tls;
+}
+
 // mTLS from the flags' files, or plaintext with a warning; nullptr after logging a bad file.
 std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions& options,
                                                          ops::TlsObserver& observer) {
@@ -113,12 +126,7 @@ std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions
             options.grpc_listen.c_str());
     return grpc::InsecureServerCredentials();
   }
-  ServerTlsOptions tls;
-  tls.cert_file = options.tls_cert;
-  tls.key_file = options.tls_key;
-  tls.client_ca_file = options.tls_client_ca;
-  tls.allowed_identities = options.tls_allowed_identities;
-  tls.reload_interval_s = options.tls_reload_interval_ms / 1000;
+  ServerTlsOptions tls = serverTlsOptions(options);
   std::string error;
   auto credentials = makeServerTlsCredentials(tls, observer, error);
   if (!credentials) {
@@ -138,6 +146,23 @@ std::shared_ptr<grpc::ServerCredentials> grpcCredentials(const ControllerOptions
   return credentials;
 }
 
+// Where the other replicas reach us: the flag, else POD_IP and our port, else --grpc-listen
+// when it names one address.
+std::string advertiseAddress(const ControllerOptions& options) {
+  if (!options.advertise_address.empty()) return options.advertise_address;
+  const std::string& listen = options.grpc_listen;
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = listen.substr(0, colon);
+  std::string port = listen.substr(colon + 1);
+  if (const char* pod_ip = getenv("POD_IP"); pod_ip != nullptr && *pod_ip != '\0') {
+    std::string ip = pod_ip;
+    return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + port;
+  }
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") return "";
+  return listen;
+}
+
 }  // namespace
 
 int runController(const ControllerOptions& options) {
@@ -148,11 +173,14 @@ int runController(const ControllerOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
   SnapshotCache cache;
   ProxyRegistry registry;
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
+  // Before the source (destroyed after it): the source's thread calls into it.
+  std::unique_ptr<ReplicaLinks> links;
   std::unique_ptr<KubernetesSource> kube_source;
   ZoneResolver zones;
   std::function<bool()> synced;
@@ -179,8 +207,26 @@ int runController(const ControllerOptions& options) {
     e.lease_duration = std::chrono::milliseconds(options.leader_elect_lease_duration_ms);
     e.renew_deadline = std::chrono::milliseconds(options.leader_elect_renew_deadline_ms);
     e.retry_period = std::chrono::milliseconds(options.leader_elect_retry_period_ms);
+    source_options.advertise_address = advertiseAddress(options);
+    source_options.on_peer_addresses = [&links](const std::map<std::string, std::string>& peers) {
+      if (links) links->setPeers(peers);
+    };
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
+    if (options.leader_elect) {
+      ReplicaLinkOptions link_options;
+      link_options.identity = kube_source->identity();
+      if (!options.tls_cert.empty()) {
+        std::string error;
+        link_options.credentials =
+            makePeerTlsCredentials(serverTlsOptions(options), *tls_observer, error);
+        if (!link_options.credentials) {
+          fprintf(stderr, "memzone-controller: TLS: %s\n", error.c_str());
+          return 1;
+        }
+      }
+      links = std::make_unique<ReplicaLinks>(link_options, dirty);
+    }
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
       return hello.zone().empty() ? kube_source->zoneOfNode(hello.node_name()) : hello.zone();
@@ -188,13 +234,14 @@ int runController(const ControllerOptions& options) {
     synced = [&kube_source] { return kube_source->synced(); };
   }
   TopologyService service(cache, registry, dirty, zones);
-  auto tls_observer = std::make_shared<ops::TlsObserver>("memzone_controller");
+  ReplicaService replica_service(dirty);
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(options.grpc_listen, credentials, &bound_port);
   builder.RegisterService(&service);
+  builder.RegisterService(&replica_service);
   // Keepalive: a proxy that vanished is noticed within seconds; proxies may ping as often as
   // every 4 s without being told to go away.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
@@ -242,11 +289,31 @@ int runController(const ControllerOptions& options) {
   int sig = 0;
   sigwait(&signals, &sig);
   fprintf(stderr, "memzone-controller: stopping\n");
+  // A graceful stop, in this order: (1) no status write any more and our replica Lease stops
+  // changing, (2) every proxy stream ends now (a stream never ends by itself: waiting for it
+  // only keeps proxies on a replica that is going), so the proxies move to another replica
+  // at once, (3) the leader Lease is released and, once the proxies had time to arrive
+  // elsewhere, our replica Lease deleted: no replica ever counts them as gone while they serve.
+  if (kube_source) kube_source->beginStop();
+  server->Shutdown(std::chrono::system_clock::now());
+  fprintf(stderr, "memzone-controller: proxy streams ended\n");
   if (file_source) file_source->stop();
-  if (kube_source) kube_source->stop();
-  // Streams are cancelled; proxies keep serving and reconnect to the next controller.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (links) links->stop();
+  if (kube_source) {
+    kube_source->handOver();
+    // What is left is closing idle watch requests, which notice within a second: past 300 ms
+    // more, exit without waiting for them (nothing is lost; the Leases are handed over), so
+    // the process is gone within a second of SIGTERM.
+    if (!kube_source->watchesStopped(std::chrono::steady_clock::now() +
+                                     std::chrono::milliseconds(300))) {
+      fprintf(stderr, "memzone-controller: stopped (not waiting for the Kubernetes watches)\n");
+      fflush(stderr);
+      _exit(0);
+    }
+    kube_source->stop();
+  }
   if (metrics) metrics->stop();
+  fprintf(stderr, "memzone-controller: stopped\n");
   return 0;
 }
 

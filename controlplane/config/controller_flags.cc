@@ -37,6 +37,10 @@ std::string controllerUsage() {
          "                     certificate must carry one of; * matches anything\n"
          "                     (spiffe://td/ns/memzone/sa/*). Default: any from the CA\n"
          "  --tls-reload-interval DURATION  how often the files are re-read (default 10s)\n"
+         "  --advertise-address HOST:PORT  where the other replicas reach this one's\n"
+         "                     --grpc-listen port to share dirty servers (default: $POD_IP\n"
+         "                     and its port, else --grpc-listen unless it is a wildcard)\n"
+
          "  --help, --version\n";
 }
 
@@ -100,7 +104,8 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
                                                         "--tls-key",
                                                         "--tls-client-ca",
                                                         "--tls-allowed-identities",
-                                                        "--tls-reload-interval"};
+                                                        "--tls-reload-interval",
+                                                        "--advertise-address"};
     bool known = false;
     for (const auto& k : kWithValue) known |= k == flag;
     if (!known) {
@@ -138,6 +143,8 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
         return result;
       }
       o.poll_interval_ms = n;
+    } else if (flag == "--advertise-address") {
+      o.advertise_address = value;
     } else if (flag == "--tls-cert") {
       o.tls_cert = value;
     } else if (flag == "--tls-key") {

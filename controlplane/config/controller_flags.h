@@ -31,6 +31,9 @@ struct ControllerOptions {
   std::string tls_client_ca;
   std::vector<std::string> tls_allowed_identities;  // SAN DNS/URI patterns; empty: any
   unsigned tls_reload_interval_ms = 10000;
+  // Where the other replicas reach this one's --grpc-listen port for the dirty-set exchange
+  // (kubernetes source); "": POD_IP and the port, else --grpc-listen unless it is a wildcard.
+  std::string advertise_address;
 };
 
 // "15s", "1500ms", "1m" -> milliseconds; false when it does not parse.

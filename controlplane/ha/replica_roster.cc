@@ -1,6 +1,8 @@
 #include "controlplane/ha/replica_roster.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 #include "memzone/ops/log.h"
 
@@ -23,13 +25,49 @@ std::string urlEncode(const std::string& s) {
   return out;
 }
 
+// How long ago a record read for the first time was renewed, on the writer's clock (the only
+// hint there is): 0 if in the future, a day if unparsable or older.
+std::chrono::nanoseconds ageOf(const std::string& micro_time) {
+  constexpr auto kLongAgo = std::chrono::hours(24);
+  std::tm tm{};
+  const char* rest = strptime(micro_time.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (rest == nullptr) return kLongAgo;
+  int micros = 0;
+  if (*rest == '.') {
+    int digits = 0;
+    for (++rest; *rest >= '0' && *rest <= '9'; ++rest) {
+      if (digits++ < 6) micros = micros * 10 + (*rest - '0');
+    }
+    for (; digits < 6; ++digits) micros *= 10;
+  }
+  auto renewed =
+      std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::microseconds(micros);
+  auto age = std::chrono::system_clock::now() - renewed;
+  return std::clamp<std::chrono::nanoseconds>(age, std::chrono::nanoseconds(0), kLongAgo);
+}
+
 }  // namespace
 
 json viewToJson(const ReplicaView& v) {
   json zones = json::object();
   for (const auto& [zone, n] : v.proxies.zones_down) zones[zone] = n;
-  return {{"version", v.version},       {"total", v.proxies.total}, {"acked", v.proxies.acked},
-          {"nacked", v.proxies.nacked}, {"zonesDown", zones},       {"dirty", v.dirty}};
+  json out = {{"version", v.version},       {"total", v.proxies.total}, {"acked", v.proxies.acked},
+              {"nacked", v.proxies.nacked}, {"zonesDown", zones},       {"dirty", v.dirty},
+              {"address", v.address}};
+  // ~25 bytes a proxy: past this many, the list would crowd the 256 KiB every object's
+  // annotations share (and a refused renewal would make the replica look dead), so the
+  // others count this replica's sums, without telling which proxy is which.
+  constexpr size_t kMaxMembersListed = 6000;
+  if (v.members.size() > kMaxMembersListed) return out;
+  json members = json::object();
+  json members_down = json::object();
+  for (const auto& [key, m] : v.members) {
+    members[key] = std::string(1, static_cast<char>(m.state));
+    if (!m.zones_down.empty()) members_down[key] = m.zones_down;
+  }
+  out["members"] = std::move(members);
+  out["membersZonesDown"] = std::move(members_down);
+  return out;
 }
 
 ReplicaView viewFromJson(const json& j) {
@@ -51,6 +89,23 @@ ReplicaView viewFromJson(const json& j) {
   if (j.contains("dirty") && j["dirty"].is_array()) {
     for (const auto& a : j["dirty"]) {
       if (a.is_string()) v.dirty.push_back(a.get<std::string>());
+    }
+  }
+  if (j.contains("address") && j["address"].is_string()) v.address = j["address"];
+  if (j.contains("members") && j["members"].is_object()) {
+    v.has_members = true;
+    const json down = j.value("membersZonesDown", json::object());
+    for (const auto& [key, state] : j["members"].items()) {
+      ProxyMember m;
+      std::string s = state.is_string() ? state.get<std::string>() : "";
+      if (s == "a") m.state = ProxyMember::State::kAcked;
+      if (s == "n") m.state = ProxyMember::State::kNacked;
+      if (down.is_object() && down.contains(key) && down[key].is_array()) {
+        for (const auto& zone : down[key]) {
+          if (zone.is_string()) m.zones_down.push_back(zone.get<std::string>());
+        }
+      }
+      v.members.emplace(key, std::move(m));
     }
   }
   return v;
@@ -82,6 +137,11 @@ void ReplicaRoster::start() {
   thread_ = std::thread([this] { run(); });
 }
 
+void ReplicaRoster::freeze() {
+  std::lock_guard lock(renew_mu_);
+  frozen_ = true;
+}
+
 void ReplicaRoster::stop() {
   {
     std::lock_guard lock(mu_);
@@ -108,6 +168,8 @@ void ReplicaRoster::run() {
 }
 
 void ReplicaRoster::renewOwn() {
+  std::lock_guard renew_lock(renew_mu_);
+  if (frozen_) return;
   LeaseRecord record;
   record.holder_identity = config_.identity;
   record.lease_duration_seconds = static_cast<int>(
@@ -167,15 +229,21 @@ void ReplicaRoster::listPeers() {
       Peer peer;
       auto old = peers_.find(name);
       peer.record = record;
-      peer.changed =
-          old != peers_.end() && old->second.record == record ? old->second.changed : now;
+      auto duration = std::chrono::seconds(std::max(1, record.lease_duration_seconds));
+      if (old != peers_.end()) {
+        peer.changed = old->second.record == record ? old->second.changed : now;
+      } else {
+        // First seen: it moved when its renewTime says, on the writer's clock (nodes keep time
+        // within a second or so), so an hour-old record is dead from the start.
+        peer.changed = now - ageOf(record.renew_time);
+      }
       const json annotations = meta.value("annotations", json::object());
       if (annotations.is_object() && annotations.contains(kProxiesAnnotation) &&
           annotations[kProxiesAnnotation].is_string()) {
         peer.view = viewFromJson(
             json::parse(annotations[kProxiesAnnotation].get<std::string>(), nullptr, false));
       }
-      auto duration = std::chrono::seconds(std::max(1, record.lease_duration_seconds));
+      peer.view.identity = record.holder_identity;
       if (collect_garbage_ && now - peer.changed > 3 * duration) dead.push_back(name);
       next.emplace(name, std::move(peer));
     }
@@ -194,17 +262,23 @@ void ReplicaRoster::listPeers() {
 
 std::vector<ReplicaView> ReplicaRoster::peers() const {
   auto now = Clock::now();
-  std::vector<ReplicaView> out;
-  std::lock_guard lock(peers_mu_);
-  for (const auto& [name, peer] : peers_) {
-    // Replicas renew every retry period: three missed renewals (or the lease duration, if
-    // shorter) and its proxies are not counted any more. Sooner than the election gives up
-    // on a dead leader, so its proxies, reconnected elsewhere, are not counted twice.
-    std::chrono::nanoseconds alive = std::min<std::chrono::nanoseconds>(
-        std::chrono::seconds(std::max(1, peer.record.lease_duration_seconds)),
-        3 * config_.retry_period);
-    if (now - peer.changed < alive) out.push_back(peer.view);
+  std::vector<std::pair<Clock::time_point, ReplicaView>> alive;
+  {
+    std::lock_guard lock(peers_mu_);
+    for (const auto& [name, peer] : peers_) {
+      // Alive while its record moved within its own lease duration: a replica killed or paused
+      // stops counting then, and its proxies, once reconnected elsewhere, count there (its
+      // members meanwhile count once: the leader unites them by key).
+      if (now - peer.changed <
+          std::chrono::seconds(std::max(1, peer.record.lease_duration_seconds)))
+        alive.emplace_back(peer.changed, peer.view);
+    }
   }
+  std::stable_sort(alive.begin(), alive.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<ReplicaView> out;
+  out.reserve(alive.size());
+  for (auto& [changed, view] : alive) out.push_back(std::move(view));
   return out;
 }
 

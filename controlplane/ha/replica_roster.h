@@ -6,11 +6,16 @@
 // period, whose annotation `memzone.io/proxies` carries its ProxyView as JSON: the topology
 // version it serves, proxies connected, ACKed and NACKed, zones its proxies report down, and
 // the servers its proxies owe invalidations to (every replica unites them into its dirty set).
-// The leader lists these Leases and adds up those still alive: a Lease is alive while its
-// record keeps changing, within three retry periods (at most its leaseDurationSeconds),
-// measured on the reader's clock (as in leader election). A replica deletes its Lease when it
-// stops; the leader deletes Leases that have been dead for three lease durations (a replica that
-// was killed). One thread per roster; peers() may be called from any thread.
+// The view also lists its proxies by memberKey(node id), so that the leader counts each proxy
+// once: a proxy that moved to another replica is still listed by the Lease of the one it left
+// (killed, or resumed after a pause with streams it has not yet noticed gone).
+// The leader lists these Leases and counts only those alive: a Lease is alive while its record
+// moved within its own leaseDurationSeconds, measured on the reader's clock from when it saw the
+// move (as in leader election); a Lease seen for the first time counts only if its renewTime
+// is that recent (an hour-old Lease is dead from the start). A replica that stops freezes its
+// Lease while its proxies move, then deletes it; the leader deletes Leases that have been dead
+// for three lease durations (a replica that was killed). One thread per roster; peers() may be
+// called from any thread.
 #pragma once
 
 #include <atomic>
@@ -47,6 +52,13 @@ struct ReplicaView {
   // Servers its proxies owe invalidations to (dirty_servers.h), so every replica's proxies
   // stop reading them.
   std::vector<std::string> dirty;
+  // Where it serves the topology port, for the other replicas' dirty-set streams
+  // (replica_links.h); "" when it does not say. Its identity comes from its Lease's holder.
+  std::string address;
+  std::string identity;
+  // Its proxies one by one (absent from a replica of an older release: then only the sums).
+  ProxyMembers members;
+  bool has_members = false;
 };
 
 nlohmann::json viewToJson(const ReplicaView& view);
@@ -62,8 +74,11 @@ class ReplicaRoster {
   ~ReplicaRoster();
 
   void start();
+  // Stops renewing (a renewal in flight finishes first): the Lease keeps saying which proxies
+  // were here while they move to another replica.
+  void freeze();
   void stop();  // deletes this replica's Lease
-  // The views of the other live replicas, as last listed.
+  // The views of the other live replicas, as last listed, the most recently renewed first.
   std::vector<ReplicaView> peers() const;
   // Also delete the Leases of replicas long dead (the leader does).
   void setCollectGarbage(bool on) { collect_garbage_ = on; }
@@ -81,6 +96,8 @@ class ReplicaRoster {
   std::function<ReplicaView()> local_;
   LeaseClient own_;
   bool own_exists_ = false;
+  std::mutex renew_mu_;  // held through a renewal; freeze() waits for it
+  bool frozen_ = false;  // under renew_mu_
   std::atomic<bool> collect_garbage_{false};
   struct Peer {
     LeaseRecord record;

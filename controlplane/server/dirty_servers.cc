@@ -59,11 +59,67 @@ void DirtyServers::disconnected(const std::string& node_id, uint64_t stream) {
   wake_.notify_all();  // the notifier's next expiry may be sooner now
 }
 
-void DirtyServers::setPeers(std::set<std::string> dirty) {
+void DirtyServers::setLeasePeers(std::map<std::string, std::set<std::string>> by_replica) {
   std::lock_guard lock(mu_);
-  if (peers_ == dirty) return;
-  peers_ = std::move(dirty);
+  if (lease_peers_ == by_replica) return;
+  lease_peers_ = std::move(by_replica);
   recomputeLocked();
+}
+
+void DirtyServers::streamPeer(const std::string& replica, uint64_t generation,
+                              std::set<std::string> dirty) {
+  std::lock_guard lock(mu_);
+  StreamPeer& peer = stream_peers_[replica];
+  peer.generation = std::max(peer.generation, generation);
+  if (peer.dirty != dirty || peer.content_since == 0) {
+    peer.dirty = std::move(dirty);
+    recomputeLocked();
+    // Our proxies have its set once they applied this generation (or a later one).
+    peer.content_since = peer.dirty.empty() ? 0 : generation_;
+  }
+  changed_ = true;  // the streams from that replica may answer now
+  wake_.notify_all();
+}
+
+void DirtyServers::dropStreamPeer(const std::string& replica) {
+  std::lock_guard lock(mu_);
+  if (stream_peers_.erase(replica) > 0) recomputeLocked();  // its Lease set counts again
+}
+
+uint64_t DirtyServers::appliedFor(const std::string& replica) const {
+  std::lock_guard lock(mu_);
+  auto it = stream_peers_.find(replica);
+  if (it == stream_peers_.end()) return 0;
+  uint64_t local = generation_;  // no proxy here: nobody to wait for
+  for (const auto& [stream, generation] : applied_) local = std::min(local, generation);
+  return local >= it->second.content_since ? it->second.generation : 0;
+}
+
+void DirtyServers::linkPeer(const std::string& replica) {
+  std::lock_guard lock(mu_);
+  linked_.emplace(replica, 0);
+  if (message_->dirty().addresses_size() > 0 && confirmed_ != 0) {
+    confirmed_ = 0;  // it has not said what it applied yet
+    publishLocked(nullptr);
+  }
+}
+
+void DirtyServers::peerApplied(const std::string& replica, uint64_t generation) {
+  std::lock_guard lock(mu_);
+  auto it = linked_.find(replica);
+  if (it == linked_.end() || generation <= it->second) return;
+  it->second = std::min(generation, generation_);
+  confirmLocked();
+}
+
+void DirtyServers::unlinkPeer(const std::string& replica) {
+  std::lock_guard lock(mu_);
+  if (linked_.erase(replica) > 0) confirmLocked();
+}
+
+uint64_t DirtyServers::generation() const {
+  std::lock_guard lock(mu_);
+  return generation_;
 }
 
 std::shared_ptr<const v1::TopologySnapshot> DirtyServers::message() const {
@@ -72,7 +128,13 @@ std::shared_ptr<const v1::TopologySnapshot> DirtyServers::message() const {
 }
 
 std::set<std::string> DirtyServers::local() const {
+  uint64_t generation = 0;
+  return local(generation);
+}
+
+std::set<std::string> DirtyServers::local(uint64_t& generation) const {
   std::lock_guard lock(mu_);
+  generation = generation_;
   std::set<std::string> out;
   for (const auto& [node, r] : reports_) out.insert(r.owed.begin(), r.owed.end());
   return out;
@@ -109,7 +171,12 @@ void DirtyServers::expire(Clock::time_point now) {
 }
 
 void DirtyServers::recomputeLocked() {
-  std::set<std::string> all = peers_;
+  std::set<std::string> all;
+  for (const auto& [replica, dirty] : lease_peers_) {
+    if (stream_peers_.count(replica) == 0) all.insert(dirty.begin(), dirty.end());
+  }
+  for (const auto& [replica, peer] : stream_peers_)
+    all.insert(peer.dirty.begin(), peer.dirty.end());
   for (const auto& [node, r] : reports_) all.insert(r.owed.begin(), r.owed.end());
   const auto& current = message_->dirty().addresses();
   if (static_cast<size_t>(current.size()) == all.size() &&
@@ -124,13 +191,21 @@ void DirtyServers::recomputeLocked() {
   }
   since_ = std::move(since);
   // Nobody has applied the new generation yet, unless nobody takes the set at all.
-  confirmed_ = applied_.empty() ? generation_ : confirmed_;
+  if (applied_.empty()) local_confirmed_ = generation_;
+  if (applied_.empty() && linked_.empty()) confirmed_ = generation_;
   publishLocked(&all);
 }
 
 void DirtyServers::confirmLocked() {
-  uint64_t lowest = generation_;
-  for (const auto& [stream, generation] : applied_) lowest = std::min(lowest, generation);
+  uint64_t local = generation_;
+  for (const auto& [stream, generation] : applied_) local = std::min(local, generation);
+  if (local != local_confirmed_) {
+    local_confirmed_ = local;
+    changed_ = true;  // the streams from other replicas may answer now
+    wake_.notify_all();
+  }
+  uint64_t lowest = local;
+  for (const auto& [replica, generation] : linked_) lowest = std::min(lowest, generation);
   if (lowest <= confirmed_) return;
   confirmed_ = lowest;
   publishLocked(nullptr);
@@ -158,6 +233,7 @@ void DirtyServers::publishLocked(const std::set<std::string>* addresses) {
 void DirtyServers::attach(uint64_t stream) {
   std::lock_guard lock(mu_);
   applied_.emplace(stream, 0);
+  local_confirmed_ = 0;
   // A proxy that has not applied the set yet may read its servers: what was confirmed is
   // not any more (only matters while something is dirty).
   if (message_->dirty().addresses_size() > 0 && confirmed_ != 0) {

@@ -17,8 +17,15 @@
 // proxy has applied; the lowest of those is published as `confirmed_generation`, so a proxy
 // that just failed a copy knows when every other proxy has stopped reading that server.
 //
+// Other controller replicas: each streams its local() set here (ReplicaService) with its
+// generation, and is answered the latest of its generations that every proxy connected here
+// has applied (appliedFor); a replica no stream brings counts through its Lease (slower). The
+// replicas this one streams to hold its confirmation back until they answered, so a write
+// waiting for confirmation waits for every replica's proxies.
+//
 // Listeners (the streams) are called on this object's own thread, never on a reporter's: a
-// stream reports under its own lock, and its listener takes that lock. Any thread.
+// stream reports under its own lock, and its listener takes that lock. They are also called
+// when only what appliedFor() says may have changed. Any thread.
 #pragma once
 
 #include <chrono>
@@ -58,13 +65,31 @@ class DirtyServers {
   void attach(uint64_t stream);
   void detach(uint64_t stream);
   void applied(uint64_t stream, uint64_t generation);
-  // What the other controller replicas' proxies owe (their local() sets, united).
-  void setPeers(std::set<std::string> dirty);
+  // What the other controller replicas' proxies owe, by replica identity, as their Leases
+  // last said: counted for a replica no stream brings (below).
+  void setLeasePeers(std::map<std::string, std::set<std::string>> by_replica);
+  void setPeers(std::set<std::string> dirty) { setLeasePeers({{"", std::move(dirty)}}); }
+
+  // Replica `replica` streamed its local() set as of its `generation` (ReplicaService); it
+  // replaces that replica's Lease set until dropStreamPeer().
+  void streamPeer(const std::string& replica, uint64_t generation, std::set<std::string> dirty);
+  void dropStreamPeer(const std::string& replica);
+  // The latest generation `replica` streamed that every proxy connected here has applied.
+  uint64_t appliedFor(const std::string& replica) const;
+
+  // This replica streams to `replica`: until it answers the current generation, what is
+  // confirmed stays below it. unlinkPeer() when the stream ends (then it holds nothing back).
+  void linkPeer(const std::string& replica);
+  void peerApplied(const std::string& replica, uint64_t generation);
+  void unlinkPeer(const std::string& replica);
+  uint64_t generation() const;
 
   // The current set as a message for the streams (version "", only `dirty` set); shared.
   std::shared_ptr<const v1::TopologySnapshot> message() const;
-  // What the proxies connected here owe (and the retained), for the other replicas.
+  // What the proxies connected here owe (and the retained), for the other replicas; with the
+  // generation it is part of (read together: the set is never older than the generation).
   std::set<std::string> local() const;
+  std::set<std::string> local(uint64_t& generation) const;
   size_t size() const;
 
   uint64_t subscribe(Listener listener);
@@ -80,17 +105,26 @@ class DirtyServers {
     bool connected = true;
     Clock::time_point retained_until;
   };
-  void recomputeLocked();  // message_ from reports_ and peers_, notifies when it changed
-  void confirmLocked();    // confirmed_generation from applied_, notifies when it changed
+  void recomputeLocked();  // message_ from reports_ and the peers, notifies when it changed
+  // local_confirmed_ from applied_, confirmed_ from it and linked_; notifies on a change.
+  void confirmLocked();
   void publishLocked(std::set<std::string> const* addresses);
   void run();
 
   const std::chrono::milliseconds retain_;
   mutable std::mutex mu_;
-  std::map<std::string, Report> reports_;  // by node_id
-  std::set<std::string> peers_;
-  std::map<std::string, uint64_t> since_;  // address in the set -> generation it entered
-  std::map<uint64_t, uint64_t> applied_;   // attached stream -> generation its proxy applied
+  std::map<std::string, Report> reports_;                     // by node_id
+  std::map<std::string, std::set<std::string>> lease_peers_;  // by replica identity
+  struct StreamPeer {
+    std::set<std::string> dirty;
+    uint64_t generation = 0;     // its latest
+    uint64_t content_since = 0;  // our generation when its set last changed (0: empty, always)
+  };
+  std::map<std::string, StreamPeer> stream_peers_;
+  std::map<std::string, uint64_t> linked_;  // replica we stream to -> our generation it applied
+  uint64_t local_confirmed_ = 0;            // what every proxy connected here applied
+  std::map<std::string, uint64_t> since_;   // address in the set -> generation it entered
+  std::map<uint64_t, uint64_t> applied_;    // attached stream -> generation its proxy applied
   uint64_t confirmed_ = 0;
   std::shared_ptr<const v1::TopologySnapshot> message_;
   uint64_t generation_ = 0;

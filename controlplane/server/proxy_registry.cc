@@ -85,28 +85,63 @@ void ProxyView::add(const ProxyView& other) {
   for (const auto& [zone, n] : other.zones_down) zones_down[zone] += n;
 }
 
-ProxyView ProxyRegistry::view(const v1::TopologySnapshot* served) const {
+std::string memberKey(const std::string& node_id) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char c : node_id) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(hash));
+  return buf;
+}
+
+ProxyView countMembers(const ProxyMembers& members) {
   ProxyView out;
-  std::string version = served ? served->version() : "";
-  std::lock_guard lock(mu_);
-  for (const auto& [id, p] : proxies_) {
+  for (const auto& [key, m] : members) {
     ++out.total;
-    if (served == nullptr) continue;
-    bool applied = p.applied_version == version;
-    out.acked += applied;
-    out.nacked += !applied && p.last_nack_version == version;
-    if (!applied || p.backends_down.empty()) continue;
-    for (const v1::Pool& pool : served->pools()) {
-      for (const v1::Zone& zone : pool.zones()) {
-        bool all_down = zone.backends_size() > 0;
-        for (const v1::Backend& b : zone.backends()) {
-          all_down = all_down && p.backends_down.count(v1::backendAddress(b)) > 0;
-        }
-        if (all_down) ++out.zones_down[pool.name() + "/" + zone.zone()];
-      }
-    }
+    out.acked += m.state == ProxyMember::State::kAcked;
+    out.nacked += m.state == ProxyMember::State::kNacked;
+    for (const auto& zone : m.zones_down) ++out.zones_down[zone];
   }
   return out;
+}
+
+ProxyMembers ProxyRegistry::members(const v1::TopologySnapshot* served) const {
+  ProxyMembers out;
+  std::string version = served ? served->version() : "";
+  std::lock_guard lock(mu_);
+  // Ids grow: a later stream of the same node id replaces the earlier one.
+  for (const auto& [id, p] : proxies_) {
+    // A proxy without a node id (an old one) is its own member.
+    std::string key = p.node_id.empty() ? "stream-" + std::to_string(id) : memberKey(p.node_id);
+    ProxyMember m;
+    if (served != nullptr) {
+      bool applied = p.applied_version == version;
+      if (applied) {
+        m.state = ProxyMember::State::kAcked;
+      } else if (p.last_nack_version == version) {
+        m.state = ProxyMember::State::kNacked;
+      }
+      if (applied && !p.backends_down.empty()) {
+        for (const v1::Pool& pool : served->pools()) {
+          for (const v1::Zone& zone : pool.zones()) {
+            bool all_down = zone.backends_size() > 0;
+            for (const v1::Backend& b : zone.backends()) {
+              all_down = all_down && p.backends_down.count(v1::backendAddress(b)) > 0;
+            }
+            if (all_down) m.zones_down.push_back(pool.name() + "/" + zone.zone());
+          }
+        }
+      }
+    }
+    out[key] = std::move(m);
+  }
+  return out;
+}
+
+ProxyView ProxyRegistry::view(const v1::TopologySnapshot* served) const {
+  return countMembers(members(served));
 }
 
 std::vector<ProxyStatus> ProxyRegistry::proxies() const {

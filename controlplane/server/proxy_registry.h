@@ -44,6 +44,21 @@ struct ProxyView {
   bool operator==(const ProxyView&) const = default;
 };
 
+// One proxy as the replicas count it, keyed by memberKey(node id): a proxy that moved between
+// replicas (or reconnected before its old stream was noticed gone) is counted once however
+// many replicas still list it.
+struct ProxyMember {
+  enum class State : char { kPending = 'p', kAcked = 'a', kNacked = 'n' };
+  State state = State::kPending;
+  std::vector<std::string> zones_down;  // "pool/zone" it has wholly down (acked proxies only)
+  bool operator==(const ProxyMember&) const = default;
+};
+using ProxyMembers = std::map<std::string, ProxyMember>;
+
+// 16 hex digits (FNV-1a 64 of the node id): short enough for thousands in a Lease annotation.
+std::string memberKey(const std::string& node_id);
+ProxyView countMembers(const ProxyMembers& members);
+
 struct ProxyCounters {
   uint64_t snapshots_sent = 0;
   uint64_t acks = 0;
@@ -60,8 +75,10 @@ class ProxyRegistry {
   // Backend health the proxy reported (every message of a proxy that reports carries it).
   void health(uint64_t id, const v1::TopologyRequest& request);
 
-  // The proxies connected here, against `served` (null: nothing served yet).
+  // The proxies connected here, against `served` (null: nothing served yet), each counted
+  // once (two streams of one node id: the newest).
   ProxyView view(const v1::TopologySnapshot* served) const;
+  ProxyMembers members(const v1::TopologySnapshot* served) const;
 
   std::vector<ProxyStatus> proxies() const;
   ProxyCounters counters() const;

@@ -15,8 +15,10 @@ namespace {
 // identity may subscribe.
 class IdentityVerifier final : public grpc::experimental::ExternalCertificateVerifier {
  public:
-  IdentityVerifier(std::vector<std::string> allowed, ops::TlsObserver* observer)
-      : allowed_(std::move(allowed)), observer_(observer) {}
+  // `what`: whose certificate this checks ("proxy", or "replica" when dialing one).
+  IdentityVerifier(std::vector<std::string> allowed, ops::TlsObserver* observer,
+                   std::string what = "proxy")
+      : allowed_(std::move(allowed)), observer_(observer), what_(std::move(what)) {}
 
   bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)> /*callback*/, grpc::Status* sync_status) override {
@@ -34,11 +36,11 @@ class IdentityVerifier final : public grpc::experimental::ExternalCertificateVer
     if (shown.empty()) shown = "(no DNS or URI SAN)";
     grpc::string_ref cn = request->common_name();
     ops::logEvent(ops::LogLevel::kWarn, "tls-identity:" + shown,
-                  "refused a proxy: its certificate (CN %.*s, SAN %s) matches no "
+                  "refused a %s: its certificate (CN %.*s, SAN %s) matches no "
                   "--tls-allowed-identities entry",
-                  static_cast<int>(cn.size()), cn.data(), shown.c_str());
+                  what_.c_str(), static_cast<int>(cn.size()), cn.data(), shown.c_str());
     *sync_status = grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                "proxy identity " + shown + " is not allowed to subscribe");
+                                what_ + " identity " + shown + " is not allowed");
     return true;
   }
 
@@ -47,6 +49,7 @@ class IdentityVerifier final : public grpc::experimental::ExternalCertificateVer
  private:
   std::vector<std::string> allowed_;
   ops::TlsObserver* observer_;
+  std::string what_;
 };
 
 }  // namespace
@@ -85,6 +88,31 @@ std::shared_ptr<grpc::ServerCredentials> makeServerTlsCredentials(const ServerTl
           options.allowed_identities, &observer));
   tls.set_check_call_host(false);
   return grpc::experimental::TlsServerCredentials(tls);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> makePeerTlsCredentials(const ServerTlsOptions& options,
+                                                                 ops::TlsObserver& observer,
+                                                                 std::string& error) {
+  for (std::string e :
+       {ops::checkCertificateFile(options.cert_file), ops::checkPrivateKeyFile(options.key_file),
+        ops::checkCertificateFile(options.client_ca_file)}) {
+    if (!e.empty()) {
+      error = e;
+      return nullptr;
+    }
+  }
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.key_file, options.cert_file, options.client_ca_file, options.reload_interval_s);
+  grpc::experimental::TlsChannelCredentialsOptions tls;
+  tls.set_certificate_provider(provider);
+  tls.watch_root_certs();
+  tls.watch_identity_key_cert_pairs();
+  tls.set_verify_server_certs(true);  // the chain, against the client CA
+  tls.set_certificate_verifier(
+      grpc::experimental::ExternalCertificateVerifier::Create<IdentityVerifier>(
+          options.allowed_identities, &observer, "replica"));
+  tls.set_check_call_host(false);  // replicas are dialed by address, not by name
+  return grpc::experimental::TlsCredentials(tls);
 }
 
 }  // namespace memzone::controlplane

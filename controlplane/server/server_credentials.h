@@ -6,6 +6,7 @@
 // A Kubernetes Secret volume swaps its `..data` symlink, so a whole set changes at once.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include <memory>
@@ -35,5 +36,13 @@ bool identityAllowed(const std::vector<std::string>& patterns,
 std::shared_ptr<grpc::ServerCredentials> makeServerTlsCredentials(const ServerTlsOptions& options,
                                                                   ops::TlsObserver& observer,
                                                                   std::string& error);
+
+// How this replica dials the other replicas (replica_links.h), with the same files: its own
+// certificate as the client's (so it must allow client auth, come from the client CA and match
+// the allowed identities, like a proxy's), and the other replica's certificate checked the
+// way a proxy's is (from the client CA, one of the allowed identities). Re-read like above.
+std::shared_ptr<grpc::ChannelCredentials> makePeerTlsCredentials(const ServerTlsOptions& options,
+                                                                 ops::TlsObserver& observer,
+                                                                 std::string& error);
 
 }  // namespace memzone::controlplane

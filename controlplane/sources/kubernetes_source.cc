@@ -1,6 +1,8 @@
 #include "controlplane/sources/kubernetes_source.h"
 
 #include <cstdio>
+#include <thread>
+#include <vector>
 
 #include "controlplane/model/cluster_model.h"
 #include "memzone/ops/log.h"
@@ -10,6 +12,10 @@ namespace {
 
 constexpr auto kDebounce = std::chrono::milliseconds(100);
 constexpr auto kStatusRefresh = std::chrono::seconds(1);
+// On a graceful stop, between the end of the proxy streams and the deletion of this replica's
+// Lease: the proxies reconnect to another replica meanwhile (milliseconds), so no status
+// written elsewhere misses them.
+constexpr auto kProxyHandover = std::chrono::milliseconds(200);
 
 }  // namespace
 
@@ -56,9 +62,14 @@ KubernetesSource::KubernetesSource(k8s::ApiConfig config, KubernetesSourceOption
         [this] {
           auto served = cache_.current();
           std::set<std::string> dirty = dirty_servers_.local();
-          return ha::ReplicaView{served ? served->version() : "",
-                                 proxies_.view(served.get()),
-                                 {dirty.begin(), dirty.end()}};
+          ha::ReplicaView view;
+          view.version = served ? served->version() : "";
+          view.members = proxies_.members(served.get());
+          view.has_members = true;
+          view.proxies = countMembers(view.members);
+          view.dirty = {dirty.begin(), dirty.end()};
+          view.address = options_.advertise_address;
+          return view;
         });
   }
 }
@@ -75,21 +86,53 @@ void KubernetesSource::start() {
   if (elector_) elector_->start();
 }
 
-void KubernetesSource::stop() {
+void KubernetesSource::beginStop() {
+  {
+    std::lock_guard lock(status_mu_);
+    status_stopped_ = true;
+  }
+  if (roster_) roster_->freeze();
+}
+
+void KubernetesSource::handOver() {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
     stopping_ = true;
   }
   wake_.notify_all();
-  // The Lease first: a standby takes over while we finish the rest.
+  beginStop();
+  // A watch notices it must stop within a second (curl's progress callback): the four at
+  // once, while the Leases are handed over.
+  for (auto* w : {pools_.get(), services_.get(), slices_.get(), nodes_.get()}) {
+    watcher_stops_.emplace_back([this, w] {
+      w->stop();
+      std::lock_guard lock(mu_);
+      ++watchers_stopped_;
+      wake_.notify_all();
+    });
+  }
+  // The leader Lease first: a standby takes over while we finish the rest, counting our
+  // proxies through our frozen Lease until they reach it (or another replica).
   if (elector_) elector_->stop();
-  if (roster_) roster_->stop();
+  if (roster_) {
+    std::this_thread::sleep_for(kProxyHandover);
+    roster_->stop();
+  }
   if (thread_.joinable()) thread_.join();
-  pools_->stop();
-  services_->stop();
-  slices_->stop();
-  nodes_->stop();
+}
+
+bool KubernetesSource::watchesStopped(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return wake_.wait_until(lock, deadline,
+                          [this] { return watchers_stopped_ == watcher_stops_.size(); });
+}
+
+void KubernetesSource::stop() {
+  handOver();
+  for (auto& t : watcher_stops_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 bool KubernetesSource::synced() const {
@@ -115,27 +158,49 @@ bool KubernetesSource::writesStatus() const { return !elector_ || elector_->isLe
 
 void KubernetesSource::unitePeersDirtyServers() {
   if (!roster_) return;
-  std::set<std::string> dirty;
-  for (const ha::ReplicaView& peer : roster_->peers())
-    dirty.insert(peer.dirty.begin(), peer.dirty.end());
-  dirty_servers_.setPeers(std::move(dirty));
+  std::map<std::string, std::set<std::string>> dirty;
+  std::map<std::string, std::string> addresses;
+  for (const ha::ReplicaView& peer : roster_->peers()) {
+    dirty[peer.identity].insert(peer.dirty.begin(), peer.dirty.end());
+    if (!peer.address.empty()) addresses[peer.identity] = peer.address;
+  }
+  // By replica: a replica that streams its set directly replaces what its Lease says.
+  dirty_servers_.setLeasePeers(std::move(dirty));
+  if (options_.on_peer_addresses) options_.on_peer_addresses(addresses);
 }
 
 ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {
-  ProxyView view = proxies_.view(served);
-  if (!roster_) return view;
+  // Each proxy once: ours first (what we see now), then the live replicas', most recently
+  // renewed first (a proxy two replicas list moved to the one that renewed last).
+  ProxyMembers members = proxies_.members(served);
+  if (!roster_) return countMembers(members);
   std::string version = served ? served->version() : "";
+  ProxyView older;  // replicas of an older release: only their sums
   for (const ha::ReplicaView& peer : roster_->peers()) {
-    if (peer.version == version) {
-      view.add(peer.proxies);
-    } else {
-      view.total += peer.proxies.total;  // serving another version yet: pending here
+    if (!peer.has_members) {
+      if (peer.version == version) {
+        older.add(peer.proxies);
+      } else {
+        older.total += peer.proxies.total;
+      }
+      continue;
+    }
+    for (const auto& [key, member] : peer.members) {
+      if (peer.version == version) {
+        members.emplace(key, member);
+      } else {
+        members.emplace(key, ProxyMember{});  // serving another version yet: pending here
+      }
     }
   }
+  ProxyView view = countMembers(members);
+  view.add(older);
   return view;
 }
 
 void KubernetesSource::writeStatus() {
+  std::lock_guard status_lock(status_mu_);
+  if (status_stopped_) return;
   if (leadership_changed_.exchange(false)) status_.reset();
   if (!model_ || !writesStatus()) return;
   auto served = cache_.current();

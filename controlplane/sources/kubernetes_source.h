@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "controlplane/ha/leader_elector.h"
 #include "controlplane/ha/replica_roster.h"
@@ -38,6 +40,12 @@ namespace memzone::controlplane {
 struct KubernetesSourceOptions {
   bool leader_elect = true;           // off: this replica writes status on its own
   ha::LeaderElectionConfig election;  // namespace: the watched one when empty
+  // Where the other replicas reach this one's topology port (in our replica Lease); "": they
+  // do not stream to it (the Leases carry the dirty sets alone).
+  std::string advertise_address;
+  // Told, every status period, the other live replicas' identity -> address (the source's
+  // thread).
+  std::function<void(const std::map<std::string, std::string>&)> on_peer_addresses;
 };
 
 class KubernetesSource {
@@ -50,7 +58,16 @@ class KubernetesSource {
   ~KubernetesSource();
 
   void start();
-  void stop();
+  // The first step of a graceful stop, before the proxy streams end: no status is written any
+  // more (it would count the proxies leaving as gone) and this replica's Lease stops changing,
+  // so the others keep counting its proxies, once, while they move.
+  void beginStop();
+  // Releases the leader Lease, lets the proxies reach another replica, deletes this replica's
+  // Lease, and asks the watches to stop (each notices within a second).
+  void handOver();
+  // Whether the watches have stopped, waiting at most until `deadline`.
+  bool watchesStopped(std::chrono::steady_clock::time_point deadline);
+  void stop();  // handOver() and wait for the watches
   bool synced() const;
   // The zone label of a Node, or "" when unknown.
   std::string zoneOfNode(const std::string& node) const;
@@ -58,6 +75,8 @@ class KubernetesSource {
   // Whether this replica writes status: it leads, or there is no election.
   bool writesStatus() const;
   const ha::LeaderElector* elector() const { return elector_.get(); }
+  // This replica's identity in the Leases ("" without leader election).
+  std::string identity() const { return options_.leader_elect ? options_.election.identity : ""; }
 
  private:
   void markDirty();
@@ -83,6 +102,8 @@ class KubernetesSource {
   std::unique_ptr<ha::LeaderElector> elector_;
   std::unique_ptr<ha::ReplicaRoster> roster_;
   std::atomic<bool> leadership_changed_{false};
+  std::mutex status_mu_;         // held through a status write; beginStop() waits for it
+  bool status_stopped_ = false;  // under status_mu_
   std::map<std::string, nlohmann::json> last_good_;
   std::optional<model::ClusterModel> model_;  // the last one built; the source's thread only
   std::set<std::string> rejected_;            // "key@generation" already reported
@@ -90,6 +111,8 @@ class KubernetesSource {
   std::condition_variable wake_;
   bool dirty_ = false;
   bool stopping_ = false;
+  std::vector<std::thread> watcher_stops_;  // handOver()'s, one per watch
+  size_t watchers_stopped_ = 0;             // under mu_
   std::thread thread_;
 };
 

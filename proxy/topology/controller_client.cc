@@ -18,7 +18,7 @@ namespace {
 
 // The controller puts this key in its initial metadata: the stream is established.
 constexpr const char* kControllerMetadataKey = "memzone-controller";
-// A stream that ends sooner than this after being established counts as a failed attempt.
+// A stream that ends sooner than this after it started is followed by a short pause.
 constexpr auto kMinHealthyStream = std::chrono::seconds(1);
 
 bool splitHostPort(const std::string& entry, std::string& host, std::string& port) {
@@ -249,12 +249,21 @@ void ControllerClient::run() {
     uint32_t connect_timeout_ms = std::max(options_.connect_timeout_ms, 2 * backoff_ms);
     Outcome outcome = runStream(target, shown, connect_timeout_ms);
     if (outcome == Outcome::kStopped) return;
-    if (outcome == Outcome::kEstablished &&
-        std::chrono::steady_clock::now() - started >= kMinHealthyStream) {
-      backoff_ms = 0;  // it served: on loss, the next address at once
-      failures = 0;
-    } else {
+    if (outcome != Outcome::kEstablished) {
       ++failures;
+      continue;
+    }
+    // The controller answered: the backoff resets (gRPC's convention), however short the
+    // stream, so the next outage starts from the initial backoff again.
+    backoff_ms = 0;
+    failures = 0;
+    if (std::chrono::steady_clock::now() - started < kMinHealthyStream) {
+      // A controller that accepts and drops must not make the proxy spin: a short stream
+      // waits the initial backoff before the next attempt (the backoff does not grow).
+      uint32_t spread = options_.initial_backoff_ms / 5;
+      uint32_t delay =
+          options_.initial_backoff_ms - spread + (spread ? rng() % (2 * spread + 1) : 0);
+      if (!waitFor(delay)) return;
     }
   }
 }

@@ -20,9 +20,11 @@
 // top), and a connect attempt is bounded (2 s, or twice the current backoff: a controller
 // swamped by a reconnect storm is given time). After every address failed once the client waits,
 // jittered +-20%, from 250 ms growing x1.6 to 10 s, re-resolving names before the next round. An
-// established stream (the controller's initial metadata arrived) resets the backoff; one that
-// ends within a second of being established counts as a failure, so a controller that accepts
-// and drops cannot make the proxy spin. gRPC keepalive notices a dead controller within seconds.
+// established stream (the controller's initial metadata arrived) resets the backoff, however
+// short it was (gRPC's convention: a connection that became ready starts the backoff over), so
+// every outage starts from 250 ms again; a stream that ends within a second is followed by one
+// initial backoff's pause, so a controller that accepts and drops cannot make the proxy spin.
+// gRPC keepalive notices a dead controller within seconds.
 #pragma once
 
 #include <chrono>

@@ -291,6 +291,36 @@ class ReconnectTest(ControllerTestBase):
         self.assertNotIn("sent topology", restarted.logs())
         self.assertEqual(proxy.logs().count("applied topology"), 1)
 
+    def test_every_restart_in_a_row_reconnects_within_1_5_s(self):
+        """Issue 24 #1: the backoff grew across restarts (7.6 s to come back, "retrying in
+        8528 ms") because a stream counted as healthy only after living a second. A stream the
+        controller answered resets it (gRPC's convention), however short: every 1 s outage ends
+        within 1.5 s of the controller being back, the fourth as well as the first."""
+        text = topology_yaml({"a": [self.servers[0].address]})
+        controller = self.start_controller(text)
+        proxy = self.start_proxy(controller)
+        version = self.latest_version(controller)
+        self.wait_version(proxy, version)
+        controller.wait_for_log("ACKed topology %s" % version)
+        port = controller.port
+        took = []
+        # Healthy for a moment only, then longer: neither may leave the backoff grown.
+        for healthy in (0.3, 0.3, 1.5, 0.3, 0.3):
+            time.sleep(healthy)
+            controller.kill()
+            time.sleep(1.0)
+            controller = Controller(text, port=port).start()
+            self.addCleanup(controller.kill)
+            up = time.monotonic()
+            deadline = up + 15
+            while not connected_to(controller) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            took.append(time.monotonic() - up)
+            self.assertTrue(connected_to(controller), proxy.logs()[-2000:])
+        print("\nfive 1 s outages in a row: back %s s after each restart"
+              % ", ".join("%.2f" % t for t in took))
+        self.assertLess(max(took), 1.5, proxy.logs()[-3000:])
+
 
 class SeveralControllersTest(ControllerTestBase):
     """Proxies list several controllers (or a name resolving to several) and move to another

@@ -323,6 +323,7 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         args = c["args"]
         secret = one_secret(mounts, args, "--tls-cert", "--tls-key", "--tls-client-ca")
         controller_cert = issued(secret, "server auth")
+        controller_secret = secret
         self.assertEqual(arg_value(args, "--tls-reload-interval"), "5s")
         allowed = arg_value(args, "--tls-allowed-identities").split(",")
 
@@ -333,7 +334,9 @@ class ChartTest(unittest.TestCase, ManifestChecks):
         secret = one_secret(mounts, args, "--controller-tls-cert", "--controller-tls-key",
                             "--controller-ca")
         proxy_cert = issued(secret, "client auth")
-        self.assertEqual(proxy_cert["spec"]["uris"], allowed)
+        # The proxies, and the replicas (they dial each other with their own certificate).
+        issued(controller_secret, "client auth")
+        self.assertEqual(proxy_cert["spec"]["uris"] + controller_cert["spec"]["uris"], allowed)
         server_name = arg_value(args, "--controller-server-name")
         self.assertIn(server_name, controller_cert["spec"]["dnsNames"])
         self.assertTrue(arg_value(args, "--controller").startswith(server_name + ":"))

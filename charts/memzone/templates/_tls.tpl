@@ -34,10 +34,16 @@ flags in controller.yaml and proxy.yaml point into them. */ -}}
 {{- printf "spiffe://%s/ns/%s/sa/%s-proxy" .Values.tls.certManager.trustDomain .Release.Namespace (include "memzone.fullname" .) -}}
 {{- end -}}
 
+{{- /* The controller replicas' identity (a URI SAN): they dial each other with it to share
+dirty servers, checked like a proxy's. */ -}}
+{{- define "memzone.tls.controllerIdentity" -}}
+{{- printf "spiffe://%s/ns/%s/sa/%s-controller" .Values.tls.certManager.trustDomain .Release.Namespace (include "memzone.fullname" .) -}}
+{{- end -}}
+
 {{- define "memzone.tls.allowedIdentities" -}}
 {{- if .Values.tls.controllerStream.allowedIdentities -}}
 {{- join "," .Values.tls.controllerStream.allowedIdentities -}}
 {{- else if .Values.tls.certManager.enabled -}}
-{{- include "memzone.tls.proxyIdentity" . -}}
+{{- include "memzone.tls.proxyIdentity" . -}},{{- include "memzone.tls.controllerIdentity" . -}}
 {{- end -}}
 {{- end -}}

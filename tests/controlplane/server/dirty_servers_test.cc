@@ -121,6 +121,48 @@ TEST(DirtyServers, ANewStreamWithdrawsConfirmationUntilItApplies) {
   EXPECT_EQ(confirmed(d), generation(d));
 }
 
+// Issue 24: replicas stream their local sets to each other (ReplicaService).
+TEST(DirtyServers, AStreamedReplicaSetReplacesWhatItsLeaseSaid) {
+  DirtyServers d(60s);
+  d.setLeasePeers({{"r2", {"old:1"}}, {"r3", {"c:1"}}});
+  EXPECT_EQ(addresses(d), (std::vector<std::string>{"c:1", "old:1"}));
+  d.streamPeer("r2", 7, {"b:1"});  // r2's own word, fresher than its Lease
+  EXPECT_EQ(addresses(d), (std::vector<std::string>{"b:1", "c:1"}));
+  EXPECT_TRUE(d.local().empty());  // never echoed back as ours
+  d.dropStreamPeer("r2");          // the stream ended: its Lease counts again
+  EXPECT_EQ(addresses(d), (std::vector<std::string>{"c:1", "old:1"}));
+}
+
+TEST(DirtyServers, AReplicaIsAnsweredOnceEveryProxyHereAppliedItsSet) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.applied(1, generation(d));
+  d.streamPeer("r2", 5, {"b:1"});
+  EXPECT_EQ(d.appliedFor("r2"), 0u);  // proxy 1 may still read b:1
+  d.applied(1, generation(d));
+  EXPECT_EQ(d.appliedFor("r2"), 5u);
+  d.streamPeer("r2", 6, {"b:1"});  // same set, newer generation: nothing new to apply
+  EXPECT_EQ(d.appliedFor("r2"), 6u);
+  EXPECT_EQ(d.appliedFor("r3"), 0u);  // not streaming here
+}
+
+TEST(DirtyServers, AReplicaWeStreamToHoldsConfirmationBackUntilItAnswers) {
+  DirtyServers d(60s);
+  d.attach(1);
+  d.linkPeer("r2");
+  d.report("p1", 1, {"a:1"});
+  uint64_t g = generation(d);
+  d.applied(1, g);
+  EXPECT_LT(confirmed(d), g);  // r2's proxies may still read a:1
+  d.peerApplied("r2", g);
+  EXPECT_EQ(confirmed(d), g);
+  d.report("p1", 1, {"a:1", "b:1"});
+  d.applied(1, generation(d));
+  EXPECT_LT(confirmed(d), generation(d));
+  d.unlinkPeer("r2");  // the stream ended: it holds nothing back
+  EXPECT_EQ(confirmed(d), generation(d));
+}
+
 TEST(DirtyServers, AppliedBeyondTheCurrentGenerationIsIgnored) {
   DirtyServers d(60s);
   d.attach(1);
