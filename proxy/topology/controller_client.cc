@@ -210,10 +210,18 @@ std::vector<std::pair<std::string, std::string>> ControllerClient::resolveAll() 
   return out;
 }
 
+namespace {
+constexpr auto kFlatBackoff = std::chrono::seconds(2);
+}  // namespace
+
 void ControllerClient::run() {
   std::minstd_rand rng(std::random_device{}());
   uint32_t backoff_ms = 0;
   size_t failures = 0;  // failed attempts in this round
+  // When the current outage began: for its first kFlatBackoff the retries stay at the
+  // initial backoff, so a short outage (a controller restart) ends within one of them of the
+  // controller's return, however loaded the machine (issue 24: <= 1.5 s after a 1 s outage).
+  std::chrono::steady_clock::time_point outage_started{};
   std::vector<std::pair<std::string, std::string>> addresses;
   size_t next = 0;
   bool first_round = true;
@@ -221,9 +229,12 @@ void ControllerClient::run() {
     if (addresses.empty() || failures >= addresses.size()) {
       if (failures > 0) {
         // Every address failed (or none resolved): back off before the next round.
-        // gRPC's connection backoff shape: x1.6 per failed round.
-        backoff_ms = backoff_ms == 0 ? options_.initial_backoff_ms
-                                     : std::min(backoff_ms * 8 / 5, options_.max_backoff_ms);
+        // gRPC's connection backoff shape: x1.6 per failed round, after a flat start.
+        auto now = std::chrono::steady_clock::now();
+        if (backoff_ms == 0) outage_started = now;
+        backoff_ms = backoff_ms == 0 || now - outage_started < kFlatBackoff
+                         ? options_.initial_backoff_ms
+                         : std::min(backoff_ms * 8 / 5, options_.max_backoff_ms);
         uint32_t spread = backoff_ms / 5;
         uint32_t delay = backoff_ms - spread + (spread ? rng() % (2 * spread + 1) : 0);
         ops::logEvent(ops::LogLevel::kWarn, std::string("controller-retry"),
