@@ -6,43 +6,10 @@
 
 #include "proxy/protocol/base64.h"
 #include "proxy/protocol/memcached_syntax.h"
+#include "proxy/protocol/text_commands.h"
 
 namespace memzone::protocol {
 namespace {
-
-// How each text command is sent (the reply side: client_reply.cc, kTextReplies).
-//   verb, the flags it always carries, and which of the text arguments become flags.
-struct TextToMeta {
-  Command command;
-  std::string_view verb;
-  std::string_view fixed;  // flags before the arguments
-  bool flags_exptime;      // storage: F<flags> T<exptime> from the text arguments
-  bool cas;                // C<cas unique>
-  bool exptime_flag;       // touch: T<exptime>
-  bool delta;              // incr/decr: D<delta>
-};
-constexpr TextToMeta kTextToMeta[] = {
-    // Retrievals go key by key (encodeKeyRead): get "v f", gets "v f c", gat "v f T", gats
-    // "v f c T".
-    {Command::kSet, "ms", "", true, false, false, false},
-    {Command::kAdd, "ms", " ME", true, false, false, false},
-    {Command::kReplace, "ms", " MR", true, false, false, false},
-    // memcached's append/prepend ignore the text flags and exptime: so does the translation.
-    {Command::kAppend, "ms", " MA", false, false, false, false},
-    {Command::kPrepend, "ms", " MP", false, false, false, false},
-    {Command::kCas, "ms", "", true, true, false, false},
-    {Command::kDelete, "md", "", false, false, false, false},
-    {Command::kIncr, "ma", " v", false, false, false, true},
-    {Command::kDecr, "ma", " v MD", false, false, false, true},
-    {Command::kTouch, "mg", "", false, false, true, false},
-};
-
-const TextToMeta* textMapping(Command command) {
-  // The table is in Command order from kSet: one index, no search.
-  size_t i = static_cast<size_t>(command) - static_cast<size_t>(Command::kSet);
-  if (command < Command::kSet || i >= std::size(kTextToMeta)) return nullptr;
-  return kTextToMeta[i].command == command ? &kTextToMeta[i] : nullptr;
-}
 
 template <typename T>
 void appendNumber(T value, ByteBuffer& out) {
@@ -89,7 +56,7 @@ class Line {
   char* p_ = buf_;
 };
 
-void encodeText(const TextToMeta& m, const Request& r, std::string_view opaque, ByteBuffer& out,
+void encodeText(const TextCommand& m, const Request& r, std::string_view opaque, ByteBuffer& out,
                 bool drop_cas) {
   const auto& t = r.tokens;
   const bool storage = r.length_token != 0;
@@ -225,7 +192,7 @@ void encodeBackendRequest(const Request& request, std::string_view opaque, ByteB
   if (isRetrieval(request.command)) {
     encodeKeyRead(request.command, request.first_key == 2 ? request.tokens[1] : "", request.key(),
                   opaque, out);
-  } else if (const TextToMeta* m = textMapping(request.command)) {
+  } else if (const TextCommand* m = textCommand(request.command)) {
     encodeText(*m, request, opaque, out, false);
   } else if (request.command == Command::kMetaDebug) {
     out.append("me ");
@@ -246,7 +213,7 @@ void encodeBackendRequest(const Request& request, std::string_view opaque, ByteB
 }
 
 void encodeBackendCopyWithoutCas(const Request& request, std::string_view opaque, ByteBuffer& out) {
-  if (const TextToMeta* m = textMapping(request.command)) {
+  if (const TextCommand* m = textCommand(request.command)) {
     encodeText(*m, request, opaque, out, true);
   } else {
     encodeMeta(request, opaque, out, true);

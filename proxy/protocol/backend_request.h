@@ -1,7 +1,7 @@
 // The requests the proxy sends to memcached: always meta commands it encodes itself from what
 // it parsed and verified, each ending in the connection's opaque (backend_reply.h says why).
-// Text commands are translated here, by one table (kTextToMeta in the .cc): the reply side of
-// the same table is client_reply.cc. Client meta commands keep their flags except `O` and
+// Text commands are translated here by one table (text_commands.h), whose reply side
+// client_reply.cc reads. Client meta commands keep their flags except `O` and
 // `k`, which the proxy applies itself; a quiet one (`q`) is followed by `mn` (the backend
 // connection expects its reply or the MN alone). Pure.
 #pragma once

@@ -3,28 +3,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "proxy/protocol/text_commands.h"
+
 namespace memzone::protocol {
 namespace {
-
-// How each text command's meta reply reads in text (the request side: backend_request.cc,
-// kTextToMeta). Empty: that meta code cannot answer the command (an invalid reply).
-struct TextReplies {
-  Command command;
-  std::string_view hd, en, nf, ns, ex;
-};
-constexpr TextReplies kTextReplies[] = {
-    {Command::kSet, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kAdd, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kReplace, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kAppend, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kPrepend, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kCas, "STORED\r\n", "", "NOT_FOUND\r\n", "NOT_STORED\r\n", "EXISTS\r\n"},
-    {Command::kDelete, "DELETED\r\n", "", "NOT_FOUND\r\n", "", "EXISTS\r\n"},
-    // incr/decr: VA carries the new value, written as a line of its own.
-    {Command::kIncr, "", "", "NOT_FOUND\r\n", "NOT_FOUND\r\n", "EXISTS\r\n"},
-    {Command::kDecr, "", "", "NOT_FOUND\r\n", "NOT_FOUND\r\n", "EXISTS\r\n"},
-    {Command::kTouch, "TOUCHED\r\n", "NOT_FOUND\r\n", "", "", ""},
-};
 
 void appendLine(std::string_view line, ByteBuffer& out) {
   out.append(line);
@@ -41,8 +23,8 @@ void appendText(const ClientForm& form, const BackendReply& r, ByteBuffer& out) 
                      out, "\r\nEND\r\n");
     return;
   }
-  for (const TextReplies& t : kTextReplies) {
-    if (t.command != form.command) continue;
+  if (const TextCommand* row = textCommand(form.command)) {
+    const TextCommand& t = *row;
     switch (r.code) {
       case ReplyCode::kHit:
         out.append(r.value);  // incr/decr
@@ -79,7 +61,7 @@ void appendMetaFlags(const ClientForm& form, const BackendReply& r, ByteBuffer& 
   for (std::string_view rest = client; !rest.empty();) {
     size_t sp = rest.find(' ');
     std::string_view token = rest.substr(0, sp);
-    if (token == "b" || (!token.empty() && token[0] == 'b')) base64 = true;
+    if (!token.empty() && token[0] == 'b') base64 = true;
     rest.remove_prefix(sp == std::string_view::npos ? rest.size() : sp + 1);
   }
   while (!client.empty()) {
@@ -96,8 +78,9 @@ void appendMetaFlags(const ClientForm& form, const BackendReply& r, ByteBuffer& 
       if (base64) out.append(" b");
     } else if (!backend.empty() && backend[0] == token[0]) {
       size_t bsp = backend.find(' ');
+      std::string_view flag = bsp == std::string_view::npos ? backend : backend.substr(0, bsp);
       out.append(' ');
-      out.append(backend.substr(0, bsp));
+      out.append(flag);
       backend.remove_prefix(bsp == std::string_view::npos ? backend.size() : bsp + 1);
     }
   }

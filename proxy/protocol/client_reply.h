@@ -1,7 +1,7 @@
 // The client's reply, written from a verified backend reply (backend_reply.h) in the protocol
-// and form the client asked in: text replies for text commands (the reply side of
-// backend_request.cc's table, kTextReplies), meta replies with the client's own opaque and
-// key (in the encoding the client used) put back where memcached would print them. Pure.
+// and form the client asked in: text replies for text commands (text_commands.h, the table
+// backend_request.cc sends by), meta replies with the client's own opaque and key (in the
+// encoding the client used) put back where memcached would print them. Pure.
 #pragma once
 
 #include <string_view>
