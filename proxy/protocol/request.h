@@ -20,17 +20,13 @@ struct Request {
   size_t first_key = 1;                  // index in `tokens` of the first key (2 for gat/gats)
   size_t key_count = 0;   // number of keys (more than one only for retrieval commands)
   std::string_view data;  // value bytes of a storage command or ms, without the trailing \r\n
-  // The two bytes after the value as received (normally \r\n): forwarded as they are, since
-  // memcached reads them whatever they are and answers "bad data chunk" itself.
+  // The two bytes after the value as received: anything but \r\n is a bad data chunk, which
+  // the parser answers (memcached stores nothing either).
   std::string_view data_terminator;
   size_t length_token = 0;  // storage/ms: index of the value-length token
-  // The raw bytes are not what the proxy forwards (a NUL, a control byte, a bare \n, a length
-  // memcached reads through a C quirk): the encoder rebuilds the request from `tokens`, so the
-  // server reads exactly the tokens and length the proxy read.
-  bool rebuild = false;
   bool noreply = false;  // text protocol `noreply` (the proxy strips it and drops the reply)
-  // Meta protocol `q`: forwarded as is; memcached may then send no reply at all, which the
-  // backend connection learns from a fence right behind the request.
+  // Meta protocol `q`: sent on with an `mn` behind it; memcached may then send no reply, which
+  // the backend connection learns from the MN (backend_connection.h).
   bool quiet = false;
 
   std::string_view key(size_t i = 0) const { return tokens[first_key + i]; }

@@ -59,22 +59,8 @@ bool lastTokenIsNoreply(const Request& r) {
   return r.tokens[memcachedTokenCount(r) - 2] == "noreply";
 }
 
-// Forwarding the bytes as received is safe only when they hold nothing memcached reads
-// through a quirk: the line ends in \r\n and has no NUL and no control byte.
-bool needsRebuild(std::string_view input, size_t line_end, std::string_view visible) {
-  if (line_end == 0 || input[line_end - 1] != '\r' || visible.size() != line_end - 1) return true;
-  for (char c : visible) {
-    if (static_cast<unsigned char>(c) < 0x20) return true;
-  }
-  return false;
-}
-
-// The value length as plain digits, the way the proxy writes it when it rebuilds a request.
-bool isPlainLength(std::string_view token, int32_t value) {
-  char digits[16];
-  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
-  return ec == std::errc() && token == std::string_view(digits, end - digits);
-}
+// What the proxy's backend line may add to the client's tokens: " O" and 8 hex digits.
+constexpr size_t kBackendLineExtra = 16;
 
 // Bytes of the line the encoder rebuilds (an upper bound: the length token may shrink).
 size_t canonicalLineLength(const Request& r) {
@@ -144,7 +130,6 @@ ParseResult RequestParser::parse(std::string_view input, Request& out, size_t* s
   out.data = {};
   out.data_terminator = {};
   out.length_token = 0;
-  out.rebuild = needsRebuild(input, line_end, out.line);
   out.noreply = false;
   out.quiet = false;
   out.first_key = 1;
@@ -170,13 +155,13 @@ ParseResult RequestParser::parse(std::string_view input, Request& out, size_t* s
                   : out.command == Command::kMetaSet ? parseMetaSet(input, consumed, out)
                   : isMeta(out.command)              ? parseMetaLine(consumed, out)
                                                      : parseOther(consumed, out);
-  if (r.status == ParseStatus::kOk && consumed > mc::kMaxLineWithoutNewline) {
+  if (r.status == ParseStatus::kOk && consumed + kBackendLineExtra > mc::kMaxLineWithoutNewline) {
     // memcached hangs up on a line over 2048 bytes that straddles two of its reads (only
-    // get/gets may grow), and on a shared connection our line may straddle anything: long
-    // lines go out rebuilt (single spaces); one still too long is answered here. Multi-key
-    // retrievals are split by the proxy into short lines anyway.
-    out.rebuild = true;
-    if (!isRetrieval(out.command) && canonicalLineLength(out) > mc::kMaxLineWithoutNewline) {
+    // get/gets may grow), and on a shared connection our line may straddle anything: the
+    // backend line is the proxy's (single spaces, plus its opaque), and a request whose line
+    // would still be too long is answered here. Retrievals go key by key anyway.
+    if (!isRetrieval(out.command) &&
+        canonicalLineLength(out) + kBackendLineExtra > mc::kMaxLineWithoutNewline) {
       return invalid(r.consumed, errors::kLineTooLong);
     }
   }
@@ -225,7 +210,6 @@ ParseResult RequestParser::parseStorage(std::string_view input, size_t consumed,
   if (bytes < 0 || bytes > INT_MAX - 2) return invalid(consumed, bad_format);
   out.length_token = 4;
   // A length memcached reads through a quirk ("+5", "\t5", 2^32 + 5) is sent as plain digits.
-  if (!isPlainLength(t[4], bytes)) out.rebuild = true;
   ParseResult r = withData(input, consumed, static_cast<size_t>(bytes),
                            out.noreply ? "" : errors::kTooLarge, out);
   if (r.status == ParseStatus::kTooLarge) r.deletes_key = out.command == Command::kSet;
@@ -280,7 +264,6 @@ ParseResult RequestParser::parseMetaSet(std::string_view input, size_t consumed,
   out.key_count = 1;
   out.length_token = 2;
   out.quiet = meta::hasQuietFlag(t, 3);
-  if (!isPlainLength(t[2], bytes)) out.rebuild = true;
   ParseResult r = withData(input, consumed, static_cast<size_t>(bytes), errors::kTooLarge, out);
   if (r.status == ParseStatus::kTooLarge) {
     // Errors memcached finds in the flags come first (and are always answered, q or not);

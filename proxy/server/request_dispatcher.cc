@@ -40,7 +40,7 @@ ClientRequest* RequestDispatcher::deleteForTooLarge(const protocol::Request& req
   del.key_count = 1;
   del.data = del.data_terminator = {};
   del.length_token = 0;
-  del.rebuild = del.noreply = del.quiet = false;
+  del.noreply = del.quiet = false;
   ClientRequest* r = dispatch(del, owner);
   r->overrideReply(reply);
   return r;
