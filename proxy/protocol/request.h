@@ -24,7 +24,7 @@ struct Request {
   // the parser answers (memcached stores nothing either).
   std::string_view data_terminator;
   size_t length_token = 0;  // storage/ms: index of the value-length token
-  bool noreply = false;  // text protocol `noreply` (the proxy strips it and drops the reply)
+  bool noreply = false;     // text protocol `noreply` (the proxy strips it and drops the reply)
   // Meta protocol `q`: sent on with an `mn` behind it; memcached may then send no reply, which
   // the backend connection learns from the MN (backend_connection.h).
   bool quiet = false;
