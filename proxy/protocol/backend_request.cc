@@ -105,8 +105,8 @@ void encodeText(const TextCommand& m, const Request& r, std::string_view opaque,
 }
 
 // A client meta command: its tokens, less O (the proxy's own goes last) and k (the proxy
-// writes the key into the reply), and less C for `drop_cas`. An opaque too long for memcached
-// stays and the proxy's is left out: memcached refuses the request as it would have. A quiet
+// writes the key into the reply), and less C for `drop_cas`. One memcached refuses for its
+// O or k (metaForwardedAsWritten) goes as written, without the proxy's opaque. A quiet
 // request (q) is followed by `mn`: memcached decides what quiet mode leaves unsaid, and the MN
 // proves the silence.
 void encodeMeta(const Request& r, std::string_view opaque, ByteBuffer& out, bool drop_cas) {
@@ -115,14 +115,14 @@ void encodeMeta(const Request& r, std::string_view opaque, ByteBuffer& out, bool
   out.append(' ');
   out.append(t[1]);
   size_t first = firstMetaFlag(r.command);
-  const bool refused = metaOpaqueTooLong(r);
+  const bool refused = metaForwardedAsWritten(r);
   if (r.command == Command::kMetaSet) {
     out.append(' ');
     appendNumber(r.data.size(), out);
   }
   for (size_t i = first; i < t.size(); ++i) {
     char flag = t[i][0];
-    if ((flag == 'O' && !refused) || flag == 'k' || (drop_cas && flag == 'C')) continue;
+    if (((flag == 'O' || flag == 'k') && !refused) || (drop_cas && flag == 'C')) continue;
     out.append(' ');
     out.append(t[i]);
   }
@@ -161,12 +161,25 @@ OpaqueToken makeOpaqueToken(uint32_t opaque) {
   return token;
 }
 
-bool metaOpaqueTooLong(const Request& request) {
+bool metaForwardedAsWritten(const Request& request) {
   if (!isMeta(request.command) || request.command == Command::kMetaDebug) return false;
+  int opaques = 0;
+  int keys = 0;
   for (size_t i = firstMetaFlag(request.command); i < request.tokens.size(); ++i) {
-    if (request.tokens[i][0] == 'O' && request.tokens[i].size() > mc::kMetaMaxOpaque) return true;
+    const std::string_view t = request.tokens[i];
+    if (t[0] == 'O' && (t.size() > mc::kMetaMaxOpaque || ++opaques > 1)) return true;
+    if (t[0] == 'k' && ++keys > 1) return true;
   }
   return false;
+}
+
+size_t backendMetaTokens(const Request& request) {
+  size_t n = request.tokens.size() + 1;
+  for (size_t i = firstMetaFlag(request.command); i < request.tokens.size(); ++i) {
+    const char flag = request.tokens[i][0];
+    n -= flag == 'O' || flag == 'k';
+  }
+  return n;
 }
 
 std::string_view placementKey(const Request& request, std::string& scratch) {

@@ -46,9 +46,14 @@ void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, Byte
 void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, std::string_view opaque, ByteBuffer& out);
 
-// A meta request whose opaque memcached refuses (over 32 bytes): it goes as the client sent
-// it, without the proxy's opaque, and only an error line may answer it (ReplyKind::kRefusal).
-bool metaOpaqueTooLong(const Request& request);
+// A meta request memcached refuses before it does anything, for what the proxy would
+// otherwise take out of it: an opaque over 32 bytes, or a duplicate O or k flag. It goes as
+// the client wrote it, without the proxy's opaque, and only an error line may answer it
+// (ReplyKind::kRefusal).
+bool metaForwardedAsWritten(const Request& request);
+// Tokens of the meta line the proxy sends for `request` (not counting memcached's terminal
+// token): the client's, less its O and k, plus the proxy's O.
+size_t backendMetaTokens(const Request& request);
 // The bytes memcached stores as the request's key, which place it on the ring and route it:
 // a meta `b` key decoded (into `scratch`), any other key as written.
 std::string_view placementKey(const Request& request, std::string& scratch);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/client_errors.h"
 #include "proxy/protocol/memcached_syntax.h"
 #include "proxy/protocol/meta_flags.h"
@@ -57,6 +58,14 @@ size_t memcachedTokenCount(const Request& r) {
 // set_noreply_maybe: the last token memcached saw is exactly "noreply".
 bool lastTokenIsNoreply(const Request& r) {
   return r.tokens[memcachedTokenCount(r) - 2] == "noreply";
+}
+
+// The proxy's backend line has the client's flags less O and k, plus its own O: a request at
+// memcached's token limit with neither would go over it, and memcached would then refuse it
+// without reading its value (an ms value read as commands on the shared connection). The
+// proxy refuses it itself, with memcached's words, the value read as the client meant it.
+bool backendLineOverflows(const Request& r) {
+  return !metaForwardedAsWritten(r) && backendMetaTokens(r) + 1 > mc::kMetaMaxTokens;
 }
 
 // What the proxy's backend line may add to the client's tokens: " O" and 8 hex digits.
@@ -276,6 +285,12 @@ ParseResult RequestParser::parseMetaSet(std::string_view input, size_t consumed,
       r.deletes_key = true;
     }
   }
+  if (r.status == ParseStatus::kOk && backendLineOverflows(out)) {
+    // The value is read as memcached would read it for the client's own line (a value), and
+    // an error memcached would have found in that line is the one answered.
+    std::string_view flag_error = meta::setFlagError(t);
+    return invalid(r.consumed, flag_error.empty() ? errors::kMetaFlagsTooLong : flag_error);
+  }
   if (r.status == ParseStatus::kOk && out.data_terminator != "\r\n") {
     std::string_view flag_error = meta::setFlagError(t);
     if (!flag_error.empty()) return invalid(r.consumed, flag_error);
@@ -310,6 +325,10 @@ ParseResult RequestParser::parseMetaLine(size_t consumed, Request& out) const {
       }
       out.key_count = 1;
       out.quiet = meta::hasQuietFlag(t, 2);
+      if (backendLineOverflows(out)) {
+        return invalid(consumed, out.command == Command::kMetaGet ? errors::kMetaGetFlagsTooLong
+                                                                  : errors::kMetaFlagsTooLong);
+      }
       return ok(consumed);
   }
 }

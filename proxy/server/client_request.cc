@@ -60,7 +60,7 @@ void ClientRequest::keepForm(const protocol::Request& request) {
     wire_key_length_ = static_cast<uint32_t>(key.size());
     return;
   }
-  refusal_ = protocol::metaOpaqueTooLong(request);
+  refusal_ = protocol::metaForwardedAsWritten(request);
   // keys_ holds the key as memcached stores it (keyAt(0): placement); for a b key then the
   // key as the client wrote it and " b" (its wire form); then a meta request's flags: one
   // buffer, one charge to move.

@@ -240,7 +240,7 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   bool sending_ = false;       // a send loop is running: replies that arrive at once wait
   bool override_ = false;      // overrideReply(): reply_ is final
   bool confirming_ = false;    // kWrite: the reply waits for dirty_confirmation.h
-  bool refusal_ = false;       // memcached must refuse it (metaOpaqueTooLong)
+  bool refusal_ = false;       // memcached must refuse it (metaForwardedAsWritten)
   bool oversized_ = false;     // kMultiGet: its values outgrew maxReplyBytes()
   bool changes_ttl_ = false;   // gat, gats, mg T: the TTL change is copied (ttl_copy.h)
   int32_t ttl_ = 0;

@@ -169,6 +169,60 @@ class ReplyIsolationTest(unittest.TestCase):
             self.assertTrue(reply.startswith(b"ME " + b64(raw) + b" exp="), reply)
 
 
+class ProxyAddedTokensTest(unittest.TestCase):
+    """What the proxy adds to or takes from a client's meta line must not change how
+    memcached reads it (found by an adversarial review)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.a = Memcached().start()
+        cls.b = Memcached().start()
+        cls.proxy = Proxy(topology({"a": [cls.a.address], "b": [cls.b.address]},
+                                   replication="{ wait: all }"), zone="a").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.a.kill()
+        cls.b.kill()
+
+    def test_an_ms_at_the_token_limit_never_runs_its_value_as_commands(self):
+        """19 tokens are fine to memcached; with the proxy's opaque they would be 20, which
+        memcached refuses without reading the value: `flush_all` (or `set stolen 0 0 N`,
+        which would capture the next client's request) would run on the shared connection."""
+        with self.proxy.client() as c:
+            self.assertEqual(c.request(b"set victim 0 0 6\r\nsecret\r\n"), b"STORED\r\n")
+            flags = b"T0 F0 N0 R0 J0 D0 l P L s t f v h u MS"  # 16 distinct: 19 tokens
+            for value in (b"flush_all", b"set stolen 0 0 40"):
+                reply = c.request(b"ms x %d %s\r\n%s\r\n" % (len(value), flags, value))
+                self.assertEqual(reply, b"CLIENT_ERROR options flags too long\r\n")
+            self.assertEqual(c.request(b"get victim\r\n"), b"VALUE victim 0 6\r\nsecret\r\nEND\r\n")
+            self.assertEqual(c.request(b"mg x " + flags + b" v\r\n"),
+                             b"CLIENT_ERROR options flags are too long\r\n")
+            # With an O (or k) for the proxy to take out, the same count fits.
+            self.assertEqual(c.request(b"ms y 1 %s O1\r\nz\r\n" % b" ".join(flags.split()[:15])),
+                             b"HD O1\r\n")
+            # Duplicates at the limit: memcached's own answer for the client's line.
+            self.assertEqual(c.request(b"ms y 1 %s\r\nz\r\n" % b" ".join([b"T0"] * 16)),
+                             b"CLIENT_ERROR duplicate flag\r\n")
+        for mc in (self.a, self.b):
+            with mc.client() as direct:
+                self.assertEqual(direct.request(b"get victim\r\n"),
+                                 b"VALUE victim 0 6\r\nsecret\r\nEND\r\n")
+                self.assertEqual(direct.request(b"get stolen\r\n"), b"END\r\n")
+
+    def test_duplicate_o_or_k_is_refused_as_memcached_refuses_it(self):
+        with self.proxy.client() as c:
+            self.assertEqual(c.request(b"set s 0 0 2\r\nab\r\n"), b"STORED\r\n")
+            self.assertEqual(c.request(b"ms s 2 O1 O2\r\nzz\r\n"), b"CLIENT_ERROR duplicate flag\r\n")
+            self.assertEqual(c.request(b"ms s 2 k k MA\r\nyy\r\n"), b"CLIENT_ERROR duplicate flag\r\n")
+            self.assertEqual(c.request(b"md s k k\r\n"), b"CLIENT_ERROR invalid or duplicate flag\r\n")
+            self.assertEqual(c.request(b"mg s O1 O2 v\r\n"), b"CLIENT_ERROR duplicate flag\r\n")
+        for mc in (self.a, self.b):
+            with mc.client() as direct:
+                self.assertEqual(direct.request(b"get s\r\n"), b"VALUE s 0 2\r\nab\r\nEND\r\n")
+
+
 class HealthIsTheServersTest(unittest.TestCase):
     def test_desyncs_reopen_the_connection_but_never_mark_the_server_down(self):
         """A backend that answers one request with garbage breaks the stream: that
