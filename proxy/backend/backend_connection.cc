@@ -455,6 +455,8 @@ void BackendConnection::closeSocket() {
   timer_.cancel();
   input_.clear();
   output_.clear();
+  // A new stream, a new random start: an opaque seen on the old one tells nothing of these.
+  next_opaque_ = randomOpaqueBase();
   while (!request_ends_.empty()) request_ends_.pop_front();
   last_end_ = 0;
   reconnect_ = false;

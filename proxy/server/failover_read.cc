@@ -9,6 +9,7 @@
 // another zone may be repaired into the local zone. During a churn window (window_reads.h) a
 // miss on the local zone is read from the key's previous owner and the other zones too.
 #include "proxy/protocol/backend_request.h"
+#include "proxy/protocol/client_errors.h"
 #include "proxy/server/client_request.h"
 #include "proxy/server/proxy_stats.h"
 #include "proxy/server/read_repair.h"
@@ -135,7 +136,10 @@ void ClientRequest::finishRead(uint32_t answer) {
       repair(*pool_view_, keyAt(0), wireKey(), c.server, window_read_,
              c.attempt == kPreviousOwnerAttempt);
     }
-    if (!protocol::isErrorCode(c.code)) {
+    // memcached applies an mg's T before it refuses a too-long opaque (such a request goes
+    // as written): the TTL changed there, so it changes in the other zones too.
+    if (!protocol::isErrorCode(c.code) ||
+        (refusal_ && c.reply.view() == protocol::errors::kMetaOpaqueTooLong)) {
       uint32_t zone = c.attempt == kPreviousOwnerAttempt ? pool_view_->local_zone
                                                          : zoneForAttempt(*pool_view_, c.attempt);
       copyTtl(*pool_view_, keyAt(0), wireKey(), zone);

@@ -48,6 +48,17 @@ class TtlReadsTest(unittest.TestCase):
                            "zone b's TTL of %s follows %r" % (key, read))
                 self.assertTrue(want - 5 <= ttl_in(self.a, key) <= want)
 
+    def test_an_mg_t_memcached_refuses_for_its_opaque_still_changes_every_zone(self):
+        """memcached sets the TTL before it refuses an opaque over 32 bytes (review finding):
+        the other zones follow, so the zones do not diverge."""
+        with self.proxy.client() as c:
+            self.assertEqual(c.request(b"set gr 0 0 1\r\nx\r\n"), b"STORED\r\n")
+            wait_until(lambda: ttl_in(self.b, b"gr") == -1, 5, "the set copied")
+            self.assertEqual(c.request(b"mg gr T90 v O" + b"x" * 33 + b"\r\n"),
+                             b"CLIENT_ERROR opaque token too long\r\n")
+        wait_until(lambda: ttl_in(self.b, b"gr") is not None and 85 <= ttl_in(self.b, b"gr") <= 90,
+                   5, "zone b's TTL follows the refused mg T90")
+
     def test_gat_that_expires_an_item_expires_it_everywhere(self):
         with self.proxy.client() as c:
             self.assertEqual(c.request(b"set gx 0 0 1\r\nx\r\n"), b"STORED\r\n")
