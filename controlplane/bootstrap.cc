@@ -250,7 +250,8 @@ int runController(const ControllerOptions& options) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 4000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // Thousands of connections carrying a few KiB now and then: no bandwidth-delay probing
-  // (a ping per message received), small read buffers.
+  // (a ping per message received), small read buffers. gRPC 1.51 (Debian bookworm's) reads
+  // into 8 KiB slices whatever the chunk sizes say (measured, bench/RESULTS.md).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 4096);
   builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 65536);
