@@ -52,12 +52,6 @@ bool parseLength(std::string_view token, size_t& out) {
   return ec == std::errc() && ptr == token.data() + token.size() && out <= (size_t{1} << 31);
 }
 
-bool parseOpaque(std::string_view token, uint32_t& out) {
-  if (token.size() != 9 || token[0] != 'O') return false;
-  auto [ptr, ec] = std::from_chars(token.data() + 1, token.data() + 9, out, 16);
-  return ec == std::errc() && ptr == token.data() + 9;
-}
-
 struct MetaHead {
   std::string_view text;
   ReplyCode code;
@@ -122,6 +116,7 @@ ReplyStatus parseMeta(std::string_view input, uint32_t opaque, BackendReply& out
   if (!rest.starts_with(' ')) return ReplyStatus::kInvalid;
   const OpaqueToken expected = makeOpaqueToken(opaque);
   const std::string_view token = expected.view();
+  const std::string_view token_text = token;
   if (rest.size() > token.size() && rest.ends_with(token) &&
       rest[rest.size() - token.size() - 1] == ' ') {
     // " <flags> O...", or " O..." alone.
@@ -145,12 +140,14 @@ ReplyStatus parseMeta(std::string_view input, uint32_t opaque, BackendReply& out
     size_t end = sp == std::string_view::npos ? rest.size() : sp;
     std::string_view token = rest.substr(pos, end - pos);
     if (token.empty()) return ReplyStatus::kInvalid;
-    uint32_t value = 0;
-    if (!found && parseOpaque(token, value)) {
-      if (value != opaque) return ReplyStatus::kInvalid;
+    if (!found && token == token_text) {
       found = true;
       out.flags = rest.substr(flags_begin, pos > flags_begin ? pos - 1 - flags_begin : 0);
       out.trailer = end < rest.size() ? rest.substr(end + 1) : std::string_view{};
+    } else if (token[0] == 'O') {
+      // No other opaque can be in a reply: the client's is never sent on (another request's,
+      // or ours spelled otherwise, means the reply is not this request's).
+      return ReplyStatus::kInvalid;
     } else if (found &&
                !(token.size() == 1 && (token[0] == 'W' || token[0] == 'X' || token[0] == 'Z'))) {
       return ReplyStatus::kInvalid;

@@ -202,6 +202,17 @@ bool hasMetaFlag(const Request& request, char flag) {
 }
 
 void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out) {
+  switch (request.command) {
+    case Command::kMetaNoop:
+    case Command::kVersion:
+    case Command::kVerbosity:
+    case Command::kStats:
+    case Command::kQuit:
+    case Command::kUnknown:
+      return;  // answered by the proxy, never sent
+    default:
+      break;
+  }
   if (isRetrieval(request.command)) {
     encodeKeyRead(request.command, request.first_key == 2 ? request.tokens[1] : "", request.key(),
                   opaque, out);

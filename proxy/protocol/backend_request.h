@@ -28,7 +28,8 @@ OpaqueToken makeOpaqueToken(uint32_t opaque);
 // forms cannot be confused.
 
 // The client's request, for one backend. A multi-key retrieval is sent key by key
-// (encodeKeyRead); everything else with this.
+// (encodeKeyRead); everything else with this, except what the proxy answers itself (mn,
+// version, verbosity, stats, quit), for which it writes nothing.
 void encodeBackendRequest(const Request& request, std::string_view opaque, ByteBuffer& out);
 // A cas (text cas, or a meta ms/md/ma with C) that succeeded in the local zone, copied to the
 // other zones without its compare: a plain set (ms), delete, or arithmetic.
