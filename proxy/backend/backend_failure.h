@@ -12,7 +12,7 @@ enum class BackendFailure : uint8_t {
   kConnectFailed,   // connect() refused or unreachable
   kConnectTimeout,  // connect() did not complete within the connect timeout
   kDisconnected,    // the server closed the connection or a read/write failed
-  kDesync,  // replies out of step with requests (extra, missing, wrong shape, garbage, bad fence)
+  kDesync,  // replies out of step with requests (extra, missing, wrong shape or opaque, garbage)
   kMarkedDown,    // failed fast: the server is marked down after repeated failures
   kQueueFull,     // failed fast: too many requests already queued on the connection
   kRemoved,       // the server left the topology before answering
