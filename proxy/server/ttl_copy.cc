@@ -2,35 +2,16 @@
 
 #include <string>
 
+#include "proxy/server/background_request.h"
+
 namespace memzone::server {
 namespace {
 
-class TtlCopy final : public backend::ReplySink {
- public:
-  TtlCopy(backend::BackendRegistry& registry, backend::TopologyView* view,
-          backend::BackendServer* server, std::string_view wire_key)
-      : registry_(registry), view_(view), server_(server), wire_key_(wire_key) {
-    registry_.pin(view_);
-  }
-  ~TtlCopy() override { registry_.unpin(view_); }
-
-  void onBackendReply(uint32_t, const protocol::BackendReply& reply) override {
-    // HD: changed; EN: nothing there to change. A refusal (CLIENT_ERROR) is the local zone's
-    // too; only a server error leaves the copy unknown.
-    if (reply.code == protocol::ReplyCode::kServerError) server_->invalidate(wire_key_);
-    delete this;
-  }
-  void onBackendFailure(uint32_t, backend::BackendFailure failure) override {
-    if (failure != backend::BackendFailure::kRemoved) server_->invalidate(wire_key_);
-    delete this;
-  }
-
- private:
-  backend::BackendRegistry& registry_;
-  backend::TopologyView* view_;  // pinned: server_ lives as long as we do
-  backend::BackendServer* server_;
-  std::string wire_key_;
-};
+// HD: changed; EN: nothing there to change. A refusal (CLIENT_ERROR) is the answering zone's
+// too; only a server error leaves the copy unknown.
+bool ttlSettled(const protocol::BackendReply& reply) {
+  return reply.code != protocol::ReplyCode::kServerError;
+}
 
 }  // namespace
 
@@ -51,7 +32,7 @@ void copyTtlToZone(backend::BackendRegistry& registry, backend::TopologyView* vi
   out.append(" ");
   out.append(server->opaque().view());
   out.append("\r\n");
-  server->commit(new TtlCopy(registry, view, server, wire_key), 0);
+  server->commit(new BackgroundRequest(registry, view, server, wire_key, &ttlSettled), 0);
 }
 
 }  // namespace memzone::server

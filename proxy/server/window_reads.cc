@@ -3,6 +3,7 @@
 #include <string>
 
 #include "proxy/protocol/backend_request.h"
+#include "proxy/server/background_request.h"
 
 namespace memzone::server {
 namespace {
@@ -24,37 +25,11 @@ backend::BackendServer* previousOwner(const backend::ZoneView& zv, std::string_v
   return old == zv.servers[now_index] ? nullptr : old;
 }
 
-// A delete sent to a previous owner; nobody waits for it. One that fails (or is answered
-// with an error) may have left the old value there, for a migration read or a later ring
-// change to serve: the key is queued as an invalidation, so the server is not read until the
-// delete is replayed (as a failed write copy is, replicated_write.cc). Hence the key is kept:
-// one small heap object per delete, sent only inside migration windows.
-class PreviousOwnerDelete final : public backend::ReplySink {
- public:
-  PreviousOwnerDelete(backend::BackendRegistry& registry, backend::TopologyView* view,
-                      backend::BackendServer* server, std::string_view key)
-      : registry_(registry), view_(view), server_(server), key_(key) {
-    registry_.pin(view_);
-  }
-  ~PreviousOwnerDelete() override { registry_.unpin(view_); }
-  void onBackendReply(uint32_t, const protocol::BackendReply& reply) override {
-    if (reply.code != protocol::ReplyCode::kOk && reply.code != protocol::ReplyCode::kNotFound) {
-      server_->invalidate(key_);
-    }
-    delete this;
-  }
-  void onBackendFailure(uint32_t, backend::BackendFailure failure) override {
-    // A server that left the topology is read by no one any more.
-    if (failure != backend::BackendFailure::kRemoved) server_->invalidate(key_);
-    delete this;
-  }
-
- private:
-  backend::BackendRegistry& registry_;
-  backend::TopologyView* view_;  // pinned: server_ lives as long as we do
-  backend::BackendServer* server_;
-  std::string key_;
-};
+// A delete sent to a previous owner: the key is gone (HD) or was not there (NF); anything
+// else may have left the old value for a migration read or a later ring change to serve.
+bool deleteSettled(const protocol::BackendReply& reply) {
+  return reply.code == protocol::ReplyCode::kOk || reply.code == protocol::ReplyCode::kNotFound;
+}
 
 }  // namespace
 
@@ -84,7 +59,7 @@ void invalidatePreviousOwners(backend::BackendRegistry& registry, backend::Topol
       continue;
     }
     protocol::encodeDelete(wire_key, old->opaque().view(), old->output());
-    old->commit(new PreviousOwnerDelete(registry, view, old, wire_key), 0);
+    old->commit(new BackgroundRequest(registry, view, old, wire_key, &deleteSettled), 0);
   }
 }
 
