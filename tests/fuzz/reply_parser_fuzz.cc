@@ -28,11 +28,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Byte 0 picks the expected reply and the client's command; byte 1 the length of a key the
   // client chose (taken from the input, so it may hold CR, LF, NUL, spaces or a whole fake
   // reply); the rest is the backend's stream.
-  const ReplyKind kind = static_cast<ReplyKind>(data[0] % 5);
+  ReplyKind kind = static_cast<ReplyKind>(data[0] % 5);
   const Command commands[] = {Command::kGet,       Command::kGets, Command::kMetaGet,
                               Command::kSet,       Command::kIncr, Command::kMetaArithmetic,
                               Command::kMetaDebug, Command::kTouch};
   const Command command = commands[(data[0] / 5) % 8];
+  // The proxy expects what it asked for: an `me` is answered by ME/EN or, refused, an error.
+  if (command == Command::kMetaDebug && kind != ReplyKind::kRefusal) kind = ReplyKind::kMetaDebug;
   size_t key_len = std::min<size_t>(data[1], size - 2);
   std::string_view key(reinterpret_cast<const char*>(data + 2), key_len);
   std::string_view input(reinterpret_cast<const char*>(data + 2 + key_len), size - 2 - key_len);
