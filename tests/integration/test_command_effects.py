@@ -163,5 +163,38 @@ class Base64KeysTest(unittest.TestCase):
             b.kill()
 
 
+class WinFlagsAreDecidedPerZoneTest(unittest.TestCase):
+    """mg N (vivify) and R (recache) hand out win tokens from the item that served the read:
+    at most one winner per zone; the placeholder N creates stays in that zone (it has no value
+    to copy), and the winner's ms is copied like any write (README, the table)."""
+
+    def test_vivify_and_recache(self):
+        a = Memcached().start()
+        b = Memcached().start()
+        proxy = Proxy(topology({"a": [a.address], "b": [b.address]}), zone="a").start()
+        try:
+            with proxy.client() as first, proxy.client() as second:
+                self.assertEqual(first.request(b"mg v1 v N30\r\n"), b"VA 0 W\r\n\r\n")
+                self.assertEqual(second.request(b"mg v1 v N30\r\n"), b"VA 0 Z\r\n\r\n")
+                time.sleep(0.2)  # anything copied would have landed by now (loopback)
+                self.assertIsNone(ttl_in(b, b"v1"), "the placeholder stays in zone a")
+                self.assertEqual(first.request(b"ms v1 1 T60\r\nz\r\n"), b"HD\r\n")
+                wait_until(lambda: ttl_in(b, b"v1") is not None, 5, "the winner's value copied")
+                with b.client() as direct:
+                    self.assertEqual(direct.request(b"mg v1 v\r\n"), b"VA 1\r\nz\r\n")
+
+                self.assertEqual(first.request(b"set r1 0 100 1\r\nx\r\n"), b"STORED\r\n")
+                wait_until(lambda: ttl_in(b, b"r1") is not None, 5, "the set copied")
+                self.assertEqual(first.request(b"mg r1 v R200\r\n"), b"VA 1 W\r\nx\r\n")
+                self.assertEqual(second.request(b"mg r1 v R200\r\n"), b"VA 1 Z\r\nx\r\n")
+                # Zone b's item handed out no token: a reader there still wins its own.
+                with b.client() as direct:
+                    self.assertEqual(direct.request(b"mg r1 v R200\r\n"), b"VA 1 W\r\nx\r\n")
+        finally:
+            proxy.stop()
+            a.kill()
+            b.kill()
+
+
 if __name__ == "__main__":
     unittest.main()
