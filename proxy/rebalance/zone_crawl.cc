@@ -9,6 +9,7 @@
 #include "memzone/ops/log.h"
 #include "proxy/event/event_base.h"
 #include "proxy/protocol/meta_value.h"
+#include "proxy/protocol/wire_key.h"
 
 namespace memzone::rebalance {
 namespace {
@@ -268,7 +269,7 @@ bool ZoneCrawl::flushPurges(const topology::Backend& server) {
   MemcachedLink* l = link(server.address);
   if (l == nullptr) return false;
   for (const DumpedItem& item : purges_) {
-    l->append("md " + item.key + " C" + std::to_string(item.cas) + "\r\n");
+    l->append("md " + protocol::wireKeyOf(item.key) + " C" + std::to_string(item.cas) + "\r\n");
   }
   if (!l->flushBatch()) return false;
   std::string line;
@@ -314,7 +315,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   MemcachedLink* source = link(server.address);
   if (source == nullptr) return false;
   // 1. Fetch value, TTL, flags and cas.
-  for (const Item& item : batch_) source->append("mg " + item.dumped.key + " v t f c\r\n");
+  for (const Item& item : batch_)
+    source->append("mg " + protocol::wireKeyOf(item.dumped.key) + " v t f c\r\n");
   if (!source->flushBatch()) return false;
   struct Copy {
     const Item* item;
@@ -350,8 +352,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
     if (t == nullptr) continue;  // the owner is unreachable: the keys are only dropped
     for (Copy* c : list) {
       std::string request;
-      protocol::appendMetaAddHead(c->item->dumped.key, c->fetched.length, c->fetched.ttl,
-                                  c->fetched.flags, request);
+      protocol::appendMetaAddHead(protocol::wireKeyOf(c->item->dumped.key), c->fetched.length,
+                                  c->fetched.ttl, c->fetched.flags, request);
       t->append(request + c->value);
     }
     for (Copy* c : list) c->maybe_sent = true;
@@ -368,7 +370,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   }
   // 3. Delete each at the server, only if it is still the item copied.
   for (const Copy& c : copies) {
-    source->append("md " + c.item->dumped.key + " C" + std::to_string(c.fetched.cas) + "\r\n");
+    source->append("md " + protocol::wireKeyOf(c.item->dumped.key) + " C" +
+                   std::to_string(c.fetched.cas) + "\r\n");
   }
   if (!source->flushBatch()) return false;
   std::vector<const Copy*> undo;
@@ -386,7 +389,7 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   for (const Copy* c : undo) {
     for (MemcachedLink* l : {link(now_.backends[c->item->target].address), source}) {
       if (l == nullptr) continue;
-      l->append("md " + c->item->dumped.key + "\r\n");
+      l->append("md " + protocol::wireKeyOf(c->item->dumped.key) + "\r\n");
       ++sent[l];
     }
   }
