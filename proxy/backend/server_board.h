@@ -63,6 +63,11 @@ struct alignas(64) ServerState {
   // write whose copy failed is acknowledged once confirmed_epoch >= owe_epoch.
   std::atomic<uint64_t> owe_epoch{0};
   std::atomic<uint64_t> confirmed_epoch{0};
+  // Its zone came back into the topology after an absence (key_mover.h): it missed writes
+  // meanwhile, so nobody reads it until the key mover's purge of it is done (this proxy's or
+  // another's), or until this time (the migration window's end: then it serves, and the
+  // mover logs and counts the crawl given up). 0: not waiting for a purge.
+  std::atomic<int64_t> unpurged_until_us{0};
   // The board's; workers notify it when `owing` or `distrusted_until_us` changes.
   std::shared_ptr<ControllerLink> controller;
 };
@@ -81,10 +86,11 @@ SharedTrust sharedTrust(const ServerState& state, Now now) {
   if (state.unreachable_since_us.load(std::memory_order_relaxed) != 0) return SharedTrust::kHeld;
   int64_t readable_at = state.readable_at_us.load(std::memory_order_relaxed);
   int64_t distrusted_until = state.distrusted_until_us.load(std::memory_order_relaxed);
-  if (readable_at != 0 || distrusted_until != 0) {
+  int64_t unpurged_until = state.unpurged_until_us.load(std::memory_order_relaxed);
+  if (readable_at != 0 || distrusted_until != 0 || unpurged_until != 0) {
     int64_t now_us = now();
     if (now_us < distrusted_until) return SharedTrust::kUntrusted;
-    if (now_us < readable_at) return SharedTrust::kHeld;
+    if (now_us < readable_at || now_us < unpurged_until) return SharedTrust::kHeld;
   }
   return SharedTrust::kReadable;
 }

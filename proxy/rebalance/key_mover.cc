@@ -170,6 +170,9 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.ready_us = now + (zone.name == local ? 0 : kRemoteDelayUs);
         job.moves_from_us = now + kRingSkewUs;
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
+        // Nobody reads a zone back from an absence before its crawl: set before the workers
+        // get this topology, cleared server by server as each crawl is done.
+        if (job.missed_writes) holdUntilPurged(zone, job.until_us);
       }
       job.now = Ring{topology, &zone};  // a new address under the same name: the newest
       jobs[name] = std::move(job);
@@ -204,9 +207,21 @@ void KeyMover::run() {
                         it->first.c_str(), job.pending.size());
           counters_->zones[job.now.zone->stats_slot].add(
               counters_->zones[job.now.zone->stats_slot].crawls_failed, job.pending.size());
-          std::vector<Ring> rings = job.before;
-          rings.push_back(job.now);
-          unfinished_[it->first] = std::move(rings);
+          if (job.missed_writes) {
+            ops::logEvent(ops::LogLevel::kWarn, "move-unpurged:" + it->first,
+                          "key mover: %s: back after an absence, its servers not crawled now "
+                          "serve reads unpurged: values they hold from before can be stale",
+                          it->first.c_str());
+          }
+          if (job.routes) {
+            auto routes = job.route_history;
+            routes.push_back(job.now.topology);
+            unfinished_routes_[it->first] = std::move(routes);
+          } else {
+            std::vector<Ring> rings = job.before;
+            rings.push_back(job.now);
+            unfinished_[it->first] = std::move(rings);
+          }
         }
         it = jobs_.erase(it);
         continue;
@@ -238,6 +253,29 @@ void KeyMover::run() {
       it->second.ready_us = event::nowMicros() + kRetryUs;
     }
   }
+}
+
+void KeyMover::holdUntilPurged(const topology::Zone& zone, int64_t until_us) {
+  // Past holds are over by their own clock: forget them.
+  const int64_t now = event::nowMicros();
+  std::erase_if(unpurged_, [now](const auto& held) {
+    return held.second->unpurged_until_us.load(std::memory_order_relaxed) <= now;
+  });
+  for (const topology::Backend& b : zone.backends) {
+    // Kept here too: the workers dropped the state of a server that left with its zone, and
+    // the board keeps only what someone holds.
+    std::shared_ptr<backend::ServerState>& state = unpurged_[b.address];
+    if (!state) state = board_->stateFor(b.address);
+    state->unpurged_until_us.store(until_us, std::memory_order_relaxed);
+  }
+}
+
+void KeyMover::purgeDone(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto held = unpurged_.find(address);
+  if (held == unpurged_.end()) return;
+  held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
+  unpurged_.erase(held);
 }
 
 LinkTls KeyMover::linkTls(const topology::BackendTlsSpec& spec) const {
@@ -294,6 +332,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
       case Lease::kDone:
         counters.add(counters.crawls_elsewhere);
         outcome.done.push_back(server.address);
+        if (job.missed_writes) purgeDone(server.address);
         break;
       case Lease::kUnreachable:
         // A server that left the zone and does not answer has nothing left to move (if it
@@ -315,6 +354,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   for (const topology::Backend* server : purged) {
     if (!crawl.move(*server)) continue;
     crawl.finishLease(*server, job.lease_key, kDoneTtlS);
+    if (job.missed_writes) purgeDone(server->address);
     mine.erase(std::find(mine.begin(), mine.end(), server));
     counters.add(counters.crawls_done);
     outcome.done.push_back(server->address);

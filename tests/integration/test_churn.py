@@ -691,6 +691,42 @@ class ZoneAbsenceTest(KeyMoverBase):
         # ... nor moved to the owners of its new ring.
         self.back_after_an_absence(with_new_server=True)
 
+    def test_a_zone_back_is_not_read_before_its_purge(self):
+        # Zone b leaves and comes back; its crawler is off (the purge fails until it is on
+        # again: a purge as slow as we like, deterministically). Reads through b's proxy must
+        # go to zone a meanwhile, never to b's stale copies, and return to b once it is purged.
+        self.MIGRATION_MS = 30000
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        state = {"zones": {"a": a, "b": b}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_all(b"v1")
+        for _, server in b:
+            with server.client() as c:
+                self.assertEqual(c.request(b"lru_crawler disable\r\n"), b"OK\r\n")
+        state["zones"] = {"a": a}
+        self.change(None)
+        self.set_keys(KEYS, b"v2")
+        state["zones"] = {"a": a, "b": b}
+        self.change(None)
+        self.assert_never_read(KEYS, b"v1")
+        # Written to b alone after the change: served from b once b is read again.
+        owner = b[ketama_index("only-b", [n for n, _ in b], named=True)][1]
+        with owner.client() as c:
+            self.assertEqual(c.request(b"set only-b 0 0 1\r\nx\r\n"), b"STORED\r\n")
+        self.assertEqual(self.client.request(b"get only-b\r\n"), b"END\r\n")
+        self.assert_never_read(KEYS, b"v1")
+        for _, server in b:
+            with server.client() as c:
+                self.assertEqual(c.request(b"lru_crawler enable\r\n"), b"OK\r\n")
+        wait_until(lambda: self.client.request(b"get only-b\r\n") != b"END\r\n", timeout=15,
+                   what="zone b to be read again once purged (well before the window ends)")
+        self.assert_never_read(KEYS, b"v1")
+
     def back_after_an_absence(self, with_new_server):
         self.MIGRATION_MS = 3000
         a = [("a-%d" % i, self.memcached()) for i in range(2)]
