@@ -263,6 +263,25 @@ bool ZoneCrawl::purge(const topology::Backend& server) {
   return ok;
 }
 
+bool ZoneCrawl::purgeRerouted(const topology::Backend& server) {
+  auto mark = purge_marks_.find(server.address);
+  uint64_t below = mark == purge_marks_.end() ? kUnknownCas : mark->second;
+  if (below == kUnknownCas) {
+    auto lease = watermarks_.find(server.address);
+    below = lease == watermarks_.end() ? 0 : lease->second;
+  }
+  if (below == 0) return true;  // memcached -C: no cas tells old items from new
+  purges_.clear();
+  bool ok = dump(server, [&](DumpedItem& item) {
+    if (item.cas >= below) return true;  // written through the new routes
+    purges_.push_back(std::move(item));
+    return purges_.size() < kBatchItems || flushPurges(server);
+  });
+  ok = ok && flushPurges(server);
+  if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
+  return ok;
+}
+
 bool ZoneCrawl::flushPurges(const topology::Backend& server) {
   if (purges_.empty()) return true;
   if (hooks_.superseded()) return false;

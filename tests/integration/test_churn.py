@@ -680,6 +680,52 @@ class KeyMoverPoolsTest(KeyMoverBase):
         self.assert_never_read(keys, b"v1")
 
 
+def routed_pools_yaml(main, p2, s_pool, migration_ms):
+    """Pools main and p2 (zone a each); keys "m:..." go to main, "s:..." to `s_pool`."""
+    out = ["pools:"]
+    for name, servers in [("main", main), ("p2", p2)]:
+        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
+                "    zones:", "      a:"]
+        out += ['        - {address: "%s", name: %s}' % (m.address, n) for n, m in servers]
+    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: %s}' % s_pool]
+    out += ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+    return "\n".join(out) + "\n"
+
+
+class RouteChangeTest(KeyMoverBase):
+    MIGRATION_MS = 3000
+
+    def test_a_prefix_routed_away_and_back_serves_nothing_the_old_pool_held(self):
+        # "s:" goes to p2, then to main (written there), then back to p2: p2's copies from
+        # the first era are older than the writes through main and must not be served. p2
+        # shares server A with main: main's keys on A are not p2's to purge.
+        A, B, C = (self.memcached() for _ in range(3))
+        main, p2 = [("mc-0", A), ("mc-1", B)], [("x-0", A), ("x-1", C)]
+        state = {"s": "p2"}
+        self.text = lambda: routed_pools_yaml(main, p2, state["s"], self.MIGRATION_MS)
+        self.start_proxy(self.text(), metrics=True, threads=1)
+        s_keys = ["s:%d" % i for i in range(60)]
+        m_keys = ["m:%d" % i for i in range(60)]
+        on_a = [k for k in m_keys if ketama_index(k, ["mc-0", "mc-1"], named=True) == 0]
+        self.assertTrue(on_a)
+        self.set_keys(s_keys + m_keys, b"v1")
+        state["s"] = "main"
+        self.wait_window_end(self.change(None))
+        self.set_keys(s_keys, b"v2")
+        state["s"] = "p2"
+        self.wait_window_end(self.change(None))
+        self.assert_never_read(s_keys, b"v1")
+        self.assertGreaterEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                            action="purged"), len(s_keys))
+        for key in on_a:  # untouched on the shared server
+            self.assertEqual(self.raw(A, key), (5, -1, b"v1"), key)
+        for key in m_keys:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
+
+
 class ZoneAbsenceTest(KeyMoverBase):
     def test_a_zone_back_after_an_absence_serves_nothing_it_missed(self):
         # Zone b drops out of the topology (no ready server, say) while its memcached keep
