@@ -209,6 +209,32 @@ class RestartInPlaceTest(ChurnBase):
         self.assertGreater(self.metric("memzone_proxy_warmup_reads_total", zone="a"), 0)
 
 
+class Base64RepairTest(ChurnBase):
+    def test_a_b_key_read_from_another_zone_is_repaired_under_the_bytes_memcached_stores(self):
+        # a-0 restarts empty at its address: a miss on a `b` key is read from zone b and
+        # repaired into a-0. The repair's ms names the key in base64 with `b` among its flags
+        # (after the length: "ms <key> <len> b ..."); "ms <key> b <len>" is refused.
+        a = [("a-0", self.memcached())]
+        b = [("b-0", self.memcached())]
+        text = pool_yaml({"a": a, "b": b}, warmup_ms=8000, migration_ms=0)
+        self.start_proxy(text, metrics=True, threads=1)
+        key = base64.b64encode(b"repair \x00me\r\n")
+        self.assertEqual(self.client.request(b"ms %s 2 b F3 T600\r\nv1\r\n" % key), b"HD\r\n")
+        time.sleep(1.5)  # the watch plants its key on each local server (once a second)
+        port = a[0][1].port
+        a[0][1].kill()
+        a[0] = ("a-0", Memcached(port=port).start())
+        self.addCleanup(a[0][1].kill)
+        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
+                   timeout=8, what="the restart to be noticed")
+        self.assertEqual(self.client.request(b"mg %s b f v\r\n" % key), b"VA 2 f3\r\nv1\r\n")
+
+        def repaired():
+            with a[0][1].client() as c:
+                return c.request(b"mg %s b f v\r\n" % key) == b"VA 2 f3\r\nv1\r\n"
+        wait_until(repaired, timeout=5, what="the repair into a-0")
+
+
 class MigrationTest(ChurnBase):
     MIGRATION_MS = 4000
 

@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "proxy/common/byte_buffer.h"
+#include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/meta_value.h"
 
 namespace memzone::protocol {
@@ -37,6 +39,12 @@ TEST(WireKey, AnAddNamesABase64KeyWithItsFlagAfterTheLength) {
   out.clear();
   appendMetaAddHead(wireKeyOf("k"), 2, "30", "0", out);
   EXPECT_EQ(out, "ms k 2 T30 F0 ME\r\n");
+}
+
+TEST(WireKey, ARepairAddsABase64KeyWithItsFlagAfterTheLength) {
+  ByteBuffer out;
+  encodeAddCopyHead("YSBi b", 2, "30", "7", "O00000001", out);
+  EXPECT_EQ(out.view(), "ms YSBi 2 b T30 F7 ME O00000001\r\n");
 }
 
 }  // namespace
