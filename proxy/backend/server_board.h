@@ -53,6 +53,12 @@ struct alignas(64) ServerState {
   // A worker's invalidation queue overflowed and flushing is not allowed: nobody reads it
   // before this time (the latest such deadline of any worker).
   std::atomic<int64_t> distrusted_until_us{0};
+  // Its zone came back into the topology after an absence (key_mover.h): it missed writes
+  // meanwhile, so nobody reads it until the key mover's purge of it is done (this proxy's or
+  // another's), or until this time (the migration window's end: then it serves, and the
+  // mover logs and counts the crawl given up). 0: not waiting for a purge.
+  // (Next to the other fields sharedTrust() reads: one cache line per read.)
+  std::atomic<int64_t> unpurged_until_us{0};
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
@@ -63,11 +69,6 @@ struct alignas(64) ServerState {
   // write whose copy failed is acknowledged once confirmed_epoch >= owe_epoch.
   std::atomic<uint64_t> owe_epoch{0};
   std::atomic<uint64_t> confirmed_epoch{0};
-  // Its zone came back into the topology after an absence (key_mover.h): it missed writes
-  // meanwhile, so nobody reads it until the key mover's purge of it is done (this proxy's or
-  // another's), or until this time (the migration window's end: then it serves, and the
-  // mover logs and counts the crawl given up). 0: not waiting for a purge.
-  std::atomic<int64_t> unpurged_until_us{0};
   // The board's; workers notify it when `owing` or `distrusted_until_us` changes.
   std::shared_ptr<ControllerLink> controller;
 };
