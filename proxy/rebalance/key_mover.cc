@@ -183,11 +183,9 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
   for (auto& [name, job] : jobs_) {
     if (jobs.count(name) == 0) job.cancelled->store(true);  // its pool or zone went away
   }
-  for (auto it = ring_log_.begin(); it != ring_log_.end();) {
-    bool known = findZone(topology.get(), it->first.substr(0, it->first.find('/')),
-                          it->first.substr(it->first.find('/') + 1)) != nullptr;
-    it = known ? std::next(it) : ring_log_.erase(it);
-  }
+  // ring_log_ keeps the log of a zone that is out of the topology (as last_seen_ keeps its
+  // ring): were it dropped, each return would start it afresh and derive the same lease key,
+  // and a return soon after the previous one's crawl would take its "done" for its own.
   jobs_ = std::move(jobs);
   last_ = std::move(topology);
   wake_.notify_all();

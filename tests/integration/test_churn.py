@@ -767,6 +767,23 @@ class ZoneAbsenceTest(KeyMoverBase):
         # Zone b leaves and comes back; its crawler is off (the purge fails until it is on
         # again: a purge as slow as we like, deterministically). Reads through b's proxy must
         # go to zone a meanwhile, never to b's stale copies, and return to b once it is purged.
+        a, b, state = self.zone_b_proxy()
+        self.set_all(b"v1")
+        self.return_with_crawler_off(a, b, state, b"v1", b"v2")
+        self.crawler_on_and_b_read_again(b, "only-b")
+
+    def test_a_zone_back_twice_is_purged_each_time(self):
+        # The second return follows the first one's crawl within seconds: its crawl must not
+        # take the first one's lease ("done") for its own.
+        a, b, state = self.zone_b_proxy()
+        self.set_all(b"v1")
+        self.return_with_crawler_off(a, b, state, b"v1", b"v2")
+        self.crawler_on_and_b_read_again(b, "only-b")
+        self.set_all(b"v3")
+        self.return_with_crawler_off(a, b, state, b"v3", b"v4")
+        self.crawler_on_and_b_read_again(b, "only-b-again")
+
+    def zone_b_proxy(self):
         self.MIGRATION_MS = 30000
         a = [("a-%d" % i, self.memcached()) for i in range(2)]
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
@@ -776,28 +793,33 @@ class ZoneAbsenceTest(KeyMoverBase):
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
-        self.set_all(b"v1")
+        return a, b, state
+
+    def return_with_crawler_off(self, a, b, state, old, new):
+        """Zone b (holding `old`) leaves, the keys are written `new`, b comes back with its
+        crawler off: none of b's copies is read."""
         for _, server in b:
             with server.client() as c:
                 self.assertEqual(c.request(b"lru_crawler disable\r\n"), b"OK\r\n")
         state["zones"] = {"a": a}
         self.change(None)
-        self.set_keys(KEYS, b"v2")
+        self.set_keys(KEYS, new)
         state["zones"] = {"a": a, "b": b}
         self.change(None)
-        self.assert_never_read(KEYS, b"v1")
-        # Written to b alone after the change: served from b once b is read again.
-        owner = b[ketama_index("only-b", [n for n, _ in b], named=True)][1]
+        self.assert_never_read(KEYS, old)
+
+    def crawler_on_and_b_read_again(self, b, key):
+        """A key written to b alone after its return is not read until b's crawler is on
+        again, and is read once b is purged (well before the window ends)."""
+        owner = b[ketama_index(key, [n for n, _ in b], named=True)][1]
         with owner.client() as c:
-            self.assertEqual(c.request(b"set only-b 0 0 1\r\nx\r\n"), b"STORED\r\n")
-        self.assertEqual(self.client.request(b"get only-b\r\n"), b"END\r\n")
-        self.assert_never_read(KEYS, b"v1")
+            self.assertEqual(c.request(b"set %s 0 0 1\r\nx\r\n" % key.encode()), b"STORED\r\n")
+        self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n")
         for _, server in b:
             with server.client() as c:
                 self.assertEqual(c.request(b"lru_crawler enable\r\n"), b"OK\r\n")
-        wait_until(lambda: self.client.request(b"get only-b\r\n") != b"END\r\n", timeout=15,
-                   what="zone b to be read again once purged (well before the window ends)")
-        self.assert_never_read(KEYS, b"v1")
+        wait_until(lambda: self.client.request(b"get %s\r\n" % key.encode()) != b"END\r\n",
+                   timeout=15, what="zone b to be read again once purged")
 
     def back_after_an_absence(self, with_new_server):
         self.MIGRATION_MS = 3000
