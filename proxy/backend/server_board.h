@@ -53,6 +53,12 @@ struct alignas(64) ServerState {
   // A worker's invalidation queue overflowed and flushing is not allowed: nobody reads it
   // before this time (the latest such deadline of any worker).
   std::atomic<int64_t> distrusted_until_us{0};
+  // Its zone came back into the topology after an absence (key_mover.h): it missed writes
+  // meanwhile, so nobody reads it until the key mover's purge of it is done (this proxy's or
+  // another's), or until this time (the migration window's end: then it serves, and the
+  // mover logs and counts the crawl given up). 0: not waiting for a purge.
+  // (Next to the other fields sharedTrust() reads: one cache line per read.)
+  std::atomic<int64_t> unpurged_until_us{0};
   // Some proxy (this one or another) owes this server deletes, says the controller: nobody
   // reads it until every proxy has reported it clean.
   std::atomic<bool> dirty{false};
@@ -81,10 +87,11 @@ SharedTrust sharedTrust(const ServerState& state, Now now) {
   if (state.unreachable_since_us.load(std::memory_order_relaxed) != 0) return SharedTrust::kHeld;
   int64_t readable_at = state.readable_at_us.load(std::memory_order_relaxed);
   int64_t distrusted_until = state.distrusted_until_us.load(std::memory_order_relaxed);
-  if (readable_at != 0 || distrusted_until != 0) {
+  int64_t unpurged_until = state.unpurged_until_us.load(std::memory_order_relaxed);
+  if (readable_at != 0 || distrusted_until != 0 || unpurged_until != 0) {
     int64_t now_us = now();
     if (now_us < distrusted_until) return SharedTrust::kUntrusted;
-    if (now_us < readable_at) return SharedTrust::kHeld;
+    if (now_us < readable_at || now_us < unpurged_until) return SharedTrust::kHeld;
   }
   return SharedTrust::kReadable;
 }

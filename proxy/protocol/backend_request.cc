@@ -7,6 +7,7 @@
 #include "proxy/protocol/base64.h"
 #include "proxy/protocol/memcached_syntax.h"
 #include "proxy/protocol/text_commands.h"
+#include "proxy/protocol/wire_key.h"
 
 namespace memzone::protocol {
 namespace {
@@ -296,10 +297,13 @@ void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, Byte
 
 void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, std::string_view opaque, ByteBuffer& out) {
+  // ms takes its flags after the length: a `b` key's flag goes there, not after the key.
+  WireKeyParts key = splitWireKey(wire_key);
   out.append("ms ");
-  out.append(wire_key);
+  out.append(key.token);
   out.append(' ');
   appendNumber(length, out);
+  if (key.base64) out.append(" b");
   out.append(" T");
   out.append(ttl == "-1" ? std::string_view("0") : ttl);  // T0: no expiry
   out.append(" F");

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "proxy/protocol/wire_key.h"
+
 namespace memzone::protocol {
 
 // "VA <n> [t<ttl>] [f<flags>] [c<cas>] ...": views into the line given.
@@ -23,16 +25,19 @@ bool parseMetaValueHeader(std::string_view line, MetaValueHeader& out);
 // Whether a value with `ttl` left is worth copying: "0" expires this second.
 inline bool worthCopying(std::string_view ttl) { return ttl != "0"; }
 
-// Appends "ms <key> <length> T<ttl> F<flags> ME\r\n": add semantics, so a value written at
-// the target meanwhile is never overwritten. The caller appends the data and "\r\n".
+// Appends "ms <key> <length> [b ]T<ttl> F<flags> ME\r\n": add semantics, so a value written at
+// the target meanwhile is never overwritten. `wire_key` as backend_request.h names keys (text,
+// or "<base64> b"): the `b` goes among the flags, after the length. The caller appends the
+// data and "\r\n".
 template <typename Out>
-void appendMetaAddHead(std::string_view key, size_t length, std::string_view ttl,
+void appendMetaAddHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, Out& out) {
+  WireKeyParts key = splitWireKey(wire_key);
   out.append("ms ");
-  out.append(key);
+  out.append(key.token);
   out.append(" ");
   out.append(std::to_string(length));
-  out.append(" T");
+  out.append(key.base64 ? " b T" : " T");
   out.append(ttl == "-1" ? std::string_view("0") : ttl);  // T0: no expiry
   out.append(" F");
   out.append(flags);

@@ -8,6 +8,7 @@
 #include "memzone/ops/log.h"
 #include "proxy/backend/backend_registry.h"
 #include "proxy/event/event_base.h"
+#include "proxy/rebalance/route_changes.h"
 #include "proxy/rebalance/zone_crawl.h"
 #include "proxy/routing/md5.h"
 
@@ -170,22 +171,78 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.ready_us = now + (zone.name == local ? 0 : kRemoteDelayUs);
         job.moves_from_us = now + kRingSkewUs;
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
+        // Nobody reads a zone back from an absence before its crawl: set before the workers
+        // get this topology, cleared server by server as each crawl is done.
+        if (job.missed_writes) holdUntilPurged(zone, job.until_us);
       }
       job.now = Ring{topology, &zone};  // a new address under the same name: the newest
       jobs[name] = std::move(job);
     }
   }
+  planRouteJobs(topology, jobs, probe_until);
   for (auto& [name, job] : jobs_) {
     if (jobs.count(name) == 0) job.cancelled->store(true);  // its pool or zone went away
   }
-  for (auto it = ring_log_.begin(); it != ring_log_.end();) {
-    bool known = findZone(topology.get(), it->first.substr(0, it->first.find('/')),
-                          it->first.substr(it->first.find('/') + 1)) != nullptr;
-    it = known ? std::next(it) : ring_log_.erase(it);
-  }
+  // ring_log_ keeps the log of a zone that is out of the topology (as last_seen_ keeps its
+  // ring): were it dropped, each return would start it afresh and derive the same lease key,
+  // and a return soon after the previous one's crawl would take its "done" for its own.
   jobs_ = std::move(jobs);
   last_ = std::move(topology);
   wake_.notify_all();
+}
+
+void KeyMover::planRouteJobs(const std::shared_ptr<const topology::Topology>& topology,
+                             std::map<std::string, Job>& jobs, int64_t probe_until) {
+  const int64_t now = event::nowMicros();
+  const std::string& local = local_zone_.empty() ? topology->proxy_zone : local_zone_;
+  std::string routes;
+  for (const topology::RouteSpec& r : topology->spec.routes)
+    routes += r.prefix + "\t" + r.pool + "\n";
+  if (route_log_.empty() || route_log_.back() != routes) route_log_.push_back(routes);
+  if (route_log_.size() > kMaxRings) route_log_.erase(route_log_.begin());
+  for (const topology::Pool& pool : topology->pools) {
+    if (pool.migration_ms == 0) continue;
+    bool changed = last_ && routingOfPoolChanged(last_->spec, topology->spec, pool.name);
+    for (const topology::Zone& zone : pool.zones) {
+      std::string name = pool.name + "/" + zone.name + " routes";
+      auto running = jobs_.find(name);
+      if (!changed && running == jobs_.end()) continue;
+      Job job = running != jobs_.end() ? std::move(running->second) : Job{};
+      job.routes = true;
+      job.pool = pool.name;
+      job.tls = pool.tls;
+      if (changed) {
+        job.cancelled->store(true);  // its crawl judged keys by routes that are gone
+        job.cancelled = std::make_shared<std::atomic<bool>>(false);
+        if (auto given_up = unfinished_routes_.find(name); given_up != unfinished_routes_.end()) {
+          job.route_history.insert(job.route_history.begin(), given_up->second.begin(),
+                                   given_up->second.end());
+          unfinished_routes_.erase(given_up);
+        }
+        job.route_history.push_back(last_);
+        if (job.route_history.size() > kMaxRings)
+          job.route_history.erase(job.route_history.begin());
+        job.pending = zone.backends;
+        // Items written before the change are judged, not those written through the new
+        // routes: each server's CAS counter now (else its lease's: later, so a fresh value
+        // may go too, a miss, never a leftover).
+        job.purge_marks.clear();
+        LinkTls tls = linkTls(pool.tls);
+        for (const topology::Backend& b : zone.backends) {
+          uint64_t cas = kUnknownCas;
+          if (event::nowMicros() < probe_until) casCounterOf(b.address, tls, probe_until, cas);
+          job.purge_marks[b.address] = cas;
+        }
+        // Every change of routes its own lease key, also one that repeats an earlier one.
+        job.lease_key = leaseKey(pool.name, zone.name + " routes", route_log_);
+        job.ready_us = now + (zone.name == local ? 0 : kRemoteDelayUs);
+        job.moves_from_us = now;
+        job.until_us = now + int64_t{pool.migration_ms} * 1000;
+      }
+      job.now = Ring{topology, &zone};
+      jobs[name] = std::move(job);
+    }
+  }
 }
 
 void KeyMover::run() {
@@ -204,9 +261,21 @@ void KeyMover::run() {
                         it->first.c_str(), job.pending.size());
           counters_->zones[job.now.zone->stats_slot].add(
               counters_->zones[job.now.zone->stats_slot].crawls_failed, job.pending.size());
-          std::vector<Ring> rings = job.before;
-          rings.push_back(job.now);
-          unfinished_[it->first] = std::move(rings);
+          if (job.missed_writes) {
+            ops::logEvent(ops::LogLevel::kWarn, "move-unpurged:" + it->first,
+                          "key mover: %s: back after an absence, its servers not crawled now "
+                          "serve reads unpurged: values they hold from before can be stale",
+                          it->first.c_str());
+          }
+          if (job.routes) {
+            auto routes = job.route_history;
+            routes.push_back(job.now.topology);
+            unfinished_routes_[it->first] = std::move(routes);
+          } else {
+            std::vector<Ring> rings = job.before;
+            rings.push_back(job.now);
+            unfinished_[it->first] = std::move(rings);
+          }
         }
         it = jobs_.erase(it);
         continue;
@@ -240,6 +309,29 @@ void KeyMover::run() {
   }
 }
 
+void KeyMover::holdUntilPurged(const topology::Zone& zone, int64_t until_us) {
+  // Past holds are over by their own clock: forget them.
+  const int64_t now = event::nowMicros();
+  std::erase_if(unpurged_, [now](const auto& held) {
+    return held.second->unpurged_until_us.load(std::memory_order_relaxed) <= now;
+  });
+  for (const topology::Backend& b : zone.backends) {
+    // Kept here too: the workers dropped the state of a server that left with its zone, and
+    // the board keeps only what someone holds.
+    std::shared_ptr<backend::ServerState>& state = unpurged_[b.address];
+    if (!state) state = board_->stateFor(b.address);
+    state->unpurged_until_us.store(until_us, std::memory_order_relaxed);
+  }
+}
+
+void KeyMover::purgeDone(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto held = unpurged_.find(address);
+  if (held == unpurged_.end()) return;
+  held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
+  unpurged_.erase(held);
+}
+
 LinkTls KeyMover::linkTls(const topology::BackendTlsSpec& spec) const {
   LinkTls tls;
   if (spec.enabled) {
@@ -270,6 +362,16 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   hooks.ours = [&now, pool_index](std::string_view key) {
     return now.router.poolFor(key) == pool_index;
   };
+  std::vector<const topology::TopologySpec*> routes;
+  if (job.routes) {
+    // Keys routed to the pool under some routes since the last route crawl and not all.
+    for (const auto& t : job.route_history) routes.push_back(&t->spec);
+    routes.push_back(&now.spec);
+    hooks.ours = [&routes, &job](std::string_view key) {
+      return reroutedFor(routes, job.pool, key);
+    };
+    before.clear();
+  }
   ZoneCrawl crawl(*job.now.zone, std::move(before), job.purge_marks, job.missed_writes, tls,
                   counters, hooks);
 
@@ -294,6 +396,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
       case Lease::kDone:
         counters.add(counters.crawls_elsewhere);
         outcome.done.push_back(server.address);
+        if (job.missed_writes) purgeDone(server.address);
         break;
       case Lease::kUnreachable:
         // A server that left the zone and does not answer has nothing left to move (if it
@@ -303,6 +406,16 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
       case Lease::kElsewhere:
         break;
     }
+  }
+  if (job.routes) {
+    for (const topology::Backend* server : std::vector(mine)) {
+      if (!crawl.purgeRerouted(*server)) continue;
+      crawl.finishLease(*server, job.lease_key, kDoneTtlS);
+      mine.erase(std::find(mine.begin(), mine.end(), server));
+      counters.add(counters.crawls_done);
+      outcome.done.push_back(server->address);
+    }
+    return outcome;
   }
   std::vector<const topology::Backend*> purged;
   for (const topology::Backend* server : mine) {
@@ -315,6 +428,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   for (const topology::Backend* server : purged) {
     if (!crawl.move(*server)) continue;
     crawl.finishLease(*server, job.lease_key, kDoneTtlS);
+    if (job.missed_writes) purgeDone(server->address);
     mine.erase(std::find(mine.begin(), mine.end(), server));
     counters.add(counters.crawls_done);
     outcome.done.push_back(server->address);

@@ -82,6 +82,10 @@ class KeyMover {
     // items below it are purged if they are not owned throughout. Taken before the workers
     // switch rings, so no write through the new ring is older than it.
     std::map<std::string, uint64_t> purge_marks;
+    // A route job (route_changes.h): the routes since the pool's last completed route crawl
+    // of the zone, oldest first; the job purges keys not routed to the pool throughout.
+    bool routes = false;
+    std::vector<std::shared_ptr<const topology::Topology>> route_history;
     bool inherited = false;      // history unknown: every server purged
     bool missed_writes = false;  // the zone was out of the topology: copies never reached it
     topology::BackendTlsSpec tls;
@@ -99,7 +103,16 @@ class KeyMover {
 
   void run();
   Outcome runJob(const Job& job);
+  // Starts or extends a route job for each zone of each pool whose keys a change of routes
+  // moves in or out (into `jobs`, the next jobs_). With mu_ held.
+  void planRouteJobs(const std::shared_ptr<const topology::Topology>& topology,
+                     std::map<std::string, Job>& jobs, int64_t probe_until);
   LinkTls linkTls(const topology::BackendTlsSpec& spec) const;
+  // A zone back after an absence: its servers are not read (ServerState::unpurged_until_us)
+  // until purgeDone() says the crawl of each is done, or `until_us` passes. With mu_ held.
+  void holdUntilPurged(const topology::Zone& zone, int64_t until_us);
+  // Takes mu_.
+  void purgeDone(const std::string& address);
   bool superseded(const Job& job) const { return stopping_.load() || job.cancelled->load(); }
 
   std::shared_ptr<backend::ServerBoard> board_;
@@ -116,8 +129,14 @@ class KeyMover {
   std::map<std::string, std::vector<Ring>> unfinished_;
   // The placements of each zone's last rings as seen here ("pool/zone"), hashed into lease keys.
   std::map<std::string, std::vector<std::string>> ring_log_;
-  std::set<std::string> first_change_;     // zones ("pool/zone") whose first change was seen
+  std::set<std::string> first_change_;  // zones ("pool/zone") whose first change was seen
+  // Route jobs given up at their window's end ("pool/zone routes"): their routes, so the
+  // zone's next route job still purges what they left.
+  std::map<std::string, std::vector<std::shared_ptr<const topology::Topology>>> unfinished_routes_;
+  std::vector<std::string> route_log_;     // the last route sets seen, hashed into lease keys
   std::map<std::string, Ring> last_seen_;  // each zone's latest ring, kept while it is absent
+  // Servers held from reads until purged (holdUntilPurged), by address.
+  std::map<std::string, std::shared_ptr<backend::ServerState>> unpurged_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -2,10 +2,10 @@
 
 #include <charconv>
 
+#include "proxy/protocol/wire_key.h"
+
 namespace memzone::rebalance {
 namespace {
-
-constexpr size_t kMaxKeyLength = 250;  // memcached's KEY_MAX_LENGTH
 
 int hexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -27,15 +27,6 @@ bool urlDecode(std::string_view text, std::string& out) {
     if (hi < 0 || lo < 0) return false;
     out += static_cast<char>(hi * 16 + lo);
     i += 2;
-  }
-  return true;
-}
-
-bool textKey(std::string_view key) {
-  if (key.empty() || key.size() > kMaxKeyLength) return false;
-  for (char c : key) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u == 0x7f) return false;
   }
   return true;
 }
@@ -73,7 +64,7 @@ DumpLine parseDumpLine(std::string_view line, DumpedItem& item) {
   }
   if (!have_key || !have_cas) return DumpLine::kError;
   if (!urlDecode(encoded, item.key)) return DumpLine::kError;
-  return textKey(item.key) ? DumpLine::kItem : DumpLine::kSkipped;
+  return protocol::nameableOnMetaLine(item.key) ? DumpLine::kItem : DumpLine::kSkipped;
 }
 
 }  // namespace memzone::rebalance

@@ -2,9 +2,14 @@
 // "key=<url-encoded key> exp=<unix|-1> la=<unix> cas=<n> fetch=<yes|no> cls=<n> size=<n>\n",
 // then "END\r\n". The key moves (key_mover.h) read a server's keys from it.
 //
+// memcached URL-encodes every key from the bytes it stores, a key written with meta's `b`
+// flag too: the decoded key is what places and routes it, as the proxy places a `b` key by
+// its decoded bytes (backend_request.h, placementKey). The crawl names it on its own lines
+// with protocol::wireKeyOf (text, or base64 with `b`).
+//
 // A server's bytes are untrusted input: a line that does not parse is an error, never a
-// guess, and a key the text protocol cannot carry (control bytes, spaces, over 250 bytes)
-// is skipped rather than sent.
+// guess, and a key no meta line can name (empty, over 250 bytes, or binary and over 186:
+// wire_key.h) is skipped rather than sent.
 #pragma once
 
 #include <cstdint>
@@ -16,12 +21,12 @@ namespace memzone::rebalance {
 enum class DumpLine : uint8_t {
   kItem,     // `item` is filled in
   kEnd,      // the dump is complete
-  kSkipped,  // an item whose key cannot be sent as a text-protocol key
+  kSkipped,  // an item whose key no meta line can name (protocol::nameableOnMetaLine)
   kError,    // not a metadump line (the server refused the dump, or garbage)
 };
 
 struct DumpedItem {
-  std::string key;  // decoded
+  std::string key;  // decoded: the bytes memcached stores, 1..250 of them
   uint64_t cas = 0;
   uint64_t size = 0;  // memcached's item size (key, value and header), to bound a batch
 };

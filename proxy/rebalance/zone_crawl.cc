@@ -9,6 +9,7 @@
 #include "memzone/ops/log.h"
 #include "proxy/event/event_base.h"
 #include "proxy/protocol/meta_value.h"
+#include "proxy/protocol/wire_key.h"
 
 namespace memzone::rebalance {
 namespace {
@@ -262,13 +263,32 @@ bool ZoneCrawl::purge(const topology::Backend& server) {
   return ok;
 }
 
+bool ZoneCrawl::purgeRerouted(const topology::Backend& server) {
+  auto mark = purge_marks_.find(server.address);
+  uint64_t below = mark == purge_marks_.end() ? kUnknownCas : mark->second;
+  if (below == kUnknownCas) {
+    auto lease = watermarks_.find(server.address);
+    below = lease == watermarks_.end() ? 0 : lease->second;
+  }
+  if (below == 0) return true;  // memcached -C: no cas tells old items from new
+  purges_.clear();
+  bool ok = dump(server, [&](DumpedItem& item) {
+    if (item.cas >= below) return true;  // written through the new routes
+    purges_.push_back(std::move(item));
+    return purges_.size() < kBatchItems || flushPurges(server);
+  });
+  ok = ok && flushPurges(server);
+  if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
+  return ok;
+}
+
 bool ZoneCrawl::flushPurges(const topology::Backend& server) {
   if (purges_.empty()) return true;
   if (hooks_.superseded()) return false;
   MemcachedLink* l = link(server.address);
   if (l == nullptr) return false;
   for (const DumpedItem& item : purges_) {
-    l->append("md " + item.key + " C" + std::to_string(item.cas) + "\r\n");
+    l->append("md " + protocol::wireKeyOf(item.key) + " C" + std::to_string(item.cas) + "\r\n");
   }
   if (!l->flushBatch()) return false;
   std::string line;
@@ -314,7 +334,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   MemcachedLink* source = link(server.address);
   if (source == nullptr) return false;
   // 1. Fetch value, TTL, flags and cas.
-  for (const Item& item : batch_) source->append("mg " + item.dumped.key + " v t f c\r\n");
+  for (const Item& item : batch_)
+    source->append("mg " + protocol::wireKeyOf(item.dumped.key) + " v t f c\r\n");
   if (!source->flushBatch()) return false;
   struct Copy {
     const Item* item;
@@ -350,8 +371,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
     if (t == nullptr) continue;  // the owner is unreachable: the keys are only dropped
     for (Copy* c : list) {
       std::string request;
-      protocol::appendMetaAddHead(c->item->dumped.key, c->fetched.length, c->fetched.ttl,
-                                  c->fetched.flags, request);
+      protocol::appendMetaAddHead(protocol::wireKeyOf(c->item->dumped.key), c->fetched.length,
+                                  c->fetched.ttl, c->fetched.flags, request);
       t->append(request + c->value);
     }
     for (Copy* c : list) c->maybe_sent = true;
@@ -368,7 +389,8 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   }
   // 3. Delete each at the server, only if it is still the item copied.
   for (const Copy& c : copies) {
-    source->append("md " + c.item->dumped.key + " C" + std::to_string(c.fetched.cas) + "\r\n");
+    source->append("md " + protocol::wireKeyOf(c.item->dumped.key) + " C" +
+                   std::to_string(c.fetched.cas) + "\r\n");
   }
   if (!source->flushBatch()) return false;
   std::vector<const Copy*> undo;
@@ -386,7 +408,7 @@ bool ZoneCrawl::flushMoves(const topology::Backend& server) {
   for (const Copy* c : undo) {
     for (MemcachedLink* l : {link(now_.backends[c->item->target].address), source}) {
       if (l == nullptr) continue;
-      l->append("md " + c->item->dumped.key + "\r\n");
+      l->append("md " + protocol::wireKeyOf(c->item->dumped.key) + "\r\n");
       ++sent[l];
     }
   }

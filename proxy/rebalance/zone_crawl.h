@@ -55,6 +55,9 @@ class ZoneCrawl {
   // Both false when the dump did not complete (the caller tries again later).
   bool purge(const topology::Backend& server);
   bool move(const topology::Backend& server);
+  // After a change of routes: deletes every item older than the server's purge mark whose
+  // key Hooks::ours accepts (the route job's keys: not routed to the pool throughout).
+  bool purgeRerouted(const topology::Backend& server);
   // Gives the lease back after a failed purge or move (best effort; else it expires).
   void releaseLease(const topology::Backend& server, const std::string& key);
   // Marks the lease done for `ttl_s`, so other proxies stop asking.

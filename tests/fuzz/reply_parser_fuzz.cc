@@ -14,6 +14,7 @@
 #include "proxy/protocol/backend_request.h"
 #include "proxy/protocol/client_reply.h"
 #include "proxy/protocol/reply_result.h"
+#include "proxy/protocol/wire_key.h"
 #include "proxy/rebalance/metadump.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -22,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   memzone::rebalance::DumpedItem item;
   if (memzone::rebalance::parseDumpLine(std::string_view(reinterpret_cast<const char*>(data), size),
                                         item) == memzone::rebalance::DumpLine::kItem &&
-      (item.key.empty() || item.key.size() > 250)) {
+      (item.key.empty() || item.key.size() > 250 ||
+       !memzone::protocol::nameableOnMetaLine(item.key))) {
     __builtin_trap();
   }
   // Byte 0 picks the expected reply and the client's command; byte 1 the length of a key the

@@ -442,7 +442,8 @@ def ketama_index(key, identities, named=False):
             for h in range(4):
                 points.append((struct.unpack_from("<I", d, h * 4)[0], index))
     points.sort()
-    hk = struct.unpack_from("<I", hashlib.md5(key.encode()).digest(), 0)[0]
+    raw = key if isinstance(key, bytes) else key.encode()  # bytes: a meta `b` key's own
+    hk = struct.unpack_from("<I", hashlib.md5(raw).digest(), 0)[0]
     for value, index in points:
         if value >= hk:
             return index

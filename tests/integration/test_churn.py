@@ -3,6 +3,7 @@ memcached and a real memzone-proxy (--config, reloaded with SIGHUP).
 
 Where keys live is read from the memcached servers directly, never from the proxy.
 """
+import base64
 import re
 import signal
 import threading
@@ -208,6 +209,32 @@ class RestartInPlaceTest(ChurnBase):
         self.assertGreater(self.metric("memzone_proxy_warmup_reads_total", zone="a"), 0)
 
 
+class Base64RepairTest(ChurnBase):
+    def test_a_b_key_read_from_another_zone_is_repaired_under_the_bytes_memcached_stores(self):
+        # a-0 restarts empty at its address: a miss on a `b` key is read from zone b and
+        # repaired into a-0. The repair's ms names the key in base64 with `b` among its flags
+        # (after the length: "ms <key> <len> b ..."); "ms <key> b <len>" is refused.
+        a = [("a-0", self.memcached())]
+        b = [("b-0", self.memcached())]
+        text = pool_yaml({"a": a, "b": b}, warmup_ms=8000, migration_ms=0)
+        self.start_proxy(text, metrics=True, threads=1)
+        key = base64.b64encode(b"repair \x00me\r\n")
+        self.assertEqual(self.client.request(b"ms %s 2 b F3 T600\r\nv1\r\n" % key), b"HD\r\n")
+        time.sleep(1.5)  # the watch plants its key on each local server (once a second)
+        port = a[0][1].port
+        a[0][1].kill()
+        a[0] = ("a-0", Memcached(port=port).start())
+        self.addCleanup(a[0][1].kill)
+        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
+                   timeout=8, what="the restart to be noticed")
+        self.assertEqual(self.client.request(b"mg %s b f v\r\n" % key), b"VA 2 f3\r\nv1\r\n")
+
+        def repaired():
+            with a[0][1].client() as c:
+                return c.request(b"mg %s b f v\r\n" % key) == b"VA 2 f3\r\nv1\r\n"
+        wait_until(repaired, timeout=5, what="the repair into a-0")
+
+
 class MigrationTest(ChurnBase):
     MIGRATION_MS = 4000
 
@@ -402,6 +429,85 @@ class KeyMoverTest(KeyMoverBase):
                    timeout=15, what="the moved keys to be on mc-3 only")
         time.sleep(1)  # a second crawl of a server would have started by now
         self.assertEqual(done(first_port) + done(other_port), 4)
+
+
+class KeyMoverBinaryKeysTest(KeyMoverBase):
+    """Keys written with meta's `b` flag: memcached stores (and dumps) their decoded bytes, so
+    the mover places them by those bytes and names them in base64 with `b` (issue 23)."""
+    MIGRATION_MS = 4000
+    # Bytes no text line can carry: a space, CR, LF, NUL, a control byte, DEL, non-ASCII.
+    CANDIDATES = [b"bin %d\r\n\x00\x01\x7f\xff" % i for i in range(800)]
+
+    def moving_keys(self):
+        keys = [k for k in self.CANDIDATES
+                if ketama_index(k, self.NAMES4, named=True) == 3][:40]
+        self.assertEqual(len(keys), 40)
+        return keys
+
+    def set_b(self, keys, value, flags=7, ttl=600):
+        for key in keys:
+            self.assertEqual(self.client.request(b"ms %s %d b F%d T%d\r\n%s\r\n" % (
+                base64.b64encode(key), len(value), flags, ttl, value)), b"HD\r\n", key)
+
+    @staticmethod
+    def raw_b(server, key):
+        """`mg <base64> b f t v` on the memcached itself: (flags, ttl, value) or None."""
+        with server.client() as c:
+            reply = c.request(b"mg %s b f t v\r\n" % base64.b64encode(key))
+        if reply == b"EN\r\n":
+            return None
+        head, value = reply.split(b"\r\n")[:2]
+        fields = dict((f[:1], f[1:]) for f in head.split(b" ")[2:])
+        return int(fields[b"f"]), int(fields[b"t"]), value
+
+    def holders_b(self, servers, key):
+        return [name for name, server in servers if self.raw_b(server, key) is not None]
+
+    def read_b(self, key):
+        return self.client.request(b"mg %s b f v\r\n" % base64.b64encode(key))
+
+    def test_binary_keys_move_to_their_new_owner(self):
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        moved = self.moving_keys()
+        stay = [k for k in self.CANDIDATES
+                if ketama_index(k, self.NAMES4, named=True) != 3][:20]
+        self.set_b(moved + stay, b"v1")
+        servers.append(("mc-3", self.memcached()))
+        self.reload(self.text())
+        # No client reads: the keys move by themselves, with their flags and TTL.
+        wait_until(lambda: all(self.holders_b(servers, k) == ["mc-3"] for k in moved),
+                   timeout=15, what="the moved binary keys to be on mc-3 only")
+        for key in moved:
+            flags, ttl, value = self.raw_b(servers[3][1], key)
+            self.assertEqual((flags, value), (7, b"v1"), key)
+            self.assertTrue(500 < ttl <= 600, (key, ttl))
+        for key in stay:
+            self.assertEqual(len(self.holders_b(servers, key)), 1, key)
+            self.assertNotIn("mc-3", self.holders_b(servers, key), key)
+        self.assertEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                     action="moved"), len(moved))
+        for key in moved + stay:
+            self.assertEqual(self.read_b(key), b"VA 2 f7\r\nv1\r\n", key)
+
+    def test_binary_copies_a_server_held_from_before_are_purged(self):
+        # mc-3 joins holding old copies of binary keys it is about to own: purged like text
+        # keys' (they used to be skipped, then served).
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        moved = self.moving_keys()
+        self.set_b(moved, b"v2")
+        newcomer = self.memcached()
+        with newcomer.client() as c:
+            for key in moved:
+                self.assertEqual(c.request(b"ms %s 3 b F5\r\nold\r\n" % base64.b64encode(key)),
+                                 b"HD\r\n")
+        servers.append(("mc-3", newcomer))
+        self.wait_window_end(self.change(servers))
+        for key in moved:
+            self.assertEqual(self.read_b(key), b"VA 2 f7\r\nv2\r\n", key)
+        self.assertEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                     action="purged"), len(moved))
 
 
 class KeyMoverChurnTest(KeyMoverBase):
@@ -600,6 +706,52 @@ class KeyMoverPoolsTest(KeyMoverBase):
         self.assert_never_read(keys, b"v1")
 
 
+def routed_pools_yaml(main, p2, s_pool, migration_ms):
+    """Pools main and p2 (zone a each); keys "m:..." go to main, "s:..." to `s_pool`."""
+    out = ["pools:"]
+    for name, servers in [("main", main), ("p2", p2)]:
+        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
+                "    zones:", "      a:"]
+        out += ['        - {address: "%s", name: %s}' % (m.address, n) for n, m in servers]
+    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: %s}' % s_pool]
+    out += ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+    return "\n".join(out) + "\n"
+
+
+class RouteChangeTest(KeyMoverBase):
+    MIGRATION_MS = 3000
+
+    def test_a_prefix_routed_away_and_back_serves_nothing_the_old_pool_held(self):
+        # "s:" goes to p2, then to main (written there), then back to p2: p2's copies from
+        # the first era are older than the writes through main and must not be served. p2
+        # shares server A with main: main's keys on A are not p2's to purge.
+        A, B, C = (self.memcached() for _ in range(3))
+        main, p2 = [("mc-0", A), ("mc-1", B)], [("x-0", A), ("x-1", C)]
+        state = {"s": "p2"}
+        self.text = lambda: routed_pools_yaml(main, p2, state["s"], self.MIGRATION_MS)
+        self.start_proxy(self.text(), metrics=True, threads=1)
+        s_keys = ["s:%d" % i for i in range(60)]
+        m_keys = ["m:%d" % i for i in range(60)]
+        on_a = [k for k in m_keys if ketama_index(k, ["mc-0", "mc-1"], named=True) == 0]
+        self.assertTrue(on_a)
+        self.set_keys(s_keys + m_keys, b"v1")
+        state["s"] = "main"
+        self.wait_window_end(self.change(None))
+        self.set_keys(s_keys, b"v2")
+        state["s"] = "p2"
+        self.wait_window_end(self.change(None))
+        self.assert_never_read(s_keys, b"v1")
+        self.assertGreaterEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
+                                            action="purged"), len(s_keys))
+        for key in on_a:  # untouched on the shared server
+            self.assertEqual(self.raw(A, key), (5, -1, b"v1"), key)
+        for key in m_keys:
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
+                             b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
+
+
 class ZoneAbsenceTest(KeyMoverBase):
     def test_a_zone_back_after_an_absence_serves_nothing_it_missed(self):
         # Zone b drops out of the topology (no ready server, say) while its memcached keep
@@ -610,6 +762,64 @@ class ZoneAbsenceTest(KeyMoverBase):
     def test_a_zone_back_with_another_ring_moves_nothing_it_missed(self):
         # ... nor moved to the owners of its new ring.
         self.back_after_an_absence(with_new_server=True)
+
+    def test_a_zone_back_is_not_read_before_its_purge(self):
+        # Zone b leaves and comes back; its crawler is off (the purge fails until it is on
+        # again: a purge as slow as we like, deterministically). Reads through b's proxy must
+        # go to zone a meanwhile, never to b's stale copies, and return to b once it is purged.
+        a, b, state = self.zone_b_proxy()
+        self.set_all(b"v1")
+        self.return_with_crawler_off(a, b, state, b"v1", b"v2")
+        self.crawler_on_and_b_read_again(b, "only-b")
+
+    def test_a_zone_back_twice_is_purged_each_time(self):
+        # The second return follows the first one's crawl within seconds: its crawl must not
+        # take the first one's lease ("done") for its own.
+        a, b, state = self.zone_b_proxy()
+        self.set_all(b"v1")
+        self.return_with_crawler_off(a, b, state, b"v1", b"v2")
+        self.crawler_on_and_b_read_again(b, "only-b")
+        self.set_all(b"v3")
+        self.return_with_crawler_off(a, b, state, b"v3", b"v4")
+        self.crawler_on_and_b_read_again(b, "only-b-again")
+
+    def zone_b_proxy(self):
+        self.MIGRATION_MS = 30000
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        state = {"zones": {"a": a, "b": b}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        return a, b, state
+
+    def return_with_crawler_off(self, a, b, state, old, new):
+        """Zone b (holding `old`) leaves, the keys are written `new`, b comes back with its
+        crawler off: none of b's copies is read."""
+        for _, server in b:
+            with server.client() as c:
+                self.assertEqual(c.request(b"lru_crawler disable\r\n"), b"OK\r\n")
+        state["zones"] = {"a": a}
+        self.change(None)
+        self.set_keys(KEYS, new)
+        state["zones"] = {"a": a, "b": b}
+        self.change(None)
+        self.assert_never_read(KEYS, old)
+
+    def crawler_on_and_b_read_again(self, b, key):
+        """A key written to b alone after its return is not read until b's crawler is on
+        again, and is read once b is purged (well before the window ends)."""
+        owner = b[ketama_index(key, [n for n, _ in b], named=True)][1]
+        with owner.client() as c:
+            self.assertEqual(c.request(b"set %s 0 0 1\r\nx\r\n" % key.encode()), b"STORED\r\n")
+        self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n")
+        for _, server in b:
+            with server.client() as c:
+                self.assertEqual(c.request(b"lru_crawler enable\r\n"), b"OK\r\n")
+        wait_until(lambda: self.client.request(b"get %s\r\n" % key.encode()) != b"END\r\n",
+                   timeout=15, what="zone b to be read again once purged")
 
     def back_after_an_absence(self, with_new_server):
         self.MIGRATION_MS = 3000
@@ -652,8 +862,9 @@ class EndlessDumpTest(KeyMoverBase):
         # items written "since the change" (cas above the lease's): never batched
         "items": lambda i: b"".join(b"key=k%d exp=-1 la=1 cas=100 fetch=no cls=1 size=60\n" % j
                                     for j in range(i * 100, i * 100 + 100)),
-        # keys the text protocol cannot carry: skipped before any batch
-        "unsendable keys": lambda i: b"key=k%%01%d exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n" % i,
+        # keys no meta line can name (binary, base64 over 250 bytes): skipped before any batch
+        "unsendable keys": lambda i: b"key=%s%d exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n" % (
+            b"%01" * 187, i),
         # one byte at a time, never a whole line: no read ever times out
         "a trickle": lambda i: b"k",
     }

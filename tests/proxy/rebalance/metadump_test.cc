@@ -29,17 +29,35 @@ TEST(Metadump, EndsAtEndWithOrWithoutCarriageReturn) {
   EXPECT_EQ(parseDumpLine("END", item), DumpLine::kEnd);
 }
 
-TEST(Metadump, SkipsKeysTheTextProtocolCannotCarry) {
+TEST(Metadump, ReadsEveryKeyAsTheBytesMemcachedStores) {
+  // memcached dumps every key URL-encoded from its raw bytes, a meta `b` key too: binary
+  // bytes, a space, CR, LF and NUL are the key's own.
   DumpedItem item;
-  // A binary key (stored with meta's b flag), a space, an empty key, a key over 250 bytes.
-  EXPECT_EQ(parseDumpLine("key=bin%01 exp=-1 la=1 cas=3 fetch=no cls=1 size=64", item),
-            DumpLine::kSkipped);
-  EXPECT_EQ(parseDumpLine("key=a%20b exp=-1 la=1 cas=3 fetch=no cls=1 size=64", item),
-            DumpLine::kSkipped);
+  ASSERT_EQ(parseDumpLine("key=bin%01 exp=-1 la=1 cas=3 fetch=no cls=1 size=64", item),
+            DumpLine::kItem);
+  EXPECT_EQ(item.key, "bin\x01");
+  ASSERT_EQ(
+      parseDumpLine("key=a%20b%0D%0A%00%FF~._- exp=-1 la=1 cas=4 fetch=no cls=1 size=72", item),
+      DumpLine::kItem);
+  EXPECT_EQ(item.key, std::string("a b\r\n\0\xff~._-", 11));
+  EXPECT_EQ(item.cas, 4u);
+  // Up to 250 bytes, whatever they are, as long as a meta line can name them: a binary key
+  // goes base64-encoded, and memcached takes a key token of 250 bytes at most (186 raw).
+  std::string binary_186, binary_187;
+  for (int i = 0; i < 186; ++i) binary_186 += "%01";
+  binary_187 = binary_186 + "%01";
+  ASSERT_EQ(parseDumpLine("key=" + binary_186 + " cas=3", item), DumpLine::kItem);
+  EXPECT_EQ(item.key, std::string(186, '\x01'));
+  EXPECT_EQ(parseDumpLine("key=" + binary_187 + " cas=3", item), DumpLine::kSkipped);
+  EXPECT_EQ(parseDumpLine("key=" + std::string(250, 'k') + " cas=3", item), DumpLine::kItem);
+}
+
+TEST(Metadump, SkipsKeysNoMetaLineCanName) {
+  DumpedItem item;
+  // An empty key, a key over memcached's 250 bytes.
   EXPECT_EQ(parseDumpLine("key= exp=-1 la=1 cas=3 fetch=no cls=1 size=64", item),
             DumpLine::kSkipped);
   EXPECT_EQ(parseDumpLine("key=" + std::string(251, 'k') + " cas=3", item), DumpLine::kSkipped);
-  EXPECT_EQ(parseDumpLine("key=" + std::string(250, 'k') + " cas=3", item), DumpLine::kItem);
 }
 
 TEST(Metadump, RejectsWhatIsNotAnItemLine) {
