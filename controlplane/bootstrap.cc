@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "controlplane/server/applied_everywhere.h"
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/replica_links.h"
@@ -177,6 +178,7 @@ int runController(const ControllerOptions& options) {
   SnapshotCache cache;
   ProxyRegistry registry;
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
+  AppliedEverywhere everywhere;
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
   // Before the source (destroyed after it): the source's thread calls into it.
@@ -211,6 +213,11 @@ int runController(const ControllerOptions& options) {
     source_options.on_peer_addresses = [&links](const std::map<std::string, std::string>& peers) {
       if (links) links->setPeers(peers);
     };
+    source_options.on_peer_count = [&everywhere](size_t peers) {
+      everywhere.setOtherReplicas(peers > 0);
+    };
+    // Until the replica Leases were first listed, other replicas may serve proxies.
+    if (options.leader_elect) everywhere.setOtherReplicas(true);
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
     if (options.leader_elect) {
@@ -233,7 +240,7 @@ int runController(const ControllerOptions& options) {
     };
     synced = [&kube_source] { return kube_source->synced(); };
   }
-  TopologyService service(cache, registry, dirty, zones);
+  TopologyService service(cache, registry, dirty, everywhere, zones);
   ReplicaService replica_service(dirty);
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;

@@ -164,9 +164,11 @@ void KubernetesSource::unitePeersDirtyServers() {
     dirty[peer.identity].insert(peer.dirty.begin(), peer.dirty.end());
     if (!peer.address.empty()) addresses[peer.identity] = peer.address;
   }
+  const size_t peers = dirty.size();
   // By replica: a replica that streams its set directly replaces what its Lease says.
   dirty_servers_.setLeasePeers(std::move(dirty));
   if (options_.on_peer_addresses) options_.on_peer_addresses(addresses);
+  if (options_.on_peer_count) options_.on_peer_count(peers);
 }
 
 ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {
