@@ -10,14 +10,17 @@ new owner with the older value, and the later write at the old owner is lost.
 (Stopping proxy 2 with SIGSTOP instead is not a test: on SIGCONT it applies the topology as
 fast as it runs the queued writes, often first, and then the writes go to the new owner.)
 """
+import os
 import re
 import socket
+import tempfile
 import threading
 import time
 import unittest
 import urllib.request
 
 from harness import Controller, Memcached, Proxy, free_port, ketama_index, wait_until
+from tls_certs import CertAuthority
 
 KEYS = ["skew:%d" % i for i in range(240)]
 NAMES3 = ["mc-0", "mc-1", "mc-2"]
@@ -104,11 +107,17 @@ class HeldRelay:
                 pass
 
 
-def pool_yaml(servers, migration_ms=20000):
+def pool_yaml(servers, migration_ms=20000, sealed=None):
+    """Pool main, zone a: `servers` [(name, Memcached)]. `sealed`: (Memcached, CA file) adds
+    pool "sealed" (keys "sealed:*"), its servers verified with that CA."""
     lines = ["pools:", "  - name: main", "    migration: {durationMs: %d}" % migration_ms,
              "    zones:", "      a:"]
     for name, server in servers:
         lines.append('        - {address: "%s", name: %s}' % (server.address, name))
+    if sealed:
+        lines += ["  - name: sealed", "    zones:", '      a: ["%s"]' % sealed[0].address,
+                  "    tls: {caFile: %s}" % sealed[1],
+                  "routes:", '  - {prefix: "sealed:", pool: sealed}', '  - {prefix: "", pool: main}']
     lines += ["timeouts: {connectMs: 200, requestMs: 500}",
               "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
               "consistency: {readHoldMs: 0}"]
@@ -132,10 +141,10 @@ class RingSkewTest(unittest.TestCase):
         self.addCleanup(m.kill)
         return m
 
-    def proxy(self, controller_address):
+    def proxy(self, controller_address, **kwargs):
         port = free_port()
         p = Proxy(None, zone="a", threads=1, controller=controller_address,
-                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port]).start()
+                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port], **kwargs).start()
         p.metrics_port = port
         self.addCleanup(p.stop)
         return p
@@ -229,6 +238,57 @@ class RingSkewTest(unittest.TestCase):
                                     zone="a"), 0)
         print("\nring skew: %d writes through proxy 2 on the old ring over %.1f s; moves done "
               "%.2f s after it heard of the change" % (writes, HOLD_S, moves_done_s))
+
+    def test_no_word_while_a_proxy_nacks_moves_start_at_the_bound(self):
+        # Proxy 2 runs as another user that cannot read the CA file of a pool the change adds:
+        # it NACKs the change and keeps the old ring. The controller never says the change is
+        # applied everywhere, so proxy 1's moves wait for their bound (10 s), logged and counted.
+        uid = 1001
+        servers = [(n, self.memcached()) for n in NAMES3]
+        fourth, sealed = self.memcached(), self.memcached()
+        ca = CertAuthority("skew")
+        os.chmod(ca.cert, 0o600)
+        controller = Controller(pool_yaml(servers)).start()
+        self.addCleanup(controller.kill)
+        p1 = self.proxy(controller.address)
+        state = tempfile.mkdtemp(prefix="memzone-skew-")
+        os.chmod(state, 0o777)
+        p2 = self.proxy(controller.address, state_dir=state,
+                        wrapper=["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"])
+        v1 = self.latest_version(controller)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
+        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
+        with p1.client() as c:
+            for key in KEYS:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+
+        servers.append(("mc-3", fourth))
+        controller.write_topology(pool_yaml(servers, sealed=(sealed, ca.cert)))
+        changed_at = time.monotonic()
+        v2 = self.latest_version(controller, v1)
+        wait_until(lambda: self.version_of(p1) == v2, timeout=10, what="proxy 1 to apply v2")
+        controller.wait_for_log("NACKed topology %s" % v2)
+        self.assertEqual(self.version_of(p2), v1)
+
+        def crawls_done():
+            return metric(p1.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
+                          result="done")
+        # Well past the one second moves used to wait: nothing moved.
+        wait_until(lambda: time.monotonic() - changed_at > 6, timeout=10, what="6 s")
+        self.assertEqual(metric(p1.metrics_port, "memzone_proxy_migration_keys_total", zone="a",
+                                action="moved"), 0)
+        self.assertEqual(crawls_done(), 0)
+        wait_until(lambda: crawls_done() >= 4, timeout=15, what="the crawls after the bound")
+        moved_after_s = time.monotonic() - changed_at
+        self.assertGreater(moved_after_s, 9)
+        self.assertEqual(metric(p1.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
+                                zone="a"), 1)
+        self.assertIn("no word from the controller that every proxy applied topology %s" % v2,
+                      p1.logs())
+        for key in moved:
+            self.assertEqual(self.holders(servers, key), ["mc-3"], key)
+        print("\nring skew, a proxy NACKs: moves started %.1f s after the change" % moved_after_s)
 
 
 if __name__ == "__main__":
