@@ -213,11 +213,11 @@ int runController(const ControllerOptions& options) {
     source_options.on_peer_addresses = [&links](const std::map<std::string, std::string>& peers) {
       if (links) links->setPeers(peers);
     };
-    source_options.on_peer_count = [&everywhere](size_t peers) {
-      everywhere.setOtherReplicas(peers > 0);
+    source_options.on_peer_identities = [&everywhere](std::set<std::string> peers) {
+      everywhere.setPeers(std::move(peers));
     };
     // Until the replica Leases were first listed, other replicas may serve proxies.
-    if (options.leader_elect) everywhere.setOtherReplicas(true);
+    if (options.leader_elect) everywhere.peersUnknown();
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
     if (options.leader_elect) {
@@ -232,7 +232,7 @@ int runController(const ControllerOptions& options) {
           return 1;
         }
       }
-      links = std::make_unique<ReplicaLinks>(link_options, dirty);
+      links = std::make_unique<ReplicaLinks>(link_options, dirty, everywhere);
     }
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
@@ -241,7 +241,7 @@ int runController(const ControllerOptions& options) {
     synced = [&kube_source] { return kube_source->synced(); };
   }
   TopologyService service(cache, registry, dirty, everywhere, zones);
-  ReplicaService replica_service(dirty);
+  ReplicaService replica_service(dirty, everywhere);
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
   grpc::ServerBuilder builder;

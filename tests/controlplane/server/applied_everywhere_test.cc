@@ -52,12 +52,38 @@ TEST(AppliedEverywhere, ProxiesServingNothingAndGoneOnesAreNotCounted) {
   EXPECT_EQ(e.version(), "v1");
 }
 
-TEST(AppliedEverywhere, NothingSaidWhileOtherReplicasServeProxies) {
+TEST(AppliedEverywhere, EveryLiveReplicaMustSayItsProxiesAppliedIt) {
   AppliedEverywhere e;
+  e.peersUnknown();  // leader election on, the replica Leases not listed yet
   e.attach(1, "v1");
-  e.setOtherReplicas(true);
   EXPECT_EQ(e.version(), "");
-  e.setOtherReplicas(false);
+  EXPECT_EQ(e.local(), (AppliedEverywhere::Local{true, "v1"}));  // what we tell the others
+  e.setPeers({"r2", "r3"});
+  EXPECT_EQ(e.version(), "");  // neither said anything yet
+  e.peerSaid("r2", true, "v1");
+  EXPECT_EQ(e.version(), "");   // r3 has not
+  e.peerSaid("r3", false, "");  // r3 serves no proxy
+  EXPECT_EQ(e.version(), "v1");
+  e.peerSaid("r2", true, "");  // one of r2's proxies is on another version
+  EXPECT_EQ(e.version(), "");
+  e.peerSaid("r2", true, "v2");
+  EXPECT_EQ(e.version(), "");  // ours are still on v1
+  e.applied(1, "v2");
+  EXPECT_EQ(e.version(), "v2");
+  e.dropPeer("r2");  // its stream ended: it is still listed live, and unheard
+  EXPECT_EQ(e.version(), "");
+  e.setPeers({"r3"});  // its Lease expired
+  EXPECT_EQ(e.version(), "v2");
+  // A replica streaming to us that the Leases do not list yet serves proxies too.
+  e.peerSaid("r4", true, "v1");
+  EXPECT_EQ(e.version(), "");
+}
+
+TEST(AppliedEverywhere, AReplicaWithoutProxiesTakesTheOthersWord) {
+  AppliedEverywhere e;
+  e.setPeers({"r2"});
+  EXPECT_EQ(e.local(), AppliedEverywhere::Local{});
+  e.peerSaid("r2", true, "v1");
   EXPECT_EQ(e.version(), "v1");
 }
 
