@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "controlplane/server/applied_everywhere.h"
 #include "controlplane/server/controller_collector.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/replica_links.h"
@@ -177,6 +178,7 @@ int runController(const ControllerOptions& options) {
   SnapshotCache cache;
   ProxyRegistry registry;
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
+  AppliedEverywhere everywhere;
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
   // Before the source (destroyed after it): the source's thread calls into it.
@@ -211,6 +213,11 @@ int runController(const ControllerOptions& options) {
     source_options.on_peer_addresses = [&links](const std::map<std::string, std::string>& peers) {
       if (links) links->setPeers(peers);
     };
+    source_options.on_peer_identities = [&everywhere](std::set<std::string> peers) {
+      everywhere.setPeers(std::move(peers));
+    };
+    // Until the replica Leases were first listed, other replicas may serve proxies.
+    if (options.leader_elect) everywhere.peersUnknown();
     kube_source = std::make_unique<KubernetesSource>(config, source_options, cache, registry, dirty,
                                                      source_counters);
     if (options.leader_elect) {
@@ -225,7 +232,7 @@ int runController(const ControllerOptions& options) {
           return 1;
         }
       }
-      links = std::make_unique<ReplicaLinks>(link_options, dirty);
+      links = std::make_unique<ReplicaLinks>(link_options, dirty, everywhere);
     }
     // --zone wins; else the zone label of the node the proxy runs on.
     zones = [&kube_source](const v1::TopologyRequest& hello) {
@@ -233,8 +240,8 @@ int runController(const ControllerOptions& options) {
     };
     synced = [&kube_source] { return kube_source->synced(); };
   }
-  TopologyService service(cache, registry, dirty, zones);
-  ReplicaService replica_service(dirty);
+  TopologyService service(cache, registry, dirty, everywhere, zones);
+  ReplicaService replica_service(dirty, everywhere);
   std::shared_ptr<grpc::ServerCredentials> credentials = grpcCredentials(options, *tls_observer);
   if (!credentials) return 1;
   grpc::ServerBuilder builder;

@@ -104,10 +104,14 @@ std::string nodeId(const std::string& state_dir) {
 class TopologyApplier {
  public:
   TopologyApplier(std::vector<std::unique_ptr<server::Worker>>& workers,
-                  server::StatsContext& stats, tls::TlsContexts& tls, rebalance::KeyMover* mover)
-      : workers_(workers), stats_(stats), tls_(tls), mover_(mover) {}
+                  server::StatsContext& stats, tls::TlsContexts& tls, rebalance::KeyMover* mover,
+                  rebalance::RingAgreement* agreement)
+      : workers_(workers), stats_(stats), tls_(tls), mover_(mover), agreement_(agreement) {}
 
   void apply(std::shared_ptr<const topology::Topology> topology) {
+    // In the order applied: what the controller later says every proxy applied is compared
+    // with it.
+    if (agreement_ != nullptr) agreement_->applied(topology->version);
     // The mover first: it reads the CAS counters of servers new to a zone before any write
     // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
@@ -148,6 +152,7 @@ class TopologyApplier {
   std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
   tls::TlsContexts& tls_;
   rebalance::KeyMover* mover_;
+  rebalance::RingAgreement* agreement_;
 };
 
 // Backends no worker has up ("address:port", sorted), from the workers' per-second samples.
@@ -394,12 +399,15 @@ int runProxy(const config::ProxyOptions& options) {
     stats_context->workers.push_back(workers.back().get());
   }
   std::unique_ptr<rebalance::KeyMover> mover;
+  // With a controller, moves wait for its word that every proxy applied a ring change.
+  std::shared_ptr<rebalance::RingAgreement> agreement;
   if (options.move_keys) {
+    if (!options.controller.empty()) agreement = std::make_shared<rebalance::RingAgreement>();
     mover = std::make_unique<rebalance::KeyMover>(worker_options.server_board, tls_contexts,
-                                                  options.zone);
+                                                  options.zone, agreement);
     stats_context->moves = mover->counters();
   }
-  TopologyApplier applier(workers, *stats_context, *tls_contexts, mover.get());
+  TopologyApplier applier(workers, *stats_context, *tls_contexts, mover.get(), agreement.get());
   if (topology) applier.apply(topology);
   for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
@@ -472,7 +480,10 @@ int runProxy(const config::ProxyOptions& options) {
           for (const auto& o : reported) confirmable.push_back({o.address, o.epoch});
           board->confirm(confirmable);
           stats_context->dirty_servers = static_cast<uint32_t>(dirty.addresses_size());
-        });
+        },
+        agreement ? topology::ControllerClient::EverywhereFn(
+                        [agreement](const std::string& version) { agreement->agreed(version); })
+                  : topology::ControllerClient::EverywhereFn());
     board->setOwedListener([client = controller.get()] { client->healthChanged(); });
     controller->start();
   }

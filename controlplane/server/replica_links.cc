@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include "memzone/ops/log.h"
@@ -14,21 +15,28 @@ namespace memzone::controlplane {
 // One stream to one replica, kept up until destroyed.
 class ReplicaLinks::Link {
  public:
-  Link(const ReplicaLinkOptions& options, DirtyServers& dirty, std::string peer,
-       std::string address)
-      : options_(options), dirty_(dirty), peer_(std::move(peer)), address_(std::move(address)) {
-    subscription_ = dirty_.subscribe([this] {
+  Link(const ReplicaLinkOptions& options, DirtyServers& dirty, AppliedEverywhere& everywhere,
+       std::string peer, std::string address)
+      : options_(options),
+        dirty_(dirty),
+        everywhere_(everywhere),
+        peer_(std::move(peer)),
+        address_(std::move(address)) {
+    auto changed = [this] {
       {
         std::lock_guard lock(mu_);
         changed_ = true;
       }
       wake_.notify_all();
-    });
+    };
+    subscription_ = dirty_.subscribe(changed);
+    everywhere_subscription_ = everywhere_.subscribe(changed);
     thread_ = std::thread([this] { run(); });
   }
 
   ~Link() {
     dirty_.unsubscribe(subscription_);
+    everywhere_.unsubscribe(everywhere_subscription_);
     {
       std::lock_guard lock(mu_);
       stopping_ = true;
@@ -102,16 +110,21 @@ class ReplicaLinks::Link {
       wake_.notify_all();
     });
     uint64_t sent = ~uint64_t{0};
+    std::optional<AppliedEverywhere::Local> applied_sent;
     while (true) {
       uint64_t generation = 0;
       std::set<std::string> local = dirty_.local(generation);
-      if (generation != sent) {
+      AppliedEverywhere::Local applied = everywhere_.local();
+      if (generation != sent || applied_sent != applied) {
         v1::ReplicaDirty message;
         message.set_replica(options_.identity);
         message.set_generation(generation);
         for (const auto& a : local) message.add_addresses(a);
+        message.set_proxies_applied(applied.version);
+        message.set_no_proxies(!applied.counted);
         if (!stream->Write(message)) break;
         sent = generation;
+        applied_sent = applied;
       }
       std::unique_lock lock(mu_);
       wake_.wait(lock, [this] { return stopping_ || changed_ || read_done_; });
@@ -139,9 +152,11 @@ class ReplicaLinks::Link {
 
   const ReplicaLinkOptions& options_;
   DirtyServers& dirty_;
+  AppliedEverywhere& everywhere_;
   const std::string peer_;
   const std::string address_;
   uint64_t subscription_ = 0;
+  uint64_t everywhere_subscription_ = 0;
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
@@ -151,8 +166,9 @@ class ReplicaLinks::Link {
   std::thread thread_;
 };
 
-ReplicaLinks::ReplicaLinks(ReplicaLinkOptions options, DirtyServers& dirty)
-    : options_(std::move(options)), dirty_(dirty) {}
+ReplicaLinks::ReplicaLinks(ReplicaLinkOptions options, DirtyServers& dirty,
+                           AppliedEverywhere& everywhere)
+    : options_(std::move(options)), dirty_(dirty), everywhere_(everywhere) {}
 
 ReplicaLinks::~ReplicaLinks() { stop(); }
 
@@ -172,7 +188,8 @@ void ReplicaLinks::setPeers(const std::map<std::string, std::string>& peers) {
     }
     for (const auto& [identity, address] : peers) {
       if (identity == options_.identity || address.empty() || links_.count(identity)) continue;
-      links_.emplace(identity, std::make_unique<Link>(options_, dirty_, identity, address));
+      links_.emplace(identity,
+                     std::make_unique<Link>(options_, dirty_, everywhere_, identity, address));
     }
   }
   gone.clear();  // joins, outside mu_

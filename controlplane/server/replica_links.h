@@ -4,7 +4,9 @@
 // the answers (which generation that replica's proxies applied) to the dirty set, which holds
 // its confirmation back until then (dirty_servers.h). A link that fails is retried with a
 // jittered backoff from 100 ms to 5 s; while it is down the other replica counts through
-// our Lease (the fallback). setPeers() from any thread; the links are joined on stop().
+// our Lease (the fallback). Each message also says what our own proxies applied
+// (applied_everywhere.h), sent again whenever that changes. setPeers() from any thread; the
+// links are joined on stop().
 #pragma once
 
 #include <condition_variable>
@@ -14,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "controlplane/server/applied_everywhere.h"
 #include "controlplane/server/dirty_servers.h"
 
 namespace grpc {
@@ -31,7 +34,7 @@ struct ReplicaLinkOptions {
 
 class ReplicaLinks {
  public:
-  ReplicaLinks(ReplicaLinkOptions options, DirtyServers& dirty);
+  ReplicaLinks(ReplicaLinkOptions options, DirtyServers& dirty, AppliedEverywhere& everywhere);
   ~ReplicaLinks();
 
   // The replicas to stream to now: identity -> "host:port". Links to others end.
@@ -42,6 +45,7 @@ class ReplicaLinks {
   class Link;
   ReplicaLinkOptions options_;
   DirtyServers& dirty_;
+  AppliedEverywhere& everywhere_;
   std::mutex mu_;
   bool stopped_ = false;
   std::map<std::string, std::unique_ptr<Link>> links_;  // by identity

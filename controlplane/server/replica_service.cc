@@ -13,8 +13,9 @@ namespace {
 class ShareDirtyStream final
     : public grpc::ServerBidiReactor<v1::ReplicaDirty, v1::ReplicaDirtyApplied> {
  public:
-  ShareDirtyStream(grpc::CallbackServerContext* context, DirtyServers& dirty)
-      : peer_(context->peer()), dirty_(dirty) {
+  ShareDirtyStream(grpc::CallbackServerContext* context, DirtyServers& dirty,
+                   AppliedEverywhere& everywhere)
+      : peer_(context->peer()), dirty_(dirty), everywhere_(everywhere) {
     // Outside mu_: the set calls listeners under its own lock, and they take mu_.
     subscription_ = dirty_.subscribe([this] {
       std::lock_guard lock(mu_);
@@ -49,6 +50,10 @@ class ShareDirtyStream final
       dirty_.streamPeer(
           replica_, in_.generation(),
           std::set<std::string>(in_.addresses().begin(), in_.addresses().begin() + n));
+      if (in_.has_proxies_applied()) {
+        said_applied_ = true;
+        everywhere_.peerSaid(replica_, !in_.no_proxies(), in_.proxies_applied());
+      }
     }
     StartRead(&in_);
     sendIfNeededLocked();
@@ -68,6 +73,7 @@ class ShareDirtyStream final
     dirty_.unsubscribe(subscription_);
     if (!replica_.empty()) {
       dirty_.dropStreamPeer(replica_);
+      if (said_applied_) everywhere_.dropPeer(replica_);
       ops::logEvent(ops::LogLevel::kInfo, "replica-in:" + replica_,
                     "replica %s stopped streaming its dirty servers", replica_.c_str());
     }
@@ -94,6 +100,8 @@ class ShareDirtyStream final
 
   std::string peer_;
   DirtyServers& dirty_;
+  AppliedEverywhere& everywhere_;
+  bool said_applied_ = false;  // the replica said what its proxies applied
   uint64_t subscription_ = 0;
   std::mutex mu_;
   v1::ReplicaDirty in_;
@@ -109,7 +117,7 @@ class ShareDirtyStream final
 
 grpc::ServerBidiReactor<v1::ReplicaDirty, v1::ReplicaDirtyApplied>* ReplicaService::ShareDirty(
     grpc::CallbackServerContext* context) {
-  return new ShareDirtyStream(context, dirty_);
+  return new ShareDirtyStream(context, dirty_, everywhere_);
 }
 
 }  // namespace memzone::controlplane

@@ -13,8 +13,14 @@ class TopologyStream final
     : public grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot> {
  public:
   TopologyStream(grpc::CallbackServerContext* context, SnapshotCache& cache,
-                 ProxyRegistry& registry, DirtyServers& dirty, const ZoneResolver& zones)
-      : peer_(context->peer()), cache_(cache), registry_(registry), dirty_(dirty), zones_(zones) {
+                 ProxyRegistry& registry, DirtyServers& dirty, AppliedEverywhere& everywhere,
+                 const ZoneResolver& zones)
+      : peer_(context->peer()),
+        cache_(cache),
+        registry_(registry),
+        dirty_(dirty),
+        everywhere_(everywhere),
+        zones_(zones) {
     // Headers now, not with the first snapshot: a proxy that already has the current version
     // gets no snapshot, and the headers are how it knows the stream is established.
     context->AddInitialMetadata("memzone-controller", MEMZONE_VERSION);
@@ -65,9 +71,17 @@ class TopologyStream final
         sendIfNeededLocked();
       });
     }
+    uint64_t everywhere_subscription = 0;
+    if (wants_everywhere_) {
+      everywhere_subscription = everywhere_.subscribe([this] {
+        std::lock_guard lock(mu_);
+        sendIfNeededLocked();
+      });
+    }
     std::lock_guard lock(mu_);
     subscription_ = subscription;
     dirty_subscription_ = dirty_subscription;
+    everywhere_subscription_ = everywhere_subscription;
     setup_done_ = true;
     if (finishing_) {
       finishLocked();
@@ -95,8 +109,10 @@ class TopologyStream final
   void OnDone() override {
     if (subscription_ != 0) cache_.unsubscribe(subscription_);
     if (dirty_subscription_ != 0) dirty_.unsubscribe(dirty_subscription_);
+    if (everywhere_subscription_ != 0) everywhere_.unsubscribe(everywhere_subscription_);
     if (id_ != 0) {
       registry_.disconnected(id_);
+      everywhere_.detach(id_);
       if (wants_dirty_) {
         dirty_.detach(id_);
         dirty_.disconnected(node_id_, id_);
@@ -118,8 +134,11 @@ class TopologyStream final
     acked_version_ = request.version_applied();  // e.g. from its state file: no resend
     node_id_ = request.node_id();
     wants_dirty_ = request.reports_owed();
+    wants_everywhere_ = request.wants_applied_everywhere();
     id_ = registry_.connected(std::move(status));
     if (wants_dirty_) dirty_.attach(id_);
+    // Under mu_ is fine: it calls its listeners on its own thread.
+    everywhere_.attach(id_, request.version_applied());
   }
 
   void answer(const v1::TopologyRequest& request) {
@@ -128,6 +147,7 @@ class TopologyStream final
     if (request.error_detail().empty()) {
       acked_version_ = request.version_applied();
       registry_.acked(id_, sent_version_);
+      everywhere_.applied(id_, acked_version_);
     } else {
       nacked_version_ = sent_version_;
       registry_.nacked(id_, sent_version_, request.error_detail());
@@ -136,22 +156,37 @@ class TopologyStream final
 
   void sendIfNeededLocked() {
     if (write_in_flight_ || finishing_ || id_ == 0) return;
+    // The dirty set goes first and needs no answer: a proxy must stop reading a dirty server
+    // as soon as possible, whatever snapshot is in flight. The version applied everywhere
+    // rides along (a mover waiting on it waits no longer than it must).
+    std::shared_ptr<const v1::TopologySnapshot> dirty;
+    std::tuple<uint64_t, uint64_t, uint64_t> dirty_state{};
     if (wants_dirty_) {
-      // The dirty set goes first and needs no answer: a proxy must stop reading a dirty
-      // server as soon as possible, whatever snapshot is in flight.
-      auto dirty = dirty_.message();
-      std::tuple<uint64_t, uint64_t, uint64_t> state{
-          dirty->dirty().generation(), dirty->dirty().confirmed_generation(), report_seen_};
-      if (state != dirty_sent_) {
-        dirty_sent_ = state;
-        // This stream's own copy: it says which of this proxy's reports it reflects.
-        auto own = std::make_shared<v1::TopologySnapshot>(*dirty);
+      dirty = dirty_.message();
+      dirty_state = {dirty->dirty().generation(), dirty->dirty().confirmed_generation(),
+                     report_seen_};
+    }
+    std::string everywhere = wants_everywhere_ ? everywhere_.version() : std::string();
+    bool dirty_due = wants_dirty_ && dirty_state != dirty_sent_;
+    bool everywhere_due =
+        wants_everywhere_ && (!everywhere_said_ || everywhere != everywhere_sent_);
+    if (dirty_due || everywhere_due) {
+      // This stream's own copy: it says which of this proxy's reports it reflects.
+      auto own = dirty ? std::make_shared<v1::TopologySnapshot>(*dirty)
+                       : std::make_shared<v1::TopologySnapshot>();
+      if (wants_dirty_) {
+        dirty_sent_ = dirty_state;
         own->mutable_dirty()->set_report_seen(report_seen_);
-        out_ = std::move(own);
-        write_in_flight_ = true;
-        StartWrite(out_.get());
-        return;
       }
+      if (wants_everywhere_) {
+        everywhere_said_ = true;
+        everywhere_sent_ = everywhere;
+        own->set_applied_everywhere(everywhere);
+      }
+      out_ = std::move(own);
+      write_in_flight_ = true;
+      StartWrite(out_.get());
+      return;
     }
     if (awaiting_answer_) return;
     auto snapshot = cache_.forZone(zone_);
@@ -178,6 +213,7 @@ class TopologyStream final
   SnapshotCache& cache_;
   ProxyRegistry& registry_;
   DirtyServers& dirty_;
+  AppliedEverywhere& everywhere_;
   const ZoneResolver& zones_;
   std::mutex mu_;
   v1::TopologyRequest request_;
@@ -185,12 +221,18 @@ class TopologyStream final
   uint64_t id_ = 0;
   uint64_t subscription_ = 0;
   uint64_t dirty_subscription_ = 0;
+  uint64_t everywhere_subscription_ = 0;
   std::string node_id_;
   bool wants_dirty_ = false;  // the proxy reports what it owes: it is sent the dirty set
   // Generation, confirmed generation and report seen, last sent (none yet: even the empty set
   // goes out).
   std::tuple<uint64_t, uint64_t, uint64_t> dirty_sent_{~uint64_t{0}, 0, 0};
   uint64_t report_seen_ = 0;  // the proxy's latest report_seq processed
+  // The proxy waits for the version applied everywhere: it is sent it at once (even "", so
+  // it knows this controller speaks it), then whenever it changes.
+  bool wants_everywhere_ = false;
+  bool everywhere_said_ = false;
+  std::string everywhere_sent_;
   std::string zone_;
   std::string acked_version_;
   std::string nacked_version_;
@@ -206,12 +248,16 @@ class TopologyStream final
 }  // namespace
 
 TopologyService::TopologyService(SnapshotCache& cache, ProxyRegistry& registry, DirtyServers& dirty,
-                                 ZoneResolver zones)
-    : cache_(cache), registry_(registry), dirty_(dirty), zones_(std::move(zones)) {}
+                                 AppliedEverywhere& everywhere, ZoneResolver zones)
+    : cache_(cache),
+      registry_(registry),
+      dirty_(dirty),
+      everywhere_(everywhere),
+      zones_(std::move(zones)) {}
 
 grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* TopologyService::StreamTopology(
     grpc::CallbackServerContext* context) {
-  return new TopologyStream(context, cache_, registry_, dirty_, zones_);
+  return new TopologyStream(context, cache_, registry_, dirty_, everywhere_, zones_);
 }
 
 }  // namespace memzone::controlplane

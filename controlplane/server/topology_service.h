@@ -11,13 +11,16 @@
 //
 // Proxies that report what they owe are also sent the dirty-server set (dirty_servers.h)
 // whenever it changes, ahead of any snapshot: a message with an empty version, never ACKed,
-// so it never waits behind a snapshot's answer.
+// so it never waits behind a snapshot's answer. Proxies that ask are also sent, in the same
+// version-less messages, the version every proxy has applied (applied_everywhere.h) whenever it
+// changes: their key movers wait for it.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
 
+#include "controlplane/server/applied_everywhere.h"
 #include "controlplane/server/dirty_servers.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/snapshot_cache.h"
@@ -31,7 +34,7 @@ using ZoneResolver = std::function<std::string(const v1::TopologyRequest& hello)
 class TopologyService final : public v1::TopologyService::CallbackService {
  public:
   TopologyService(SnapshotCache& cache, ProxyRegistry& registry, DirtyServers& dirty,
-                  ZoneResolver zones);
+                  AppliedEverywhere& everywhere, ZoneResolver zones);
 
   grpc::ServerBidiReactor<v1::TopologyRequest, v1::TopologySnapshot>* StreamTopology(
       grpc::CallbackServerContext* context) override;
@@ -40,6 +43,7 @@ class TopologyService final : public v1::TopologyService::CallbackService {
   SnapshotCache& cache_;
   ProxyRegistry& registry_;
   DirtyServers& dirty_;
+  AppliedEverywhere& everywhere_;
   ZoneResolver zones_;
 };
 

@@ -164,9 +164,12 @@ void KubernetesSource::unitePeersDirtyServers() {
     dirty[peer.identity].insert(peer.dirty.begin(), peer.dirty.end());
     if (!peer.address.empty()) addresses[peer.identity] = peer.address;
   }
+  std::set<std::string> identities;
+  for (const auto& [identity, servers] : dirty) identities.insert(identity);
   // By replica: a replica that streams its set directly replaces what its Lease says.
   dirty_servers_.setLeasePeers(std::move(dirty));
   if (options_.on_peer_addresses) options_.on_peer_addresses(addresses);
+  if (options_.on_peer_identities) options_.on_peer_identities(std::move(identities));
 }
 
 ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {

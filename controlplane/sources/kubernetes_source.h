@@ -46,6 +46,9 @@ struct KubernetesSourceOptions {
   // Told, every status period, the other live replicas' identity -> address (the source's
   // thread).
   std::function<void(const std::map<std::string, std::string>&)> on_peer_addresses;
+  // Told, every status period, the other live replicas' identities (with an address or not):
+  // what is applied everywhere waits for each one's word (applied_everywhere.h).
+  std::function<void(std::set<std::string>)> on_peer_identities;
 };
 
 class KubernetesSource {

@@ -284,6 +284,11 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
                         "failed (not crawled before the window ended), elsewhere (another "
                         "proxy did it).",
                         MetricType::Counter);
+  auto& unconfirmed = family(
+      out, "memzone_proxy_migration_moves_unconfirmed_total",
+      "Times the key mover started a ring change's moves at its bound (10 s) without the "
+      "controller's word that every proxy applied the change: a late proxy may write behind them.",
+      MetricType::Counter);
   for (size_t z = 0; z < zones.size(); ++z) {
     Labels labels{{"zone", zones[z]}};
     auto zsum = [&](auto get) {
@@ -325,6 +330,8 @@ std::vector<MetricFamily> ProxyCollector::Collect() const {
         add(crawls, static_cast<double>(counter->load(std::memory_order_relaxed)),
             {{"zone", zones[z]}, {"result", result}});
       }
+      add(unconfirmed, static_cast<double>(m.moves_unconfirmed.load(std::memory_order_relaxed)),
+          labels);
     }
   }
   auto& failovers = family(out, "memzone_proxy_read_failovers_total",

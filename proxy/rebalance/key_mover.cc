@@ -20,6 +20,9 @@ namespace {
 // every proxy to switch rings, so few writes still reach the old owner after a move.
 constexpr int64_t kRemoteDelayUs = 5'000'000;
 constexpr int64_t kRingSkewUs = 1'000'000;
+// The longest moves wait for the controller's word that every proxy applied the change (a
+// proxy stopped, or slow to apply): then they start anyway, logged and counted.
+constexpr int64_t kAgreementWaitUs = 10'000'000;
 constexpr int64_t kRetryUs = 3'000'000;
 constexpr size_t kMaxRings = 8;  // rings kept per job ("before"); beyond, treated as unknown
 // How long "done" stays: long enough for the other proxies, which ask every kRetryUs (or
@@ -77,8 +80,12 @@ void addServers(std::vector<topology::Backend>& to, const topology::Zone& zone) 
 }  // namespace
 
 KeyMover::KeyMover(std::shared_ptr<backend::ServerBoard> board,
-                   std::shared_ptr<tls::TlsContexts> tls, std::string local_zone)
-    : board_(std::move(board)), tls_(std::move(tls)), local_zone_(std::move(local_zone)) {
+                   std::shared_ptr<tls::TlsContexts> tls, std::string local_zone,
+                   std::shared_ptr<const RingAgreement> agreement)
+    : board_(std::move(board)),
+      tls_(std::move(tls)),
+      local_zone_(std::move(local_zone)),
+      agreement_(std::move(agreement)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -170,6 +177,9 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.lease_key = leaseKey(pool.name, zone.name, log);
         job.ready_us = now + (zone.name == local ? 0 : kRemoteDelayUs);
         job.moves_from_us = now + kRingSkewUs;
+        job.version = topology->version;
+        job.agreement_until_us =
+            std::min(now + kAgreementWaitUs, now + int64_t{pool.migration_ms} * 1000);
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
         // Nobody reads a zone back from an absence before its crawl: set before the workers
         // get this topology, cleared server by server as each crawl is done.
@@ -332,6 +342,14 @@ void KeyMover::purgeDone(const std::string& address) {
   unpurged_.erase(held);
 }
 
+bool KeyMover::movesMayStart(const Job& job, bool& bounded) const {
+  const int64_t now = event::nowMicros();
+  if (now < job.moves_from_us) return false;
+  if (!agreement_ || !agreement_->heard() || agreement_->covers(job.version)) return true;
+  bounded = now >= job.agreement_until_us;
+  return bounded;
+}
+
 LinkTls KeyMover::linkTls(const topology::BackendTlsSpec& spec) const {
   LinkTls tls;
   if (spec.enabled) {
@@ -419,11 +437,25 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   }
   std::vector<const topology::Backend*> purged;
   for (const topology::Backend* server : mine) {
-    if (crawl.purge(*server)) purged.push_back(server);
+    if (!crawl.purge(*server)) continue;
+    purged.push_back(server);
+    // A zone back from an absence serves once purged: it has nothing to move, so its reads
+    // need not wait for the word on moves.
+    if (job.missed_writes) purgeDone(server->address);
   }
-  while (!purged.empty() && event::nowMicros() < job.moves_from_us) {
+  bool bounded = false;
+  while (!purged.empty() && !movesMayStart(job, bounded)) {
     if (superseded(job)) return outcome;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (bounded) {
+    ops::logEvent(ops::LogLevel::kWarn, "move-unconfirmed:" + job.lease_key,
+                  "key mover: %s/%s: no word from the controller that every proxy applied "
+                  "topology %s within %lld ms; moving anyway (a proxy still on the old ring may "
+                  "write behind the moves)",
+                  job.pool.c_str(), job.now.zone->name.c_str(), job.version.c_str(),
+                  static_cast<long long>(kAgreementWaitUs / 1000));
+    counters.add(counters.moves_unconfirmed);
   }
   for (const topology::Backend* server : purged) {
     if (!crawl.move(*server)) continue;

@@ -24,8 +24,12 @@
 // lease while it works and marks it done; the others check again every few seconds until it
 // is done or the migration window ends (a proxy that died mid-crawl lets its lease expire).
 // Proxies of the changed zone try first; the others wait a few seconds. Purges start at once
-// (until then a leftover may be served: milliseconds); moves wait a second for every proxy to
-// be on the new ring.
+// (until then a leftover may be served: milliseconds); moves wait until every proxy is on the
+// new ring: a late proxy would write moved keys to their old owners behind the move, and the
+// new owner would serve the older copy. With a controller that says so (ring_agreement.h),
+// until it says every proxy applied the change (at least a second after it, for writes in
+// flight while proxies switch), at most kAgreementWaitUs (logged, counted); without one (a
+// topology file, an older controller), a second.
 //
 // The migration window still runs alongside (window_reads.h): reads of keys not moved yet
 // find them at their previous owner, and writes delete them there.
@@ -45,6 +49,7 @@
 #include "proxy/backend/server_board.h"
 #include "proxy/rebalance/memcached_link.h"
 #include "proxy/rebalance/move_counters.h"
+#include "proxy/rebalance/ring_agreement.h"
 #include "proxy/tls/tls_contexts.h"
 #include "proxy/topology/topology.h"
 
@@ -52,9 +57,10 @@ namespace memzone::rebalance {
 
 class KeyMover {
  public:
-  // `local_zone`: --zone, or "" (then the topology's answer for this proxy).
+  // `local_zone`: --zone, or "" (then the topology's answer for this proxy). `agreement`:
+  // what the controller says every proxy applied; null without a controller.
   KeyMover(std::shared_ptr<backend::ServerBoard> board, std::shared_ptr<tls::TlsContexts> tls,
-           std::string local_zone);
+           std::string local_zone, std::shared_ptr<const RingAgreement> agreement = nullptr);
   ~KeyMover();
   KeyMover(const KeyMover&) = delete;
   KeyMover& operator=(const KeyMover&) = delete;
@@ -93,6 +99,10 @@ class KeyMover {
     int64_t ready_us = 0;       // not before
     int64_t moves_from_us = 0;  // moves not before (purges start at once)
     int64_t until_us = 0;       // the migration window's end: given up then
+    // The change's topology version: moves wait until every proxy applied it (or a later
+    // one), or until agreement_until_us.
+    std::string version;
+    int64_t agreement_until_us = 0;
     // Set when a newer change of the zone replaces the job (or its pool or zone goes): the
     // crawl in progress stops at its next line.
     std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
@@ -113,11 +123,14 @@ class KeyMover {
   void holdUntilPurged(const topology::Zone& zone, int64_t until_us);
   // Takes mu_.
   void purgeDone(const std::string& address);
+  // Whether `job`'s moves may start now; `bounded` set when only the bound allows it.
+  bool movesMayStart(const Job& job, bool& bounded) const;
   bool superseded(const Job& job) const { return stopping_.load() || job.cancelled->load(); }
 
   std::shared_ptr<backend::ServerBoard> board_;
   std::shared_ptr<tls::TlsContexts> tls_;
   std::string local_zone_;
+  std::shared_ptr<const RingAgreement> agreement_;
   std::shared_ptr<MoveCounters> counters_ = std::make_shared<MoveCounters>();
 
   std::mutex mu_;

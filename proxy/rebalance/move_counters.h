@@ -18,6 +18,9 @@ struct ZoneMoveCounters {
   std::atomic<uint64_t> crawls_done{0};
   std::atomic<uint64_t> crawls_failed{0};     // given up when the migration window ended
   std::atomic<uint64_t> crawls_elsewhere{0};  // another proxy held the server's lease
+  // Moves started at their bound without the controller's word that every proxy applied the
+  // change (key_mover.h): a late proxy may have written behind them.
+  std::atomic<uint64_t> moves_unconfirmed{0};
   void add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
 };
 

@@ -221,6 +221,7 @@ void renderStats(StatsContext& context, ByteBuffer& out) {
       stat(out, prefix + "keys_purged", m.purged.load(std::memory_order_relaxed));
       stat(out, prefix + "move_crawls_done", m.crawls_done.load(std::memory_order_relaxed));
       stat(out, prefix + "move_crawls_failed", m.crawls_failed.load(std::memory_order_relaxed));
+      stat(out, prefix + "moves_unconfirmed", m.moves_unconfirmed.load(std::memory_order_relaxed));
     }
   }
   stat(out, "proxy_topology_version", context.topologyVersion());

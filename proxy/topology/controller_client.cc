@@ -57,12 +57,13 @@ std::string parseControllerTargets(const std::string& list, std::vector<std::str
 }
 
 ControllerClient::ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state,
-                                   HealthFn health, DirtyFn on_dirty)
+                                   HealthFn health, DirtyFn on_dirty, EverywhereFn on_everywhere)
     : options_(std::move(options)),
       apply_(std::move(apply)),
       on_state_(std::move(on_state)),
       health_(std::move(health)),
       on_dirty_(std::move(on_dirty)),
+      on_everywhere_(std::move(on_everywhere)),
       applied_version_(options_.initial_version) {}
 
 ControllerClient::~ControllerClient() { stop(); }
@@ -138,6 +139,7 @@ v1::TopologyRequest ControllerClient::message(const std::string& nonce) {
   m.set_zone(options_.zone);
   m.set_version_applied(applied_version_);
   m.set_response_nonce(nonce);
+  m.set_wants_applied_everywhere(static_cast<bool>(on_everywhere_));
   if (health_) {
     m.set_reports_health(true);
     for (const auto& a : health_report_.down) m.add_backends_down(a);
@@ -343,6 +345,7 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     hello = message("");
   }
   bool established = false;
+  bool everywhere_said = false;  // this stream's controller said what is applied everywhere
   auto establish = [&] {
     established = true;
     {
@@ -362,6 +365,10 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     while (stream->Read(&snapshot)) {
       if (!established) establish();
       if (snapshot.version().empty()) {
+        if (on_everywhere_ && snapshot.has_applied_everywhere()) {
+          everywhere_said = true;
+          on_everywhere_(snapshot.applied_everywhere());
+        }
         // The dirty set alone: not a topology, never answered; but once applied, the
         // controller hears so (a report), and confirms to the proxies waiting on it.
         if (!on_dirty_ || !snapshot.has_dirty()) continue;
@@ -398,6 +405,9 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
       if (!stream->Write(answer)) break;
     }
   }
+  // What this controller said stops being true without it: other proxies may connect, or
+  // apply, or not, while nobody tells us.
+  if (everywhere_said) on_everywhere_("");
   // Tear down: no report may be writing when the stream goes (one stuck in a write is
   // cancelled; otherwise Finish says why the controller ended the stream).
   {

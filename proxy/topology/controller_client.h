@@ -8,7 +8,9 @@
 // proxy reads them (DESIGN.md, dirty servers). It sends whenever that changes: it looks every
 // health interval, and at once when woken by healthChanged() (a server became owed). Every
 // message carries both too. The controller answers with the dirty set, all proxies' debts
-// united, passed to `on_dirty` on the client's thread; such messages are never answered.
+// united, passed to `on_dirty` on the client's thread; such messages are never answered. They
+// also carry, when asked for, the version every proxy has applied (`on_everywhere`): the key
+// mover waits for it after a ring change (rebalance/ring_agreement.h).
 //
 // Several controllers: `targets` lists HOST:PORT entries; each host may resolve to several
 // addresses (a headless Service). Every address is tried in turn, from a random start so that
@@ -94,8 +96,12 @@ class ControllerClient {
   using DirtyFn =
       std::function<void(const v1::DirtyServers&, const std::vector<OwedServer>& reported)>;
 
+  // The topology version every proxy applied, as the controller says ("" = they differ);
+  // "" too when a stream that said so ends (the client's thread). Set: the proxy asks for it.
+  using EverywhereFn = std::function<void(const std::string& version)>;
+
   ControllerClient(ControllerClientOptions options, ApplyFn apply, StateFn on_state = {},
-                   HealthFn health = {}, DirtyFn on_dirty = {});
+                   HealthFn health = {}, DirtyFn on_dirty = {}, EverywhereFn on_everywhere = {});
   ~ControllerClient();  // stops and joins
 
   void start();
@@ -125,6 +131,7 @@ class ControllerClient {
   StateFn on_state_;
   HealthFn health_;
   DirtyFn on_dirty_;
+  EverywhereFn on_everywhere_;
   std::string applied_version_;  // the client thread's
   std::thread thread_;
   std::thread health_thread_;

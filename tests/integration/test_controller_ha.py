@@ -391,3 +391,68 @@ class ReplicaDirtyExchangeTlsTest(ReplicaDirtyExchangeTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReplicaRingAgreementTest(HighAvailabilityBase):
+    """Issue 23: with a proxy on each of two replicas, a ring change's moves wait for both
+    replicas' proxies to apply it. Each replica tells the other what its own proxies applied on
+    their ShareDirty stream; without that, neither could say the change is applied everywhere,
+    and the moves would wait their 10 s bound."""
+
+    def proxy_with_metrics(self, controller):
+        port = free_port()
+        p = Proxy(None, controller=controller.address, env={"NODE_NAME": "node-a"},
+                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port]).start()
+        p.metrics_port = port
+        self.addCleanup(p.stop)
+        return p
+
+    @staticmethod
+    def metric(port, name, **labels):
+        import re
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
+            if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
+                total += float(m.group(2))
+        return total
+
+    def test_moves_start_once_the_proxies_of_both_replicas_applied_the_change(self):
+        store = self.api.store
+        store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
+                                                     migration={"durationMs": 20000}))
+        a, b = self.controller(), self.controller()
+        a.start()
+        b.start()
+        for c in (a, b):
+            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10,
+                       "the replicas' streams\n" + c.logs()[-2000:])
+        pa, pb = self.proxy_with_metrics(a), self.proxy_with_metrics(b)
+        with pa.client() as c:
+            wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
+            version = pa.stats(c).get("proxy_topology_version")
+            wait_until(lambda: pb.stats().get("proxy_topology_version") == version, 10,
+                       "pb on the same topology")
+            for i in range(200):
+                self.assertEqual(c.request(b"set ring:%d 0 0 1\r\nx\r\n" % i), b"STORED\r\n")
+        changed = time.monotonic()
+        store.put("endpointslices", endpoint_slice(
+            "memcached-abcde", "memcached", [endpoint(IPS[0], "zone-a"), endpoint(IPS[1], "zone-a")],
+            self.port))
+
+        def crawls_done():
+            return sum(self.metric(p.metrics_port, "memzone_proxy_migration_crawls_total",
+                                   zone="zone-a", result="done") for p in (pa, pb))
+        wait_until(lambda: crawls_done() >= 2, 20, "both servers crawled")
+        took = time.monotonic() - changed
+        moved = sum(self.metric(p.metrics_port, "memzone_proxy_migration_keys_total",
+                                zone="zone-a", action="moved") for p in (pa, pb))
+        unconfirmed = sum(self.metric(p.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
+                                      zone="zone-a") for p in (pa, pb))
+        print("\nproxies on two replicas: %d keys moved %.2f s after the change" % (moved, took))
+        self.assertGreater(moved, 0)
+        self.assertEqual(unconfirmed, 0, pa.logs()[-2000:] + pb.logs()[-2000:])
+        self.assertLess(took, 8)

@@ -1,0 +1,295 @@
+"""Ring skew (issue 23): a proxy that applies a ring change late must not write behind the key
+mover. Real memzone-controller on a YAML file, two real proxies on its stream, real memcached.
+
+Proxy 2 hears of a scale-out late: its stream to the controller goes through a relay that holds
+what the controller sends (the stream stays up, so the controller still counts it). Meanwhile
+clients write the keys that move through proxy 2, which still routes them on the old ring to
+their old owners. Moves must wait until it has applied the change: a move done before leaves the
+new owner with the older value, and the later write at the old owner is lost.
+
+(Stopping proxy 2 with SIGSTOP instead is not a test: on SIGCONT it applies the topology as
+fast as it runs the queued writes, often first, and then the writes go to the new owner.)
+"""
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+from harness import Controller, Memcached, Proxy, free_port, ketama_index, wait_until
+from tls_certs import CertAuthority
+
+KEYS = ["skew:%d" % i for i in range(240)]
+NAMES3 = ["mc-0", "mc-1", "mc-2"]
+NAMES4 = NAMES3 + ["mc-3"]
+# Both ends' gRPC keepalive (a ping every 5 s, 3 s for the answer) drop a stream whose answers
+# are held at the earliest 3 s after the hold started; then the proxy is no longer counted.
+# Stay well below.
+HOLD_S = 2.3
+
+
+class HeldRelay:
+    """A TCP relay to `upstream` ("host:port"); hold() stops what flows back (upstream to the
+    client) until release(), the connection staying up."""
+
+    def __init__(self, upstream):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self):
+        self.flowing.clear()
+
+    def release(self):
+        self.flowing.set()
+
+    def close(self):
+        self.closed.set()
+        self.flowing.set()
+        for s in self.sockets + [self.listener]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, held):
+        src.settimeout(0.2)
+        try:
+            while not self.closed.is_set():
+                if held and not self.flowing.wait(0.05):
+                    continue  # what arrives stays in the kernel's buffers meanwhile
+                try:
+                    data = src.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                while held and not self.flowing.wait(0.05):  # read just as the hold began
+                    if self.closed.is_set():
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def pool_yaml(servers, migration_ms=20000, sealed=None):
+    """Pool main, zone a: `servers` [(name, Memcached)]. `sealed`: (Memcached, CA file) adds
+    pool "sealed" (keys "sealed:*"), its servers verified with that CA."""
+    lines = ["pools:", "  - name: main", "    migration: {durationMs: %d}" % migration_ms,
+             "    zones:", "      a:"]
+    for name, server in servers:
+        lines.append('        - {address: "%s", name: %s}' % (server.address, name))
+    if sealed:
+        lines += ["  - name: sealed", "    zones:", '      a: ["%s"]' % sealed[0].address,
+                  "    tls: {caFile: %s}" % sealed[1],
+                  "routes:", '  - {prefix: "sealed:", pool: sealed}', '  - {prefix: "", pool: main}']
+    lines += ["timeouts: {connectMs: 200, requestMs: 500}",
+              "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+              "consistency: {readHoldMs: 0}"]
+    return "\n".join(lines) + "\n"
+
+
+def metric(port, name, **labels):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
+        if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+class RingSkewTest(unittest.TestCase):
+    def memcached(self):
+        m = Memcached().start()
+        self.addCleanup(m.kill)
+        return m
+
+    def proxy(self, controller_address, **kwargs):
+        port = free_port()
+        p = Proxy(None, zone="a", threads=1, controller=controller_address,
+                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port], **kwargs).start()
+        p.metrics_port = port
+        self.addCleanup(p.stop)
+        return p
+
+    def version_of(self, proxy):
+        with proxy.client() as c:
+            return proxy.stats(c).get("proxy_topology_version")
+
+    def latest_version(self, controller, previous=None):
+        def published():
+            versions = controller.versions()
+            return versions and versions[-1] != previous and versions[-1]
+        return wait_until(published, timeout=10, what="the controller to publish a topology")
+
+    @staticmethod
+    def holders(servers, key):
+        out = []
+        for name, server in servers:
+            with server.client() as c:
+                if c.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
+                    out.append(name)
+        return out
+
+    def test_moves_wait_for_a_proxy_that_hears_of_a_scale_out_late(self):
+        servers = [(n, self.memcached()) for n in NAMES3]
+        fourth = self.memcached()
+        controller = Controller(pool_yaml(servers)).start()
+        self.addCleanup(controller.kill)
+        relay = HeldRelay(controller.address)
+        self.addCleanup(relay.close)
+        p1, p2 = self.proxy(controller.address), self.proxy(relay.address)
+        v1 = self.latest_version(controller)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
+        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
+        self.assertGreater(len(moved), 20)
+        last = {}
+        with p1.client() as c:
+            for key in KEYS:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+                last[key] = b"v1"
+
+        relay.hold()
+        held_at = time.monotonic()
+        servers.append(("mc-3", fourth))
+        controller.write_topology(pool_yaml(servers))
+        v2 = self.latest_version(controller, v1)
+        wait_until(lambda: self.version_of(p1) == v2, timeout=HOLD_S - 0.5,
+                   what="proxy 1 to apply the scale-out")
+        # Clients keep writing the keys that move through proxy 2, still on the old ring, in
+        # rounds until it hears of the change (each acknowledged before the next).
+        writes = 0
+        round_no = 1
+        with p2.client() as c:
+            while time.monotonic() - held_at < HOLD_S:
+                self.assertEqual(self.version_of(p2), v1)
+                value = b"w%d" % round_no
+                for key in moved:
+                    self.assertEqual(c.request(b"set %s 0 0 %d\r\n%s\r\n" % (
+                        key.encode(), len(value), value)), b"STORED\r\n", key)
+                    last[key] = value
+                writes += len(moved)
+                round_no += 1
+                time.sleep(0.2)
+        moved_while_held = sum(1 for k in moved if self.holders(servers, k) == ["mc-3"])
+        relay.release()
+        released_at = time.monotonic()
+        wait_until(lambda: self.version_of(p2) == v2, timeout=10, what="proxy 2 to apply v2")
+
+        def crawls(result):
+            return sum(metric(p.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
+                              result=result) for p in (p1, p2))
+        wait_until(lambda: crawls("done") >= 4, timeout=20, what="the four servers crawled")
+        moves_done_s = time.monotonic() - released_at
+
+        # Through the up-to-date proxy, every key has its last acknowledged value.
+        stale = []
+        with p1.client() as c:
+            for key in KEYS:
+                want = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key.encode(), len(last[key]), last[key])
+                got = c.request(b"get %s\r\n" % key.encode())
+                if got != want:
+                    stale.append((key, last[key], got))
+        self.assertEqual(stale, [], "%d of %d keys not at their last value (moved while proxy 2 "
+                         "was behind: %d)" % (len(stale), len(KEYS), moved_while_held))
+        self.assertEqual(moved_while_held, 0)
+        for key in moved:
+            self.assertEqual(self.holders(servers, key), ["mc-3"], key)
+        for p in (p1, p2):
+            self.assertEqual(metric(p.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
+                                    zone="a"), 0)
+        print("\nring skew: %d writes through proxy 2 on the old ring over %.1f s; moves done "
+              "%.2f s after it heard of the change" % (writes, HOLD_S, moves_done_s))
+
+    def test_no_word_while_a_proxy_nacks_moves_start_at_the_bound(self):
+        # Proxy 2 runs as another user that cannot read the CA file of a pool the change adds:
+        # it NACKs the change and keeps the old ring. The controller never says the change is
+        # applied everywhere, so proxy 1's moves wait for their bound (10 s), logged and counted.
+        uid = 1001
+        servers = [(n, self.memcached()) for n in NAMES3]
+        fourth, sealed = self.memcached(), self.memcached()
+        ca = CertAuthority("skew")
+        os.chmod(ca.cert, 0o600)
+        controller = Controller(pool_yaml(servers)).start()
+        self.addCleanup(controller.kill)
+        p1 = self.proxy(controller.address)
+        state = tempfile.mkdtemp(prefix="memzone-skew-")
+        os.chmod(state, 0o777)
+        p2 = self.proxy(controller.address, state_dir=state,
+                        wrapper=["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"])
+        v1 = self.latest_version(controller)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
+        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
+        with p1.client() as c:
+            for key in KEYS:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+
+        servers.append(("mc-3", fourth))
+        controller.write_topology(pool_yaml(servers, sealed=(sealed, ca.cert)))
+        changed_at = time.monotonic()
+        v2 = self.latest_version(controller, v1)
+        wait_until(lambda: self.version_of(p1) == v2, timeout=10, what="proxy 1 to apply v2")
+        controller.wait_for_log("NACKed topology %s" % v2)
+        self.assertEqual(self.version_of(p2), v1)
+
+        def crawls_done():
+            return metric(p1.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
+                          result="done")
+        # Well past the one second moves used to wait: nothing moved.
+        wait_until(lambda: time.monotonic() - changed_at > 6, timeout=10, what="6 s")
+        self.assertEqual(metric(p1.metrics_port, "memzone_proxy_migration_keys_total", zone="a",
+                                action="moved"), 0)
+        self.assertEqual(crawls_done(), 0)
+        wait_until(lambda: crawls_done() >= 4, timeout=15, what="the crawls after the bound")
+        moved_after_s = time.monotonic() - changed_at
+        self.assertGreater(moved_after_s, 9)
+        self.assertEqual(metric(p1.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
+                                zone="a"), 1)
+        self.assertIn("no word from the controller that every proxy applied topology %s" % v2,
+                      p1.logs())
+        for key in moved:
+            self.assertEqual(self.holders(servers, key), ["mc-3"], key)
+        print("\nring skew, a proxy NACKs: moves started %.1f s after the change" % moved_after_s)
+
+
+if __name__ == "__main__":
+    unittest.main()
