@@ -44,7 +44,7 @@ EXPIRY_MARGIN = 1.5
 
 class KeyState:
     __slots__ = ("floor", "floor_at", "sent", "deadline", "expires_upto", "deadline_op",
-                 "drops", "ttl_sent_at")
+                 "drops", "ttl_sent_at", "history")
 
     def __init__(self):
         self.floor = 0  # version floor, or the counter's lower bound
@@ -55,6 +55,7 @@ class KeyState:
         self.deadline_op = ""  # the operation that set the deadline, for the report
         self.drops = collections.deque(maxlen=256)  # (when, bound) of counter bounds lowered
         self.ttl_sent_at = 0.0  # when the last TTL change was sent
+        self.history = collections.deque(maxlen=12)  # the writer's last operations, for reports
 
 
 class Oracle:
@@ -103,6 +104,16 @@ class Oracle:
             s.deadline = time.monotonic() + max(ttl, 0) + EXPIRY_MARGIN
             s.expires_upto = s.sent if upto is None else upto
             s.deadline_op = op
+
+    def note(self, key, sent_at, what):
+        """The writer's operation and its outcome, kept for the report of a stale read."""
+        with self.lock:
+            self._state(key).history.append("%.3f+%.1fms %s" % (
+                sent_at, (time.monotonic() - sent_at) * 1000, what))
+
+    def history(self, key):
+        with self.lock:
+            return list(self._state(key).history)
 
     # --- the writer of counters -----------------------------------------------------------
 

@@ -112,6 +112,7 @@ class Client(threading.Thread):
         self.all_counters = [k for _, _, n in everyone for k in n]
         self.counter_missing = {k.ident: True for k in self.counters}
         self.conns = {}
+        self.pending = None  # (key, sent at, operation) of a write without its reply yet
         self.counts = {}  # (fault, op, outcome) -> n
 
     def count(self, op, outcome):
@@ -133,6 +134,17 @@ class Client(threading.Thread):
             c = self.conns[zone] = Connection(self.proxies[zone].port)
         return c.request(data)
 
+    def write(self, zone, req, key, what):
+        """send() for the key's writer: the operation and its outcome go to the key's history
+        (a connection that fails meanwhile is noted by run())."""
+        sent_at = time.monotonic()
+        self.pending = (key.ident, sent_at, "%s via %s" % (what, zone))
+        line, data = self.send(zone, req)
+        self.pending = None
+        self.oracle.note(key.ident, sent_at, "%s via %s: %r%s" % (
+            what, zone, line, "" if data is None else " %r" % data))
+        return line, data
+
     def run(self):
         while time.monotonic() < self.deadline:
             zone = self.rng.choice(ZONES)
@@ -148,6 +160,10 @@ class Client(threading.Thread):
                     self.read_counter(zone, self.rng.choice(self.all_counters))
             except (OSError, ConnectionError, BadReply):
                 self.count("connection", "error")
+                if self.pending:
+                    self.oracle.note(self.pending[0], self.pending[1],
+                                     self.pending[2] + ": connection failed")
+                    self.pending = None
                 old = self.conns.pop(zone, None)
                 if old:
                     old.close()
@@ -216,7 +232,7 @@ class Client(threading.Thread):
             op, req, ok = "set", b"set %s 0 %d %d\r\n%s\r\n" % (key.text, ttl, len(v), v), b"STORED"
         else:
             op, req, ok = "ms", b"ms %s %d b T%d\r\n%s\r\n" % (key.b64, len(v), ttl, v), b"HD"
-        line, _ = self.send(zone, req)
+        line, _ = self.write(zone, req, key, "%s v%d T%d" % (op, version, ttl))
         if line.rstrip() == ok:
             self.oracle.version_acknowledged(key.ident, version)
             if ttl:
@@ -231,7 +247,7 @@ class Client(threading.Thread):
             req, ok = b"delete %s\r\n" % key.text, (b"DELETED", b"NOT_FOUND")
         else:
             req, ok = b"md %s b\r\n" % key.b64, (b"HD", b"NF")
-        line, _ = self.send(zone, req)
+        line, _ = self.write(zone, req, key, "delete v%d" % version)
         if line.rstrip() in ok:
             self.oracle.version_acknowledged(key.ident, version)
             self.count("delete", "ok")
@@ -255,7 +271,7 @@ class Client(threading.Thread):
         snap = self.oracle.snapshot(key.ident)  # what the read part must respect
         self.oracle.ttl_change_sent(key.ident)
         sent_at = time.monotonic()
-        line, data = self.send(zone, req)
+        line, data = self.write(zone, req, key, op)
         if form == "touch":
             hit = line == b"TOUCHED\r\n"
             self.count("touch", "hit" if hit else "miss" if line == b"NOT_FOUND\r\n" else "error")
@@ -277,7 +293,7 @@ class Client(threading.Thread):
                 op, req = "set", b"set %s 0 0 %d\r\n%d\r\n" % (key.text, len(b"%d" % j), j)
             else:
                 op, req = "ma N", b"ma %s N0 J%d D%d v\r\n" % (key.text, j, d)
-            line, data = self.send(zone, req)
+            line, data = self.write(zone, req, key, "%s J%d" % (op, j))
             if line == b"STORED\r\n":
                 self.counter_done(key, op, j)
             elif self.number(data) is not None:
@@ -303,7 +319,7 @@ class Client(threading.Thread):
                 ("decr", b"decr %s %d\r\n" % (key.text, d)),
                 ("ma MD", b"ma %s MD D%d v\r\n" % (key.text, d)),
                 ("ma M-", b"ma %s M- D%d v\r\n" % (key.text, d))])
-        line, data = self.send(zone, req)
+        line, data = self.write(zone, req, key, "%s D%d" % (op, d))
         if data is None and re.fullmatch(rb"\d+\r\n", line):
             data = line.rstrip()
         if self.number(data) is not None:

@@ -143,8 +143,11 @@ class ChaosRun:
                                                  for (op, o), n in sorted(row.items()))))
         if oracle.stale:
             print("  faults: " + ", ".join("%.3f %s" % t for t in timeline))
+            print("  proxy logs: " + ", ".join("%s %s" % (z, p.log_path) for z, p in proxies.items()))
         for record in oracle.stale[:20]:
             print("  stale:", record)
+        for key in sorted({r["key"] for r in oracle.stale})[:5]:
+            print("  writes of %s: %s" % (key, "; ".join(oracle.history(key))))
         self.assertGreater(reads, 500)
         return oracle.stale
 
@@ -187,6 +190,7 @@ class RingChanges:
         if self.skew:
             stopped = proxies[rng.choice([z for z in ZONES if z != zone])]
             stopped.proc.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
             what += ", proxy %d stopped" % stopped.port
         self.log.append((time.monotonic(), what))
         previous = (self.controller.versions() or [None])[-1]
@@ -200,8 +204,9 @@ class RingChanges:
                         p.port, version))
             if stopped:
                 # The others write and move keys under the new ring meanwhile; clients of the
-                # stopped proxy wait (their timeout, 3 s, is longer than this).
-                time.sleep(rng.uniform(0.5, 1.5))
+                # stopped proxy wait (their timeout, 3 s, is longer than this), and their
+                # writes go out under the old ring when it resumes.
+                time.sleep(max(0.0, stopped_at + rng.uniform(1.5, 2.5) - time.monotonic()))
         finally:
             if stopped:
                 stopped.proc.send_signal(signal.SIGCONT)
