@@ -296,10 +296,16 @@ void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, Byte
 
 void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, std::string_view opaque, ByteBuffer& out) {
+  // ms takes its length right after the key, so a b key's flag goes after the length (on
+  // other meta lines "<base64> b" works as a whole: flags may come in any order).
+  constexpr std::string_view kBase64Flag = " b";
+  bool base64 = wire_key.ends_with(kBase64Flag);
+  if (base64) wire_key.remove_suffix(kBase64Flag.size());
   out.append("ms ");
   out.append(wire_key);
   out.append(' ');
   appendNumber(length, out);
+  if (base64) out.append(kBase64Flag);
   out.append(" T");
   out.append(ttl == "-1" ? std::string_view("0") : ttl);  // T0: no expiry
   out.append(" F");

@@ -163,6 +163,33 @@ class Base64KeysTest(unittest.TestCase):
             a.kill()
             b.kill()
 
+    def test_read_repair_of_a_b_key_stores_it_under_its_bytes(self):
+        """Found by the chaos test (issue 23): the repair's ms named a b key "<base64> b"
+        before its length, which memcached refuses and then reads the value as a command: two
+        replies to one request, so every repair of a b key desynchronized the connection
+        (failing what was in flight on it) and stored nothing."""
+        a, b = Memcached().start(), Memcached().start()
+        self.addCleanup(a.kill)
+        self.addCleanup(b.kill)
+        proxy = Proxy(topology({"a": [a.address], "b": [b.address]},
+                               replication="{readFailover: [error, miss], repair: true}"),
+                      zone="a").start()
+        self.addCleanup(proxy.stop)
+        key = base64.b64encode(b"repaired \r\n\x00\xff")
+        with b.client() as direct:  # only zone b has it
+            self.assertEqual(direct.request(b"ms %s 3 b T100 F7\r\nold\r\n" % key), b"HD\r\n")
+        with proxy.client() as c:
+            self.assertEqual(c.request(b"mg %s b v\r\n" % key), b"VA 3\r\nold\r\n")
+
+            def zone_a():
+                with a.client() as direct:
+                    return direct.request(b"mg %s b v f t\r\n" % key)
+            reply = wait_until(lambda: zone_a().startswith(b"VA") and zone_a(), 5,
+                               "the repair stored in zone a")
+            self.assertTrue(reply.startswith(b"VA 3 f7 t"), reply)
+            self.assertIn(b"\r\nold\r\n", reply)
+            self.assertEqual(c.request(b"mg %s b v\r\n" % key), b"VA 3\r\nold\r\n")
+        self.assertNotIn("desync", proxy.logs())
 
 
 class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
