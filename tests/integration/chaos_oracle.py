@@ -55,7 +55,7 @@ class KeyState:
         self.deadline_op = ""  # the operation that set the deadline, for the report
         self.drops = collections.deque(maxlen=256)  # (when, bound) of counter bounds lowered
         self.ttl_sent_at = 0.0  # when the last TTL change was sent
-        self.history = collections.deque(maxlen=12)  # the writer's last operations, for reports
+        self.history = collections.deque(maxlen=1000)  # (sent at, the writer's operation)
 
 
 class Oracle:
@@ -108,12 +108,14 @@ class Oracle:
     def note(self, key, sent_at, what):
         """The writer's operation and its outcome, kept for the report of a stale read."""
         with self.lock:
-            self._state(key).history.append("%.3f+%.1fms %s" % (
-                sent_at, (time.monotonic() - sent_at) * 1000, what))
+            self._state(key).history.append((sent_at, "%.3f+%.1fms %s" % (
+                sent_at, (time.monotonic() - sent_at) * 1000, what)))
 
-    def history(self, key):
+    def history(self, key, around, before=2.0, after=0.1):
+        """The writer's operations sent from `before` s before `around` to `after` s after."""
         with self.lock:
-            return list(self._state(key).history)
+            return [what for when, what in self._state(key).history
+                    if around - before <= when <= around + after]
 
     # --- the writer of counters -----------------------------------------------------------
 

@@ -182,6 +182,7 @@ class Client(threading.Thread):
         if not m or m.group(2) != key.ident.encode():
             with self.oracle.lock:
                 self.oracle.stale.append(dict(rule="wrong item", key=key.ident, got=data,
+                                              sent_at=round(time.monotonic(), 3),
                                               **context))
             return None
         return int(m.group(1))
@@ -358,6 +359,7 @@ class Client(threading.Thread):
         if self.number(data) is None:
             with self.oracle.lock:
                 self.oracle.stale.append(dict(rule="wrong item", key=key.ident, got=data,
+                                              sent_at=round(time.monotonic(), 3),
                                               via=zone, op=form, fault=self.fault[0]))
             return
         self.oracle.check_counter(key.ident, snap, self.number(data), sent_at, via=zone, op=form,

@@ -146,8 +146,10 @@ class ChaosRun:
             print("  proxy logs: " + ", ".join("%s %s" % (z, p.log_path) for z, p in proxies.items()))
         for record in oracle.stale[:20]:
             print("  stale:", record)
-        for key in sorted({r["key"] for r in oracle.stale})[:5]:
-            print("  writes of %s: %s" % (key, "; ".join(oracle.history(key))))
+        for record in oracle.stale[:5]:
+            at = record.get("sent_at", 0)
+            print("  writes of %s before %.3f: %s" % (record["key"], at, "; ".join(
+                oracle.history(record["key"], at))))
         self.assertGreater(reads, 500)
         return oracle.stale
 
