@@ -138,12 +138,16 @@ class ChaosRun:
               % (label, seed, "" if read_hold_ms is None else ", readHoldMs %d" % read_hold_ms, reads,
                  len(oracle.stale), rules, oracle.window * 1000))
         for f in sorted({k[0] for k in totals}):
-            row = {(op, o): n for (ff, op, o), n in totals.items() if ff == f}
+            row = {}  # counter operations summed: "counter ok 120"
+            for (ff, op, o), n in totals.items():
+                if ff == f:
+                    row[(op.split()[0], o)] = row.get((op.split()[0], o), 0) + n
             print("  %-26s %s" % (f, ", ".join("%s %s %d" % (op, o, n)
                                                  for (op, o), n in sorted(row.items()))))
         if oracle.stale:
             print("  faults: " + ", ".join("%.3f %s" % t for t in timeline))
-            print("  proxy logs: " + ", ".join("%s %s" % (z, p.log_path) for z, p in proxies.items()))
+            print("  proxy logs: " + ", ".join("%s %s" % (z, p.log_path)
+                                               for z, p in proxies.items()))
         for record in oracle.stale[:20]:
             print("  stale:", record)
         for record in oracle.stale[:5]:
