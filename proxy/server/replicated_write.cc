@@ -128,9 +128,21 @@ uint32_t ClientRequest::referenceZone(const backend::PoolView& pool, std::string
   // A server this proxy may not read may have missed writes (some proxy owes it deletes, or
   // it is held after a return): an incr there would answer from a value older than one
   // already acknowledged (found by the chaos test, issue 23), and comparing the copies with it
-  // would invalidate the zones that are right. Such a server still gets the write.
-  uint32_t readable = zones < 2 ? 0 : pickReadAttempt(pool, key, 0, zones);
-  return readable == UINT32_MAX ? 0 : readable;
+  // would invalidate the zones that are right. Such a server still gets the write. When no
+  // zone is readable (right after faults every zone may be held), the least doubtful one
+  // answers: held (it may have missed writes) before untrusted (it did miss writes: some
+  // proxy owes it deletes) before down.
+  uint32_t best = 0;
+  backend::ReadTrust best_trust = backend::ReadTrust::kDown;
+  for (uint32_t a = 0; a < zones; ++a) {
+    backend::ReadTrust trust = serverFor(pool, key, a)->readTrust();
+    if (a == 0 || static_cast<int>(trust) < static_cast<int>(best_trust)) {
+      best = a;
+      best_trust = trust;
+    }
+    if (trust == backend::ReadTrust::kReadable) break;
+  }
+  return best;
 }
 
 bool ClientRequest::invalidates(size_t child) const {

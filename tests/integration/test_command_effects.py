@@ -10,7 +10,7 @@ import signal
 import time
 import unittest
 
-from harness import Memcached, Proxy, topology, wait_until
+from harness import Controller, Memcached, Proxy, topology, wait_until
 
 
 def ttl_in(mc, key):
@@ -236,6 +236,51 @@ class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
             self.assertEqual(reply, b"16\r\n")
             self.assertEqual(ca.request(b"get n\r\n"), b"VALUE n 0 2\r\n16\r\nEND\r\n")
             wait_until(lambda: ttl_in(b, b"n") is None, 10, "zone b's stale counter invalidated")
+
+
+    def test_with_no_zone_readable_a_held_zone_answers_before_one_that_missed_writes(self):
+        """Right after faults every zone may be held. Then the zone some proxy owes deletes
+        (it missed writes) must not answer while a zone that is only held can (chaos test,
+        issue 23: the local zone answered, below an acknowledged value)."""
+        a, b = Memcached().start(), Memcached().start()
+        self.addCleanup(a.kill)
+        self.addCleanup(b.kill)
+        text = topology({"a": [a.address], "b": [b.address]}, replication="{wait: all}",
+                        timeouts="{connectMs: 200, requestMs: 300}")
+        controller = Controller(text).start()
+        self.addCleanup(controller.stop)
+        pa = Proxy(None, zone="a", controller=controller.address).start()
+        self.addCleanup(pa.stop)
+        pb = Proxy(None, zone="b", controller=controller.address).start()
+        self.addCleanup(pb.stop)
+        with pa.client() as ca, pb.client() as cb:
+            wait_until(lambda: ca.request(b"set n 0 0 2\r\n10\r\n") == b"STORED\r\n", 10,
+                       "the proxies serving")
+            b.pause()  # zone b misses the increment: proxy a owes it, every proxy knows
+            try:
+                for i in range(4):
+                    ca.request(b"set other%d 0 0 1\r\nx\r\n" % i)
+                self.assertEqual(ca.request(b"incr n 5\r\n"), b"15\r\n")
+                wait_until(lambda: pb.stats(cb).get("dirty_servers") not in (None, "0"), 5,
+                           "proxy b to hear zone b is dirty")
+                # Zone a fails for proxy b and comes back: held there for readHoldMs.
+                a.pause()
+                try:
+                    cb.request(b"get n\r\n")
+                finally:
+                    a.resume()
+                time.sleep(1.5)  # proxy b's health check sees zone a answer again
+            finally:
+                pa.proc.send_signal(signal.SIGSTOP)  # proxy a cannot replay: b stays owed
+                b.resume()
+            try:
+                # No zone is readable for proxy b: a read fails rather than risk a stale value.
+                read = cb.request(b"get n\r\n")
+                reply = cb.request(b"incr n 1\r\n")
+            finally:
+                pa.proc.send_signal(signal.SIGCONT)
+            self.assertTrue(read.startswith(b"SERVER_ERROR"), read)
+            self.assertEqual(reply, b"16\r\n")
 
 
 if __name__ == "__main__":
