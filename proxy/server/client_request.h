@@ -253,8 +253,8 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   uint32_t outstanding_ = 0;
   uint32_t next_attempt_ = 0;  // kRead
   // kWrite: the child whose answer is the client's and against which the copies' effects are
-  // compared: the local zone's, unless this proxy may not read that server (it missed writes
-  // some proxy still owes it deletes for), then the first zone it may read.
+  // compared: the local zone's, unless this proxy may not read that server (it may have
+  // missed writes), then the first zone it may read, or the least doubtful (referenceZone).
   uint32_t reference_ = 0;
   uint32_t round_start_ = 0;                    // kMultiGet: first child of the current round
   uint32_t first_answer_ = UINT32_MAX;          // kRead: a child that answered (a miss), if any

@@ -1,9 +1,10 @@
 // ClientRequest, plan kWrite: a write copied to the key's server in every zone of its pool.
 //
-// The client's reply follows the pool's wait policy (local: the local zone's answer; all:
-// once every zone answered; quorum: once a majority succeeded), and the request lives on
-// until every copy has answered. Then each copy is reconciled by its effect: a copy that
-// failed, or whose effect differs from the local zone's (an `add` stored here but not there,
+// The client's reply follows the pool's wait policy (local: the reference zone's answer;
+// all: once every zone answered; quorum: once a majority succeeded), and the request lives on
+// until every copy has answered. The reference zone is the local one unless this proxy may
+// not read its server (referenceZone). Then each copy is reconciled by its effect: a copy that
+// failed, or whose effect differs from the reference zone's (an `add` stored here but not there,
 // an `incr` that came out different, a request one zone rejected and another applied),
 // leaves an invalidation for that server, so the zone cannot serve a value older than what
 // the client was told. A request every zone rejected (CLIENT_ERROR: memcached changed
