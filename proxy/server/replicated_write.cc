@@ -10,6 +10,7 @@
 // the client was told. A request every zone rejected (CLIENT_ERROR: memcached changed
 // nothing) leaves nothing anywhere (issue 22). When the controller coordinates, a successful
 // reply waits until every proxy knows those servers are dirty (dirty_confirmation.h).
+#include <climits>
 #include <cstdio>
 
 #include "proxy/event/event_base.h"
@@ -226,13 +227,19 @@ void ClientRequest::answerWriteIfDecided() {
     return;
   }
 
-  // The reference zone's answer unless it failed; then any zone's answer; then the failure.
+  // The reference zone's answer unless it failed; then the answer of the zone this proxy
+  // trusts most (not the next in pool order: it may have missed writes), which becomes the
+  // reference the copies are compared with; then the failure.
   const Child* answer = &children_[reference_];
   if (!answerable(*answer)) {
+    int best_trust = INT_MAX;
     for (size_t i = 0; i < child_count_; ++i) {
-      if (answerable(children_[i])) {
+      if (!answerable(children_[i]) || children_[i].server == nullptr) continue;
+      int trust = static_cast<int>(children_[i].server->readTrust());
+      if (trust < best_trust) {
+        best_trust = trust;
         answer = &children_[i];
-        break;
+        reference_ = static_cast<uint32_t>(i);
       }
     }
   }

@@ -283,5 +283,45 @@ class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
             self.assertEqual(reply, b"16\r\n")
 
 
+    def test_when_the_local_zone_fails_the_zone_trusted_most_answers(self):
+        """The local zone times out during an increment: the answer came from the next zone in
+        pool order even when that zone missed increments (chaos test, issue 23: an ma answered
+        below an acknowledged value); the zone this proxy trusts most answers instead."""
+        a, b, c = Memcached().start(), Memcached().start(), Memcached().start()
+        for m in (a, b, c):
+            self.addCleanup(m.kill)
+        text = topology({"a": [a.address], "b": [b.address], "c": [c.address]},
+                        replication="{wait: all}", timeouts="{connectMs: 200, requestMs: 300}")
+        controller = Controller(text).start()
+        self.addCleanup(controller.stop)
+        pb = Proxy(None, zone="b", controller=controller.address).start()
+        self.addCleanup(pb.stop)
+        pc = Proxy(None, zone="c", controller=controller.address).start()
+        self.addCleanup(pc.stop)
+        with pb.client() as cb, pc.client() as cc:
+            wait_until(lambda: cc.request(b"set n 0 0 2\r\n10\r\n") == b"STORED\r\n", 10,
+                       "the proxies serving")
+            a.pause()  # zone a misses the increment: proxy b owes it, every proxy knows
+            try:
+                for i in range(4):
+                    cb.request(b"set other%d 0 0 1\r\nx\r\n" % i)
+                self.assertEqual(cb.request(b"incr n 5\r\n"), b"15\r\n")
+                wait_until(lambda: pc.stats(cc).get("dirty_servers") not in (None, "0"), 5,
+                           "proxy c to hear zone a is dirty")
+            finally:
+                pb.proc.send_signal(signal.SIGSTOP)  # proxy b cannot replay: a stays owed
+                a.resume()
+            try:
+                c.pause()  # proxy c's local zone fails during the next increment
+                try:
+                    reply = cc.request(b"incr n 1\r\n")
+                finally:
+                    c.resume()
+            finally:
+                pb.proc.send_signal(signal.SIGCONT)
+            # Zone a (first in pool order) has 10: 11 would go back below 15. Zone b has 15.
+            self.assertEqual(reply, b"16\r\n")
+
+
 if __name__ == "__main__":
     unittest.main()
