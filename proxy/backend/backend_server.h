@@ -38,6 +38,7 @@ struct ServerOptions {
   bool allow_flush = false;  // an overflowed server may be flushed instead of held
 };
 
+// In order of trust (referenceZone() in replicated_write.cc picks the most trusted).
 enum class ReadTrust : uint8_t {
   kReadable,
   kHeld,       // failed recently: other proxies may still owe it invalidations

@@ -42,7 +42,7 @@ void encodeKeyRead(Command command, std::string_view exptime, std::string_view k
 void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
 // "mg <key> v t f O..": a value with its TTL left and flags, for a copy elsewhere.
 void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
-// "ms <key> <length> T<ttl> F<flags> ME O..\r\n" (add: a value written meanwhile wins); the
+// "ms <key> <length> [b] T<ttl> F<flags> ME O..\r\n" (add: a value written meanwhile wins); the
 // caller appends the value and "\r\n". `ttl` as memcached's `t` flag ("-1": no expiry).
 void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, std::string_view opaque, ByteBuffer& out);

@@ -29,6 +29,7 @@ void ClientRequest::start(RequestOwner* owner, Command command, Plan plan, Proxy
   ttl_ = 0;
   value_bytes_ = 0;
   noreply_ = quiet_ = ready_ = sealed_ = released_by_owner_ = answered_ = defer_copies_ = false;
+  reference_ = 0;
   override_ = confirming_ = false;
   local_only_ = sending_ = false;
   outstanding_ = 0;

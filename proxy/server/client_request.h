@@ -190,6 +190,9 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   void reconcileWrite();
   // Whether the write leaves an invalidation for child `child`'s server.
   bool invalidates(size_t child) const;
+  // kWrite: the zone whose answer is the client's (reference_), among the first `zones`.
+  static uint32_t referenceZone(const backend::PoolView& pool, std::string_view key,
+                                uint32_t zones);
   // Whether every server this write leaves an invalidation for is known dirty to every proxy.
   bool invalidatedServersKnownDirty() const;
   bool confirmationCheck(int64_t now_us) override;
@@ -248,7 +251,11 @@ class ClientRequest final : public backend::ReplySink, private backend::Confirma
   int64_t bookkeeping_charged_ = 0;  // charged to account_ for key_refs_ and children_
   int64_t confirm_until_us_ = 0;
   uint32_t outstanding_ = 0;
-  uint32_t next_attempt_ = 0;                   // kRead
+  uint32_t next_attempt_ = 0;  // kRead
+  // kWrite: the child whose answer is the client's and against which the copies' effects are
+  // compared: the local zone's, unless this proxy may not read that server (it may have
+  // missed writes), then the first zone it may read, or the least doubtful (referenceZone).
+  uint32_t reference_ = 0;
   uint32_t round_start_ = 0;                    // kMultiGet: first child of the current round
   uint32_t first_answer_ = UINT32_MAX;          // kRead: a child that answered (a miss), if any
   WindowRead window_read_ = WindowRead::kNone;  // kRead: a window sent it on

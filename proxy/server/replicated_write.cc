@@ -1,14 +1,16 @@
 // ClientRequest, plan kWrite: a write copied to the key's server in every zone of its pool.
 //
-// The client's reply follows the pool's wait policy (local: the local zone's answer; all:
-// once every zone answered; quorum: once a majority succeeded), and the request lives on
-// until every copy has answered. Then each copy is reconciled by its effect: a copy that
-// failed, or whose effect differs from the local zone's (an `add` stored here but not there,
+// The client's reply follows the pool's wait policy (local: the reference zone's answer;
+// all: once every zone answered; quorum: once a majority succeeded), and the request lives on
+// until every copy has answered. The reference zone is the local one unless this proxy may
+// not read its server (referenceZone). Then each copy is reconciled by its effect: a copy that
+// failed, or whose effect differs from the reference zone's (an `add` stored here but not there,
 // an `incr` that came out different, a request one zone rejected and another applied),
 // leaves an invalidation for that server, so the zone cannot serve a value older than what
 // the client was told. A request every zone rejected (CLIENT_ERROR: memcached changed
 // nothing) leaves nothing anywhere (issue 22). When the controller coordinates, a successful
 // reply waits until every proxy knows those servers are dirty (dirty_confirmation.h).
+#include <climits>
 #include <cstdio>
 
 #include "proxy/event/event_base.h"
@@ -72,8 +74,9 @@ void ClientRequest::startWrite(const protocol::Request& request, const backend::
     encodeKept(request, /*without_cas=*/true);
   }
   backend::BackendStats& backend_stats = registry_->stats();
-  sending_ = true;
   uint32_t zones = defer_copies_ ? 1 : zoneCount(pool);
+  reference_ = referenceZone(pool, key, zones);
+  sending_ = true;
   for (uint32_t a = 0; a < zones; ++a) {
     backend::BackendServer* server = serverFor(pool, key, a);
     uint32_t child = addChild(server, a);
@@ -122,11 +125,33 @@ void ClientRequest::writeChildDone(uint32_t) {
   }
 }
 
+uint32_t ClientRequest::referenceZone(const backend::PoolView& pool, std::string_view key,
+                                      uint32_t zones) {
+  // A server this proxy may not read may have missed writes (some proxy owes it deletes, or
+  // it is held after a return): an incr there would answer from a value older than one
+  // already acknowledged (found by the chaos test, issue 23), and comparing the copies with it
+  // would invalidate the zones that are right. Such a server still gets the write. When no
+  // zone is readable (right after faults every zone may be held), the least doubtful one
+  // answers: held (it may have missed writes) before untrusted (it did miss writes: some
+  // proxy owes it deletes) before down.
+  uint32_t best = 0;
+  backend::ReadTrust best_trust = backend::ReadTrust::kDown;
+  for (uint32_t a = 0; a < zones; ++a) {
+    backend::ReadTrust trust = serverFor(pool, key, a)->readTrust();
+    if (a == 0 || static_cast<int>(trust) < static_cast<int>(best_trust)) {
+      best = a;
+      best_trust = trust;
+    }
+    if (trust == backend::ReadTrust::kReadable) break;
+  }
+  return best;
+}
+
 bool ClientRequest::invalidates(size_t child) const {
-  const Child& local = children_[0];
-  if (child == 0) return outcomeUnknown(local);
+  const Child& reference = children_[reference_];
+  if (child == reference_) return outcomeUnknown(reference);
   const Child& c = children_[child];
-  return outcomeUnknown(c) || (answerable(local) && diverged(command_, local, c));
+  return outcomeUnknown(c) || (answerable(reference) && diverged(command_, reference, c));
 }
 
 bool ClientRequest::invalidatedServersKnownDirty() const {
@@ -175,7 +200,7 @@ void ClientRequest::answerWriteIfDecided() {
   bool decided = all_done;
   switch (pool_view_->pool->replication.wait) {
     case WaitPolicy::kLocal:
-      decided |= children_[0].done;
+      decided |= children_[reference_].done;
       break;
     case WaitPolicy::kAll:
       break;
@@ -202,19 +227,25 @@ void ClientRequest::answerWriteIfDecided() {
     return;
   }
 
-  // The local zone's answer unless it failed; then any zone's answer; then the failure.
-  const Child* answer = &children_[0];
+  // The reference zone's answer unless it failed; then the answer of the zone this proxy
+  // trusts most (not the next in pool order: it may have missed writes), which becomes the
+  // reference the copies are compared with; then the failure.
+  const Child* answer = &children_[reference_];
   if (!answerable(*answer)) {
-    for (size_t i = 1; i < child_count_; ++i) {
-      if (answerable(children_[i])) {
+    int best_trust = INT_MAX;
+    for (size_t i = 0; i < child_count_; ++i) {
+      if (!answerable(children_[i]) || children_[i].server == nullptr) continue;
+      int trust = static_cast<int>(children_[i].server->readTrust());
+      if (trust < best_trust) {
+        best_trust = trust;
         answer = &children_[i];
-        break;
+        reference_ = static_cast<uint32_t>(i);
       }
     }
   }
   if (!answer->done) {
-    // Quorum out of reach before the local zone answered: report a failure that happened.
-    for (size_t i = 1; i < child_count_; ++i) {
+    // Quorum out of reach before the reference zone answered: report a failure that happened.
+    for (size_t i = 0; i < child_count_; ++i) {
       if (children_[i].done && !answerable(children_[i])) answer = &children_[i];
     }
   }
