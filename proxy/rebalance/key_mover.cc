@@ -61,6 +61,18 @@ bool inZone(const topology::Zone& zone, const std::string& address) {
 }
 
 // Whether `address` is a server of a zone of `pool` other than `zone`.
+// Whether `address` serves, in `topology`, a zone other than `zone` of `pool`.
+bool servedElsewhere(const topology::Topology* topology, const std::string& pool,
+                     const std::string& zone, const std::string& address) {
+  if (topology == nullptr) return false;
+  for (const topology::Pool& p : topology->pools) {
+    for (const topology::Zone& z : p.zones) {
+      if ((p.name != pool || z.name != zone) && inZone(z, address)) return true;
+    }
+  }
+  return false;
+}
+
 bool servesOtherZone(const topology::Pool& pool, const topology::Zone& zone,
                      const std::string& address) {
   for (const topology::Zone& z : pool.zones) {
@@ -183,13 +195,14 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
         // Nobody reads a zone back from an absence before its crawl: set before the workers
         // get this topology, cleared server by server as each crawl is done.
-        if (job.missed_writes) holdUntilPurged(zone, job.until_us);
+        if (job.missed_writes) holdUntilPurged(pool.name, zone, job.until_us);
       }
       job.now = Ring{topology, &zone};  // a new address under the same name: the newest
       jobs[name] = std::move(job);
     }
   }
   planRouteJobs(topology, jobs, probe_until);
+  releaseHoldsOutside(jobs);
   for (auto& [name, job] : jobs_) {
     if (jobs.count(name) == 0) job.cancelled->store(true);  // its pool or zone went away
   }
@@ -319,18 +332,43 @@ void KeyMover::run() {
   }
 }
 
-void KeyMover::holdUntilPurged(const topology::Zone& zone, int64_t until_us) {
+void KeyMover::holdUntilPurged(const std::string& pool, const topology::Zone& zone,
+                               int64_t until_us) {
   // Past holds are over by their own clock: forget them.
   const int64_t now = event::nowMicros();
   std::erase_if(unpurged_, [now](const auto& held) {
     return held.second->unpurged_until_us.load(std::memory_order_relaxed) <= now;
   });
   for (const topology::Backend& b : zone.backends) {
+    // A server that serves another zone in the workers' topology until they switch is read
+    // there meanwhile (a hold is the server's, not the zone's), and what it holds is that
+    // zone's current copies: it is purged like any server new to a ring, not held.
+    if (unpurged_.count(b.address) == 0 && servedElsewhere(last_.get(), pool, zone.name, b.address))
+      continue;
     // Kept here too: the workers dropped the state of a server that left with its zone, and
     // the board keeps only what someone holds.
     std::shared_ptr<backend::ServerState>& state = unpurged_[b.address];
     if (!state) state = board_->stateFor(b.address);
     state->unpurged_until_us.store(until_us, std::memory_order_relaxed);
+  }
+}
+
+void KeyMover::releaseHoldsOutside(const std::map<std::string, Job>& jobs) {
+  // A held server that is no longer in a returning zone (the zone left again, or the server
+  // moved to another zone, where it is purged like any server new to a ring) is not this
+  // hold's any more: held on, it would fail reads in its new zone until the window ends.
+  std::set<std::string> returning;
+  for (const auto& [name, job] : jobs) {
+    if (!job.missed_writes || job.routes) continue;
+    for (const topology::Backend& b : job.now.zone->backends) returning.insert(b.address);
+  }
+  for (auto held = unpurged_.begin(); held != unpurged_.end();) {
+    if (returning.count(held->first) != 0) {
+      ++held;
+      continue;
+    }
+    held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
+    held = unpurged_.erase(held);
   }
 }
 

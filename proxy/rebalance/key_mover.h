@@ -120,7 +120,9 @@ class KeyMover {
   LinkTls linkTls(const topology::BackendTlsSpec& spec) const;
   // A zone back after an absence: its servers are not read (ServerState::unpurged_until_us)
   // until purgeDone() says the crawl of each is done, or `until_us` passes. With mu_ held.
-  void holdUntilPurged(const topology::Zone& zone, int64_t until_us);
+  void holdUntilPurged(const std::string& pool, const topology::Zone& zone, int64_t until_us);
+  // Ends the holds of servers outside every returning zone of `jobs`. With mu_ held.
+  void releaseHoldsOutside(const std::map<std::string, Job>& jobs);
   // Takes mu_.
   void purgeDone(const std::string& address);
   // Whether `job`'s moves may start now; `bounded` set when only the bound allows it.
