@@ -1101,5 +1101,59 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
                         "the reads must happen inside the window (slow machine?)")
 
+
+def shared_zone_b_yaml(a_main, a_p2, b, migration_ms, with_b=True):
+    """Pools main ("m:") and p2 ("s:"), zone a each on its own server, zone b on the same
+    server `b` in both pools."""
+    out = ["pools:"]
+    for name, a in [("main", a_main), ("p2", a_p2)]:
+        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
+                "    zones:", "      a:", '        - {address: "%s", name: %s-a}' % (a.address, name)]
+        if with_b:
+            out += ["      b:", '        - {address: "%s", name: shared-b}' % b.address]
+    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: p2}']
+    out += ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+    return "\n".join(out) + "\n"
+
+
+class SharedServerAbsenceTest(KeyMoverBase):
+    """Found by review (r3): a returning zone's server shared by two pools."""
+    MIGRATION_MS = 30000
+
+    def test_a_shared_server_back_is_held_until_every_pool_purged_it(self):
+        # Zone b (one server, in pools main and p2) leaves and comes back. main's crawl purges
+        # main's keys on it; p2's crawl is still to come (another proxy holds its lease, say).
+        # p2's keys on the server are the old ones: the server must stay held for them.
+        import hashlib
+        a_main, a_p2, shared = self.memcached(), self.memcached(), self.memcached()
+        state = {"b": True}
+        self.text = lambda: shared_zone_b_yaml(a_main, a_p2, shared, self.MIGRATION_MS,
+                                               state["b"])
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        keys = ["m:%d" % i for i in range(20)] + ["s:%d" % i for i in range(20)]
+        self.set_keys(keys, b"v1")
+        state["b"] = False
+        self.change(None)
+        self.set_keys(keys, b"v2")
+        # p2's crawl of the returning server is "running elsewhere": its lease key, as every
+        # proxy derives it (pool, zone, the zone's recent placements), is already there.
+        placement = "shared-b*1"
+        lease = "memzone:migration:" + hashlib.md5(
+            ("p2\nb\n%s\n%s" % (placement, placement)).encode()).hexdigest()
+        with shared.client() as c:
+            self.assertEqual(c.request(b"ms %s 3 T60\r\nrun\r\n" % lease.encode()), b"HD\r\n")
+        state["b"] = True
+        self.change(None)
+        wait_until(lambda: int(self.proxy.stats(self.client).get("proxy_zone_b_keys_purged", 0))
+                   >= 20, timeout=15, what="main's purge of the shared server")
+        time.sleep(0.5)
+        self.assert_never_read(keys, b"v1")
+
+
 if __name__ == "__main__":
     unittest.main()
