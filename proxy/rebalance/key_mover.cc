@@ -183,7 +183,7 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
         // Nobody reads a zone back from an absence before its crawl: set before the workers
         // get this topology, cleared server by server as each crawl is done.
-        if (job.missed_writes) holdUntilPurged(zone, job.until_us);
+        if (job.missed_writes) holdUntilPurged(name, zone, job.until_us);
       }
       job.now = Ring{topology, &zone};  // a new address under the same name: the newest
       jobs[name] = std::move(job);
@@ -319,27 +319,40 @@ void KeyMover::run() {
   }
 }
 
-void KeyMover::holdUntilPurged(const topology::Zone& zone, int64_t until_us) {
+// The name jobs_ files a (ring) job under: "pool/zone".
+std::string KeyMover::jobName(const Job& job) { return job.pool + "/" + job.now.zone->name; }
+
+void KeyMover::holdUntilPurged(const std::string& job, const topology::Zone& zone,
+                               int64_t until_us) {
   // Past holds are over by their own clock: forget them.
   const int64_t now = event::nowMicros();
-  std::erase_if(unpurged_, [now](const auto& held) {
-    return held.second->unpurged_until_us.load(std::memory_order_relaxed) <= now;
-  });
+  for (auto it = unpurged_.begin(); it != unpurged_.end();) {
+    std::erase_if(it->second.until_by_job, [now](const auto& j) { return j.second <= now; });
+    it = it->second.until_by_job.empty() ? unpurged_.erase(it) : std::next(it);
+  }
   for (const topology::Backend& b : zone.backends) {
     // Kept here too: the workers dropped the state of a server that left with its zone, and
     // the board keeps only what someone holds.
-    std::shared_ptr<backend::ServerState>& state = unpurged_[b.address];
-    if (!state) state = board_->stateFor(b.address);
-    state->unpurged_until_us.store(until_us, std::memory_order_relaxed);
+    Hold& hold = unpurged_[b.address];
+    if (!hold.state) hold.state = board_->stateFor(b.address);
+    hold.until_by_job[job] = until_us;
+    publishHold(hold);
   }
 }
 
-void KeyMover::purgeDone(const std::string& address) {
+void KeyMover::purgeDone(const std::string& job, const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   auto held = unpurged_.find(address);
   if (held == unpurged_.end()) return;
-  held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
-  unpurged_.erase(held);
+  held->second.until_by_job.erase(job);
+  publishHold(held->second);
+  if (held->second.until_by_job.empty()) unpurged_.erase(held);
+}
+
+void KeyMover::publishHold(Hold& hold) {
+  int64_t until = 0;
+  for (const auto& [job, until_us] : hold.until_by_job) until = std::max(until, until_us);
+  hold.state->unpurged_until_us.store(until, std::memory_order_relaxed);
 }
 
 bool KeyMover::movesMayStart(const Job& job, bool& bounded) const {
@@ -414,7 +427,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
       case Lease::kDone:
         counters.add(counters.crawls_elsewhere);
         outcome.done.push_back(server.address);
-        if (job.missed_writes) purgeDone(server.address);
+        if (job.missed_writes) purgeDone(jobName(job), server.address);
         break;
       case Lease::kUnreachable:
         // A server that left the zone and does not answer has nothing left to move (if it
@@ -441,7 +454,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
     purged.push_back(server);
     // A zone back from an absence serves once purged: it has nothing to move, so its reads
     // need not wait for the word on moves.
-    if (job.missed_writes) purgeDone(server->address);
+    if (job.missed_writes) purgeDone(jobName(job), server->address);
   }
   bool bounded = false;
   while (!purged.empty() && !movesMayStart(job, bounded)) {
@@ -460,7 +473,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   for (const topology::Backend* server : purged) {
     if (!crawl.move(*server)) continue;
     crawl.finishLease(*server, job.lease_key, kDoneTtlS);
-    if (job.missed_writes) purgeDone(server->address);
+    if (job.missed_writes) purgeDone(jobName(job), server->address);
     mine.erase(std::find(mine.begin(), mine.end(), server));
     counters.add(counters.crawls_done);
     outcome.done.push_back(server->address);
