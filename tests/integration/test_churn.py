@@ -1155,5 +1155,35 @@ class SharedServerAbsenceTest(KeyMoverBase):
         self.assert_never_read(keys, b"v1")
 
 
+class AbsentAtStartTest(KeyMoverBase):
+    """Found by review (r3): a proxy that starts (restarts) while a zone is out of the topology."""
+    MIGRATION_MS = 30000
+
+    def test_a_zone_first_seen_after_start_is_not_read_before_its_purge(self):
+        # Zone b went out (no ready server) with v1 on its servers; the clients wrote v2 to zone
+        # a since, and zone b's proxy restarted meanwhile: it has never seen zone b. When b comes
+        # back, nothing tells the proxy whether b is new or returning: it must purge b before it
+        # reads it, as for a zone it saw leave.
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        for key in KEYS:
+            owner = b[ketama_index(key, [n for n, _ in b], named=True)][1]
+            with owner.client() as c:
+                self.assertEqual(c.request(b"set %s 5 0 2\r\nv1\r\n" % key.encode()),
+                                 b"STORED\r\n")
+        state = {"zones": {"a": a}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_keys(KEYS, b"v2")
+        state["zones"] = {"a": a, "b": b}
+        self.change(None)
+        self.assert_never_read(KEYS, b"v1")
+        wait_until(lambda: all(self.holders(b, k) == [] for k in KEYS), timeout=15,
+                   what="zone b's copies from before to be purged")
+
+
 if __name__ == "__main__":
     unittest.main()
