@@ -116,6 +116,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       // ready server): compared with its ring before it went, and nothing is known of the
       // time between.
       Ring seen = last_seen_.count(name) != 0 ? last_seen_[name] : Ring{};
+      // A zone first seen after this proxy's first topology may be new, or back from an
+      // absence that began before this proxy started (a restart while it was out): its
+      // servers may hold copies from before, so it is treated as returning, compared with
+      // its own ring (nothing is moved from a returning zone anyway).
+      if (old == nullptr && seen.zone == nullptr && last_ != nullptr) seen = Ring{topology, &zone};
       bool returned = old == nullptr && seen.zone != nullptr;
       if (returned) old = seen.zone;
       last_seen_[name] = Ring{topology, &zone};
