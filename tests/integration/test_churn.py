@@ -1186,5 +1186,39 @@ class AbsentAtStartTest(KeyMoverBase):
                    what="zone b's copies from before to be purged")
 
 
+class RepeatedReturnsTest(KeyMoverBase):
+    """Found by review (r3): lease keys hash the zone's last 8 rings only."""
+    MIGRATION_MS = 30000
+
+    def test_a_zone_back_for_the_ninth_time_is_purged(self):
+        # Zone b's readiness flaps: it leaves and comes back again and again, each return
+        # crawled. From the 8th on, the zone's last 8 rings are all the same: each return
+        # derived the lease key of the one before, took its "done" (10 s) for its own, and
+        # lifted the hold without a purge.
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        state = {"zones": {"a": a, "b": b}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+
+        def crawls_done():
+            return int(self.proxy.stats(self.client).get("proxy_zone_b_move_crawls_done", 0))
+
+        for i in range(9):
+            done = crawls_done()
+            self.set_keys(KEYS, b"v%d" % (2 * i))
+            state["zones"] = {"a": a}
+            self.change(None)
+            self.set_keys(KEYS, b"v%d" % (2 * i + 1))
+            state["zones"] = {"a": a, "b": b}
+            self.change(None)
+            self.assert_never_read(KEYS, b"v%d" % (2 * i))
+            wait_until(lambda: crawls_done() >= done + 2, timeout=10,
+                       what="the crawl of return %d" % (i + 1))
+
+
 if __name__ == "__main__":
     unittest.main()
