@@ -123,19 +123,31 @@ Lease ZoneCrawl::takeLease(const topology::Backend& server, const std::string& k
     return Lease::kWon;
   }
   if (line.rfind("NS", 0) != 0) return Lease::kUnreachable;
-  l->append("mg " + key + " v\r\n");
+  l->append("mg " + key + " v c\r\n");
   if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
-  if (line == "VA 4") {
-    std::string value;
-    if (!l->readExact(6, value)) return Lease::kUnreachable;
-    return value == "done\r\n" ? Lease::kDone : Lease::kElsewhere;
-  }
   if (line.rfind("VA ", 0) == 0) {
     Fetched f;
     std::string value;
     if (!parseValueLine(line, f) || f.length > 64 || !l->readExact(f.length + 2, value)) {
       return Lease::kUnreachable;
     }
+    if (value != "done\r\n") return Lease::kElsewhere;
+    // A "done" older than this change (the server's counter when this proxy applied it) is
+    // an earlier change's that derived the same key (the key hashes the zone's last rings
+    // only: a zone back again and again, a flap repeated): not ours. Deleted (that item
+    // only) and the lease asked for again. (One done for this change by a proxy that applied
+    // it sooner goes too: the crawl is repeated, never skipped.)
+    auto mark = purge_marks_.find(server.address);
+    if (mark == purge_marks_.end() || mark->second == kUnknownCas || f.cas >= mark->second ||
+        stale_done_retried_) {
+      return Lease::kDone;
+    }
+    stale_done_retried_ = true;
+    l->append("md " + key + " C" + std::to_string(f.cas) + "\r\n");
+    if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
+    Lease again = takeLease(server, key);
+    stale_done_retried_ = false;
+    return again;
   }
   return Lease::kElsewhere;  // running elsewhere (or gone just now: ask again later)
 }
