@@ -1220,5 +1220,31 @@ class RepeatedReturnsTest(KeyMoverBase):
                        what="the crawl of return %d" % (i + 1))
 
 
+class ClientKeysLikeInternalOnesTest(KeyMoverBase):
+    """Found by review (r3): the crawl skipped every key under memzone's internal prefixes."""
+    MIGRATION_MS = 4000
+
+    def test_a_client_key_under_an_internal_prefix_is_purged_like_any_other(self):
+        # Clients may use any key: "memzone:sentinel:..." and "memzone:migration:..." ones that
+        # are not the proxy's own sentinels and leases are theirs. mc-3 joins holding old
+        # copies of such keys it is about to own: they must be purged, not served.
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        candidates = ["memzone:sentinel:user%d" % i for i in range(200)] + \
+                     ["memzone:migration:user%d" % i for i in range(200)]
+        keys = [k for k in candidates if ketama_index(k, self.NAMES4, named=True) == 3]
+        self.assertTrue(any(k.startswith("memzone:sentinel:") for k in keys))
+        self.assertTrue(any(k.startswith("memzone:migration:") for k in keys))
+        self.set_keys(keys, b"v2")
+        newcomer = self.memcached()
+        with newcomer.client() as c:
+            for key in keys:
+                self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
+                                 b"STORED\r\n")
+        servers.append(("mc-3", newcomer))
+        self.wait_window_end(self.change(servers))
+        self.assert_never_read(keys, b"old")
+
+
 if __name__ == "__main__":
     unittest.main()
