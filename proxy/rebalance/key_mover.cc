@@ -128,6 +128,11 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
       // ready server): compared with its ring before it went, and nothing is known of the
       // time between.
       Ring seen = last_seen_.count(name) != 0 ? last_seen_[name] : Ring{};
+      // A zone first seen after this proxy's first topology may be new, or back from an
+      // absence that began before this proxy started (a restart while it was out): its
+      // servers may hold copies from before, so it is treated as returning, compared with
+      // its own ring (nothing is moved from a returning zone anyway).
+      if (old == nullptr && seen.zone == nullptr && last_ != nullptr) seen = Ring{topology, &zone};
       bool returned = old == nullptr && seen.zone != nullptr;
       if (returned) old = seen.zone;
       last_seen_[name] = Ring{topology, &zone};
@@ -195,7 +200,7 @@ void KeyMover::onTopology(std::shared_ptr<const topology::Topology> topology) {
         job.until_us = now + int64_t{pool.migration_ms} * 1000;
         // Nobody reads a zone back from an absence before its crawl: set before the workers
         // get this topology, cleared server by server as each crawl is done.
-        if (job.missed_writes) holdUntilPurged(pool.name, zone, job.until_us);
+        if (job.missed_writes) holdUntilPurged(pool.name, name, zone, job.until_us);
       }
       job.now = Ring{topology, &zone};  // a new address under the same name: the newest
       jobs[name] = std::move(job);
@@ -332,13 +337,17 @@ void KeyMover::run() {
   }
 }
 
-void KeyMover::holdUntilPurged(const std::string& pool, const topology::Zone& zone,
-                               int64_t until_us) {
+// The name jobs_ files a (ring) job under: "pool/zone".
+std::string KeyMover::jobName(const Job& job) { return job.pool + "/" + job.now.zone->name; }
+
+void KeyMover::holdUntilPurged(const std::string& pool, const std::string& job,
+                               const topology::Zone& zone, int64_t until_us) {
   // Past holds are over by their own clock: forget them.
   const int64_t now = event::nowMicros();
-  std::erase_if(unpurged_, [now](const auto& held) {
-    return held.second->unpurged_until_us.load(std::memory_order_relaxed) <= now;
-  });
+  for (auto it = unpurged_.begin(); it != unpurged_.end();) {
+    std::erase_if(it->second.until_by_job, [now](const auto& j) { return j.second <= now; });
+    it = it->second.until_by_job.empty() ? unpurged_.erase(it) : std::next(it);
+  }
   for (const topology::Backend& b : zone.backends) {
     // A server that serves another zone in the workers' topology until they switch is read
     // there meanwhile (a hold is the server's, not the zone's), and what it holds is that
@@ -347,37 +356,41 @@ void KeyMover::holdUntilPurged(const std::string& pool, const topology::Zone& zo
       continue;
     // Kept here too: the workers dropped the state of a server that left with its zone, and
     // the board keeps only what someone holds.
-    std::shared_ptr<backend::ServerState>& state = unpurged_[b.address];
-    if (!state) state = board_->stateFor(b.address);
-    state->unpurged_until_us.store(until_us, std::memory_order_relaxed);
+    Hold& hold = unpurged_[b.address];
+    if (!hold.state) hold.state = board_->stateFor(b.address);
+    hold.until_by_job[job] = until_us;
+    publishHold(hold);
   }
 }
 
 void KeyMover::releaseHoldsOutside(const std::map<std::string, Job>& jobs) {
-  // A held server that is no longer in a returning zone (the zone left again, or the server
-  // moved to another zone, where it is purged like any server new to a ring) is not this
-  // hold's any more: held on, it would fail reads in its new zone until the window ends.
-  std::set<std::string> returning;
-  for (const auto& [name, job] : jobs) {
-    if (!job.missed_writes || job.routes) continue;
-    for (const topology::Backend& b : job.now.zone->backends) returning.insert(b.address);
-  }
+  // A held server that is no longer in its returning zone (the zone left again, or the server
+  // moved to another zone, where it is purged like any server new to a ring) is not that
+  // job's to hold any more: held on, it would fail reads in its new zone until the window ends.
   for (auto held = unpurged_.begin(); held != unpurged_.end();) {
-    if (returning.count(held->first) != 0) {
-      ++held;
-      continue;
-    }
-    held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
-    held = unpurged_.erase(held);
+    std::erase_if(held->second.until_by_job, [&](const auto& j) {
+      auto job = jobs.find(j.first);
+      return job == jobs.end() || !job->second.missed_writes ||
+             !inZone(*job->second.now.zone, held->first);
+    });
+    publishHold(held->second);
+    held = held->second.until_by_job.empty() ? unpurged_.erase(held) : std::next(held);
   }
 }
 
-void KeyMover::purgeDone(const std::string& address) {
+void KeyMover::purgeDone(const std::string& job, const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   auto held = unpurged_.find(address);
   if (held == unpurged_.end()) return;
-  held->second->unpurged_until_us.store(0, std::memory_order_relaxed);
-  unpurged_.erase(held);
+  held->second.until_by_job.erase(job);
+  publishHold(held->second);
+  if (held->second.until_by_job.empty()) unpurged_.erase(held);
+}
+
+void KeyMover::publishHold(Hold& hold) {
+  int64_t until = 0;
+  for (const auto& [job, until_us] : hold.until_by_job) until = std::max(until, until_us);
+  hold.state->unpurged_until_us.store(until, std::memory_order_relaxed);
 }
 
 bool KeyMover::movesMayStart(const Job& job, bool& bounded) const {
@@ -452,7 +465,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
       case Lease::kDone:
         counters.add(counters.crawls_elsewhere);
         outcome.done.push_back(server.address);
-        if (job.missed_writes) purgeDone(server.address);
+        if (job.missed_writes) purgeDone(jobName(job), server.address);
         break;
       case Lease::kUnreachable:
         // A server that left the zone and does not answer has nothing left to move (if it
@@ -474,12 +487,19 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
     return outcome;
   }
   std::vector<const topology::Backend*> purged;
-  for (const topology::Backend* server : mine) {
+  for (const topology::Backend* server : std::vector(mine)) {
     if (!crawl.purge(*server)) continue;
-    purged.push_back(server);
-    // A zone back from an absence serves once purged: it has nothing to move, so its reads
-    // need not wait for the word on moves.
-    if (job.missed_writes) purgeDone(server->address);
+    if (!job.missed_writes) {
+      purged.push_back(server);
+      continue;
+    }
+    // A zone back from an absence moves nothing (its copies missed writes): done once purged,
+    // so neither its reads nor the other proxies wait for the word on moves.
+    crawl.finishLease(*server, job.lease_key, kDoneTtlS);
+    purgeDone(jobName(job), server->address);
+    mine.erase(std::find(mine.begin(), mine.end(), server));
+    counters.add(counters.crawls_done);
+    outcome.done.push_back(server->address);
   }
   bool bounded = false;
   while (!purged.empty() && !movesMayStart(job, bounded)) {
@@ -498,7 +518,7 @@ KeyMover::Outcome KeyMover::runJob(const Job& job) {
   for (const topology::Backend* server : purged) {
     if (!crawl.move(*server)) continue;
     crawl.finishLease(*server, job.lease_key, kDoneTtlS);
-    if (job.missed_writes) purgeDone(server->address);
+    if (job.missed_writes) purgeDone(jobName(job), server->address);
     mine.erase(std::find(mine.begin(), mine.end(), server));
     counters.add(counters.crawls_done);
     outcome.done.push_back(server->address);

@@ -119,14 +119,21 @@ class KeyMover {
                      std::map<std::string, Job>& jobs, int64_t probe_until);
   LinkTls linkTls(const topology::BackendTlsSpec& spec) const;
   // A zone back after an absence: its servers are not read (ServerState::unpurged_until_us)
-  // until purgeDone() says the crawl of each is done, or `until_us` passes. With mu_ held.
-  void holdUntilPurged(const std::string& pool, const topology::Zone& zone, int64_t until_us);
-  // Ends the holds of servers outside every returning zone of `jobs`. With mu_ held.
+  // until purgeDone() says the crawl of each is done, or `until_us` passes. `job` ("pool/zone"):
+  // a server shared by pools is purged by each pool's job of its own keys, and stays held
+  // until every job holding it is done with it. With mu_ held.
+  void holdUntilPurged(const std::string& pool, const std::string& job, const topology::Zone& zone,
+                       int64_t until_us);
+  // Ends the holds of servers no longer in their returning zone of `jobs`. With mu_ held.
   void releaseHoldsOutside(const std::map<std::string, Job>& jobs);
   // Takes mu_.
-  void purgeDone(const std::string& address);
+  void purgeDone(const std::string& job, const std::string& address);
+  // Sets the server's hold to the latest of its jobs' (0: none left). With mu_ held.
+  struct Hold;
+  static void publishHold(Hold& hold);
   // Whether `job`'s moves may start now; `bounded` set when only the bound allows it.
   bool movesMayStart(const Job& job, bool& bounded) const;
+  static std::string jobName(const Job& job);
   bool superseded(const Job& job) const { return stopping_.load() || job.cancelled->load(); }
 
   std::shared_ptr<backend::ServerBoard> board_;
@@ -150,8 +157,13 @@ class KeyMover {
   std::map<std::string, std::vector<std::shared_ptr<const topology::Topology>>> unfinished_routes_;
   std::vector<std::string> route_log_;     // the last route sets seen, hashed into lease keys
   std::map<std::string, Ring> last_seen_;  // each zone's latest ring, kept while it is absent
-  // Servers held from reads until purged (holdUntilPurged), by address.
-  std::map<std::string, std::shared_ptr<backend::ServerState>> unpurged_;
+  // Servers held from reads until purged (holdUntilPurged), by address: the jobs ("pool/zone")
+  // whose purge of it is still to come, each with its hold's end.
+  struct Hold {
+    std::shared_ptr<backend::ServerState> state;
+    std::map<std::string, int64_t> until_by_job;
+  };
+  std::map<std::string, Hold> unpurged_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <thread>
@@ -80,8 +81,30 @@ ZoneCrawl::ZoneCrawl(const topology::Zone& now, std::vector<const topology::Zone
       counters_(counters),
       hooks_(std::move(hooks)) {}
 
+// Exactly the proxies' own keys, not every key under their prefixes: clients may use those
+// too, and a client key the crawl skipped would never be purged (a stale read).
 bool ZoneCrawl::internalKey(const std::string& key) {
-  return key.rfind("memzone:sentinel:", 0) == 0 || key.rfind("memzone:migration:", 0) == 0;
+  auto all = [](std::string_view s, auto pred) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), pred);
+  };
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::string_view k = key;
+  constexpr std::string_view kLease = "memzone:migration:";
+  if (k.starts_with(kLease)) {
+    // A lease ("memzone:migration:<32 hex>", key_mover.cc) or the counter probe's key.
+    std::string_view rest = k.substr(kLease.size());
+    return rest == "watermark" || (rest.size() == 32 && all(rest, [&](char c) {
+                                     return digit(c) || (c >= 'a' && c <= 'f');
+                                   }));
+  }
+  constexpr std::string_view kSentinel = "memzone:sentinel:";  // <host>:<pid>:<worker>
+  if (!k.starts_with(kSentinel)) return false;
+  std::string_view rest = k.substr(kSentinel.size());
+  size_t worker = rest.rfind(':');
+  if (worker == std::string_view::npos || worker == 0) return false;
+  size_t pid = rest.rfind(':', worker - 1);
+  if (pid == std::string_view::npos || pid == 0) return false;
+  return all(rest.substr(worker + 1), digit) && all(rest.substr(pid + 1, worker - pid - 1), digit);
 }
 
 MemcachedLink* ZoneCrawl::link(const std::string& address) {
@@ -123,19 +146,31 @@ Lease ZoneCrawl::takeLease(const topology::Backend& server, const std::string& k
     return Lease::kWon;
   }
   if (line.rfind("NS", 0) != 0) return Lease::kUnreachable;
-  l->append("mg " + key + " v\r\n");
+  l->append("mg " + key + " v c\r\n");
   if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
-  if (line == "VA 4") {
-    std::string value;
-    if (!l->readExact(6, value)) return Lease::kUnreachable;
-    return value == "done\r\n" ? Lease::kDone : Lease::kElsewhere;
-  }
   if (line.rfind("VA ", 0) == 0) {
     Fetched f;
     std::string value;
     if (!parseValueLine(line, f) || f.length > 64 || !l->readExact(f.length + 2, value)) {
       return Lease::kUnreachable;
     }
+    if (value != "done\r\n") return Lease::kElsewhere;
+    // A "done" older than this change (the server's counter when this proxy applied it) is
+    // an earlier change's that derived the same key (the key hashes the zone's last rings
+    // only: a zone back again and again, a flap repeated): not ours. Deleted (that item
+    // only) and the lease asked for again. (One done for this change by a proxy that applied
+    // it sooner goes too: the crawl is repeated, never skipped.)
+    auto mark = purge_marks_.find(server.address);
+    if (mark == purge_marks_.end() || mark->second == kUnknownCas || f.cas >= mark->second ||
+        stale_done_retried_) {
+      return Lease::kDone;
+    }
+    stale_done_retried_ = true;
+    l->append("md " + key + " C" + std::to_string(f.cas) + "\r\n");
+    if (!l->flush() || !l->readLine(line)) return Lease::kUnreachable;
+    Lease again = takeLease(server, key);
+    stale_done_retried_ = false;
+    return again;
   }
   return Lease::kElsewhere;  // running elsewhere (or gone just now: ask again later)
 }

@@ -96,6 +96,7 @@ class ZoneCrawl {
   uint64_t batch_bytes_ = 0;
   int64_t lease_refreshed_us_ = 0;
   std::string lease_key_;
+  bool stale_done_retried_ = false;  // takeLease: an older change's "done" deleted once
 };
 
 }  // namespace memzone::rebalance

@@ -1101,5 +1101,150 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
                         "the reads must happen inside the window (slow machine?)")
 
+
+def shared_zone_b_yaml(a_main, a_p2, b, migration_ms, with_b=True):
+    """Pools main ("m:") and p2 ("s:"), zone a each on its own server, zone b on the same
+    server `b` in both pools."""
+    out = ["pools:"]
+    for name, a in [("main", a_main), ("p2", a_p2)]:
+        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
+                "    zones:", "      a:", '        - {address: "%s", name: %s-a}' % (a.address, name)]
+        if with_b:
+            out += ["      b:", '        - {address: "%s", name: shared-b}' % b.address]
+    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: p2}']
+    out += ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+    return "\n".join(out) + "\n"
+
+
+class SharedServerAbsenceTest(KeyMoverBase):
+    """Found by review (r3): a returning zone's server shared by two pools."""
+    MIGRATION_MS = 30000
+
+    def test_a_shared_server_back_is_held_until_every_pool_purged_it(self):
+        # Zone b (one server, in pools main and p2) leaves and comes back. main's crawl purges
+        # main's keys on it; p2's crawl is still to come (another proxy holds its lease, say).
+        # p2's keys on the server are the old ones: the server must stay held for them.
+        import hashlib
+        a_main, a_p2, shared = self.memcached(), self.memcached(), self.memcached()
+        state = {"b": True}
+        self.text = lambda: shared_zone_b_yaml(a_main, a_p2, shared, self.MIGRATION_MS,
+                                               state["b"])
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        keys = ["m:%d" % i for i in range(20)] + ["s:%d" % i for i in range(20)]
+        self.set_keys(keys, b"v1")
+        state["b"] = False
+        self.change(None)
+        self.set_keys(keys, b"v2")
+        # p2's crawl of the returning server is "running elsewhere": its lease key, as every
+        # proxy derives it (pool, zone, the zone's recent placements), is already there.
+        placement = "shared-b*1"
+        lease = "memzone:migration:" + hashlib.md5(
+            ("p2\nb\n%s\n%s" % (placement, placement)).encode()).hexdigest()
+        with shared.client() as c:
+            self.assertEqual(c.request(b"ms %s 3 T60\r\nrun\r\n" % lease.encode()), b"HD\r\n")
+        state["b"] = True
+        self.change(None)
+        wait_until(lambda: int(self.proxy.stats(self.client).get("proxy_zone_b_keys_purged", 0))
+                   >= 20, timeout=15, what="main's purge of the shared server")
+        time.sleep(0.5)
+        self.assert_never_read(keys, b"v1")
+
+
+class AbsentAtStartTest(KeyMoverBase):
+    """Found by review (r3): a proxy that starts (restarts) while a zone is out of the topology."""
+    MIGRATION_MS = 30000
+
+    def test_a_zone_first_seen_after_start_is_not_read_before_its_purge(self):
+        # Zone b went out (no ready server) with v1 on its servers; the clients wrote v2 to zone
+        # a since, and zone b's proxy restarted meanwhile: it has never seen zone b. When b comes
+        # back, nothing tells the proxy whether b is new or returning: it must purge b before it
+        # reads it, as for a zone it saw leave.
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        for key in KEYS:
+            owner = b[ketama_index(key, [n for n, _ in b], named=True)][1]
+            with owner.client() as c:
+                self.assertEqual(c.request(b"set %s 5 0 2\r\nv1\r\n" % key.encode()),
+                                 b"STORED\r\n")
+        state = {"zones": {"a": a}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+        self.set_keys(KEYS, b"v2")
+        state["zones"] = {"a": a, "b": b}
+        self.change(None)
+        self.assert_never_read(KEYS, b"v1")
+        wait_until(lambda: all(self.raw(m, k) is None or self.raw(m, k)[2] != b"v1"
+                               for k in KEYS for _, m in b), timeout=15,
+                   what="zone b's copies from before to be purged")
+
+
+class RepeatedReturnsTest(KeyMoverBase):
+    """Found by review (r3): lease keys hash the zone's last 8 rings only."""
+    MIGRATION_MS = 30000
+
+    def test_a_zone_back_for_the_ninth_time_is_purged(self):
+        # Zone b's readiness flaps: it leaves and comes back again and again, each return
+        # crawled. From the 8th on, the zone's last 8 rings are all the same: each return
+        # derived the lease key of the one before, took its "done" (10 s) for its own, and
+        # lifted the hold without a purge.
+        a = [("a-%d" % i, self.memcached()) for i in range(2)]
+        b = [("b-%d" % i, self.memcached()) for i in range(2)]
+        state = {"zones": {"a": a, "b": b}}
+        self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
+        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
+        self.addCleanup(self.proxy.stop)
+        self.client = self.proxy.client()
+        self.addCleanup(self.client.close)
+
+        def crawls_done():
+            return int(self.proxy.stats(self.client).get("proxy_zone_b_move_crawls_done", 0))
+
+        for i in range(9):
+            done = crawls_done()
+            self.set_keys(KEYS, b"v%d" % (2 * i))
+            state["zones"] = {"a": a}
+            self.change(None)
+            self.set_keys(KEYS, b"v%d" % (2 * i + 1))
+            state["zones"] = {"a": a, "b": b}
+            self.change(None)
+            self.assert_never_read(KEYS, b"v%d" % (2 * i))
+            wait_until(lambda: crawls_done() >= done + 2, timeout=10,
+                       what="the crawl of return %d" % (i + 1))
+
+
+class ClientKeysLikeInternalOnesTest(KeyMoverBase):
+    """Found by review (r3): the crawl skipped every key under memzone's internal prefixes."""
+    MIGRATION_MS = 4000
+
+    def test_a_client_key_under_an_internal_prefix_is_purged_like_any_other(self):
+        # Clients may use any key: "memzone:sentinel:..." and "memzone:migration:..." ones that
+        # are not the proxy's own sentinels and leases are theirs. mc-3 joins holding old
+        # copies of such keys it is about to own: they must be purged, not served.
+        servers = [(n, self.memcached()) for n in self.NAMES3]
+        self.start(servers)
+        candidates = ["memzone:sentinel:user%d" % i for i in range(200)] + \
+                     ["memzone:migration:user%d" % i for i in range(200)]
+        keys = [k for k in candidates if ketama_index(k, self.NAMES4, named=True) == 3]
+        self.assertTrue(any(k.startswith("memzone:sentinel:") for k in keys))
+        self.assertTrue(any(k.startswith("memzone:migration:") for k in keys))
+        self.set_keys(keys, b"v2")
+        newcomer = self.memcached()
+        with newcomer.client() as c:
+            for key in keys:
+                self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
+                                 b"STORED\r\n")
+        servers.append(("mc-3", newcomer))
+        self.wait_window_end(self.change(servers))
+        self.assert_never_read(keys, b"old")
+
+
 if __name__ == "__main__":
     unittest.main()
