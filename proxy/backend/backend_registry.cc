@@ -159,6 +159,27 @@ const ZoneView* findZone(const TopologyView* view, const std::string& pool,
   return nullptr;
 }
 
+// A previous owner of a zone's keys: a server of the new topology, else one the view being
+// replaced knew (a server of its topology, or a departed previous owner it kept), else null.
+std::shared_ptr<BackendServer> previousOwner(
+    const std::string& address,
+    const std::map<std::string, std::shared_ptr<BackendServer>>& servers,
+    const TopologyView& previous) {
+  if (auto it = servers.find(address); it != servers.end()) return it->second;
+  for (const std::shared_ptr<BackendServer>& s : previous.servers) {
+    if (s->address() == address) return s;
+  }
+  return nullptr;
+}
+
+// Keeps a departed previous owner alive as long as `view` (dropView retires it with the last
+// view that holds it).
+void keepDeparted(TopologyView& view, const std::shared_ptr<BackendServer>& server) {
+  if (std::find(view.servers.begin(), view.servers.end(), server) == view.servers.end()) {
+    view.servers.push_back(server);
+  }
+}
+
 }  // namespace
 
 void BackendRegistry::openWindows(
@@ -197,11 +218,16 @@ void BackendRegistry::openWindows(
       } else {
         continue;
       }
-      // Previous owners still in the topology, by old ring index (their address may be new).
+      // Previous owners by old ring index (their address may be new). One that left the
+      // topology (a scale-in) is kept, connections and all, while the window is open: the key
+      // mover moves its copies with add semantics, so a write here must delete the key there
+      // too, or a client's delete that found nothing at the new owner is undone by the move
+      // (chaos test with ring changes, issue 23).
       source->servers.clear();
       for (const topology::Backend& b : source->zone->backends) {
-        auto it = servers.find(b.address);
-        source->servers.push_back(it == servers.end() ? nullptr : it->second.get());
+        std::shared_ptr<BackendServer> server = previousOwner(b.address, servers, *previous);
+        if (server && servers.count(b.address) == 0) keepDeparted(view, server);
+        source->servers.push_back(server.get());
       }
       zv.migrate_until_us = source->until_us;
       pv.migrate_until_us = std::max(pv.migrate_until_us, source->until_us);

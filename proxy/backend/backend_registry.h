@@ -23,7 +23,10 @@ struct MigrationSource {
   int64_t until_us = 0;
   std::shared_ptr<const topology::Topology> topology;  // keeps `zone` (the old ring) alive
   const topology::Zone* zone = nullptr;
-  std::vector<BackendServer*> servers;  // by old ring index; null: no longer in the topology
+  // By old ring index. A server that left the topology (a scale-in) is kept alive by the view
+  // (TopologyView::servers) while the window is open: writes must delete moved keys there, or
+  // the key mover's copy would undo a delete. Null: unknown to the view this one replaced.
+  std::vector<BackendServer*> servers;
 };
 
 struct ZoneView {

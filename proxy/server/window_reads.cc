@@ -9,7 +9,7 @@ namespace memzone::server {
 namespace {
 
 // The previous owner of `key` when the zone's migration window is open and the key moved;
-// `moved` says whether it moved at all (its previous owner may have left the topology).
+// `moved` says whether it moved at all (its previous owner may be unknown to this view).
 backend::BackendServer* previousOwner(const backend::ZoneView& zv, std::string_view key,
                                       int64_t now_us, bool& moved) {
   moved = false;

@@ -4,7 +4,7 @@
 // until its window ends a miss on it is read from the pool's other zones and a hit there is
 // repaired into it (read_repair.h: true TTL and flags, add semantics, so a newer local value
 // is never overwritten). Migration: after a zone's ring changed, a miss on a key whose owner
-// changed is read from the previous owner (if still in the topology), then from the other
+// changed is read from the previous owner (also one that left the topology), then from the other
 // zones, and repaired into the new owner; every write to such a key also deletes it at the
 // previous owner, so no later migration read can bring back a value the client replaced or
 // deleted. Outside the windows misses stay local: the request path pays one predictable
@@ -21,7 +21,8 @@ enum class WindowRead : uint8_t { kNone, kWarmup, kMigration };
 
 // Whether a miss on `server` (the owner of `key` in zone view `zv`) at time `now_us` is read
 // elsewhere, and why. For a migration, `previous` gets the key's previous owner when it is
-// still in the topology and is not `server` (else null).
+// known (in the topology, or kept after it left: backend_registry.h) and is not `server` (else
+// null).
 WindowRead windowFor(const backend::ZoneView& zv, backend::BackendServer* server,
                      std::string_view key, int64_t now_us, backend::BackendServer** previous);
 

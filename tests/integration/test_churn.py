@@ -382,6 +382,34 @@ class KeyMoverTest(KeyMoverBase):
         gone[1].kill()
         self.assert_never_read(moved, b"v1")
 
+    def test_a_delete_after_a_scale_in_is_not_undone_by_the_move(self):
+        # The scale-in removes mc-3 from the topology, still running: the mover moves its
+        # keys to their new owners (add semantics), a second after the change. A delete in
+        # between finds nothing at the new owner; unless it also reached mc-3, the move then
+        # brought the deleted value back (chaos test with ring changes, issue 23).
+        servers = [(n, self.memcached()) for n in self.NAMES4]
+        self.start(servers)
+        self.set_all(b"v1")
+        moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
+        self.assertGreater(len(moved), 20)
+        deleted, kept = moved[:len(moved) // 2], moved[len(moved) // 2:]
+        self.assertEqual([self.holders(servers, k) for k in moved], [["mc-3"]] * len(moved))
+        everyone = list(servers)
+        servers.pop()
+        changed = self.change(servers)
+        for key in deleted:
+            self.client.request(b"delete %s\r\n" % key.encode())
+        self.assertLess(time.monotonic() - changed, 0.9,
+                        "the deletes must land before moves start (slow machine?)")
+        wait_until(lambda: self.metric("memzone_proxy_migration_crawls_total", zone="a",
+                                       result="done") == 4, timeout=15, what="four crawls done")
+        for key in deleted:
+            self.assertEqual(self.holders(everyone, key), [], key)
+            self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+        for key in kept:  # moved, as before
+            self.assertEqual(self.holders(everyone, key), [servers[ketama_index(
+                key, self.NAMES3, named=True)][0]], key)
+
     def test_a_server_back_with_copies_from_before_has_them_purged(self):
         # mc-3 joins holding old copies of keys it is about to own (a server that was in the
         # pool before, kept its memory, and comes back: a readiness flap): they must not be
