@@ -291,7 +291,23 @@ void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer
 void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out) {
   out.append("mg ");
   out.append(wire_key);
-  out.append(" v t f");
+  out.append(" v t f c");
+  endLine(opaque, out);
+}
+
+void encodeCasRead(std::string_view wire_key, std::string_view opaque, ByteBuffer& out) {
+  out.append("mg ");
+  out.append(wire_key);
+  out.append(" c");
+  endLine(opaque, out);
+}
+
+void encodeDeleteIfCas(std::string_view wire_key, std::string_view cas, std::string_view opaque,
+                       ByteBuffer& out) {
+  out.append("md ");
+  out.append(wire_key);
+  out.append(" C");
+  out.append(cas);
   endLine(opaque, out);
 }
 
@@ -308,7 +324,7 @@ void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_vie
   out.append(ttl == "-1" ? std::string_view("0") : ttl);  // T0: no expiry
   out.append(" F");
   out.append(flags);
-  out.append(" ME");
+  out.append(" ME c");
   endLine(opaque, out);
 }
 

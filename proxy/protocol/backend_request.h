@@ -40,10 +40,16 @@ void encodeKeyRead(Command command, std::string_view exptime, std::string_view k
 
 // Requests the proxy originates.
 void encodeDelete(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
-// "mg <key> v t f O..": a value with its TTL left and flags, for a copy elsewhere.
+// "mg <key> v t f c O..": a value with its TTL left, flags and cas, for a copy elsewhere.
 void encodeFetchForCopy(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
-// "ms <key> <length> [b] T<ttl> F<flags> ME O..\r\n" (add: a value written meanwhile wins); the
-// caller appends the value and "\r\n". `ttl` as memcached's `t` flag ("-1": no expiry).
+// "mg <key> c O..": is the item still the one with that cas?
+void encodeCasRead(std::string_view wire_key, std::string_view opaque, ByteBuffer& out);
+// "md <key> C<cas> O..": deletes the item only if nobody wrote it since.
+void encodeDeleteIfCas(std::string_view wire_key, std::string_view cas, std::string_view opaque,
+                       ByteBuffer& out);
+// "ms <key> <length> [b] T<ttl> F<flags> ME c O..\r\n" (add: a value written meanwhile wins;
+// the stored item's cas comes back); the caller appends the value and "\r\n". `ttl` as
+// memcached's `t` flag ("-1": no expiry).
 void encodeAddCopyHead(std::string_view wire_key, size_t length, std::string_view ttl,
                        std::string_view flags, std::string_view opaque, ByteBuffer& out);
 

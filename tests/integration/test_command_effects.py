@@ -6,7 +6,10 @@ Real memcached in two zones. Reads of the other zone poll with a bound: a copy i
 background (wait: local), so reading it at once would race.
 """
 import base64
+import re
 import signal
+import socket
+import threading
 import time
 import unittest
 
@@ -352,6 +355,100 @@ class WinFlagsAreDecidedPerZoneTest(unittest.TestCase):
                     self.assertEqual(direct.request(b"mg r1 v R200\r\n"), b"VA 1 W\r\nx\r\n")
         finally:
             proxy.stop()
+            a.kill()
+            b.kill()
+
+
+class StoreHoldingRelay:
+    """A TCP relay to a memcached: once armed, a chunk from the proxy that holds a repair's
+    add (`ms ... ME`) waits until release(); everything else flows."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.armed = threading.Event()
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            host, port = self.upstream.rsplit(":", 1)
+            server = socket.create_connection((host, int(port)), timeout=5)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, from_proxy):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_proxy and self.armed.is_set() and re.search(rb" ME[ \r]", data):
+                    self.held.set()
+                    self.released.wait(10)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.released.set()
+        self.listener.close()
+
+
+class RepairRaceTest(unittest.TestCase):
+    def test_a_delete_between_the_repairs_read_and_its_add_is_not_undone(self):
+        """A read repair fetched a value from zone b; a delete then reached zone a (nothing
+        there) before the repair's add, and zone b after the fetch. The add must not leave the
+        deleted value in zone a: the repair looks at the source again and takes its copy back
+        (the chaos test's stale read after a memcached restart)."""
+        a = Memcached().start()
+        b = Memcached().start()
+        relay = StoreHoldingRelay(a.address)
+        proxy = Proxy(topology({"a": [relay.address], "b": [b.address]},
+                               replication="{writes: all-zones, wait: all, readFailover: [error, "
+                                           "miss], repair: true}"), zone="a").start()
+        try:
+            with proxy.client() as c:
+                self.assertEqual(c.request(b"set rr 0 0 2\r\nv1\r\n"), b"STORED\r\n")
+                with a.client() as direct:
+                    self.assertEqual(direct.request(b"delete rr\r\n"), b"DELETED\r\n")
+                relay.armed.set()
+                # A miss in zone a, a hit in zone b: served, then repaired into zone a.
+                self.assertEqual(c.request(b"get rr\r\n"), b"VALUE rr 0 2\r\nv1\r\nEND\r\n")
+                wait_until(relay.held.is_set, 5, "the repair's add reached the relay")
+                # Another client's delete lands everywhere while the add is on its way.
+                with b.client() as direct:
+                    self.assertEqual(direct.request(b"delete rr\r\n"), b"DELETED\r\n")
+                relay.released.set()
+
+                def zone_a():
+                    with a.client() as direct:
+                        return direct.request(b"mg rr v\r\n")
+                wait_until(lambda: proxy.stats().get("proxy_repairs_started") == "1" and
+                           int(proxy.stats().get("proxy_repairs_skipped", "0")) +
+                           int(proxy.stats().get("proxy_repairs_stored", "0")) +
+                           int(proxy.stats().get("proxy_repairs_failed", "0")) >= 1, 5,
+                           "the repair ended")
+                wait_until(lambda: zone_a() == b"EN\r\n", 5,
+                           "zone a holds no copy of the deleted value")
+                self.assertEqual(c.request(b"get rr\r\n"), b"END\r\n")
+        finally:
+            proxy.stop()
+            relay.close()
             a.kill()
             b.kill()
 

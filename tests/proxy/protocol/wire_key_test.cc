@@ -44,7 +44,7 @@ TEST(WireKey, AnAddNamesABase64KeyWithItsFlagAfterTheLength) {
 TEST(WireKey, ARepairAddsABase64KeyWithItsFlagAfterTheLength) {
   ByteBuffer out;
   encodeAddCopyHead("YSBi b", 2, "30", "7", "O00000001", out);
-  EXPECT_EQ(out.view(), "ms YSBi 2 b T30 F7 ME O00000001\r\n");
+  EXPECT_EQ(out.view(), "ms YSBi 2 b T30 F7 ME c O00000001\r\n");
 }
 
 }  // namespace
