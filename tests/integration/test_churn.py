@@ -991,6 +991,8 @@ class TinyMemcached(FakeBackend):
 
     def __init__(self):
         self.store = {}  # key -> (flags, data)
+        self.cas = {}  # key -> the cas its item was stored with (meta `c`)
+        self.next_cas = 1
         self.fail_delete = {}
         self.lock = threading.Lock()
         super().__init__(None)
@@ -1037,12 +1039,17 @@ class TinyMemcached(FakeBackend):
             return out + b"END\r\n"
         if cmd == b"set":
             self.store[args[0]] = (int(args[1]), body)
+            self.cas[args[0]] = self.next_cas
+            self.next_cas += 1
             return b"" if args[-1] == "noreply" else b"STORED\r\n"
         opaque = "".join(" " + f for f in args[1:] if f.startswith("O")).encode()
         if cmd == b"ms":
             flags = next((int(f[1:]) for f in args[2:] if f.startswith("F")), 0)
             self.store[args[0]] = (flags, body)
-            return b"HD%s\r\n" % opaque
+            self.cas[args[0]] = self.next_cas
+            self.next_cas += 1
+            cas = b" c%d" % self.cas[args[0]] if "c" in args[2:] else b""
+            return b"HD%s%s\r\n" % (cas, opaque)
         if cmd in (b"delete", b"md"):
             how = self.fail_delete.pop(args[0], None)
             if how == "close":
@@ -1057,9 +1064,10 @@ class TinyMemcached(FakeBackend):
             if args[0] not in self.store:
                 return b"EN%s\r\n" % opaque
             flags, data = self.store[args[0]]
+            cas = b" c%d" % self.cas.get(args[0], 0) if "c" in args[1:] else b""
             if "v" in args[1:]:
-                return b"VA %d t-1 f%d%s\r\n%s\r\n" % (len(data), flags, opaque, data)
-            return b"HD%s\r\n" % opaque
+                return b"VA %d t-1 f%d%s%s\r\n%s\r\n" % (len(data), flags, cas, opaque, data)
+            return b"HD%s%s\r\n" % (cas, opaque)
         return b"ERROR\r\n"
 
 
