@@ -12,6 +12,9 @@ namespace {
 
 constexpr auto kDebounce = std::chrono::milliseconds(100);
 constexpr auto kStatusRefresh = std::chrono::seconds(1);
+// How long a proxy another replica listed counts after that replica's Lease went (it ended
+// its streams and released the Lease): the proxies' reconnect bound, 1.5 s, and a margin.
+constexpr auto kInTransit = std::chrono::seconds(2);
 // On a graceful stop, between the end of the proxy streams and the deletion of this replica's
 // Lease: the proxies reconnect to another replica meanwhile (milliseconds), so no status
 // written elsewhere misses them.
@@ -172,12 +175,13 @@ void KubernetesSource::unitePeersDirtyServers() {
   if (options_.on_peer_identities) options_.on_peer_identities(std::move(identities));
 }
 
-ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const {
+ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) {
   // Each proxy once: ours first (what we see now), then the live replicas', most recently
   // renewed first (a proxy two replicas list moved to the one that renewed last).
   ProxyMembers members = proxies_.members(served);
   if (!roster_) return countMembers(members);
   std::string version = served ? served->version() : "";
+  const auto now = std::chrono::steady_clock::now();
   ProxyView older;  // replicas of an older release: only their sums
   for (const ha::ReplicaView& peer : roster_->peers()) {
     if (!peer.has_members) {
@@ -189,6 +193,7 @@ ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const 
       continue;
     }
     for (const auto& [key, member] : peer.members) {
+      last_listed_[key] = now;
       if (peer.version == version) {
         members.emplace(key, member);
       } else {
@@ -196,6 +201,14 @@ ProxyView KubernetesSource::proxyView(const v1::TopologySnapshot* served) const 
       }
     }
   }
+  // A replica that stops gracefully ends its streams, then releases its Lease: its proxies
+  // are on their way to another replica (back within a second and a half) and serve
+  // meanwhile. Each still counts, as pending, until kInTransit after a Lease last listed it,
+  // unless a replica (this one first) lists it again; a proxy that died with its replica
+  // drops out then.
+  std::erase_if(last_listed_,
+                [now](const auto& listed) { return now - listed.second > kInTransit; });
+  for (const auto& [key, listed_at] : last_listed_) members.emplace(key, ProxyMember{});
   ProxyView view = countMembers(members);
   view.add(older);
   return view;

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -87,7 +88,8 @@ class KubernetesSource {
   void rebuild();
   void rebuildUnchecked();
   void writeStatus();
-  ProxyView proxyView(const v1::TopologySnapshot* served) const;
+  // Under status_mu_.
+  ProxyView proxyView(const v1::TopologySnapshot* served);
   // The other replicas' dirty servers into ours.
   void unitePeersDirtyServers();
 
@@ -107,6 +109,8 @@ class KubernetesSource {
   std::atomic<bool> leadership_changed_{false};
   std::mutex status_mu_;         // held through a status write; beginStop() waits for it
   bool status_stopped_ = false;  // under status_mu_
+  // Under status_mu_: when a replica's Lease last listed each proxy (memberKey).
+  std::map<std::string, std::chrono::steady_clock::time_point> last_listed_;
   std::map<std::string, nlohmann::json> last_good_;
   std::optional<model::ClusterModel> model_;  // the last one built; the source's thread only
   std::set<std::string> rejected_;            // "key@generation" already reported
