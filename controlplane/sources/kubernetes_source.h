@@ -12,9 +12,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
-#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
