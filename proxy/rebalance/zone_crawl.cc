@@ -272,33 +272,27 @@ bool ZoneCrawl::ownedThroughout(std::string_view key, const std::string& address
 
 bool ZoneCrawl::purge(const topology::Backend& server) {
   int self = indexOf(now_, server.address);
-  auto mark = purge_marks_.find(server.address);
   // A server that left the zone owns nothing (the move pass handles all its keys); one
   // continuously in the zone has no leftovers.
-  if (self < 0 || mark == purge_marks_.end()) return true;
-  uint64_t below = mark->second;
-  if (below == kUnknownCas) {
-    auto lease = watermarks_.find(server.address);
-    below = lease == watermarks_.end() ? 0 : lease->second;
-  }
-  if (below == 0) return true;  // memcached -C: no cas tells old items from new
-  purges_.clear();
-  bool ok = dump(server, [&](DumpedItem& item) {
-    if (item.cas >= below) return true;  // written since the change began
-    if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return true;
+  if (self < 0 || purge_marks_.count(server.address) == 0) return true;
+  return purgeOlderItems(server, [&](const DumpedItem& item) {
+    if (now_.ring.serverFor(item.key) != static_cast<uint32_t>(self)) return false;
     // Owned now, and all along: its copy is the key's value. Else it was written when the
     // server was not the owner: a leftover, older than writes that went elsewhere since.
     // After the zone was out of the topology, nothing it holds from before is current.
-    if (!missed_writes_ && ownedThroughout(item.key, server.address)) return true;
-    purges_.push_back(std::move(item));
-    return purges_.size() < kBatchItems || flushPurges(server);
+    return missed_writes_ || !ownedThroughout(item.key, server.address);
   });
-  ok = ok && flushPurges(server);
-  if (!ok) links_.clear();  // a failed batch may leave replies unread on a link
-  return ok;
 }
 
 bool ZoneCrawl::purgeRerouted(const topology::Backend& server) {
+  // Every item the dump shows was judged by the crawl's `ours` hook (rerouted keys only).
+  return purgeOlderItems(server, [](const DumpedItem&) { return true; });
+}
+
+bool ZoneCrawl::purgeOlderItems(const topology::Backend& server,
+                                const std::function<bool(const DumpedItem&)>& leftover) {
+  // "Older": below the server's CAS counter when the change was applied, else below its
+  // lease's (later, so a fresh value may go too: a miss, never a leftover).
   auto mark = purge_marks_.find(server.address);
   uint64_t below = mark == purge_marks_.end() ? kUnknownCas : mark->second;
   if (below == kUnknownCas) {
@@ -308,7 +302,7 @@ bool ZoneCrawl::purgeRerouted(const topology::Backend& server) {
   if (below == 0) return true;  // memcached -C: no cas tells old items from new
   purges_.clear();
   bool ok = dump(server, [&](DumpedItem& item) {
-    if (item.cas >= below) return true;  // written through the new routes
+    if (item.cas >= below || !leftover(item)) return true;  // written since the change began
     purges_.push_back(std::move(item));
     return purges_.size() < kBatchItems || flushPurges(server);
   });

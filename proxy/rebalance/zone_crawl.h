@@ -74,6 +74,10 @@ class ZoneCrawl {
   // Touches every lease this run holds, every kLeaseRefreshUs; false never (a lease that
   // cannot be touched fails its own pass).
   bool refreshLeases();
+  // Deletes (cas-guarded) the server's items older than the change that `leftover` picks;
+  // true once the dump completed.
+  bool purgeOlderItems(const topology::Backend& server,
+                       const std::function<bool(const DumpedItem&)>& leftover);
   bool flushPurges(const topology::Backend& server);
   // Whether `address` owned `key` under every ring of before_ (by address: a server that
   // came back under a name at a new address is another memcached, with other contents).

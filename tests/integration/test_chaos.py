@@ -26,7 +26,7 @@ import unittest
 
 from chaos_oracle import Oracle
 from chaos_workload import CLIENTS, ZONES, Client
-from harness import Controller, Memcached, Proxy
+from harness import Controller, Memcached, Proxy, wait_until
 
 SECONDS = float(os.environ.get("MEMZONE_CHAOS_SECONDS", "12"))
 SEEDS = [int(s) for s in os.environ.get("MEMZONE_CHAOS_SEEDS", "1,2").split(",")]
@@ -230,13 +230,7 @@ class RingChanges:
 
     @staticmethod
     def wait(predicate, what, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(0.02)
-        raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        return wait_until(predicate, timeout, what)
 
 
 class ChaosTest(ChaosRun, unittest.TestCase):
