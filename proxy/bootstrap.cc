@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -108,14 +109,21 @@ class TopologyApplier {
                   rebalance::RingAgreement* agreement)
       : workers_(workers), stats_(stats), tls_(tls), mover_(mover), agreement_(agreement) {}
 
-  void apply(std::shared_ptr<const topology::Topology> topology) {
+  // `before`: the topology a restarted proxy switched from shortly before it stopped; the
+  // workers get it first, so that switch's windows carry on (topology->changed_at_us). The
+  // mover does not: the crawl that switch started is other proxies' or the next change's.
+  void apply(std::shared_ptr<const topology::Topology> topology,
+             std::shared_ptr<const topology::Topology> before = nullptr) {
     // In the order applied: what the controller later says every proxy applied is compared
     // with it.
     if (agreement_ != nullptr) agreement_->applied(topology->version);
     // The mover first: it reads the CAS counters of servers new to a zone before any write
     // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
-    for (auto& w : workers_) w->setTopology(topology);
+    for (auto& w : workers_) {
+      if (before) w->setTopology(before);
+      w->setTopology(topology);
+    }
     stats_.setTopologyVersion(topology->version);
     read_hold_ms_.store(topology->consistency.read_hold_ms, std::memory_order_relaxed);
   }
@@ -168,10 +176,48 @@ std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::
   return down;
 }
 
-// The snapshot a restarted proxy serves until the controller answers, if any.
-std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
-                                                    v1::TopologySnapshot& snapshot,
-                                                    tls::TlsContexts& tls) {
+// The topology the proxy switched from to `saved`, when the switch was recent enough that
+// one of its windows may still be open (else null); `changed_at_us` is when it happened.
+std::shared_ptr<const topology::Topology> loadPrevious(const std::string& dir,
+                                                       const v1::TopologySnapshot& saved,
+                                                       const topology::Topology& current,
+                                                       tls::TlsContexts& tls,
+                                                       int64_t& changed_at_us) {
+  std::string error;
+  auto previous = topology::loadPreviousSnapshot(dir, error);
+  if (!previous || previous->snapshot.version() == saved.version()) {
+    if (!error.empty())
+      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring previous state: %s",
+                    error.c_str());
+    return nullptr;
+  }
+  int64_t longest_window_us = 0;
+  for (const topology::Pool& pool : current.pools) {
+    longest_window_us = std::max<int64_t>(
+        longest_window_us, int64_t{std::max(pool.warmup_ms, pool.migration_ms)} * 1000);
+  }
+  if (previous->age_us >= longest_window_us) return nullptr;
+  topology::BuildResult built =
+      topology::buildTopology(topology::specFromSnapshot(previous->snapshot));
+  if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
+  if (!built.topology || !built.error.empty()) {
+    ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring previous state: %s",
+                  built.error.c_str());
+    return nullptr;
+  }
+  changed_at_us = event::nowMicros() - previous->age_us;
+  ops::logEvent(ops::LogLevel::kInfo, std::string("serving-state"),
+                "keeping the windows of the switch from topology %s, %lld ms ago",
+                previous->snapshot.version().c_str(),
+                static_cast<long long>(previous->age_us / 1000));
+  return built.topology;
+}
+
+// The snapshot a restarted proxy serves until the controller answers, if any, and (into
+// `previous`) the one it switched from, if that switch's windows may still be open.
+std::shared_ptr<const topology::Topology> loadState(
+    const std::string& dir, v1::TopologySnapshot& snapshot, tls::TlsContexts& tls,
+    std::shared_ptr<const topology::Topology>& previous) {
   if (dir.empty()) return nullptr;
   std::string error;
   auto saved = topology::loadSnapshot(dir, error);
@@ -182,6 +228,12 @@ std::shared_ptr<const topology::Topology> loadState(const std::string& dir,
     return nullptr;
   }
   topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
+  int64_t changed_at_us = 0;
+  if (built.topology) {
+    previous = loadPrevious(dir, *saved, *built.topology, tls, changed_at_us);
+    if (previous)
+      built = topology::buildTopology(topology::specFromSnapshot(*saved), changed_at_us);
+  }
   if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
   if (!built.topology || !built.error.empty()) {
     ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring state: %s",
@@ -314,12 +366,13 @@ int runProxy(const config::ProxyOptions& options) {
     }
   }
   std::shared_ptr<const topology::Topology> topology;
+  std::shared_ptr<const topology::Topology> previous_topology;  // see loadState
   v1::TopologySnapshot state;
   if (options.controller.empty()) {
     topology = loadTopology(options.config_path, *tls_contexts);
     if (!topology) return 1;
   } else {
-    topology = loadState(options.state_dir, state, *tls_contexts);
+    topology = loadState(options.state_dir, state, *tls_contexts, previous_topology);
   }
 
   // Signals are handled by this thread alone (sigwait below); workers never see them.
@@ -408,7 +461,7 @@ int runProxy(const config::ProxyOptions& options) {
     stats_context->moves = mover->counters();
   }
   TopologyApplier applier(workers, *stats_context, *tls_contexts, mover.get(), agreement.get());
-  if (topology) applier.apply(topology);
+  if (topology) applier.apply(topology, previous_topology);
   for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
           MEMZONE_VERSION, bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),

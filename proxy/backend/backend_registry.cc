@@ -190,6 +190,10 @@ void BackendRegistry::openWindows(
   // cluster starting empty has no copies to warm from anyway).
   if (previous == nullptr) return;
   const int64_t now = event::nowMicros();
+  // Windows open at the change: now, or earlier for a proxy restarted inside them (then a
+  // window already over opens nothing).
+  const int64_t opened =
+      view.topology->changed_at_us != 0 ? std::min(now, view.topology->changed_at_us) : now;
   bool warming = false;  // or migrating: tickWindows() has windows to close
   for (PoolView& pv : view.pools) {
     const topology::Pool& pool = *pv.pool;
@@ -198,8 +202,9 @@ void BackendRegistry::openWindows(
       // rescheduled under the same name has a new address): it starts empty.
       if (pool.warmup_ms > 0) {
         for (BackendServer* server : zv.servers) {
-          if (before.count(server->address()) == 0) {
-            server->setWarmUntilUs(now + int64_t{pool.warmup_ms} * 1000);
+          const int64_t warm_until = opened + int64_t{pool.warmup_ms} * 1000;
+          if (before.count(server->address()) == 0 && warm_until > now) {
+            server->setWarmUntilUs(warm_until);
           }
           warming |= server->warmUntilUs() > now;
         }
@@ -208,9 +213,11 @@ void BackendRegistry::openWindows(
       const ZoneView* old = findZone(previous, pool.name, zv.zone->name);
       if (old == nullptr) continue;  // a new zone: nothing moved inside it
       std::shared_ptr<MigrationSource> source;
+      const int64_t migrate_until = opened + int64_t{pool.migration_ms} * 1000;
       if (topology::placementOf(*old->zone) != topology::placementOf(*zv.zone)) {
+        if (migrate_until <= now) continue;
         source = std::make_shared<MigrationSource>();
-        source->until_us = now + int64_t{pool.migration_ms} * 1000;
+        source->until_us = migrate_until;
         source->topology = previous->topology;
         source->zone = old->zone;
       } else if (old->migration && old->migrate_until_us > now) {

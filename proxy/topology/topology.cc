@@ -57,8 +57,9 @@ std::string_view toString(WaitPolicy p) {
   return "local";
 }
 
-BuildResult buildTopology(const TopologySpec& spec) {
+BuildResult buildTopology(const TopologySpec& spec, int64_t changed_at_us) {
   auto topology = std::make_shared<Topology>();
+  topology->changed_at_us = changed_at_us;
   auto fail = [](std::string error) { return BuildResult{nullptr, std::move(error)}; };
   // No pools, or a pool without zones, is a real state the controller publishes (the last
   // ReplicatedPool deleted, the last backend unready): such keys get "no pool for this key".

@@ -141,6 +141,10 @@ class Topology {
   bool allow_flush_all;
   std::string proxy_zone;
   TopologySpec spec;  // what it was built from (state files, diffs, stats)
+  // When the proxy first switched to this topology (event::nowMicros), if before this process
+  // applied it: a proxy restarted from --state-dir inside a change's windows (warm-up,
+  // migration) keeps them until they would have ended. 0: now.
+  int64_t changed_at_us = 0;
 };
 
 struct BuildResult {
@@ -150,7 +154,7 @@ struct BuildResult {
 
 // Validates everything a worker relies on (addresses parse, routes name pools, zones are
 // non-empty, names unique) and builds the rings.
-BuildResult buildTopology(const TopologySpec& spec);
+BuildResult buildTopology(const TopologySpec& spec, int64_t changed_at_us = 0);
 
 // What places keys on a zone's ring: its identities and weights, sorted ("id*weight,...").
 // Two zones place every key alike exactly when their placements are equal.

@@ -141,10 +141,11 @@ class RingSkewTest(unittest.TestCase):
         self.addCleanup(m.kill)
         return m
 
-    def proxy(self, controller_address, **kwargs):
+    def proxy(self, controller_address, extra_args_more=(), **kwargs):
         port = free_port()
         p = Proxy(None, zone="a", threads=1, controller=controller_address,
-                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port], **kwargs).start()
+                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port] + list(extra_args_more),
+                  **kwargs).start()
         p.metrics_port = port
         self.addCleanup(p.stop)
         return p
@@ -414,6 +415,52 @@ class ControllerRestartTest(unittest.TestCase):
             time.sleep(0.2)
             stale = stale_keys()
         self.assertEqual(stale, [], "%d of %d keys not at their last value" % (len(stale), len(KEYS)))
+
+
+class ProxyRestartInWindowTest(unittest.TestCase):
+    """A proxy SIGKILLed during a ring change's migration window and restarted from
+    --state-dir (a crashed container) keeps the window: its writes still delete moved keys at
+    their previous owners, or another proxy's window read finds the old value there."""
+    memcached = RingSkewTest.memcached
+    proxy = RingSkewTest.proxy
+    version_of = RingSkewTest.version_of
+    latest_version = RingSkewTest.latest_version
+    holders = staticmethod(RingSkewTest.holders)
+
+    def test_a_delete_through_a_restarted_proxy_reaches_the_previous_owner(self):
+        # The key mover is off: the window alone decides what a miss reads.
+        servers = [(n, self.memcached()) for n in NAMES3]
+        controller = Controller(pool_yaml(servers, migration_ms=30000)).start()
+        self.addCleanup(controller.kill)
+        p1 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
+        p2 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
+        v1 = self.latest_version(controller)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
+        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3][:20]
+        with p1.client() as c:
+            for key in moved:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+
+        servers.append(("mc-3", self.memcached()))
+        controller.write_topology(pool_yaml(servers, migration_ms=30000))
+        v2 = self.latest_version(controller, v1)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v2, timeout=15, what="a proxy to apply v2")
+        p2.proc.kill()
+        p2.proc.wait(timeout=10)
+        p2.log.close()
+        p2.start()  # same port, same --state-dir
+        wait_until(lambda: self.version_of(p2) == v2, timeout=15, what="proxy 2 back on v2")
+        with p2.client() as c:
+            for key in moved:
+                self.assertIn(c.request(b"delete %s\r\n" % key.encode()),
+                              (b"DELETED\r\n", b"NOT_FOUND\r\n"), key)
+        self.assertEqual([k for k in moved if self.holders(servers, k)], [],
+                         "copies left at their previous owner")
+        with p1.client() as c:
+            for key in moved:
+                self.assertEqual(c.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
 
 
 if __name__ == "__main__":
