@@ -178,7 +178,7 @@ int runController(const ControllerOptions& options) {
   SnapshotCache cache;
   ProxyRegistry registry;
   DirtyServers dirty(std::chrono::milliseconds(options.dirty_retain_ms));
-  AppliedEverywhere everywhere;
+  AppliedEverywhere everywhere(std::chrono::milliseconds(options.applied_grace_ms));
   SourceCounters source_counters;
   std::unique_ptr<FileSource> file_source;
   // Before the source (destroyed after it): the source's thread calls into it.

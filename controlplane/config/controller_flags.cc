@@ -28,6 +28,9 @@ std::string controllerUsage() {
          "  --leader-elect-resource-name   the Lease's name (default memzone-controller)\n"
          "  --dirty-retain     DURATION a proxy that disconnected owing invalidations keeps\n"
          "                     its servers dirty, unread by every proxy (default 60s)\n"
+         "  --applied-grace    DURATION after start-up, no word that a ring change is applied\n"
+         "                     everywhere: a restarted controller's proxies reconnect\n"
+         "                     meanwhile, and their key movers wait (default 5s)\n"
          "  --tls-cert FILE    the controller's certificate (PEM, chain allowed): mutual TLS on\n"
          "                     the topology stream; needs --tls-key and --tls-client-ca.\n"
          "                     Without it the stream is plaintext (local demo only)\n"
@@ -100,6 +103,7 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
                                                         "--leader-elect-retry-period",
                                                         "--leader-elect-resource-name",
                                                         "--dirty-retain",
+                                                        "--applied-grace",
                                                         "--tls-cert",
                                                         "--tls-key",
                                                         "--tls-client-ca",
@@ -174,6 +178,11 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       o.tls_reload_interval_ms = ms;
     } else if (flag == "--leader-elect-resource-name") {
       o.leader_elect_resource_name = value;
+    } else if (flag == "--applied-grace") {
+      if (!parseDurationMs(value, o.applied_grace_ms)) {
+        result.error = "--applied-grace must be a duration such as 5s or 500ms";
+        return result;
+      }
     } else if (flag == "--dirty-retain") {
       if (!parseDurationMs(value, o.dirty_retain_ms)) {
         result.error = "--dirty-retain must be a duration such as 60s or 500ms";

@@ -25,6 +25,9 @@ struct ControllerOptions {
   // How long a proxy that disconnected owing invalidations keeps its servers dirty
   // (dirty_servers.h): time for its stream to come back or for it to restart from --state-dir.
   unsigned dirty_retain_ms = 60000;
+  // How long after it starts the controller says no version is applied everywhere
+  // (applied_everywhere.h): the proxies of a controller it replaced reconnect meanwhile.
+  unsigned applied_grace_ms = 5000;
   // mTLS on the topology stream (all empty: plaintext, for the local demo only).
   std::string tls_cert;
   std::string tls_key;

@@ -2,7 +2,9 @@
 
 namespace memzone::controlplane {
 
-AppliedEverywhere::AppliedEverywhere() {
+AppliedEverywhere::AppliedEverywhere(std::chrono::milliseconds grace)
+    : quiet_until_(std::chrono::steady_clock::now() + grace), quiet_(grace.count() > 0) {
+  if (quiet_) local_ = Local{true, ""};  // see recomputeLocked
   thread_ = std::thread([this] { run(); });
 }
 
@@ -89,6 +91,9 @@ void AppliedEverywhere::recomputeLocked() {
     }
   }
   if (split) local.version.clear();
+  // While quiet, this replica's proxies differ as far as anyone knows, even with none back
+  // yet: said to the other replicas too, or they would give the word without them.
+  if (quiet_) local = Local{true, ""};
   // Every replica's word joins ours: a live replica that has not said blocks it, and so does
   // one that said something else (a stream from a replica the Leases do not list yet counts
   // too: it serves proxies).
@@ -103,7 +108,7 @@ void AppliedEverywhere::recomputeLocked() {
       all.version.clear();
     }
   }
-  std::string version = unheard.empty() && all.counted ? all.version : std::string();
+  std::string version = !quiet_ && unheard.empty() && all.counted ? all.version : std::string();
   if (local == local_ && version == version_) return;
   local_ = std::move(local);
   version_ = std::move(version);
@@ -114,8 +119,16 @@ void AppliedEverywhere::recomputeLocked() {
 void AppliedEverywhere::run() {
   std::unique_lock lock(mu_);
   while (true) {
-    wake_.wait(lock, [this] { return changed_ || stopping_; });
+    if (quiet_) {
+      if (!wake_.wait_until(lock, quiet_until_, [this] { return changed_ || stopping_; })) {
+        quiet_ = false;
+        recomputeLocked();  // what the proxies back by now applied, said at last
+      }
+    } else {
+      wake_.wait(lock, [this] { return changed_ || stopping_; });
+    }
     if (stopping_) return;
+    if (!changed_) continue;
     changed_ = false;
     lock.unlock();
     listeners_.callAll();  // each starts (or schedules) a write on its stream

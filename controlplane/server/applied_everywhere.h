@@ -14,11 +14,17 @@
 // the time before the Leases were first listed: nothing is said (""), and proxies wait their
 // bound.
 //
+// A controller that just started has not heard from every proxy yet: those of the one it
+// replaced (a restart, an upgrade) reconnect over a few seconds, and meanwhile the ones back
+// would make a version look applied everywhere while a late proxy still writes through the old
+// ring. So for `grace` after start nothing is said (found by review, test_ring_skew).
+//
 // Listeners (the proxies' streams, the links to other replicas) are called on this object's own
 // thread whenever version() or local() changed, never on a reporter's: a stream reports under its
 // own lock, and its listener takes that lock. Any thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -34,7 +40,7 @@ namespace memzone::controlplane {
 
 class AppliedEverywhere {
  public:
-  AppliedEverywhere();
+  explicit AppliedEverywhere(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
   ~AppliedEverywhere();  // stops the notifier thread
   AppliedEverywhere(const AppliedEverywhere&) = delete;
   AppliedEverywhere& operator=(const AppliedEverywhere&) = delete;
@@ -79,6 +85,8 @@ class AppliedEverywhere {
   std::map<std::string, Local> said_;  // what replicas streaming to us said
   Local local_;
   std::string version_;
+  std::chrono::steady_clock::time_point quiet_until_;  // start-up + grace
+  bool quiet_ = true;     // before quiet_until_ (the notifier thread clears it)
   bool changed_ = false;  // listeners have not heard of the latest version_
   bool stopping_ = false;
   std::condition_variable wake_;

@@ -6,7 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
+#include <vector>
+
+#include "controlplane/config/controller_flags.h"
 
 namespace memzone::controlplane {
 namespace {
@@ -107,6 +111,49 @@ TEST(AppliedEverywhere, ListenersHearEveryChangeOnItsThread) {
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(calls.load(), before);
   e.unsubscribe(id);
+}
+
+TEST(AppliedEverywhere, NothingIsSaidInTheGraceAfterStartUp) {
+  // A restarted controller: proxy 1 is back at once, proxy 2 (still on the old ring) only
+  // later. The word on proxy 1 alone would let movers move keys proxy 2 still writes to their
+  // old owners. Within the grace nothing is said, to proxies or to other replicas, even
+  // with no proxy back yet; after it, what the proxies back applied is said, and listeners
+  // hear of it without any other change.
+  AppliedEverywhere e(300ms);
+  std::atomic<int> calls{0};
+  uint64_t id = e.subscribe([&] { calls.fetch_add(1); });
+  EXPECT_EQ(e.local(), (AppliedEverywhere::Local{true, ""}));
+  e.attach(1, "v2");
+  EXPECT_EQ(e.version(), "");
+  EXPECT_EQ(e.local(), (AppliedEverywhere::Local{true, ""}));
+  int before = calls.load();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (e.version().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(e.version(), "v2");
+  EXPECT_EQ(e.local(), (AppliedEverywhere::Local{true, "v2"}));
+  while (calls.load() == before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_GT(calls.load(), before);
+  e.unsubscribe(id);
+}
+
+TEST(AppliedEverywhere, TheGraceIsAFlag) {
+  auto parse = [](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--source", "file", "--config", "t.yaml"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return parseControllerFlags(args);
+  };
+  EXPECT_EQ(parse({}).options.applied_grace_ms, 5000u);
+  EXPECT_EQ(parse({"--applied-grace", "8s"}).options.applied_grace_ms, 8000u);
+  EXPECT_EQ(parse({"--applied-grace", "0s"}).options.applied_grace_ms, 0u);
+  EXPECT_EQ(parse({"--applied-grace", "soon"}).error,
+            "--applied-grace must be a duration such as 5s or 500ms");
+  AppliedEverywhere none(0ms);  // no grace: said at once
+  none.attach(1, "v1");
+  EXPECT_EQ(none.version(), "v1");
 }
 
 }  // namespace
