@@ -109,11 +109,12 @@ class TopologyApplier {
                   rebalance::RingAgreement* agreement)
       : workers_(workers), stats_(stats), tls_(tls), mover_(mover), agreement_(agreement) {}
 
-  // `before`: the topology a restarted proxy switched from shortly before it stopped; the
-  // workers get it first, so that switch's windows carry on (topology->changed_at_us). The
-  // mover does not: the crawl that switch started is other proxies' or the next change's.
+  // `before`: the topologies a restarted proxy served shortly before it stopped; the workers
+  // replay them first, so those switches' windows carry on (Topology::changed_at_us). The
+  // mover does not: a crawl those switches started is other proxies' or the next change's (a
+  // new one would take CAS marks from now, and purge values written since).
   void apply(std::shared_ptr<const topology::Topology> topology,
-             std::shared_ptr<const topology::Topology> before = nullptr) {
+             const std::vector<std::shared_ptr<const topology::Topology>>& before = {}) {
     // In the order applied: what the controller later says every proxy applied is compared
     // with it.
     if (agreement_ != nullptr) agreement_->applied(topology->version);
@@ -121,7 +122,7 @@ class TopologyApplier {
     // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
     for (auto& w : workers_) {
-      if (before) w->setTopology(before);
+      for (const auto& t : before) w->setTopology(t, /*replay=*/true);
       w->setTopology(topology);
     }
     stats_.setTopologyVersion(topology->version);
@@ -176,48 +177,54 @@ std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::
   return down;
 }
 
-// The topology the proxy switched from to `saved`, when the switch was recent enough that
-// one of its windows may still be open (else null); `changed_at_us` is when it happened.
-std::shared_ptr<const topology::Topology> loadPrevious(const std::string& dir,
-                                                       const v1::TopologySnapshot& saved,
-                                                       const topology::Topology& current,
-                                                       tls::TlsContexts& tls,
-                                                       int64_t& changed_at_us) {
+// The topologies a restarted proxy served before `saved` whose switches' windows (warm-up,
+// migration) may still be open, oldest first, each built with when the proxy switched to it;
+// and (`saved_at_us`) when it switched to `saved`. Empty when none is recent enough.
+std::vector<std::shared_ptr<const topology::Topology>> loadRecentSwitches(
+    const std::string& dir, const topology::Topology& saved, tls::TlsContexts& tls,
+    int64_t& saved_at_us) {
   std::string error;
-  auto previous = topology::loadPreviousSnapshot(dir, error);
-  if (!previous || previous->snapshot.version() == saved.version()) {
-    if (!error.empty())
-      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring previous state: %s",
-                    error.c_str());
-    return nullptr;
-  }
+  std::vector<topology::PastSnapshot> history = topology::loadHistory(dir, error);
+  if (!error.empty())
+    ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "state history: %s", error.c_str());
   int64_t longest_window_us = 0;
-  for (const topology::Pool& pool : current.pools) {
+  for (const topology::Pool& pool : saved.pools) {
     longest_window_us = std::max<int64_t>(
         longest_window_us, int64_t{std::max(pool.warmup_ms, pool.migration_ms)} * 1000);
   }
-  if (previous->age_us >= longest_window_us) return nullptr;
-  topology::BuildResult built =
-      topology::buildTopology(topology::specFromSnapshot(previous->snapshot));
-  if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
-  if (!built.topology || !built.error.empty()) {
-    ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "ignoring previous state: %s",
-                  built.error.c_str());
-    return nullptr;
+  // From the first switch still inside the longest window: the snapshot it replaced is where
+  // the replay starts (no window of its own), each later one opens its switch's windows.
+  size_t first = 0;
+  while (first < history.size() && history[first].age_us >= longest_window_us) ++first;
+  std::vector<std::shared_ptr<const topology::Topology>> out;
+  if (first == history.size()) return out;
+  const int64_t now = event::nowMicros();
+  for (size_t i = first; i < history.size(); ++i) {
+    int64_t changed_at_us = i == first ? 0 : now - history[i - 1].age_us;
+    topology::BuildResult built =
+        topology::buildTopology(topology::specFromSnapshot(history[i].snapshot), changed_at_us);
+    if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
+    if (!built.topology || !built.error.empty()) {
+      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "state history: %s",
+                    built.error.c_str());
+      out.clear();  // the chain up to here is broken: start after it
+      continue;
+    }
+    out.push_back(built.topology);
   }
-  changed_at_us = event::nowMicros() - previous->age_us;
+  if (out.empty()) return out;
+  saved_at_us = now - history.back().age_us;
   ops::logEvent(ops::LogLevel::kInfo, std::string("serving-state"),
-                "keeping the windows of the switch from topology %s, %lld ms ago",
-                previous->snapshot.version().c_str(),
-                static_cast<long long>(previous->age_us / 1000));
-  return built.topology;
+                "replaying %zu recent topology switches, the last %lld ms ago, for their windows",
+                out.size(), static_cast<long long>(history.back().age_us / 1000));
+  return out;
 }
 
 // The snapshot a restarted proxy serves until the controller answers, if any, and (into
-// `previous`) the one it switched from, if that switch's windows may still be open.
+// `before`) the topologies it served shortly before (loadRecentSwitches).
 std::shared_ptr<const topology::Topology> loadState(
     const std::string& dir, v1::TopologySnapshot& snapshot, tls::TlsContexts& tls,
-    std::shared_ptr<const topology::Topology>& previous) {
+    std::vector<std::shared_ptr<const topology::Topology>>& before) {
   if (dir.empty()) return nullptr;
   std::string error;
   auto saved = topology::loadSnapshot(dir, error);
@@ -228,11 +235,11 @@ std::shared_ptr<const topology::Topology> loadState(
     return nullptr;
   }
   topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
-  int64_t changed_at_us = 0;
+  int64_t saved_at_us = 0;
   if (built.topology) {
-    previous = loadPrevious(dir, *saved, *built.topology, tls, changed_at_us);
-    if (previous)
-      built = topology::buildTopology(topology::specFromSnapshot(*saved), changed_at_us);
+    before = loadRecentSwitches(dir, *built.topology, tls, saved_at_us);
+    if (!before.empty())
+      built = topology::buildTopology(topology::specFromSnapshot(*saved), saved_at_us);
   }
   if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
   if (!built.topology || !built.error.empty()) {
@@ -366,13 +373,13 @@ int runProxy(const config::ProxyOptions& options) {
     }
   }
   std::shared_ptr<const topology::Topology> topology;
-  std::shared_ptr<const topology::Topology> previous_topology;  // see loadState
+  std::vector<std::shared_ptr<const topology::Topology>> served_before;  // see loadState
   v1::TopologySnapshot state;
   if (options.controller.empty()) {
     topology = loadTopology(options.config_path, *tls_contexts);
     if (!topology) return 1;
   } else {
-    topology = loadState(options.state_dir, state, *tls_contexts, previous_topology);
+    topology = loadState(options.state_dir, state, *tls_contexts, served_before);
   }
 
   // Signals are handled by this thread alone (sigwait below); workers never see them.
@@ -461,7 +468,7 @@ int runProxy(const config::ProxyOptions& options) {
     stats_context->moves = mover->counters();
   }
   TopologyApplier applier(workers, *stats_context, *tls_contexts, mover.get(), agreement.get());
-  if (topology) applier.apply(topology, previous_topology);
+  if (topology) applier.apply(topology, served_before);
   for (auto& w : workers) w->start();
   fprintf(stderr, "memzone-proxy %s listening on %s (zone %s, %u threads, topology %s)\n",
           MEMZONE_VERSION, bound.c_str(), options.zone.empty() ? "-" : options.zone.c_str(),

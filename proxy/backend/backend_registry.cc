@@ -67,7 +67,7 @@ BackendRegistry::~BackendRegistry() {
   for (auto& [address, server] : servers_) server->retire();
 }
 
-void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) {
+void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology, bool replay) {
   ServerOptions options;
   options.connection.connect_timeout_ms = topology->connect_timeout_ms;
   options.connection.request_timeout_ms = topology->request_timeout_ms;
@@ -142,7 +142,7 @@ void BackendRegistry::apply(std::shared_ptr<const topology::Topology> topology) 
   current_ = view.get();
   views_.push_back(std::move(view));
   if (!empty_watch_timer_.armed()) empty_watch_timer_.arm(std::chrono::seconds(1));
-  if (log_ && !log_written_) rewriteLog();
+  if (log_ && !log_written_ && !replay) rewriteLog();
 }
 
 namespace {

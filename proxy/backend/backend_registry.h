@@ -66,8 +66,11 @@ class BackendRegistry {
                   const std::string& log_dir = "", int worker = 0);
   ~BackendRegistry();
 
-  // Builds the view for `topology` and makes it current.
-  void apply(std::shared_ptr<const topology::Topology> topology);
+  // Builds the view for `topology` and makes it current. `replay`: a topology a restarted proxy
+  // served before its saved one, applied for its windows only: the invalidation log is first
+  // written (and the deletes restored from it but unclaimed dropped) at the first real one,
+  // so deletes owed to servers only that one has are kept.
+  void apply(std::shared_ptr<const topology::Topology> topology, bool replay = false);
   TopologyView* current() { return current_; }
   BackendStats& stats() { return stats_; }
 

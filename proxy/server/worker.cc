@@ -175,9 +175,10 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::setTopology(std::shared_ptr<const topology::Topology> topology) {
-  base_.runInLoop(
-      [this, topology = std::move(topology)]() mutable { registry_.apply(std::move(topology)); });
+void Worker::setTopology(std::shared_ptr<const topology::Topology> topology, bool replay) {
+  base_.runInLoop([this, topology = std::move(topology), replay]() mutable {
+    registry_.apply(std::move(topology), replay);
+  });
 }
 
 void Worker::stop() { base_.exit(); }

@@ -78,8 +78,9 @@ class Worker {
   ~Worker();
 
   void start();
-  // Thread-safe: the worker switches to `topology` between two events.
-  void setTopology(std::shared_ptr<const topology::Topology> topology);
+  // Thread-safe: the worker switches to `topology` between two events. `replay`: a topology a
+  // restarted proxy served before the saved one, applied first only for its windows.
+  void setTopology(std::shared_ptr<const topology::Topology> topology, bool replay = false);
   // Thread-safe: stop accepting, answer what was read, close connections; the thread exits
   // when every connection is closed.
   void drain();

@@ -1,5 +1,6 @@
 #include "proxy/topology/state_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "memzone/v1/topology_yaml.h"
 
@@ -17,9 +20,17 @@ namespace memzone::topology {
 namespace {
 
 constexpr const char* kFileName = "/topology.pb";
-// The snapshot topology.pb held before the last change of version; its file's mtime is when
-// that change was applied.
-constexpr const char* kPreviousFileName = "/previous-topology.pb";
+// The snapshots topology.pb held before its last switches of version, one file each, named by
+// the switch's time (microseconds since the epoch): "history/<us>.pb".
+constexpr const char* kHistoryDir = "/history";
+// As many switches as the key mover remembers rings (key_mover.h).
+constexpr size_t kHistoryLength = 8;
+
+int64_t unixMicros() {
+  struct timespec now;
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return int64_t{now.tv_sec} * 1000000 + now.tv_nsec / 1000;
+}
 
 std::string errnoText(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -41,6 +52,24 @@ std::optional<v1::TopologySnapshot> readSnapshot(const std::string& path, std::s
     return std::nullopt;
   }
   return snapshot;
+}
+
+// The history's entries, oldest first: (switch time, path). Other names are not ours.
+std::vector<std::pair<int64_t, std::string>> historyFiles(const std::string& history) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  DIR* d = ::opendir(history.c_str());
+  if (d == nullptr) return out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() < 4 || name.size() > 23 || name.compare(name.size() - 3, 3, ".pb") != 0)
+      continue;
+    std::string digits = name.substr(0, name.size() - 3);
+    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    out.emplace_back(std::stoll(digits), history + "/" + name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::string writeAtomically(const std::string& path, const std::string& bytes) {
@@ -75,37 +104,52 @@ std::string saveSnapshot(const std::string& dir, const v1::TopologySnapshot& sna
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errnoText("mkdir " + dir);
   std::string bytes;
   if (!snapshot.SerializeToString(&bytes)) return "cannot serialize the snapshot";
-  // A new version: the one it replaces becomes the previous (written first, so a crash in
-  // between leaves both files on the old version, never a previous newer than the current).
   std::string ignored;
-  if (auto replaced = readSnapshot(dir + kFileName, ignored);
-      replaced && replaced->version() != snapshot.version()) {
-    std::string previous;
-    if (!replaced->SerializeToString(&previous)) return "cannot serialize the previous snapshot";
-    if (std::string error = writeAtomically(dir + kPreviousFileName, previous); !error.empty())
-      return error;
-  }
-  return writeAtomically(dir + kFileName, bytes);
+  std::optional<v1::TopologySnapshot> replaced = readSnapshot(dir + kFileName, ignored);
+  if (std::string error = writeAtomically(dir + kFileName, bytes); !error.empty()) return error;
+  // A switch: the snapshot it replaced joins the history, named by when (best effort: the
+  // current snapshot is saved either way).
+  if (!replaced || replaced->version() == snapshot.version()) return "";
+  std::string history = dir + kHistoryDir;
+  if (::mkdir(history.c_str(), 0755) != 0 && errno != EEXIST) return errnoText("mkdir " + history);
+  std::string old;
+  if (!replaced->SerializeToString(&old)) return "cannot serialize the replaced snapshot";
+  if (std::string error =
+          writeAtomically(history + "/" + std::to_string(unixMicros()) + ".pb", old);
+      !error.empty())
+    return error;
+  // The oldest beyond kHistoryLength go.
+  std::vector<std::pair<int64_t, std::string>> entries = historyFiles(history);
+  for (size_t i = 0; i + kHistoryLength < entries.size(); ++i) ::unlink(entries[i].second.c_str());
+  return "";
 }
 
 std::optional<v1::TopologySnapshot> loadSnapshot(const std::string& dir, std::string& error) {
   return readSnapshot(dir + kFileName, error);
 }
 
-std::optional<PreviousSnapshot> loadPreviousSnapshot(const std::string& dir, std::string& error) {
-  std::string path = dir + kPreviousFileName;
-  std::optional<v1::TopologySnapshot> snapshot = readSnapshot(path, error);
-  if (!snapshot) return std::nullopt;
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    error = errnoText("stat " + path);
-    return std::nullopt;
+std::vector<PastSnapshot> loadHistory(const std::string& dir, std::string& error) {
+  error.clear();
+  std::vector<PastSnapshot> out;
+  const int64_t now = unixMicros();
+  for (const auto& [switched_at, path] : historyFiles(dir + kHistoryDir)) {
+    std::string bad;
+    std::optional<v1::TopologySnapshot> snapshot = readSnapshot(path, bad);
+    // A switch "in the future" (the clock stepped back, a copied directory): when it was is
+    // unknown, and so is everything before it.
+    if (switched_at > now) {
+      error = path + ": switch time in the future";
+      out.clear();
+      continue;
+    }
+    if (!snapshot) {  // a torn entry breaks the chain: what came before it is not usable
+      error = bad.empty() ? path + ": vanished" : bad;
+      out.clear();
+      continue;
+    }
+    out.push_back(PastSnapshot{std::move(*snapshot), now - switched_at});
   }
-  struct timespec now;
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  int64_t age_us = (int64_t{now.tv_sec} - st.st_mtim.tv_sec) * 1000000 +
-                   (int64_t{now.tv_nsec} - st.st_mtim.tv_nsec) / 1000;
-  return PreviousSnapshot{std::move(*snapshot), std::max<int64_t>(age_us, 0)};
+  return out;
 }
 
 }  // namespace memzone::topology

@@ -29,6 +29,9 @@ NAMES4 = NAMES3 + ["mc-3"]
 # are held at the earliest 3 s after the hold started; then the proxy is no longer counted.
 # Stay well below.
 HOLD_S = 2.3
+# ControllerRestartTest's controller grace (--applied-grace); MEMZONE_TEST_GRACE=0s shows the
+# test failing without it.
+GRACE = os.environ.get("MEMZONE_TEST_GRACE", "8s")
 
 
 class HeldRelay:
@@ -370,7 +373,10 @@ class ControllerRestartTest(unittest.TestCase):
         relay.refuse()
         controller.kill()
         servers.append(("mc-3", fourth))
-        controller = Controller(pool_yaml(servers), port=port).start()
+        # The new controller says nothing for its grace (8 s here, 5 s by default): the word
+        # on proxy 1 alone would start the moves while proxy 2 writes behind them.
+        controller = Controller(pool_yaml(servers), port=port,
+                                extra_args=["--applied-grace", GRACE]).start()
         v2 = self.latest_version(controller)
         wait_until(lambda: self.version_of(p1) == v2, timeout=10, what="proxy 1 to apply v2")
         applied_at = time.monotonic()
@@ -385,9 +391,11 @@ class ControllerRestartTest(unittest.TestCase):
                     last[key] = value
                 round_no += 1
                 time.sleep(0.2)
-        # (Reads through proxy 1 meanwhile can be stale whatever the mover does: its window
-        # repairs what it reads at the old owner into the new one, and proxy 2 writes the old
-        # owner only. What must hold is the state once proxy 2 is back.)
+        # Nothing moved while proxy 2 was away. (Reads through proxy 1 meanwhile could still
+        # be stale: its window repairs what it reads at the old owner into the new one, and
+        # proxy 2 writes the old owner only. What must hold is the state once it is back.)
+        self.assertEqual([k for k in moved if "mc-3" in RingSkewTest.holders(servers, k)], [],
+                         "keys moved before proxy 2 applied the change")
         relay.allow()
         wait_until(lambda: self.version_of(p2) == v2, timeout=15, what="proxy 2 to apply v2")
 
@@ -420,17 +428,20 @@ class ControllerRestartTest(unittest.TestCase):
 class ProxyRestartInWindowTest(unittest.TestCase):
     """A proxy SIGKILLed during a ring change's migration window and restarted from
     --state-dir (a crashed container) keeps the window: its writes still delete moved keys at
-    their previous owners, or another proxy's window read finds the old value there."""
+    their previous owners, or another proxy's window read finds the old value there. The key
+    mover is off: the window alone decides what a miss reads."""
     memcached = RingSkewTest.memcached
     proxy = RingSkewTest.proxy
     version_of = RingSkewTest.version_of
     latest_version = RingSkewTest.latest_version
     holders = staticmethod(RingSkewTest.holders)
 
-    def test_a_delete_through_a_restarted_proxy_reaches_the_previous_owner(self):
-        # The key mover is off: the window alone decides what a miss reads.
+    def two_proxies_after_a_scale_out(self, migration_ms, text=None):
+        """mc-0..2, proxies 1 and 2 (mover off), 20 keys that mc-3 takes set to v1, then the
+        scale-out applied by both: (controller, servers, p1, p2, moved keys, change time)."""
+        text = text or (lambda servers: pool_yaml(servers, migration_ms=migration_ms))
         servers = [(n, self.memcached()) for n in NAMES3]
-        controller = Controller(pool_yaml(servers, migration_ms=30000)).start()
+        controller = Controller(text(servers)).start()
         self.addCleanup(controller.kill)
         p1 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
         p2 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
@@ -441,26 +452,123 @@ class ProxyRestartInWindowTest(unittest.TestCase):
         with p1.client() as c:
             for key in moved:
                 self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
-
         servers.append(("mc-3", self.memcached()))
-        controller.write_topology(pool_yaml(servers, migration_ms=30000))
+        changed = time.monotonic()
+        controller.write_topology(text(servers))
         v2 = self.latest_version(controller, v1)
         for p in (p1, p2):
             wait_until(lambda: self.version_of(p) == v2, timeout=15, what="a proxy to apply v2")
-        p2.proc.kill()
-        p2.proc.wait(timeout=10)
-        p2.log.close()
-        p2.start()  # same port, same --state-dir
-        wait_until(lambda: self.version_of(p2) == v2, timeout=15, what="proxy 2 back on v2")
+        return controller, servers, p1, p2, moved, changed
+
+    def restart(self, proxy):
+        version = self.version_of(proxy)
+        proxy.proc.kill()  # SIGKILL: no drain
+        proxy.proc.wait(timeout=10)
+        proxy.log.close()
+        proxy.start()  # same port, same --state-dir
+        wait_until(lambda: self.version_of(proxy) == version, timeout=15,
+                   what="the restarted proxy back on its version")
+
+    def assert_deletes_reach_previous_owners(self, servers, p1, p2, moved):
         with p2.client() as c:
             for key in moved:
                 self.assertIn(c.request(b"delete %s\r\n" % key.encode()),
                               (b"DELETED\r\n", b"NOT_FOUND\r\n"), key)
-        self.assertEqual([k for k in moved if self.holders(servers, k)], [],
-                         "copies left at their previous owner")
+        # The previous owners' deletes go out behind the replies: wait for them, bounded.
+        left = lambda: [k for k in moved if self.holders(servers, k)]
+        deadline = time.monotonic() + 5
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(left(), [], "copies left at their previous owner")
         with p1.client() as c:
             for key in moved:
                 self.assertEqual(c.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
+
+    def test_a_delete_through_a_restarted_proxy_reaches_the_previous_owner(self):
+        _, servers, p1, p2, moved, _ = self.two_proxies_after_a_scale_out(30000)
+        self.restart(p2)
+        self.assert_deletes_reach_previous_owners(servers, p1, p2, moved)
+
+    def test_a_later_change_that_moves_nothing_does_not_lose_the_window(self):
+        # Found by review: a timeout edit right after the scale-out replaced the one snapshot
+        # kept, so the restarted proxy had no window (every moved key stayed at its previous
+        # owner after deletes through it).
+        controller, servers, p1, p2, moved, _ = self.two_proxies_after_a_scale_out(30000)
+        edited = pool_yaml(servers, migration_ms=30000).replace("connectMs: 200", "connectMs: 300")
+        v2 = self.version_of(p2)
+        controller.write_topology(edited)
+        v3 = self.latest_version(controller, v2)
+        for p in (p1, p2):
+            wait_until(lambda: self.version_of(p) == v3, timeout=15, what="a proxy to apply v3")
+        self.restart(p2)
+        self.assert_deletes_reach_previous_owners(servers, p1, p2, moved)
+
+    def test_the_window_ends_when_it_would_have_without_the_restart(self):
+        # A 6 s window, the restart 3 s into it: once 6 s have passed since the change, a miss
+        # of a moved key is a miss, as on the proxy that did not restart (a window opened anew
+        # at the restart would read the previous owner's v1 until 9 s).
+        _, _, p1, p2, moved, changed = self.two_proxies_after_a_scale_out(6000)
+        time.sleep(max(0.0, changed + 3.0 - time.monotonic()))
+        self.restart(p2)
+        with p2.client() as c:  # inside the window: read from the previous owner
+            self.assertEqual(c.request(b"get %s\r\n" % moved[0].encode()),
+                             b"VALUE %s 0 2\r\nv1\r\nEND\r\n" % moved[0].encode())
+        # (That read repaired moved[0] into mc-3; the others stay at their previous owners.)
+        time.sleep(max(0.0, changed + 6.0 + 1.0 - time.monotonic()))  # windows close in 0.5 s ticks
+        self.assertLess(time.monotonic() - changed, 8.5, "too slow to tell (loaded machine?)")
+        with p2.client() as c:
+            served = [k for k in moved[1:] if c.request(b"get %s\r\n" % k.encode()) != b"END\r\n"]
+        self.assertEqual(served, [], "read from the previous owner after the window")
+
+    def test_deletes_owed_to_a_server_new_in_the_saved_topology_are_kept(self):
+        # Found by review: the replayed older topology counted as the worker's first, which
+        # writes the invalidation log afresh and drops restored deletes nobody took, so deletes
+        # owed to the new server (not in the older topology) were lost, and the stale value
+        # served. Zone a (mc-0..3, the proxies') and zone b, writes to every zone.
+        def text(servers):
+            return pool_yaml(servers, migration_ms=30000).replace(
+                "    zones:\n", "    replication: {writes: all-zones, wait: local, "
+                "readFailover: [error], repair: false}\n    zones:\n").replace(
+                "timeouts:", '      b: [{address: "%s", name: b-0}]\ntimeouts:' % zone_b.address)
+        zone_b = self.memcached()
+        _, servers, p1, p2, moved, _ = self.two_proxies_after_a_scale_out(30000, text)
+        fourth = servers[-1][1]
+        keys = moved[:10]
+        with p2.client() as c:  # now on mc-3 (and zone b)
+            for k in keys:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % k.encode()), b"STORED\r\n")
+        fourth.pause()
+        with p2.client() as c:  # reads time out until mc-3 is marked down
+            wait_until(lambda: c.request(b"get %s\r\n" % keys[0].encode()) is not None and
+                       int(p2.stats().get("proxy_backend_servers_down", 0)) >= 1,
+                       timeout=10, what="mc-3 marked down")
+        with p2.client() as c:  # not sent to mc-3: each write leaves a delete owed to it
+            for k in keys:
+                c.request(b"set %s 0 0 2\r\nv2\r\n" % k.encode())
+        wait_until(lambda: int(p2.stats().get("proxy_zone_a_invalidations_queued", 0)) >= len(keys),
+                   timeout=10, what="the deletes owed to mc-3")
+        p1.stop()  # only proxy 2 serves from here
+        p2.proc.kill()
+        p2.proc.wait(timeout=10)
+        p2.log.close()
+        fourth.resume()
+        # The first writes reached mc-3's socket before it was marked down and land now; the
+        # others left deletes owed (in the invalidation log), and mc-3 still holds v1.
+        with fourth.client() as c:
+            keys = [k for k in keys if b"v1" in c.request(b"get %s\r\n" % k.encode())]
+        self.assertGreaterEqual(len(keys), 5)
+        p2.start()
+        deadline = time.monotonic() + 5
+        while True:
+            with fourth.client() as c:
+                left = [k for k in keys if c.request(b"get %s\r\n" % k.encode()) != b"END\r\n"]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(left, [], "owed deletes not replayed at mc-3")
+        with p2.client() as c:
+            served = [k for k in keys if b"v1" in c.request(b"get %s\r\n" % k.encode())]
+        self.assertEqual(served, [], "the value the deletes were owed for served")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-// The state files of --state-dir: the last applied snapshot, and the one it replaced (a
+// The state files of --state-dir: the last applied snapshot, and the history of switches (a
 // proxy restarted inside a ring change's windows keeps them).
 #include "proxy/topology/state_file.h"
 
@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "memzone/v1/topology_yaml.h"
 
@@ -38,48 +41,103 @@ class StateFileTest : public ::testing::Test {
   std::string dir_;
 };
 
-TEST_F(StateFileTest, ANewVersionKeepsTheOneItReplaces) {
-  v1::TopologySnapshot one = snapshotWith("10.0.0.1"), two = snapshotWith("10.0.0.2");
+std::vector<std::string> versions(const std::vector<PastSnapshot>& history) {
+  std::vector<std::string> out;
+  for (const PastSnapshot& p : history) out.push_back(p.snapshot.version());
+  return out;
+}
+
+std::vector<std::filesystem::path> entries(const std::string& dir) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/history")) out.push_back(e);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_F(StateFileTest, EverySwitchKeepsTheSnapshotItReplaced) {
+  v1::TopologySnapshot one = snapshotWith("10.0.0.1"), two = snapshotWith("10.0.0.2"),
+                       three = snapshotWith("10.0.0.3");
   std::string error;
   ASSERT_EQ(saveSnapshot(dir_, one), "");
-  EXPECT_FALSE(loadPreviousSnapshot(dir_, error)) << "no switch yet";
+  EXPECT_TRUE(loadHistory(dir_, error).empty()) << "no switch yet";
   EXPECT_EQ(error, "");
   ASSERT_EQ(saveSnapshot(dir_, two), "");
+  ASSERT_EQ(saveSnapshot(dir_, three), "");
   auto saved = loadSnapshot(dir_, error);
   ASSERT_TRUE(saved) << error;
-  EXPECT_EQ(saved->version(), two.version());
-  auto previous = loadPreviousSnapshot(dir_, error);
-  ASSERT_TRUE(previous) << error;
-  EXPECT_EQ(previous->snapshot.version(), one.version());
-  EXPECT_GE(previous->age_us, 0);
-  EXPECT_LT(previous->age_us, 10'000'000);
+  EXPECT_EQ(saved->version(), three.version());
+  auto history = loadHistory(dir_, error);
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(versions(history), (std::vector<std::string>{one.version(), two.version()}));
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_GE(history[0].age_us, history[1].age_us);  // oldest first
+  EXPECT_GE(history[1].age_us, 0);
+  EXPECT_LT(history[0].age_us, 10'000'000);
 }
 
-TEST_F(StateFileTest, TheSameVersionAgainKeepsThePreviousAndItsAge) {
-  // A restarted proxy gets the version it saved again from the controller: that is no
-  // switch, and the previous one (and when the switch was) must survive it.
+TEST_F(StateFileTest, TheSameVersionAgainIsNoSwitch) {
+  // A restarted proxy gets the version it saved again from the controller: the history, and
+  // when its switches were, must survive that.
   v1::TopologySnapshot one = snapshotWith("10.0.0.1"), two = snapshotWith("10.0.0.2");
   std::string error;
   ASSERT_EQ(saveSnapshot(dir_, one), "");
   ASSERT_EQ(saveSnapshot(dir_, two), "");
-  auto first = loadPreviousSnapshot(dir_, error);
-  ASSERT_TRUE(first) << error;
+  auto first = loadHistory(dir_, error);
+  ASSERT_EQ(first.size(), 1u) << error;
   ::usleep(20'000);
   ASSERT_EQ(saveSnapshot(dir_, two), "");
-  auto again = loadPreviousSnapshot(dir_, error);
-  ASSERT_TRUE(again) << error;
-  EXPECT_EQ(again->snapshot.version(), one.version());
-  EXPECT_GE(again->age_us, first->age_us + 20'000);
+  auto again = loadHistory(dir_, error);
+  ASSERT_EQ(again.size(), 1u) << error;
+  EXPECT_EQ(again[0].snapshot.version(), one.version());
+  EXPECT_GE(again[0].age_us, first[0].age_us + 20'000);
 }
 
-TEST_F(StateFileTest, ACorruptPreviousIsReportedNotUsed) {
+TEST_F(StateFileTest, TheHistoryKeepsTheLastEightSwitches) {
+  std::string error;
+  for (int i = 0; i < 11; ++i) {
+    ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0." + std::to_string(i + 1))), "");
+    ::usleep(2'000);  // one entry per microsecond name, at least
+  }
+  auto history = loadHistory(dir_, error);
+  ASSERT_EQ(history.size(), 8u) << error;
+  EXPECT_EQ(history.front().snapshot.version(), snapshotWith("10.0.0.3").version());
+  EXPECT_EQ(history.back().snapshot.version(), snapshotWith("10.0.0.10").version());
+}
+
+TEST_F(StateFileTest, AnUnreadableEntryDropsItAndEverythingOlder) {
+  std::string error;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0." + std::to_string(i + 1))), "");
+    ::usleep(2'000);
+  }
+  std::ofstream(entries(dir_)[1], std::ios::binary | std::ios::trunc) << "torn";
+  auto history = loadHistory(dir_, error);
+  EXPECT_NE(error.find("corrupt state file"), std::string::npos) << error;
+  EXPECT_EQ(versions(history), (std::vector<std::string>{snapshotWith("10.0.0.3").version()}));
+  EXPECT_TRUE(loadSnapshot(dir_, error)) << error;
+}
+
+TEST_F(StateFileTest, ASwitchDatedInTheFutureIsNotTrusted) {
+  // The clock stepped back, or the directory was copied: a "future" switch would reopen a
+  // window that ended long ago. It and what came before it are dropped.
+  std::string error;
   ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0.1")), "");
   ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0.2")), "");
-  std::ofstream(dir_ + "/previous-topology.pb", std::ios::binary | std::ios::trunc) << "torn";
+  auto entry = entries(dir_)[0];
+  std::filesystem::rename(entry, entry.parent_path() / "99999999999999999.pb");
+  auto history = loadHistory(dir_, error);
+  EXPECT_TRUE(history.empty());
+  EXPECT_NE(error.find("in the future"), std::string::npos) << error;
+}
+
+TEST_F(StateFileTest, OtherFilesInTheHistoryAreNotOurs) {
   std::string error;
-  EXPECT_FALSE(loadPreviousSnapshot(dir_, error));
-  EXPECT_NE(error.find("corrupt state file"), std::string::npos) << error;
-  EXPECT_TRUE(loadSnapshot(dir_, error)) << error;
+  ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0.1")), "");
+  ASSERT_EQ(saveSnapshot(dir_, snapshotWith("10.0.0.2")), "");
+  std::ofstream(dir_ + "/history/notes.txt") << "x";
+  std::ofstream(dir_ + "/history/12.pb.tmp") << "x";
+  EXPECT_EQ(loadHistory(dir_, error).size(), 1u);
+  EXPECT_EQ(error, "");
 }
 
 }  // namespace
