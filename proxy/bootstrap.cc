@@ -100,6 +100,10 @@ std::string nodeId(const std::string& state_dir) {
   return id;
 }
 
+std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
+    const std::vector<topology::PastSnapshot>& history, const topology::Topology& saved,
+    tls::TlsContexts& tls, int64_t& saved_at_us);
+
 // Hands each new topology to every worker (each switches at a request boundary) and keeps
 // the version `stats` reports. Any thread.
 class TopologyApplier {
@@ -121,6 +125,7 @@ class TopologyApplier {
     // The mover first: it reads the CAS counters of servers new to a zone before any write
     // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
+    applied_any_.store(true);
     for (auto& w : workers_) {
       for (const auto& t : before) w->setTopology(t, /*replay=*/true);
       w->setTopology(topology);
@@ -143,11 +148,33 @@ class TopologyApplier {
       stats_.nacks.fetch_add(1);
       return error;
     }
-    apply(built.topology);
+    // A proxy that served nothing before (a new pod): the controller's recent switches give
+    // it the windows of changes made before it started.
+    std::vector<std::shared_ptr<const topology::Topology>> before;
+    if (!applied_any_.load() && snapshot.recent_size() > 0) {
+      std::vector<topology::PastSnapshot> history;
+      for (const v1::PastTopology& past : snapshot.recent()) {
+        history.push_back({past.snapshot(), static_cast<int64_t>(past.replaced_ms_ago()) * 1000});
+      }
+      int64_t switched_at_us = 0;
+      before = recentSwitches(history, *built.topology, tls_, switched_at_us);
+      if (!before.empty()) {
+        topology::BuildResult dated =
+            topology::buildTopology(topology::specFromSnapshot(snapshot), switched_at_us);
+        if (dated.topology && prepareBackendTls(*dated.topology, tls_).empty()) {
+          built = std::move(dated);
+        } else {
+          before.clear();
+        }
+      }
+    }
+    apply(built.topology, before);
     ops::logEvent(ops::LogLevel::kInfo, "applied:" + snapshot.version(),
                   "applied topology %s from the controller", snapshot.version().c_str());
     if (!state_dir.empty()) {
-      std::string error = topology::saveSnapshot(state_dir, snapshot);
+      v1::TopologySnapshot saved = snapshot;
+      saved.clear_recent();  // the state dir keeps its own history of switches
+      std::string error = topology::saveSnapshot(state_dir, saved);
       if (!error.empty())
         ops::logEvent(ops::LogLevel::kError, std::string("state-dir"), "state dir: %s",
                       error.c_str());
@@ -159,6 +186,7 @@ class TopologyApplier {
   std::vector<std::unique_ptr<server::Worker>>& workers_;
   server::StatsContext& stats_;
   std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
+  std::atomic<bool> applied_any_{false};  // a topology served (from the state dir, or streamed)
   tls::TlsContexts& tls_;
   rebalance::KeyMover* mover_;
   rebalance::RingAgreement* agreement_;
@@ -177,16 +205,14 @@ std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::
   return down;
 }
 
-// The topologies a restarted proxy served before `saved` whose switches' windows (warm-up,
-// migration) may still be open, oldest first, each built with when the proxy switched to it;
-// and (`saved_at_us`) when it switched to `saved`. Empty when none is recent enough.
-std::vector<std::shared_ptr<const topology::Topology>> loadRecentSwitches(
-    const std::string& dir, const topology::Topology& saved, tls::TlsContexts& tls,
-    int64_t& saved_at_us) {
-  std::string error;
-  std::vector<topology::PastSnapshot> history = topology::loadHistory(dir, error);
-  if (!error.empty())
-    ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "state history: %s", error.c_str());
+// Of the switches that led to `saved` (`history`: the topology each replaced, oldest first),
+// the topologies served before it whose switches' windows (warm-up, migration) may still be
+// open, oldest first, each built with when the switch to it happened; and (`saved_at_us`) when
+// the switch to `saved` happened. Empty when none is recent enough. From a restarted proxy's
+// state dir, or from the controller for a proxy that starts with none.
+std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
+    const std::vector<topology::PastSnapshot>& history, const topology::Topology& saved,
+    tls::TlsContexts& tls, int64_t& saved_at_us) {
   int64_t longest_window_us = 0;
   for (const topology::Pool& pool : saved.pools) {
     longest_window_us = std::max<int64_t>(
@@ -205,7 +231,7 @@ std::vector<std::shared_ptr<const topology::Topology>> loadRecentSwitches(
         topology::buildTopology(topology::specFromSnapshot(history[i].snapshot), changed_at_us);
     if (built.topology) built.error = prepareBackendTls(*built.topology, tls);
     if (!built.topology || !built.error.empty()) {
-      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "state history: %s",
+      ops::logEvent(ops::LogLevel::kWarn, std::string("history"), "topology history: %s",
                     built.error.c_str());
       out.clear();  // the chain up to here is broken: start after it
       continue;
@@ -214,7 +240,7 @@ std::vector<std::shared_ptr<const topology::Topology>> loadRecentSwitches(
   }
   if (out.empty()) return out;
   saved_at_us = now - history.back().age_us;
-  ops::logEvent(ops::LogLevel::kInfo, std::string("serving-state"),
+  ops::logEvent(ops::LogLevel::kInfo, std::string("history"),
                 "replaying %zu recent topology switches, the last %lld ms ago, for their windows",
                 out.size(), static_cast<long long>(history.back().age_us / 1000));
   return out;
@@ -237,7 +263,10 @@ std::shared_ptr<const topology::Topology> loadState(
   topology::BuildResult built = topology::buildTopology(topology::specFromSnapshot(*saved));
   int64_t saved_at_us = 0;
   if (built.topology) {
-    before = loadRecentSwitches(dir, *built.topology, tls, saved_at_us);
+    std::vector<topology::PastSnapshot> history = topology::loadHistory(dir, error);
+    if (!error.empty())
+      ops::logEvent(ops::LogLevel::kWarn, std::string("state"), "state history: %s", error.c_str());
+    before = recentSwitches(history, *built.topology, tls, saved_at_us);
     if (!before.empty())
       built = topology::buildTopology(topology::specFromSnapshot(*saved), saved_at_us);
   }

@@ -2,7 +2,9 @@
 // Sources publish; stream reactors read and subscribe. Any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,6 +29,9 @@ class SnapshotCache {
   // nonce twice). Built once per publication and zone and shared by every stream: with
   // thousands of proxies, no copy per send. Null before the first publication.
   std::shared_ptr<const v1::TopologySnapshot> forZone(const std::string& zone);
+  // forZone() with `recent` filled: the snapshots published before, replaced in the last
+  // hour (at most 8, oldest first). For a proxy that serves nothing yet: its own copy.
+  std::shared_ptr<v1::TopologySnapshot> forNewProxy(const std::string& zone);
 
   // Listeners run on the publisher's thread (and, with many, on a few helper threads it
   // joins): listener_set.h.
@@ -38,6 +43,12 @@ class SnapshotCache {
   std::shared_ptr<const v1::TopologySnapshot> current_;
   uint64_t publication_ = 0;
   std::map<std::string, std::shared_ptr<const v1::TopologySnapshot>> by_zone_;  // of current_
+  // The snapshots current_ replaced, oldest first, with when (at most kRecent).
+  struct Replaced {
+    std::shared_ptr<const v1::TopologySnapshot> snapshot;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::deque<Replaced> replaced_;
   ListenerSet listeners_;
 };
 

@@ -189,7 +189,10 @@ class TopologyStream final
       return;
     }
     if (awaiting_answer_) return;
-    auto snapshot = cache_.forZone(zone_);
+    // A proxy serving nothing yet (a new pod) also hears of the recent switches, for their
+    // windows; once it serves a version it knows its own.
+    std::shared_ptr<const v1::TopologySnapshot> snapshot =
+        acked_version_.empty() ? cache_.forNewProxy(zone_) : cache_.forZone(zone_);
     if (!snapshot) return;
     if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
     out_ = std::move(snapshot);  // shared with the zone's other streams; kept until written

@@ -427,9 +427,10 @@ class ControllerRestartTest(unittest.TestCase):
 
 class ProxyRestartInWindowTest(unittest.TestCase):
     """A proxy SIGKILLed during a ring change's migration window and restarted from
-    --state-dir (a crashed container) keeps the window: its writes still delete moved keys at
-    their previous owners, or another proxy's window read finds the old value there. The key
-    mover is off: the window alone decides what a miss reads."""
+    --state-dir (a crashed container), or started then with no state (a new pod), still has
+    the window: its writes still delete moved keys at their previous owners, or another
+    proxy's window read finds the old value there. The key mover is off: the window alone
+    decides what a miss reads."""
     memcached = RingSkewTest.memcached
     proxy = RingSkewTest.proxy
     version_of = RingSkewTest.version_of
@@ -488,6 +489,15 @@ class ProxyRestartInWindowTest(unittest.TestCase):
         _, servers, p1, p2, moved, _ = self.two_proxies_after_a_scale_out(30000)
         self.restart(p2)
         self.assert_deletes_reach_previous_owners(servers, p1, p2, moved)
+
+    def test_a_proxy_started_after_the_change_gets_the_window_from_the_controller(self):
+        # A new pod, no state: the controller's first snapshot to it carries the switches it
+        # published recently, and the proxy replays them for their windows.
+        controller, servers, p1, _, moved, _ = self.two_proxies_after_a_scale_out(30000)
+        p3 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
+        version = self.version_of(p1)
+        wait_until(lambda: self.version_of(p3) == version, timeout=15, what="proxy 3 on v2")
+        self.assert_deletes_reach_previous_owners(servers, p1, p3, moved)
 
     def test_a_later_change_that_moves_nothing_does_not_lose_the_window(self):
         # Found by review: a timeout edit right after the scale-out replaced the one snapshot

@@ -483,6 +483,7 @@ std::string snapshotVersion(const TopologySnapshot& snapshot) {
   content.clear_version();
   content.clear_nonce();
   content.clear_proxy_zone();
+  content.clear_recent();
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
