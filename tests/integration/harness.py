@@ -5,13 +5,16 @@ Every wait here has a bound; every process started is stopped by the test that s
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 
 PROXY = os.environ.get("MEMZONE_PROXY", os.path.join(os.path.dirname(__file__), "../../build/proxy/memzone-proxy"))
 CONTROLLER = os.environ.get("MEMZONE_CONTROLLER", os.path.join(os.path.dirname(__file__),
@@ -263,6 +266,10 @@ class Proxy:
                 out[parts[1]] = parts[2]
         return out
 
+    def topology_version(self):
+        """The version of the topology the proxy serves now (None before it has one)."""
+        return self.stats().get("proxy_topology_version")
+
 
 class Controller:
     """memzone-controller: by default the file source on a topology file the test rewrites;
@@ -326,7 +333,6 @@ class Controller:
 
     def versions(self):
         """Topology versions the controller published, in order."""
-        import re
         return re.findall(r"memzone-controller: info topology (\S+) from", self.logs())
 
 
@@ -421,6 +427,128 @@ class Client:
         return False
 
 
+class Relay:
+    """A TCP relay on 127.0.0.1 to `upstream` ("host:port"), for tests that need the network
+    between two processes to misbehave in one precise way. Every switch is off at first:
+
+    - hold_replies() ... release_replies(): what flows back (upstream to client) stops, the
+      connections staying up (what arrives meanwhile waits in the kernel's buffers);
+    - refuse() ... allow(): its connections are cut, and new ones closed at once;
+    - hold_requests(matches) ... release_requests(): a chunk from the client for which
+      `matches(chunk)` is true waits (10 s at most) before it goes on, and so does what follows
+      it on that connection; `request_held` is set once one did.
+
+    close() stops it all and lets anything held go."""
+
+    def __init__(self, upstream):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.replies_flowing = threading.Event()
+        self.replies_flowing.set()
+        self.refusing = threading.Event()
+        self.request_matches = None
+        self.request_held = threading.Event()
+        self.requests_released = threading.Event()
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets = []
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold_replies(self):
+        self.replies_flowing.clear()
+
+    def release_replies(self):
+        self.replies_flowing.set()
+
+    def refuse(self):
+        self.refusing.set()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # its pump shut it down already: it is still to be closed
+            s.close()
+
+    def allow(self):
+        self.refusing.clear()
+
+    def hold_requests(self, matches):
+        self.requests_released.clear()
+        self.request_matches = matches
+
+    def release_requests(self):
+        self.requests_released.set()
+
+    def close(self):
+        self.closed.set()
+        self.replies_flowing.set()
+        self.requests_released.set()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets + [self.listener]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.refusing.is_set():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, replies):
+        src.settimeout(0.2)
+        try:
+            while not self.closed.is_set():
+                if replies and not self.replies_flowing.wait(0.05):
+                    continue  # what arrives stays in the kernel's buffers meanwhile
+                try:
+                    data = src.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                while replies and not self.replies_flowing.wait(0.05):  # read as the hold began
+                    if self.closed.is_set():
+                        return
+                matches = self.request_matches
+                if not replies and matches is not None and matches(data):
+                    self.request_held.set()
+                    self.requests_released.wait(10)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def ketama_index(key, identities, named=False):
     """libmemcached's ketama (equal weights), independently of the proxy: the index into
     `identities` of the server owning `key`. Unnamed identities are "host:port", hashed as
@@ -464,6 +592,29 @@ def wait_until(predicate, timeout=10.0, what="condition"):
             return result
         time.sleep(0.02)
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def holders(servers, key):
+    """Names of the servers [(name, Memcached)] that hold `key`, read directly."""
+    out = []
+    for name, server in servers:
+        with server.client() as c:
+            if c.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
+                out.append(name)
+    return out
+
+
+def metric(port, name, **labels):
+    """The sum of metric `name` over its series with `labels` (any others too) on the
+    /metrics of 127.0.0.1:`port`; 0 when there is none."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
+        if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
+            total += float(m.group(2))
+    return total
 
 
 def topology(zones, **options):

@@ -4,14 +4,13 @@ memcached and a real memzone-proxy (--config, reloaded with SIGHUP).
 Where keys live is read from the memcached servers directly, never from the proxy.
 """
 import base64
-import re
 import signal
 import threading
 import time
 import unittest
 
 from fake_backend import FakeBackend
-from harness import Memcached, Proxy, free_port, ketama_index, wait_until
+from harness import Memcached, Proxy, free_port, holders, ketama_index, metric, wait_until
 
 KEYS = ["churn:%d" % i for i in range(240)]
 
@@ -20,9 +19,15 @@ KEYS = ["churn:%d" % i for i in range(240)]
 PROXY_EXTRA_ARGS = ["--move-keys", "off"]
 
 
-def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
-    """zones: {zone: [(name, Memcached)]}."""
-    lines = ["pools:", "  - name: main"]
+# What every topology of these tests says besides its pools: fast timeouts and health checks.
+SETTINGS = ["timeouts: {connectMs: 200, requestMs: 500}",
+            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
+            "consistency: {readHoldMs: 0}"]
+
+
+def pool_lines(name, zones, hash_by=None, warmup_ms=None, migration_ms=None):
+    """YAML lines of one pool; zones: {zone: [(name, Memcached)]}."""
+    lines = ["  - name: %s" % name]
     if hash_by:
         lines.append("    hashBy: %s" % hash_by)
     if warmup_ms is not None:
@@ -32,12 +37,23 @@ def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
     lines.append("    zones:")
     for zone, servers in zones.items():
         lines.append("      %s:" % zone)
-        for name, server in servers:
-            lines.append('        - {address: "%s", name: %s}' % (server.address, name))
-    lines += ["timeouts: {connectMs: 200, requestMs: 500}",
-              "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
-              "consistency: {readHoldMs: 0}"]
-    return "\n".join(lines) + "\n"
+        for server_name, server in servers:
+            lines.append('        - {address: "%s", name: %s}' % (server.address, server_name))
+    return lines
+
+
+def topology_yaml(pools, routes=()):
+    """pools: YAML lines of each pool (pool_lines); routes: [(prefix, pool)]."""
+    lines = ["pools:"] + [line for pool in pools for line in pool]
+    if routes:
+        lines.append("routes:")
+        lines += ['  - {prefix: "%s", pool: %s}' % route for route in routes]
+    return "\n".join(lines + SETTINGS) + "\n"
+
+
+def pool_yaml(zones, hash_by=None, warmup_ms=None, migration_ms=None):
+    """Pool main alone; zones: {zone: [(name, Memcached)]}."""
+    return topology_yaml([pool_lines("main", zones, hash_by, warmup_ms, migration_ms)])
 
 
 class ChurnBase(unittest.TestCase):
@@ -46,13 +62,14 @@ class ChurnBase(unittest.TestCase):
         self.addCleanup(m.kill)
         return m
 
-    def start_proxy(self, text, extra=(), metrics=False, threads=2):
-        """A proxy in zone a (with /metrics on self.metrics_port when `metrics`)."""
+    def start_proxy(self, text, extra=(), metrics=False, threads=2, zone="a"):
+        """self.proxy in `zone` (with /metrics on self.metrics_port when `metrics`), and
+        self.client, a connection to it."""
         args = list(extra)
         if metrics:
             self.metrics_port = free_port()
             args += ["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
-        self.proxy = Proxy(text, zone="a", threads=threads, extra_args=args).start()
+        self.proxy = Proxy(text, zone=zone, threads=threads, extra_args=args).start()
         self.addCleanup(self.proxy.stop)
         self.client = self.proxy.client()
         self.addCleanup(self.client.close)
@@ -69,36 +86,27 @@ class ChurnBase(unittest.TestCase):
             reply = self.client.request(b"set %s 5 0 %d\r\n%s\r\n" % (key.encode(), len(value), value))
             self.assertEqual(reply, b"STORED\r\n", key)
 
-    @staticmethod
-    def holders(servers, key):
-        """Names of the servers (name, Memcached) that hold `key`, read directly."""
-        out = []
-        for name, server in servers:
-            with server.client() as c:
-                if c.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
-                    out.append(name)
-        return out
+    def restart_in_place(self, servers, i):
+        """servers[i] (name, Memcached) restarts empty at its address; returns once the proxy
+        (with metrics) noticed and warms it."""
+        name, server = servers[i]
+        server.kill()
+        servers[i] = (name, Memcached(port=server.port).start())
+        self.addCleanup(servers[i][1].kill)
+        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
+                   timeout=8, what="the restart to be noticed")
 
     def placement(self, servers):
         out = {}
         for key in KEYS:
-            holders = self.holders(servers, key)
-            self.assertEqual(len(holders), 1, "%s on %s" % (key, holders))
-            out[key] = holders[0]
+            names = holders(servers, key)
+            self.assertEqual(len(names), 1, "%s on %s" % (key, names))
+            out[key] = names[0]
         return out
 
     def metric(self, name, **labels):
         """A counter from the proxy's `stats` is not enough for per-zone ones: scrape."""
-        import urllib.request
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
-            text = r.read().decode()
-        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-        total = 0
-        for line in text.splitlines():
-            m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
-            if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
-                total += float(m.group(2))
-        return total
+        return metric(self.metrics_port, name, **labels)
 
 
 class IdentityPlacementTest(ChurnBase):
@@ -140,7 +148,7 @@ class WarmupTest(ChurnBase):
         # Values with flags and a TTL: the repair must keep both.
         for key in KEYS:
             self.assertEqual(self.client.request(b"set %s 7 600 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
-        owned = [k for k in KEYS if self.holders(a, k) == ["a-1"]]
+        owned = [k for k in KEYS if holders(a, k) == ["a-1"]]
         self.assertGreater(len(owned), 10)
         # a-1 restarts empty on a new port under the same name.
         a[1][1].kill()
@@ -195,14 +203,9 @@ class RestartInPlaceTest(ChurnBase):
         self.set_all(b"v1")
         time.sleep(1.5)  # the watch plants its key on each local server (once a second)
         self.assertEqual(self.metric("memzone_proxy_warmup_servers", zone="a"), 0)
-        owned = [k for k in KEYS if self.holders(a, k) == ["a-1"]]
+        owned = [k for k in KEYS if holders(a, k) == ["a-1"]]
         # a-1 restarts at the same address, empty (an OOM-killed container keeps its pod IP).
-        port = a[1][1].port
-        a[1][1].kill()
-        a[1] = ("a-1", Memcached(port=port).start())
-        self.addCleanup(a[1][1].kill)
-        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
-                   timeout=8, what="the restart to be noticed")
+        self.restart_in_place(a, 1)
         for key in owned:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
                              b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
@@ -221,12 +224,7 @@ class Base64RepairTest(ChurnBase):
         key = base64.b64encode(b"repair \x00me\r\n")
         self.assertEqual(self.client.request(b"ms %s 2 b F3 T600\r\nv1\r\n" % key), b"HD\r\n")
         time.sleep(1.5)  # the watch plants its key on each local server (once a second)
-        port = a[0][1].port
-        a[0][1].kill()
-        a[0] = ("a-0", Memcached(port=port).start())
-        self.addCleanup(a[0][1].kill)
-        wait_until(lambda: self.metric("memzone_proxy_warmup_servers", zone="a") == 1,
-                   timeout=8, what="the restart to be noticed")
+        self.restart_in_place(a, 0)
         self.assertEqual(self.client.request(b"mg %s b f v\r\n" % key), b"VA 2 f3\r\nv1\r\n")
 
         def repaired():
@@ -261,16 +259,16 @@ class MigrationTest(ChurnBase):
                              b"VALUE %s 5 2\r\nv1\r\nEND\r\n" % key.encode(), key)
         # ... and moves it: the previous owner's copy is deleted, so no later ring change (a
         # scale-in back) can serve it after the key changed on mc-3.
-        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in read),
+        wait_until(lambda: all(holders(servers, k) == ["mc-3"] for k in read),
                    what="migration repairs into mc-3")
         # A delete in the window reaches both owners; no later read brings the key back.
         self.client.request(b"delete %s\r\n" % deleted.encode())
-        self.assertEqual(self.holders(servers, deleted), [])
+        self.assertEqual(holders(servers, deleted), [])
         self.assertEqual(self.client.request(b"get %s\r\n" % deleted.encode()), b"END\r\n")
         # An overwrite in the window leaves no older copy at the previous owner to read back.
         self.assertEqual(self.client.request(b"set %s 6 0 2\r\nv2\r\n" % overwritten.encode()),
                          b"STORED\r\n")
-        self.assertEqual(self.holders(servers, overwritten), ["mc-3"])
+        self.assertEqual(holders(servers, overwritten), ["mc-3"])
         self.assertEqual(self.client.request(b"get %s\r\n" % overwritten.encode()),
                          b"VALUE %s 6 2\r\nv2\r\nEND\r\n" % overwritten.encode())
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
@@ -331,6 +329,16 @@ class KeyMoverBase(ChurnBase):
         for key in keys:
             self.assertNotIn(value, self.client.request(b"get %s\r\n" % key.encode()), key)
 
+    def newcomer_holding(self, keys, value):
+        """A memcached holding `value` (flags 5) for `keys`: a server that was in the pool
+        before, kept its memory, and comes back."""
+        newcomer = self.memcached()
+        with newcomer.client() as c:
+            for key in keys:
+                self.assertEqual(c.request(b"set %s 5 0 %d\r\n%s\r\n" % (
+                    key.encode(), len(value), value)), b"STORED\r\n")
+        return newcomer
+
     def wait_window_end(self, changed):
         window = self.MIGRATION_MS / 1000.0
         wait_until(lambda: time.monotonic() - changed > window + 0.7, timeout=window + 5,
@@ -349,7 +357,7 @@ class KeyMoverTest(KeyMoverBase):
         servers.append(("mc-3", self.memcached()))
         self.reload(self.text())
         # No client reads: the keys move by themselves, with their flags and TTL.
-        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in moved),
+        wait_until(lambda: all(holders(servers, k) == ["mc-3"] for k in moved),
                    timeout=15, what="the moved keys to be on mc-3 only")
         for key in moved:
             flags, ttl, value = self.raw(servers[3][1], key)
@@ -357,7 +365,7 @@ class KeyMoverTest(KeyMoverBase):
             self.assertTrue(500 < ttl <= 600, (key, ttl))
         for key in KEYS:  # nothing else moved
             if key not in moved:
-                self.assertEqual(len(self.holders(servers, key)), 1, key)
+                self.assertEqual(len(holders(servers, key)), 1, key)
         wait_until(lambda: self.metric("memzone_proxy_migration_crawls_total", zone="a",
                                        result="done") == 4, what="four crawls done")
         self.assertEqual(self.metric("memzone_proxy_migration_keys_total", zone="a",
@@ -393,7 +401,7 @@ class KeyMoverTest(KeyMoverBase):
         moved = [k for k in KEYS if ketama_index(k, self.NAMES4, named=True) == 3]
         self.assertGreater(len(moved), 20)
         deleted, kept = moved[:len(moved) // 2], moved[len(moved) // 2:]
-        self.assertEqual([self.holders(servers, k) for k in moved], [["mc-3"]] * len(moved))
+        self.assertEqual([holders(servers, k) for k in moved], [["mc-3"]] * len(moved))
         everyone = list(servers)
         servers.pop()
         changed = self.change(servers)
@@ -404,10 +412,10 @@ class KeyMoverTest(KeyMoverBase):
         wait_until(lambda: self.metric("memzone_proxy_migration_crawls_total", zone="a",
                                        result="done") == 4, timeout=15, what="four crawls done")
         for key in deleted:
-            self.assertEqual(self.holders(everyone, key), [], key)
+            self.assertEqual(holders(everyone, key), [], key)
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n", key)
         for key in kept:  # moved, as before
-            self.assertEqual(self.holders(everyone, key), [servers[ketama_index(
+            self.assertEqual(holders(everyone, key), [servers[ketama_index(
                 key, self.NAMES3, named=True)][0]], key)
 
     def test_a_server_back_with_copies_from_before_has_them_purged(self):
@@ -416,12 +424,7 @@ class KeyMoverTest(KeyMoverBase):
         # served, even after the window (--move-keys off fails here).
         self.MIGRATION_MS = 4000
         servers, moved = self.start_three(b"v2")
-        newcomer = self.memcached()
-        with newcomer.client() as c:
-            for key in moved:
-                self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
-                                 b"STORED\r\n")
-        servers.append(("mc-3", newcomer))
+        servers.append(("mc-3", self.newcomer_holding(moved, b"old")))
         self.wait_window_end(self.change(servers))
         for key in moved:
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
@@ -449,11 +452,10 @@ class KeyMoverTest(KeyMoverBase):
                        what="the second proxy to apply the topology")
 
         def done(port):
-            self.metrics_port = port
-            return self.metric("memzone_proxy_migration_crawls_total", zone="a", result="done")
+            return metric(port, "memzone_proxy_migration_crawls_total", zone="a", result="done")
         wait_until(lambda: done(first_port) + done(other_port) >= 4, timeout=20,
                    what="four crawls")
-        wait_until(lambda: all(self.holders(servers, k) == ["mc-3"] for k in moved),
+        wait_until(lambda: all(holders(servers, k) == ["mc-3"] for k in moved),
                    timeout=15, what="the moved keys to be on mc-3 only")
         time.sleep(1)  # a second crawl of a server would have started by now
         self.assertEqual(done(first_port) + done(other_port), 4)
@@ -588,7 +590,7 @@ class KeyMoverChurnTest(KeyMoverBase):
         servers[:] = [(n, mcs[n]) for n in four]
         self.wait_window_end(self.change(servers))
         self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()), b"END\r\n")
-        self.assertEqual(self.holders(servers, key), [])
+        self.assertEqual(holders(servers, key), [])
 
     def test_a_change_in_another_zone_does_not_hold_up_this_one(self):
         # Zone b changes while zone a's crawl runs: a's crawl goes on (or resumes at once);
@@ -605,7 +607,7 @@ class KeyMoverChurnTest(KeyMoverBase):
         time.sleep(0.3)
         b.append(("mc-3", self.memcached()))
         self.reload(self.text())
-        wait_until(lambda: all(self.holders(a, k) == ["mc-3"] for k in moved), timeout=12,
+        wait_until(lambda: all(holders(a, k) == ["mc-3"] for k in moved), timeout=12,
                    what="zone a's keys to move (well before its leases would expire)")
 
 
@@ -668,17 +670,11 @@ class KeyMoverRestartAndProbeTest(KeyMoverBase):
 
 def two_pools_yaml(main, p2, migration_ms):
     """Pools main (default route) and, when p2 is not None, p2 (keys "s:..."), zone a each."""
-    out = ["pools:"]
-    for name, servers in [("main", main)] + ([("p2", p2)] if p2 is not None else []):
-        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
-                "    zones:", "      a:"]
-        out += ['        - {address: "%s", name: %s}' % (m.address, n) for n, m in servers]
-    if p2 is not None:
-        out += ["routes:", '  - {prefix: "s:", pool: p2}']
-    out += ["timeouts: {connectMs: 200, requestMs: 500}",
-            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
-            "consistency: {readHoldMs: 0}"]
-    return "\n".join(out) + "\n"
+    pools = [pool_lines("main", {"a": main}, migration_ms=migration_ms)]
+    if p2 is None:
+        return topology_yaml(pools)
+    pools.append(pool_lines("p2", {"a": p2}, migration_ms=migration_ms))
+    return topology_yaml(pools, [("s:", "p2")])
 
 
 class KeyMoverPoolsTest(KeyMoverBase):
@@ -736,16 +732,9 @@ class KeyMoverPoolsTest(KeyMoverBase):
 
 def routed_pools_yaml(main, p2, s_pool, migration_ms):
     """Pools main and p2 (zone a each); keys "m:..." go to main, "s:..." to `s_pool`."""
-    out = ["pools:"]
-    for name, servers in [("main", main), ("p2", p2)]:
-        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
-                "    zones:", "      a:"]
-        out += ['        - {address: "%s", name: %s}' % (m.address, n) for n, m in servers]
-    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: %s}' % s_pool]
-    out += ["timeouts: {connectMs: 200, requestMs: 500}",
-            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
-            "consistency: {readHoldMs: 0}"]
-    return "\n".join(out) + "\n"
+    pools = [pool_lines(name, {"a": servers}, migration_ms=migration_ms)
+             for name, servers in [("main", main), ("p2", p2)]]
+    return topology_yaml(pools, [("m:", "main"), ("s:", s_pool)])
 
 
 class RouteChangeTest(KeyMoverBase):
@@ -817,10 +806,7 @@ class ZoneAbsenceTest(KeyMoverBase):
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
         state = {"zones": {"a": a, "b": b}}
         self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), zone="b", threads=1)
         return a, b, state
 
     def return_with_crawler_off(self, a, b, state, old, new):
@@ -856,10 +842,7 @@ class ZoneAbsenceTest(KeyMoverBase):
         extra = [("b-2", self.memcached())] if with_new_server else []
         state = {"zones": {"a": a, "b": b}}
         self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), zone="b", threads=1)
         state["zones"] = {"a": a, "b": b[:1]}  # an unrelated first change of zone b
         self.wait_window_end(self.change(None))
         state["zones"] = {"a": a, "b": b}
@@ -947,14 +930,14 @@ class MultiGetMigrationTest(ChurnBase):
         stayed = [k for k in KEYS if k not in moved][:5]
         previous = {k: "a-%d" % ketama_index(k, ["a-0", "a-1", "a-2"], named=True) for k in moved}
         for key in moved:
-            self.assertEqual(self.holders(a, key), [previous[key]], key)
+            self.assertEqual(holders(a, key), [previous[key]], key)
         # Zone b loses its copies: only the previous owner in zone a can answer ...
         from_b, moved = moved[0], moved[1:]
         for key in moved:
             for _, server in b:
                 with server.client() as c:
                     c.request(b"delete %s\r\n" % key.encode())
-            self.assertEqual(self.holders(b, key), [], key)
+            self.assertEqual(holders(b, key), [], key)
         # ... except for one key its previous owner lost: a miss there goes on to zone b.
         with dict(a)[previous[from_b]].client() as c:
             self.assertEqual(c.request(b"delete %s\r\n" % from_b.encode()), b"DELETED\r\n")
@@ -973,11 +956,11 @@ class MultiGetMigrationTest(ChurnBase):
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
                         "the read must happen inside the window (slow machine?)")
         # ... and moved them: each now sits on a-3 only (zone b's copy of from_b stays).
-        wait_until(lambda: all(self.holders(a, k) == ["a-3"] for k in moved + [from_b]),
+        wait_until(lambda: all(holders(a, k) == ["a-3"] for k in moved + [from_b]),
                    what="migration repairs (moves) into a-3")
         for key in moved:
-            self.assertEqual(self.holders(b, key), [], key)
-        self.assertEqual(len(self.holders(b, from_b)), 1)
+            self.assertEqual(holders(b, key), [], key)
+        self.assertEqual(len(holders(b, from_b)), 1)
         for kind in ("read", "hit", "repair"):
             self.assertGreaterEqual(
                 self.metric("memzone_proxy_migration_events_total", zone="a", kind=kind),
@@ -1133,7 +1116,7 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
             self.assertEqual(self.client.request(b"get %s\r\n" % key.encode()),
                              b"VALUE %s 5 3\r\nold\r\nEND\r\n" % key.encode(), how)
             self.wait_replayed(fake, key, how)
-            self.assertEqual(self.holders(self.servers[3:], key), ["a-3"], how)
+            self.assertEqual(holders(self.servers[3:], key), ["a-3"], how)
         self.assertLess(time.monotonic() - changed, self.MIGRATION_MS / 1000.0,
                         "the reads must happen inside the window (slow machine?)")
 
@@ -1141,17 +1124,13 @@ class FailedPreviousOwnerDeleteTest(ChurnBase):
 def shared_zone_b_yaml(a_main, a_p2, b, migration_ms, with_b=True):
     """Pools main ("m:") and p2 ("s:"), zone a each on its own server, zone b on the same
     server `b` in both pools."""
-    out = ["pools:"]
+    pools = []
     for name, a in [("main", a_main), ("p2", a_p2)]:
-        out += ["  - name: %s" % name, "    migration: {durationMs: %d}" % migration_ms,
-                "    zones:", "      a:", '        - {address: "%s", name: %s-a}' % (a.address, name)]
+        zones = {"a": [("%s-a" % name, a)]}
         if with_b:
-            out += ["      b:", '        - {address: "%s", name: shared-b}' % b.address]
-    out += ["routes:", '  - {prefix: "m:", pool: main}', '  - {prefix: "s:", pool: p2}']
-    out += ["timeouts: {connectMs: 200, requestMs: 500}",
-            "health: {failureLimit: 2, downRetryMs: 100, maxDownRetryMs: 400, checkIntervalMs: 100}",
-            "consistency: {readHoldMs: 0}"]
-    return "\n".join(out) + "\n"
+            zones["b"] = [("shared-b", b)]
+        pools.append(pool_lines(name, zones, migration_ms=migration_ms))
+    return topology_yaml(pools, [("m:", "main"), ("s:", "p2")])
 
 
 class SharedServerAbsenceTest(KeyMoverBase):
@@ -1167,10 +1146,7 @@ class SharedServerAbsenceTest(KeyMoverBase):
         state = {"b": True}
         self.text = lambda: shared_zone_b_yaml(a_main, a_p2, shared, self.MIGRATION_MS,
                                                state["b"])
-        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), zone="b", threads=1)
         keys = ["m:%d" % i for i in range(20)] + ["s:%d" % i for i in range(20)]
         self.set_keys(keys, b"v1")
         state["b"] = False
@@ -1209,10 +1185,7 @@ class AbsentAtStartTest(KeyMoverBase):
                                  b"STORED\r\n")
         state = {"zones": {"a": a}}
         self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), zone="b", threads=1)
         self.set_keys(KEYS, b"v2")
         state["zones"] = {"a": a, "b": b}
         self.change(None)
@@ -1235,10 +1208,7 @@ class RepeatedReturnsTest(KeyMoverBase):
         b = [("b-%d" % i, self.memcached()) for i in range(2)]
         state = {"zones": {"a": a, "b": b}}
         self.text = lambda: pool_yaml(state["zones"], migration_ms=self.MIGRATION_MS)
-        self.proxy = Proxy(self.text(), zone="b", threads=1).start()
-        self.addCleanup(self.proxy.stop)
-        self.client = self.proxy.client()
-        self.addCleanup(self.client.close)
+        self.start_proxy(self.text(), zone="b", threads=1)
 
         def crawls_done():
             return int(self.proxy.stats(self.client).get("proxy_zone_b_move_crawls_done", 0))
@@ -1272,12 +1242,7 @@ class ClientKeysLikeInternalOnesTest(KeyMoverBase):
         self.assertTrue(any(k.startswith("memzone:sentinel:") for k in keys))
         self.assertTrue(any(k.startswith("memzone:migration:") for k in keys))
         self.set_keys(keys, b"v2")
-        newcomer = self.memcached()
-        with newcomer.client() as c:
-            for key in keys:
-                self.assertEqual(c.request(b"set %s 5 0 3\r\nold\r\n" % key.encode()),
-                                 b"STORED\r\n")
-        servers.append(("mc-3", newcomer))
+        servers.append(("mc-3", self.newcomer_holding(keys, b"old")))
         self.wait_window_end(self.change(servers))
         self.assert_never_read(keys, b"old")
 

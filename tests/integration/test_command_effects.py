@@ -8,12 +8,10 @@ background (wait: local), so reading it at once would race.
 import base64
 import re
 import signal
-import socket
-import threading
 import time
 import unittest
 
-from harness import Controller, Memcached, Proxy, topology, wait_until
+from harness import Controller, Memcached, Proxy, Relay, topology, wait_until
 
 
 def ttl_in(mc, key):
@@ -200,16 +198,48 @@ class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
     missed earlier increments (another proxy owes it the delete) was answered from that stale
     server, so the client saw its counter go back below a value acknowledged before."""
 
+    def zones(self, *names):
+        """A memcached per zone in `names` (killed at the end), and a topology of one pool over
+        them whose writes wait for every zone."""
+        servers = []
+        for _ in names:
+            m = Memcached().start()
+            self.addCleanup(m.kill)
+            servers.append(m)
+        text = topology({zone: [m.address] for zone, m in zip(names, servers)},
+                        replication="{wait: all}", timeouts="{connectMs: 200, requestMs: 300}")
+        return servers, text
+
+    def proxies(self, text, *zones, on_controller=False):
+        """A proxy in each of `zones` (stopped at the end) on topology `text`: a file, or with
+        `on_controller` the stream of a controller serving it."""
+        controller = None
+        if on_controller:
+            controller = Controller(text).start()
+            self.addCleanup(controller.stop)
+        out = []
+        for zone in zones:
+            if controller:
+                p = Proxy(None, zone=zone, controller=controller.address).start()
+            else:
+                p = Proxy(text, zone=zone).start()
+            self.addCleanup(p.stop)
+            out.append(p)
+        return out
+
+    def increment_a_zone_misses(self, writer, watcher, watching, what):
+        """n goes from 10 to 15 through client `writer` while a zone is stopped (after writes
+        of other keys that fail there), until the proxy `watcher` (its client `watching`)
+        hears that zone is dirty: the writer's proxy owes it the delete."""
+        for i in range(4):
+            writer.request(b"set other%d 0 0 1\r\nx\r\n" % i)
+        self.assertEqual(writer.request(b"incr n 5\r\n"), b"15\r\n")
+        wait_until(lambda: watcher.stats(watching).get("dirty_servers") not in (None, "0"), 5,
+                   what)
+
     def test_an_increment_never_answers_below_an_acknowledged_value(self):
-        a, b = Memcached().start(), Memcached().start()
-        self.addCleanup(a.kill)
-        self.addCleanup(b.kill)
-        text = topology({"a": [a.address], "b": [b.address]}, replication="{wait: all}",
-                        timeouts="{connectMs: 200, requestMs: 300}")
-        pa = Proxy(text, zone="a").start()
-        self.addCleanup(pa.stop)
-        pb = Proxy(text, zone="b").start()
-        self.addCleanup(pb.stop)
+        (a, b), text = self.zones("a", "b")
+        pa, pb = self.proxies(text, "a", "b")
         with pa.client() as ca, pb.client() as cb:
             self.assertEqual(ca.request(b"set n 0 0 2\r\n10\r\n"), b"STORED\r\n")
             # Zone b stops. Writes of other keys time out there until proxy a marks it down;
@@ -240,32 +270,18 @@ class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
             self.assertEqual(ca.request(b"get n\r\n"), b"VALUE n 0 2\r\n16\r\nEND\r\n")
             wait_until(lambda: ttl_in(b, b"n") is None, 10, "zone b's stale counter invalidated")
 
-
     def test_with_no_zone_readable_a_held_zone_answers_before_one_that_missed_writes(self):
         """Right after faults every zone may be held. Then the zone some proxy owes deletes
         (it missed writes) must not answer while a zone that is only held can (chaos test,
         issue 23: the local zone answered, below an acknowledged value)."""
-        a, b = Memcached().start(), Memcached().start()
-        self.addCleanup(a.kill)
-        self.addCleanup(b.kill)
-        text = topology({"a": [a.address], "b": [b.address]}, replication="{wait: all}",
-                        timeouts="{connectMs: 200, requestMs: 300}")
-        controller = Controller(text).start()
-        self.addCleanup(controller.stop)
-        pa = Proxy(None, zone="a", controller=controller.address).start()
-        self.addCleanup(pa.stop)
-        pb = Proxy(None, zone="b", controller=controller.address).start()
-        self.addCleanup(pb.stop)
+        (a, b), text = self.zones("a", "b")
+        pa, pb = self.proxies(text, "a", "b", on_controller=True)
         with pa.client() as ca, pb.client() as cb:
             wait_until(lambda: ca.request(b"set n 0 0 2\r\n10\r\n") == b"STORED\r\n", 10,
                        "the proxies serving")
             b.pause()  # zone b misses the increment: proxy a owes it, every proxy knows
             try:
-                for i in range(4):
-                    ca.request(b"set other%d 0 0 1\r\nx\r\n" % i)
-                self.assertEqual(ca.request(b"incr n 5\r\n"), b"15\r\n")
-                wait_until(lambda: pb.stats(cb).get("dirty_servers") not in (None, "0"), 5,
-                           "proxy b to hear zone b is dirty")
+                self.increment_a_zone_misses(ca, pb, cb, "proxy b to hear zone b is dirty")
                 # Zone a fails for proxy b and comes back: held there for readHoldMs.
                 a.pause()
                 try:
@@ -285,32 +301,18 @@ class ArithmeticOnADirtyLocalZoneTest(unittest.TestCase):
             self.assertTrue(read.startswith(b"SERVER_ERROR"), read)
             self.assertEqual(reply, b"16\r\n")
 
-
     def test_when_the_local_zone_fails_the_zone_trusted_most_answers(self):
         """The local zone times out during an increment: the answer came from the next zone in
         pool order even when that zone missed increments (chaos test, issue 23: an ma answered
         below an acknowledged value); the zone this proxy trusts most answers instead."""
-        a, b, c = Memcached().start(), Memcached().start(), Memcached().start()
-        for m in (a, b, c):
-            self.addCleanup(m.kill)
-        text = topology({"a": [a.address], "b": [b.address], "c": [c.address]},
-                        replication="{wait: all}", timeouts="{connectMs: 200, requestMs: 300}")
-        controller = Controller(text).start()
-        self.addCleanup(controller.stop)
-        pb = Proxy(None, zone="b", controller=controller.address).start()
-        self.addCleanup(pb.stop)
-        pc = Proxy(None, zone="c", controller=controller.address).start()
-        self.addCleanup(pc.stop)
+        (a, b, c), text = self.zones("a", "b", "c")
+        pb, pc = self.proxies(text, "b", "c", on_controller=True)
         with pb.client() as cb, pc.client() as cc:
             wait_until(lambda: cc.request(b"set n 0 0 2\r\n10\r\n") == b"STORED\r\n", 10,
                        "the proxies serving")
             a.pause()  # zone a misses the increment: proxy b owes it, every proxy knows
             try:
-                for i in range(4):
-                    cb.request(b"set other%d 0 0 1\r\nx\r\n" % i)
-                self.assertEqual(cb.request(b"incr n 5\r\n"), b"15\r\n")
-                wait_until(lambda: pc.stats(cc).get("dirty_servers") not in (None, "0"), 5,
-                           "proxy c to hear zone a is dirty")
+                self.increment_a_zone_misses(cb, pc, cc, "proxy c to hear zone a is dirty")
             finally:
                 pb.proc.send_signal(signal.SIGSTOP)  # proxy b cannot replay: a stays owed
                 a.resume()
@@ -359,56 +361,6 @@ class WinFlagsAreDecidedPerZoneTest(unittest.TestCase):
             b.kill()
 
 
-class StoreHoldingRelay:
-    """A TCP relay to a memcached: once armed, a chunk from the proxy that holds a repair's
-    add (`ms ... ME`) waits until release(); everything else flows."""
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.armed = threading.Event()
-        self.held = threading.Event()
-        self.released = threading.Event()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            host, port = self.upstream.rsplit(":", 1)
-            server = socket.create_connection((host, int(port)), timeout=5)
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src, dst, from_proxy):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if from_proxy and self.armed.is_set() and re.search(rb" ME[ \r]", data):
-                    self.held.set()
-                    self.released.wait(10)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.released.set()
-        self.listener.close()
-
-
 class RepairRaceTest(unittest.TestCase):
     def test_a_delete_between_the_repairs_read_and_its_add_is_not_undone(self):
         """A read repair fetched a value from zone b; a delete then reached zone a (nothing
@@ -417,7 +369,7 @@ class RepairRaceTest(unittest.TestCase):
         (the chaos test's stale read after a memcached restart)."""
         a = Memcached().start()
         b = Memcached().start()
-        relay = StoreHoldingRelay(a.address)
+        relay = Relay(a.address)
         proxy = Proxy(topology({"a": [relay.address], "b": [b.address]},
                                replication="{writes: all-zones, wait: all, readFailover: [error, "
                                            "miss], repair: true}"), zone="a").start()
@@ -426,14 +378,15 @@ class RepairRaceTest(unittest.TestCase):
                 self.assertEqual(c.request(b"set rr 0 0 2\r\nv1\r\n"), b"STORED\r\n")
                 with a.client() as direct:
                     self.assertEqual(direct.request(b"delete rr\r\n"), b"DELETED\r\n")
-                relay.armed.set()
+                # The repair's add (`ms ... ME`) on its way to zone a waits at the relay.
+                relay.hold_requests(lambda chunk: re.search(rb" ME[ \r]", chunk))
                 # A miss in zone a, a hit in zone b: served, then repaired into zone a.
                 self.assertEqual(c.request(b"get rr\r\n"), b"VALUE rr 0 2\r\nv1\r\nEND\r\n")
-                wait_until(relay.held.is_set, 5, "the repair's add reached the relay")
+                wait_until(relay.request_held.is_set, 5, "the repair's add reached the relay")
                 # Another client's delete lands everywhere while the add is on its way.
                 with b.client() as direct:
                     self.assertEqual(direct.request(b"delete rr\r\n"), b"DELETED\r\n")
-                relay.released.set()
+                relay.release_requests()
 
                 def zone_a():
                     with a.client() as direct:

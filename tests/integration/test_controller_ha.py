@@ -11,7 +11,7 @@ import time
 import unittest
 
 from fake_kube_api import FakeKubeApi, endpoint, endpoint_slice, node, replicated_pool, service
-from harness import Controller, Memcached, Proxy, free_port, wait_until
+from harness import Controller, Memcached, Proxy, free_port, metric, wait_until
 
 NS = "cache"
 IPS = ["127.0.0.%d" % i for i in range(2, 4)]
@@ -69,12 +69,30 @@ class HighAvailabilityBase(unittest.TestCase):
         self.addCleanup(c.kill)
         return c
 
-    def proxy_on(self, *controllers):
-        """A proxy on node-a listing `controllers` (tried in turn from a random one)."""
+    def proxy_on(self, *controllers, metrics=False):
+        """A proxy on node-a listing `controllers` (tried in turn from a random one); with
+        `metrics`, its /metrics on p.metrics_port."""
+        extra_args = []
+        if metrics:
+            port = free_port()
+            extra_args = ["--metrics-listen", "127.0.0.1:%d" % port]
         p = Proxy(None, controller=",".join(c.address for c in controllers),
-                  env={"NODE_NAME": "node-a"}, controller_tls=self.proxy_tls).start()
+                  env={"NODE_NAME": "node-a"}, controller_tls=self.proxy_tls,
+                  extra_args=extra_args).start()
+        if metrics:
+            p.metrics_port = port
         self.addCleanup(p.stop)
         return p
+
+    def two_replicas(self):
+        """Two controller replicas, started, each streaming its proxies' debts to the other."""
+        replicas = self.controller(), self.controller()
+        for c in replicas:
+            c.start()
+        for c in replicas:
+            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10,
+                       "the replicas' streams\n" + c.logs()[-2000:])
+        return replicas
 
     def status(self):
         obj = self.api.store.objects["replicatedpools"].get((NS, "sessions"))
@@ -303,12 +321,7 @@ class ReplicaDirtyExchangeTest(HighAvailabilityBase):
             self.port))
         store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
                                                      replication={"wait": "all"}))
-        a, b = self.controller(), self.controller()
-        a.start()
-        b.start()
-        for c in (a, b):
-            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10,
-                       "the replicas' dirty-set streams\n" + c.logs()[-2000:])
+        a, b = self.two_replicas()
         pa, pb = self.proxy_on(a), self.proxy_on(b)
         with pa.client() as c:
             wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
@@ -347,11 +360,7 @@ class ReplicaDirtyExchangeTest(HighAvailabilityBase):
             self.port))
         store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
                                                      replication={"wait": "all"}))
-        a, b = self.controller(), self.controller()
-        a.start()
-        b.start()
-        for c in (a, b):
-            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10, "the streams")
+        a, b = self.two_replicas()
         pa, pb = self.proxy_on(a), self.proxy_on(b)
         with pa.client() as c:
             wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
@@ -389,9 +398,6 @@ class ReplicaDirtyExchangeTlsTest(ReplicaDirtyExchangeTest):
                                "allowed": ["spiffe://td/proxy", "spiffe://td/controller"]}
         self.proxy_tls = {"ca": ca.cert, "cert": pcert, "key": pkey, "server_name": "controller.test"}
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class ReplicaRingAgreementTest(HighAvailabilityBase):
     """Issue 23: with a proxy on each of two replicas, a ring change's moves wait for both
@@ -399,38 +405,12 @@ class ReplicaRingAgreementTest(HighAvailabilityBase):
     their ShareDirty stream; without that, neither could say the change is applied everywhere,
     and the moves would wait their 10 s bound."""
 
-    def proxy_with_metrics(self, controller):
-        port = free_port()
-        p = Proxy(None, controller=controller.address, env={"NODE_NAME": "node-a"},
-                  extra_args=["--metrics-listen", "127.0.0.1:%d" % port]).start()
-        p.metrics_port = port
-        self.addCleanup(p.stop)
-        return p
-
-    @staticmethod
-    def metric(port, name, **labels):
-        import re
-        import urllib.request
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-            text = r.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
-            if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
-                total += float(m.group(2))
-        return total
-
     def test_moves_start_once_the_proxies_of_both_replicas_applied_the_change(self):
         store = self.api.store
         store.put("replicatedpools", replicated_pool("sessions", "memcached", port=11211,
                                                      migration={"durationMs": 20000}))
-        a, b = self.controller(), self.controller()
-        a.start()
-        b.start()
-        for c in (a, b):
-            wait_until(lambda: "streaming dirty servers to replica" in c.logs(), 10,
-                       "the replicas' streams\n" + c.logs()[-2000:])
-        pa, pb = self.proxy_with_metrics(a), self.proxy_with_metrics(b)
+        a, b = self.two_replicas()
+        pa, pb = self.proxy_on(a, metrics=True), self.proxy_on(b, metrics=True)
         with pa.client() as c:
             wait_until(lambda: c.request(b"set k 0 0 1\r\nx\r\n") == b"STORED\r\n", 10, "pa serving")
             version = pa.stats(c).get("proxy_topology_version")
@@ -444,15 +424,19 @@ class ReplicaRingAgreementTest(HighAvailabilityBase):
             self.port))
 
         def crawls_done():
-            return sum(self.metric(p.metrics_port, "memzone_proxy_migration_crawls_total",
-                                   zone="zone-a", result="done") for p in (pa, pb))
+            return sum(metric(p.metrics_port, "memzone_proxy_migration_crawls_total",
+                              zone="zone-a", result="done") for p in (pa, pb))
         wait_until(lambda: crawls_done() >= 2, 20, "both servers crawled")
         took = time.monotonic() - changed
-        moved = sum(self.metric(p.metrics_port, "memzone_proxy_migration_keys_total",
-                                zone="zone-a", action="moved") for p in (pa, pb))
-        unconfirmed = sum(self.metric(p.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
-                                      zone="zone-a") for p in (pa, pb))
+        moved = sum(metric(p.metrics_port, "memzone_proxy_migration_keys_total",
+                           zone="zone-a", action="moved") for p in (pa, pb))
+        unconfirmed = sum(metric(p.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
+                                 zone="zone-a") for p in (pa, pb))
         print("\nproxies on two replicas: %d keys moved %.2f s after the change" % (moved, took))
         self.assertGreater(moved, 0)
         self.assertEqual(unconfirmed, 0, pa.logs()[-2000:] + pb.logs()[-2000:])
         self.assertLess(took, 8)
+
+
+if __name__ == "__main__":
+    unittest.main()

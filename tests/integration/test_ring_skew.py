@@ -11,15 +11,12 @@ new owner with the older value, and the later write at the old owner is lost.
 fast as it runs the queued writes, often first, and then the writes go to the new owner.)
 """
 import os
-import re
-import socket
 import tempfile
-import threading
 import time
 import unittest
-import urllib.request
 
-from harness import Controller, Memcached, Proxy, free_port, ketama_index, wait_until
+from harness import (Controller, Memcached, Proxy, Relay, free_port, holders, ketama_index, metric,
+                     wait_until)
 from tls_certs import CertAuthority
 
 KEYS = ["skew:%d" % i for i in range(240)]
@@ -32,82 +29,6 @@ HOLD_S = 2.3
 # ControllerRestartTest's controller grace (--applied-grace); MEMZONE_TEST_GRACE=0s shows the
 # test failing without it.
 GRACE = os.environ.get("MEMZONE_TEST_GRACE", "8s")
-
-
-class HeldRelay:
-    """A TCP relay to `upstream` ("host:port"); hold() stops what flows back (upstream to the
-    client) until release(), the connection staying up."""
-
-    def __init__(self, upstream):
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.closed = threading.Event()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.2)
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def hold(self):
-        self.flowing.clear()
-
-    def release(self):
-        self.flowing.set()
-
-    def close(self):
-        self.closed.set()
-        self.flowing.set()
-        for s in self.sockets + [self.listener]:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def _accept(self):
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, src, dst, held):
-        src.settimeout(0.2)
-        try:
-            while not self.closed.is_set():
-                if held and not self.flowing.wait(0.05):
-                    continue  # what arrives stays in the kernel's buffers meanwhile
-                try:
-                    data = src.recv(65536)
-                except socket.timeout:
-                    continue
-                if not data:
-                    break
-                while held and not self.flowing.wait(0.05):  # read just as the hold began
-                    if self.closed.is_set():
-                        return
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def pool_yaml(servers, migration_ms=20000, sealed=None):
@@ -127,18 +48,10 @@ def pool_yaml(servers, migration_ms=20000, sealed=None):
     return "\n".join(lines) + "\n"
 
 
-def metric(port, name, **labels):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^%s\{([^}]*)\} (\S+)$" % re.escape(name), line)
-        if m and all('%s="%s"' % kv in m.group(1) for kv in labels.items()):
-            total += float(m.group(2))
-    return total
+MOVED = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]  # mc-3's when it joins
 
 
-class RingSkewTest(unittest.TestCase):
+class RingSkewBase(unittest.TestCase):
     def memcached(self):
         m = Memcached().start()
         self.addCleanup(m.kill)
@@ -153,70 +66,81 @@ class RingSkewTest(unittest.TestCase):
         self.addCleanup(p.stop)
         return p
 
-    def version_of(self, proxy):
-        with proxy.client() as c:
-            return proxy.stats(c).get("proxy_topology_version")
-
     def latest_version(self, controller, previous=None):
         def published():
             versions = controller.versions()
             return versions and versions[-1] != previous and versions[-1]
         return wait_until(published, timeout=10, what="the controller to publish a topology")
 
-    @staticmethod
-    def holders(servers, key):
-        out = []
-        for name, server in servers:
-            with server.client() as c:
-                if c.request(b"get %s\r\n" % key.encode()) != b"END\r\n":
-                    out.append(name)
-        return out
+    def wait_applied(self, proxies, version, timeout=15, what="a proxy to apply v1"):
+        for p in proxies:
+            wait_until(lambda: p.topology_version() == version, timeout=timeout, what=what)
 
+    def set_v1(self, proxy, keys):
+        """Sets `keys` to v1 through `proxy`: {key: its last acknowledged value}."""
+        with proxy.client() as c:
+            for key in keys:
+                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+        return {key: b"v1" for key in keys}
+
+    def write_rounds(self, proxy, version, last, seconds, since):
+        """Writes MOVED through `proxy`, still on `version`, in rounds (each acknowledged
+        before the next) until `seconds` after `since`; returns how many writes."""
+        writes = 0
+        round_no = 1
+        with proxy.client() as c:
+            while time.monotonic() - since < seconds:
+                self.assertEqual(proxy.topology_version(), version)
+                value = b"w%d" % round_no
+                for key in MOVED:
+                    self.assertEqual(c.request(b"set %s 0 0 %d\r\n%s\r\n" % (
+                        key.encode(), len(value), value)), b"STORED\r\n", key)
+                    last[key] = value
+                writes += len(MOVED)
+                round_no += 1
+                time.sleep(0.2)
+        return writes
+
+    @staticmethod
+    def stale_keys(proxy, last):
+        """[(key, its last acknowledged value, what `proxy` reads)] where the two differ."""
+        stale = []
+        with proxy.client() as c:
+            for key in KEYS:
+                want = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key.encode(), len(last[key]), last[key])
+                got = c.request(b"get %s\r\n" % key.encode())
+                if got != want:
+                    stale.append((key, last[key], got))
+        return stale
+
+
+class RingSkewTest(RingSkewBase):
     def test_moves_wait_for_a_proxy_that_hears_of_a_scale_out_late(self):
         servers = [(n, self.memcached()) for n in NAMES3]
         fourth = self.memcached()
         controller = Controller(pool_yaml(servers)).start()
         self.addCleanup(controller.kill)
-        relay = HeldRelay(controller.address)
+        relay = Relay(controller.address)
         self.addCleanup(relay.close)
         p1, p2 = self.proxy(controller.address), self.proxy(relay.address)
         v1 = self.latest_version(controller)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
-        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
-        self.assertGreater(len(moved), 20)
-        last = {}
-        with p1.client() as c:
-            for key in KEYS:
-                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
-                last[key] = b"v1"
+        self.wait_applied((p1, p2), v1)
+        self.assertGreater(len(MOVED), 20)
+        last = self.set_v1(p1, KEYS)
 
-        relay.hold()
+        relay.hold_replies()
         held_at = time.monotonic()
         servers.append(("mc-3", fourth))
         controller.write_topology(pool_yaml(servers))
         v2 = self.latest_version(controller, v1)
-        wait_until(lambda: self.version_of(p1) == v2, timeout=HOLD_S - 0.5,
-                   what="proxy 1 to apply the scale-out")
+        self.wait_applied((p1,), v2, timeout=HOLD_S - 0.5, what="proxy 1 to apply the scale-out")
         # Clients keep writing the keys that move through proxy 2, still on the old ring, in
-        # rounds until it hears of the change (each acknowledged before the next).
-        writes = 0
-        round_no = 1
-        with p2.client() as c:
-            while time.monotonic() - held_at < HOLD_S:
-                self.assertEqual(self.version_of(p2), v1)
-                value = b"w%d" % round_no
-                for key in moved:
-                    self.assertEqual(c.request(b"set %s 0 0 %d\r\n%s\r\n" % (
-                        key.encode(), len(value), value)), b"STORED\r\n", key)
-                    last[key] = value
-                writes += len(moved)
-                round_no += 1
-                time.sleep(0.2)
-        moved_while_held = sum(1 for k in moved if self.holders(servers, k) == ["mc-3"])
-        relay.release()
+        # rounds until it hears of the change.
+        writes = self.write_rounds(p2, v1, last, HOLD_S, since=held_at)
+        moved_while_held = sum(1 for k in MOVED if holders(servers, k) == ["mc-3"])
+        relay.release_replies()
         released_at = time.monotonic()
-        wait_until(lambda: self.version_of(p2) == v2, timeout=10, what="proxy 2 to apply v2")
+        self.wait_applied((p2,), v2, timeout=10, what="proxy 2 to apply v2")
 
         def crawls(result):
             return sum(metric(p.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
@@ -225,18 +149,12 @@ class RingSkewTest(unittest.TestCase):
         moves_done_s = time.monotonic() - released_at
 
         # Through the up-to-date proxy, every key has its last acknowledged value.
-        stale = []
-        with p1.client() as c:
-            for key in KEYS:
-                want = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key.encode(), len(last[key]), last[key])
-                got = c.request(b"get %s\r\n" % key.encode())
-                if got != want:
-                    stale.append((key, last[key], got))
+        stale = self.stale_keys(p1, last)
         self.assertEqual(stale, [], "%d of %d keys not at their last value (moved while proxy 2 "
                          "was behind: %d)" % (len(stale), len(KEYS), moved_while_held))
         self.assertEqual(moved_while_held, 0)
-        for key in moved:
-            self.assertEqual(self.holders(servers, key), ["mc-3"], key)
+        for key in MOVED:
+            self.assertEqual(holders(servers, key), ["mc-3"], key)
         for p in (p1, p2):
             self.assertEqual(metric(p.metrics_port, "memzone_proxy_migration_moves_unconfirmed_total",
                                     zone="a"), 0)
@@ -260,20 +178,16 @@ class RingSkewTest(unittest.TestCase):
         p2 = self.proxy(controller.address, state_dir=state,
                         wrapper=["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"])
         v1 = self.latest_version(controller)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
-        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
-        with p1.client() as c:
-            for key in KEYS:
-                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+        self.wait_applied((p1, p2), v1)
+        self.set_v1(p1, KEYS)
 
         servers.append(("mc-3", fourth))
         controller.write_topology(pool_yaml(servers, sealed=(sealed, ca.cert)))
         changed_at = time.monotonic()
         v2 = self.latest_version(controller, v1)
-        wait_until(lambda: self.version_of(p1) == v2, timeout=10, what="proxy 1 to apply v2")
+        self.wait_applied((p1,), v2, timeout=10, what="proxy 1 to apply v2")
         controller.wait_for_log("NACKed topology %s" % v2)
-        self.assertEqual(self.version_of(p2), v1)
+        self.assertEqual(p2.topology_version(), v1)
 
         def crawls_done():
             return metric(p1.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
@@ -290,59 +204,13 @@ class RingSkewTest(unittest.TestCase):
                                 zone="a"), 1)
         self.assertIn("no word from the controller that every proxy applied topology %s" % v2,
                       p1.logs())
-        for key in moved:
-            self.assertEqual(self.holders(servers, key), ["mc-3"], key)
+        for key in MOVED:
+            self.assertEqual(holders(servers, key), ["mc-3"], key)
         print("\nring skew, a proxy NACKs: moves started %.1f s after the change" % moved_after_s)
 
 
-class RefusingRelay(HeldRelay):
-    """A relay that refuse() cuts (its connections closed, new ones closed at once) until
-    allow()."""
-
-    def __init__(self, upstream):
-        self.refusing = threading.Event()
-        super().__init__(upstream)
-
-    def refuse(self):
-        self.refusing.set()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self.sockets = []
-
-    def allow(self):
-        self.refusing.clear()
-
-    def _accept(self):
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self.refusing.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-
-class ControllerRestartTest(unittest.TestCase):
+class ControllerRestartTest(RingSkewBase):
     """Found by review (r3): a restarted controller counts only the proxies back so far."""
-    memcached = RingSkewTest.memcached
-    proxy = RingSkewTest.proxy
-    version_of = RingSkewTest.version_of
-    latest_version = RingSkewTest.latest_version
 
     def test_a_proxy_back_after_a_controller_restart_leaves_no_key_behind_the_moves(self):
         # The controller restarts (an upgrade) while the zone scales out. Proxy 1 is back on its
@@ -357,18 +225,12 @@ class ControllerRestartTest(unittest.TestCase):
         port = free_port()
         controller = Controller(pool_yaml(servers), port=port).start()
         self.addCleanup(lambda: controller.kill())
-        relay = RefusingRelay(controller.address)
+        relay = Relay(controller.address)
         self.addCleanup(relay.close)
         p1, p2 = self.proxy(controller.address), self.proxy(relay.address)
         v1 = self.latest_version(controller)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
-        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3]
-        last = {}
-        with p1.client() as c:
-            for key in KEYS:
-                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
-                last[key] = b"v1"
+        self.wait_applied((p1, p2), v1)
+        last = self.set_v1(p1, KEYS)
 
         relay.refuse()
         controller.kill()
@@ -378,64 +240,37 @@ class ControllerRestartTest(unittest.TestCase):
         controller = Controller(pool_yaml(servers), port=port,
                                 extra_args=["--applied-grace", GRACE]).start()
         v2 = self.latest_version(controller)
-        wait_until(lambda: self.version_of(p1) == v2, timeout=10, what="proxy 1 to apply v2")
-        applied_at = time.monotonic()
-        round_no = 1
-        with p2.client() as c:
-            while time.monotonic() - applied_at < 3.5:
-                self.assertEqual(self.version_of(p2), v1)
-                value = b"w%d" % round_no
-                for key in moved:
-                    self.assertEqual(c.request(b"set %s 0 0 %d\r\n%s\r\n" % (
-                        key.encode(), len(value), value)), b"STORED\r\n", key)
-                    last[key] = value
-                round_no += 1
-                time.sleep(0.2)
+        self.wait_applied((p1,), v2, timeout=10, what="proxy 1 to apply v2")
+        self.write_rounds(p2, v1, last, 3.5, since=time.monotonic())
         # Nothing moved while proxy 2 was away. (Reads through proxy 1 meanwhile could still
         # be stale: its window repairs what it reads at the old owner into the new one, and
         # proxy 2 writes the old owner only. What must hold is the state once it is back.)
-        self.assertEqual([k for k in moved if "mc-3" in RingSkewTest.holders(servers, k)], [],
+        self.assertEqual([k for k in MOVED if "mc-3" in holders(servers, k)], [],
                          "keys moved before proxy 2 applied the change")
         relay.allow()
-        wait_until(lambda: self.version_of(p2) == v2, timeout=15, what="proxy 2 to apply v2")
+        self.wait_applied((p2,), v2, what="proxy 2 to apply v2")
 
         def crawls_done():
             return sum(metric(p.metrics_port, "memzone_proxy_migration_crawls_total", zone="a",
                               result="done") for p in (p1, p2))
         wait_until(lambda: crawls_done() >= 4, timeout=25, what="the four servers crawled")
-
-        def stale_keys():
-            stale = []
-            with p1.client() as c:
-                for key in KEYS:
-                    want = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key.encode(), len(last[key]),
-                                                             last[key])
-                    got = c.request(b"get %s\r\n" % key.encode())
-                    if got != want:
-                        stale.append((key, last[key], got))
-            return stale
         # Proxy 1's four crawls may be all the counter shows when proxy 2 comes back: proxy 2's
         # own crawl of the new server (the purge of copies older than its writes) takes its
         # time on a loaded machine. The old copies used to stay for good: wait, bounded.
         deadline = time.monotonic() + 20
-        stale = stale_keys()
+        stale = self.stale_keys(p1, last)
         while stale and time.monotonic() < deadline:
             time.sleep(0.2)
-            stale = stale_keys()
+            stale = self.stale_keys(p1, last)
         self.assertEqual(stale, [], "%d of %d keys not at their last value" % (len(stale), len(KEYS)))
 
 
-class ProxyRestartInWindowTest(unittest.TestCase):
+class ProxyRestartInWindowTest(RingSkewBase):
     """A proxy SIGKILLed during a ring change's migration window and restarted from
     --state-dir (a crashed container), or started then with no state (a new pod), still has
     the window: its writes still delete moved keys at their previous owners, or another
     proxy's window read finds the old value there. The key mover is off: the window alone
     decides what a miss reads."""
-    memcached = RingSkewTest.memcached
-    proxy = RingSkewTest.proxy
-    version_of = RingSkewTest.version_of
-    latest_version = RingSkewTest.latest_version
-    holders = staticmethod(RingSkewTest.holders)
 
     def two_proxies_after_a_scale_out(self, migration_ms, text=None):
         """mc-0..2, proxies 1 and 2 (mover off), 20 keys that mc-3 takes set to v1, then the
@@ -447,28 +282,23 @@ class ProxyRestartInWindowTest(unittest.TestCase):
         p1 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
         p2 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
         v1 = self.latest_version(controller)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v1, timeout=15, what="a proxy to apply v1")
-        moved = [k for k in KEYS if ketama_index(k, NAMES4, named=True) == 3][:20]
-        with p1.client() as c:
-            for key in moved:
-                self.assertEqual(c.request(b"set %s 0 0 2\r\nv1\r\n" % key.encode()), b"STORED\r\n")
+        self.wait_applied((p1, p2), v1)
+        moved = MOVED[:20]
+        self.set_v1(p1, moved)
         servers.append(("mc-3", self.memcached()))
         changed = time.monotonic()
         controller.write_topology(text(servers))
         v2 = self.latest_version(controller, v1)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v2, timeout=15, what="a proxy to apply v2")
+        self.wait_applied((p1, p2), v2, what="a proxy to apply v2")
         return controller, servers, p1, p2, moved, changed
 
     def restart(self, proxy):
-        version = self.version_of(proxy)
+        version = proxy.topology_version()
         proxy.proc.kill()  # SIGKILL: no drain
         proxy.proc.wait(timeout=10)
         proxy.log.close()
         proxy.start()  # same port, same --state-dir
-        wait_until(lambda: self.version_of(proxy) == version, timeout=15,
-                   what="the restarted proxy back on its version")
+        self.wait_applied((proxy,), version, what="the restarted proxy back on its version")
 
     def assert_deletes_reach_previous_owners(self, servers, p1, p2, moved):
         with p2.client() as c:
@@ -476,7 +306,7 @@ class ProxyRestartInWindowTest(unittest.TestCase):
                 self.assertIn(c.request(b"delete %s\r\n" % key.encode()),
                               (b"DELETED\r\n", b"NOT_FOUND\r\n"), key)
         # The previous owners' deletes go out behind the replies: wait for them, bounded.
-        left = lambda: [k for k in moved if self.holders(servers, k)]
+        left = lambda: [k for k in moved if holders(servers, k)]
         deadline = time.monotonic() + 5
         while left() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -495,8 +325,7 @@ class ProxyRestartInWindowTest(unittest.TestCase):
         # published recently, and the proxy replays them for their windows.
         controller, servers, p1, _, moved, _ = self.two_proxies_after_a_scale_out(30000)
         p3 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
-        version = self.version_of(p1)
-        wait_until(lambda: self.version_of(p3) == version, timeout=15, what="proxy 3 on v2")
+        self.wait_applied((p3,), p1.topology_version(), what="proxy 3 on v2")
         self.assert_deletes_reach_previous_owners(servers, p1, p3, moved)
 
     def test_a_later_change_that_moves_nothing_does_not_lose_the_window(self):
@@ -505,11 +334,10 @@ class ProxyRestartInWindowTest(unittest.TestCase):
         # owner after deletes through it).
         controller, servers, p1, p2, moved, _ = self.two_proxies_after_a_scale_out(30000)
         edited = pool_yaml(servers, migration_ms=30000).replace("connectMs: 200", "connectMs: 300")
-        v2 = self.version_of(p2)
+        v2 = p2.topology_version()
         controller.write_topology(edited)
         v3 = self.latest_version(controller, v2)
-        for p in (p1, p2):
-            wait_until(lambda: self.version_of(p) == v3, timeout=15, what="a proxy to apply v3")
+        self.wait_applied((p1, p2), v3, what="a proxy to apply v3")
         self.restart(p2)
         self.assert_deletes_reach_previous_owners(servers, p1, p2, moved)
 
