@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -102,7 +103,7 @@ std::string nodeId(const std::string& state_dir) {
 
 std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
     const std::vector<topology::PastSnapshot>& history, const topology::Topology& saved,
-    tls::TlsContexts& tls, int64_t& saved_at_us);
+    tls::TlsContexts& tls, int64_t& saved_at_us, bool served_first = false);
 
 // Hands each new topology to every worker (each switches at a request boundary) and keeps
 // the version `stats` reports. Any thread.
@@ -117,8 +118,11 @@ class TopologyApplier {
   // replay them first, so those switches' windows carry on (Topology::changed_at_us). The
   // mover does not: a crawl those switches started is other proxies' or the next change's (a
   // new one would take CAS marks from now, and purge values written since).
+  // (`replay` false: the proxy serves a topology already, and `before` are the ones the
+  // controller published since, which it missed.)
   void apply(std::shared_ptr<const topology::Topology> topology,
-             const std::vector<std::shared_ptr<const topology::Topology>>& before = {}) {
+             const std::vector<std::shared_ptr<const topology::Topology>>& before = {},
+             bool replay = true) {
     // In the order applied: what the controller later says every proxy applied is compared
     // with it.
     if (agreement_ != nullptr) agreement_->applied(topology->version);
@@ -126,8 +130,12 @@ class TopologyApplier {
     // through the new ring can reach them.
     if (mover_ != nullptr) mover_->onTopology(topology);
     applied_any_.store(true);
+    {
+      std::lock_guard lock(served_mu_);
+      served_version_ = topology->version;
+    }
     for (auto& w : workers_) {
-      for (const auto& t : before) w->setTopology(t, /*replay=*/true);
+      for (const auto& t : before) w->setTopology(t, replay);
       w->setTopology(topology);
     }
     stats_.setTopologyVersion(topology->version);
@@ -148,16 +156,27 @@ class TopologyApplier {
       stats_.nacks.fetch_add(1);
       return error;
     }
-    // A proxy that served nothing before (a new pod): the controller's recent switches give
-    // it the windows of changes made before it started.
+    // The controller's recent switches: a proxy that served nothing before (a new pod) replays
+    // those inside their windows; one that missed switches (its stream was down across them)
+    // applies those after the version it serves. Either way their windows are opened as of
+    // each switch.
     std::vector<std::shared_ptr<const topology::Topology>> before;
-    if (!applied_any_.load() && snapshot.recent_size() > 0) {
-      std::vector<topology::PastSnapshot> history;
+    std::vector<topology::PastSnapshot> switches;
+    const bool fresh = !applied_any_.load();
+    if (snapshot.recent_size() > 0) {
+      std::string served = servedVersion();
       for (const v1::PastTopology& past : snapshot.recent()) {
-        history.push_back({past.snapshot(), static_cast<int64_t>(past.replaced_ms_ago()) * 1000});
+        if (!fresh && switches.empty() && past.snapshot().version() != served) continue;
+        // At most an hour old, as the controller sends (a bad age replays nothing wrong).
+        int64_t ago_ms = std::min<uint64_t>(past.replaced_ms_ago(), 3'600'000);
+        switches.push_back({past.snapshot(), ago_ms * 1000});
+        switches.back().snapshot.clear_recent();
       }
+      if (switches.size() > kMaxSwitches)
+        switches.erase(switches.begin(), switches.end() - kMaxSwitches);
       int64_t switched_at_us = 0;
-      before = recentSwitches(history, *built.topology, tls_, switched_at_us);
+      if (!switches.empty())
+        before = recentSwitches(switches, *built.topology, tls_, switched_at_us, !fresh);
       if (!before.empty()) {
         topology::BuildResult dated =
             topology::buildTopology(topology::specFromSnapshot(snapshot), switched_at_us);
@@ -167,14 +186,16 @@ class TopologyApplier {
           before.clear();
         }
       }
+      if (before.empty()) switches.clear();
     }
-    apply(built.topology, before);
+    apply(built.topology, before, fresh);
     ops::logEvent(ops::LogLevel::kInfo, "applied:" + snapshot.version(),
                   "applied topology %s from the controller", snapshot.version().c_str());
     if (!state_dir.empty()) {
       v1::TopologySnapshot saved = snapshot;
       saved.clear_recent();  // the state dir keeps its own history of switches
-      std::string error = topology::saveSnapshot(state_dir, saved);
+      std::string error =
+          topology::saveSnapshot(state_dir, saved, switches.empty() ? nullptr : &switches);
       if (!error.empty())
         ops::logEvent(ops::LogLevel::kError, std::string("state-dir"), "state dir: %s",
                       error.c_str());
@@ -187,6 +208,14 @@ class TopologyApplier {
   server::StatsContext& stats_;
   std::atomic<uint32_t> read_hold_ms_{topology::ConsistencySpec{}.read_hold_ms};
   std::atomic<bool> applied_any_{false};  // a topology served (from the state dir, or streamed)
+  // The controller sends at most 8 recent switches; more are not replayed.
+  static constexpr size_t kMaxSwitches = 8;
+  std::string servedVersion() const {
+    std::lock_guard lock(served_mu_);
+    return served_version_;
+  }
+  mutable std::mutex served_mu_;
+  std::string served_version_;
   tls::TlsContexts& tls_;
   rebalance::KeyMover* mover_;
   rebalance::RingAgreement* agreement_;
@@ -212,7 +241,7 @@ std::vector<std::string> backendsDown(const std::vector<std::unique_ptr<server::
 // state dir, or from the controller for a proxy that starts with none.
 std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
     const std::vector<topology::PastSnapshot>& history, const topology::Topology& saved,
-    tls::TlsContexts& tls, int64_t& saved_at_us) {
+    tls::TlsContexts& tls, int64_t& saved_at_us, bool served_first) {
   int64_t longest_window_us = 0;
   for (const topology::Pool& pool : saved.pools) {
     longest_window_us = std::max<int64_t>(
@@ -220,8 +249,11 @@ std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
   }
   // From the first switch still inside the longest window: the snapshot it replaced is where
   // the replay starts (no window of its own), each later one opens its switch's windows.
+  // `served_first`: the first is what the proxy serves now, the start whatever its age (the
+  // windows of the later ones that are over open nothing), and not replayed.
   size_t first = 0;
-  while (first < history.size() && history[first].age_us >= longest_window_us) ++first;
+  while (!served_first && first < history.size() && history[first].age_us >= longest_window_us)
+    ++first;
   std::vector<std::shared_ptr<const topology::Topology>> out;
   if (first == history.size()) return out;
   const int64_t now = event::nowMicros();
@@ -233,10 +265,11 @@ std::vector<std::shared_ptr<const topology::Topology>> recentSwitches(
     if (!built.topology || !built.error.empty()) {
       ops::logEvent(ops::LogLevel::kWarn, std::string("history"), "topology history: %s",
                     built.error.c_str());
-      out.clear();  // the chain up to here is broken: start after it
+      out.clear();                   // the chain up to here is broken: start after it
+      if (served_first) return out;  // ... which leaves nothing to go on from what it serves
       continue;
     }
-    out.push_back(built.topology);
+    if (!(served_first && i == 0)) out.push_back(built.topology);
   }
   if (out.empty()) return out;
   saved_at_us = now - history.back().age_us;

@@ -28,9 +28,10 @@ std::string controllerUsage() {
          "  --leader-elect-resource-name   the Lease's name (default memzone-controller)\n"
          "  --dirty-retain     DURATION a proxy that disconnected owing invalidations keeps\n"
          "                     its servers dirty, unread by every proxy (default 60s)\n"
-         "  --applied-grace    DURATION after start-up, no word that a ring change is applied\n"
-         "                     everywhere: a restarted controller's proxies reconnect\n"
-         "                     meanwhile, and their key movers wait (default 5s)\n"
+         "  --applied-grace    DURATION after start-up and after the first proxy connects, no\n"
+         "                     word that a ring change is applied everywhere: a restarted\n"
+         "                     controller's proxies reconnect meanwhile, and their key\n"
+         "                     movers wait (default 12s, the proxies' longest backoff)\n"
          "  --tls-cert FILE    the controller's certificate (PEM, chain allowed): mutual TLS on\n"
          "                     the topology stream; needs --tls-key and --tls-client-ca.\n"
          "                     Without it the stream is plaintext (local demo only)\n"
@@ -180,7 +181,7 @@ ControllerFlags parseControllerFlags(const std::vector<std::string>& args) {
       o.leader_elect_resource_name = value;
     } else if (flag == "--applied-grace") {
       if (!parseDurationMs(value, o.applied_grace_ms)) {
-        result.error = "--applied-grace must be a duration such as 5s or 500ms";
+        result.error = "--applied-grace must be a duration such as 12s or 500ms";
         return result;
       }
     } else if (flag == "--dirty-retain") {

@@ -27,7 +27,7 @@ struct ControllerOptions {
   unsigned dirty_retain_ms = 60000;
   // How long after it starts the controller says no version is applied everywhere
   // (applied_everywhere.h): the proxies of a controller it replaced reconnect meanwhile.
-  unsigned applied_grace_ms = 5000;
+  unsigned applied_grace_ms = 12000;
   // mTLS on the topology stream (all empty: plaintext, for the local demo only).
   std::string tls_cert;
   std::string tls_key;

@@ -1,9 +1,13 @@
 #include "controlplane/server/applied_everywhere.h"
 
+#include <algorithm>
+
 namespace memzone::controlplane {
 
 AppliedEverywhere::AppliedEverywhere(std::chrono::milliseconds grace)
-    : quiet_until_(std::chrono::steady_clock::now() + grace), quiet_(grace.count() > 0) {
+    : grace_(grace),
+      quiet_until_(std::chrono::steady_clock::now() + grace),
+      quiet_(grace.count() > 0) {
   if (quiet_) local_ = Local{true, ""};  // see recomputeLocked
   thread_ = std::thread([this] { run(); });
 }
@@ -19,6 +23,14 @@ AppliedEverywhere::~AppliedEverywhere() {
 
 void AppliedEverywhere::attach(uint64_t stream, const std::string& version) {
   std::lock_guard lock(mu_);
+  if (!attached_once_ && grace_.count() > 0) {
+    // The first proxy back: the others follow within their reconnection backoff of it, which
+    // may be long after start-up (a controller that took a while to become reachable).
+    attached_once_ = true;
+    quiet_until_ = std::max(quiet_until_, std::chrono::steady_clock::now() + grace_);
+    quiet_ = true;
+    wake_.notify_all();
+  }
   applied_[stream] = version;
   recomputeLocked();
 }
@@ -73,6 +85,12 @@ std::string AppliedEverywhere::version() const {
   return version_;
 }
 
+std::optional<std::chrono::steady_clock::time_point> AppliedEverywhere::graceUntil() const {
+  std::lock_guard lock(mu_);
+  if (!quiet_) return std::nullopt;
+  return quiet_until_;
+}
+
 uint64_t AppliedEverywhere::subscribe(ListenerSet::Listener listener) {
   return listeners_.subscribe(std::move(listener));
 }
@@ -120,9 +138,11 @@ void AppliedEverywhere::run() {
   std::unique_lock lock(mu_);
   while (true) {
     if (quiet_) {
-      if (!wake_.wait_until(lock, quiet_until_, [this] { return changed_ || stopping_; })) {
+      if (!wake_.wait_until(lock, quiet_until_, [this] { return changed_ || stopping_; }) &&
+          std::chrono::steady_clock::now() >= quiet_until_) {
         quiet_ = false;
         recomputeLocked();  // what the proxies back by now applied, said at last
+        changed_ = true;    // and streams holding a snapshot for the grace send it
       }
     } else {
       wake_.wait(lock, [this] { return changed_ || stopping_; });

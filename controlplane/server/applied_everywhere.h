@@ -15,9 +15,12 @@
 // bound.
 //
 // A controller that just started has not heard from every proxy yet: those of the one it
-// replaced (a restart, an upgrade) reconnect over a few seconds, and meanwhile the ones back
-// would make a version look applied everywhere while a late proxy still writes through the old
-// ring. So for `grace` after start nothing is said (found by review, test_ring_skew).
+// replaced (a restart, an upgrade) reconnect over their backoff (up to 10 s, +20%), and
+// meanwhile the ones back would make a version look applied everywhere while a late proxy
+// still writes through the old ring. So for `grace` after start, and after the first stream
+// attaches (a controller may be reachable only a while after it started: readiness, DNS),
+// nothing is said (found by review, test_ring_skew), and the topology streams hold new
+// versions back from proxies that serve one (graceUntil); listeners are called when it ends.
 //
 // Listeners (the proxies' streams, the links to other replicas) are called on this object's own
 // thread whenever version() or local() changed, never on a reporter's: a stream reports under its
@@ -30,6 +33,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -71,6 +75,10 @@ class AppliedEverywhere {
   // counted, or a live replica has not said.
   std::string version() const;
 
+  // While in its start-up grace (see above), when it ends (as of now; it can still grow with
+  // the first stream's attach); nullopt once over.
+  std::optional<std::chrono::steady_clock::time_point> graceUntil() const;
+
   uint64_t subscribe(ListenerSet::Listener listener);
   void unsubscribe(uint64_t id);
 
@@ -85,7 +93,9 @@ class AppliedEverywhere {
   std::map<std::string, Local> said_;  // what replicas streaming to us said
   Local local_;
   std::string version_;
-  std::chrono::steady_clock::time_point quiet_until_;  // start-up + grace
+  std::chrono::milliseconds grace_;
+  bool attached_once_ = false;
+  std::chrono::steady_clock::time_point quiet_until_;  // start-up or first stream, + grace
   bool quiet_ = true;     // before quiet_until_ (the notifier thread clears it)
   bool changed_ = false;  // listeners have not heard of the latest version_
   bool stopping_ = false;

@@ -45,6 +45,26 @@ void DirtyServers::report(const std::string& node_id, uint64_t stream, std::set<
   recomputeLocked();
 }
 
+void DirtyServers::inherit(const std::string& node_id, std::set<std::string> dirty,
+                           Clock::time_point until) {
+  if (dirty.empty() || until <= Clock::now()) return;
+  if (dirty.size() > kMaxReported) dirty.erase(std::next(dirty.begin(), kMaxReported), dirty.end());
+  std::lock_guard lock(mu_);
+  // Under a name no proxy has (node ids carry no '/'), so its own reports never replace it;
+  // a retained report, gone at `until` like a disconnected proxy's.
+  Report& r = reports_["inherited/" + node_id];
+  r.connected = false;
+  r.retained_until = until;
+  r.stream = 0;
+  if (r.owed == dirty) {
+    wake_.notify_all();
+    return;
+  }
+  r.owed = std::move(dirty);
+  recomputeLocked();
+  wake_.notify_all();  // the notifier's next expiry may be sooner now
+}
+
 void DirtyServers::disconnected(const std::string& node_id, uint64_t stream) {
   std::lock_guard lock(mu_);
   auto it = reports_.find(node_id);
@@ -156,11 +176,18 @@ void DirtyServers::expire(Clock::time_point now) {
   bool dropped = false;
   for (auto it = reports_.begin(); it != reports_.end();) {
     if (!it->second.connected && it->second.retained_until <= now) {
-      ops::logEvent(ops::LogLevel::kWarn, "dirty-expired:" + it->first,
-                    "proxy %s did not come back within %lld ms; the %zu servers it owed "
-                    "invalidations are no longer held dirty for it",
-                    it->first.c_str(), static_cast<long long>(retain_.count()),
-                    it->second.owed.size());
+      if (it->first.rfind("inherited/", 0) == 0) {
+        ops::logEvent(ops::LogLevel::kInfo, "dirty-inherited-expired:" + it->first,
+                      "the start-up grace is over: the %zu servers %s said were dirty are held "
+                      "only for the proxies that report them",
+                      it->second.owed.size(), it->first.c_str());
+      } else {
+        ops::logEvent(ops::LogLevel::kWarn, "dirty-expired:" + it->first,
+                      "proxy %s did not come back within %lld ms; the %zu servers it owed "
+                      "invalidations are no longer held dirty for it",
+                      it->first.c_str(), static_cast<long long>(retain_.count()),
+                      it->second.owed.size());
+      }
       it = reports_.erase(it);
       dropped = true;
     } else {

@@ -57,6 +57,10 @@ class DirtyServers {
   // buggy or hostile proxy cannot grow the set, the messages or the replica Leases unbounded.
   static constexpr size_t kMaxReported = 1024;
   void report(const std::string& node_id, uint64_t stream, std::set<std::string> owed);
+  // What a reconnecting proxy says the controller before this one held dirty (its hello's
+  // dirty_seen): kept dirty until `until`, the start-up grace's end (this controller knows
+  // nothing of what proxies not back yet owe). At most kMaxReported are kept.
+  void inherit(const std::string& node_id, std::set<std::string> dirty, Clock::time_point until);
   // The stream ended. What the proxy still owed stays dirty for `retain`, unless the same
   // proxy reports again meanwhile (on another stream or another replica: then through it).
   void disconnected(const std::string& node_id, uint64_t stream);

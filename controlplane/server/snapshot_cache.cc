@@ -42,12 +42,26 @@ std::shared_ptr<const v1::TopologySnapshot> SnapshotCache::forZone(const std::st
   return by_zone_.emplace(zone, std::move(copy)).first->second;
 }
 
-std::shared_ptr<v1::TopologySnapshot> SnapshotCache::forNewProxy(const std::string& zone) {
-  std::shared_ptr<const v1::TopologySnapshot> shared = forZone(zone);
-  if (!shared) return nullptr;
-  auto own = std::make_shared<v1::TopologySnapshot>(*shared);
+bool SnapshotCache::published(const std::string& version) const {
   std::lock_guard lock(mu_);
-  if (current_->version() != own->version()) return own;  // published meanwhile: next send
+  if (current_ && current_->version() == version) return true;
+  for (const Replaced& r : replaced_) {
+    if (r.snapshot->version() == version) return true;
+  }
+  return false;
+}
+
+bool SnapshotCache::missedSwitches(const std::string& version) const {
+  std::lock_guard lock(mu_);
+  if (!current_ || version == current_->version()) return false;
+  return version.empty() || replaced_.empty() || replaced_.back().snapshot->version() != version;
+}
+
+std::shared_ptr<const v1::TopologySnapshot> SnapshotCache::withRecent(
+    std::shared_ptr<const v1::TopologySnapshot> shared) const {
+  std::lock_guard lock(mu_);
+  if (!current_ || current_->version() != shared->version() || replaced_.empty()) return shared;
+  auto own = std::make_shared<v1::TopologySnapshot>(*shared);
   const auto now = std::chrono::steady_clock::now();
   for (const Replaced& r : replaced_) {
     if (now - r.at > kRecentFor) continue;

@@ -29,9 +29,17 @@ class SnapshotCache {
   // nonce twice). Built once per publication and zone and shared by every stream: with
   // thousands of proxies, no copy per send. Null before the first publication.
   std::shared_ptr<const v1::TopologySnapshot> forZone(const std::string& zone);
-  // forZone() with `recent` filled: the snapshots published before, replaced in the last
-  // hour (at most 8, oldest first). For a proxy that serves nothing yet: its own copy.
-  std::shared_ptr<v1::TopologySnapshot> forNewProxy(const std::string& zone);
+  // Whether this controller published `version` (the current one, or one it replaced and
+  // still remembers: the last 8).
+  bool published(const std::string& version) const;
+  // Whether a proxy serving `version` ("" = nothing) needs `recent` to follow: it serves
+  // neither the current version nor the one the current replaced.
+  bool missedSwitches(const std::string& version) const;
+  // `shared` (a forZone() copy) with `recent` filled: the snapshots published before, replaced
+  // in the last hour (at most 8, oldest first). Its own copy; `shared` itself when a newer
+  // version was published meanwhile (the next send follows).
+  std::shared_ptr<const v1::TopologySnapshot> withRecent(
+      std::shared_ptr<const v1::TopologySnapshot> shared) const;
 
   // Listeners run on the publisher's thread (and, with many, on a few helper threads it
   // joins): listener_set.h.

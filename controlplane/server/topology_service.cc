@@ -71,13 +71,11 @@ class TopologyStream final
         sendIfNeededLocked();
       });
     }
-    uint64_t everywhere_subscription = 0;
-    if (wants_everywhere_) {
-      everywhere_subscription = everywhere_.subscribe([this] {
-        std::lock_guard lock(mu_);
-        sendIfNeededLocked();
-      });
-    }
+    // Every stream: the end of the start-up grace lets held snapshots go (below).
+    uint64_t everywhere_subscription = everywhere_.subscribe([this] {
+      std::lock_guard lock(mu_);
+      sendIfNeededLocked();
+    });
     std::lock_guard lock(mu_);
     subscription_ = subscription;
     dirty_subscription_ = dirty_subscription;
@@ -135,10 +133,21 @@ class TopologyStream final
     node_id_ = request.node_id();
     wants_dirty_ = request.reports_owed();
     wants_everywhere_ = request.wants_applied_everywhere();
+    wants_recent_ = request.wants_recent();
+    behind_at_hello_ =
+        !request.version_applied().empty() && !cache_.published(request.version_applied());
     id_ = registry_.connected(std::move(status));
     if (wants_dirty_) dirty_.attach(id_);
     // Under mu_ is fine: it calls its listeners on its own thread.
     everywhere_.attach(id_, request.version_applied());
+    // A controller just started knows no proxy's debts but those back already: what the one
+    // before it held dirty stays dirty for the grace, while the others reconnect and report.
+    if (request.dirty_seen_size() > 0) {
+      if (auto until = everywhere_.graceUntil()) {
+        dirty_.inherit(node_id_, {request.dirty_seen().begin(), request.dirty_seen().end()},
+                       *until);
+      }
+    }
   }
 
   void answer(const v1::TopologyRequest& request) {
@@ -189,12 +198,20 @@ class TopologyStream final
       return;
     }
     if (awaiting_answer_) return;
-    // A proxy serving nothing yet (a new pod) also hears of the recent switches, for their
-    // windows; once it serves a version it knows its own.
-    std::shared_ptr<const v1::TopologySnapshot> snapshot =
-        acked_version_.empty() ? cache_.forNewProxy(zone_) : cache_.forZone(zone_);
+    std::shared_ptr<const v1::TopologySnapshot> snapshot = cache_.forZone(zone_);
     if (!snapshot) return;
     if (snapshot->version() == acked_version_ || snapshot->version() == nacked_version_) return;
+    // A proxy that came back serving a version this controller never published (a change made
+    // while the controller was down) gets no new version during the start-up grace: such proxies
+    // reconnect over their backoff, and those back first would write through the new ring while the
+    // others still write through the old. At the grace's end they all switch within milliseconds. A
+    // proxy serving nothing routes no write, and one that was current when it came back follows
+    // changes as they come.
+    if (behind_at_hello_ && everywhere_.graceUntil()) return;
+    // A proxy serving nothing yet (a new pod), or that missed switches, also hears of the
+    // recent ones, for their windows (its own copy; the rest share the zone's).
+    if (wants_recent_ && cache_.missedSwitches(acked_version_))
+      snapshot = cache_.withRecent(std::move(snapshot));
     out_ = std::move(snapshot);  // shared with the zone's other streams; kept until written
     sent_version_ = out_->version();
     sent_nonce_ = out_->nonce();
@@ -234,6 +251,8 @@ class TopologyStream final
   // The proxy waits for the version applied everywhere: it is sent it at once (even "", so
   // it knows this controller speaks it), then whenever it changes.
   bool wants_everywhere_ = false;
+  bool wants_recent_ = false;     // replays TopologySnapshot.recent
+  bool behind_at_hello_ = false;  // served a version we never published when it connected
   bool everywhere_said_ = false;
   std::string everywhere_sent_;
   std::string zone_;

@@ -22,7 +22,7 @@ constexpr int64_t kRemoteDelayUs = 5'000'000;
 constexpr int64_t kRingSkewUs = 1'000'000;
 // The longest moves wait for the controller's word that every proxy applied the change (a
 // proxy stopped, or slow to apply): then they start anyway, logged and counted.
-constexpr int64_t kAgreementWaitUs = 10'000'000;
+constexpr int64_t kAgreementWaitUs = 15'000'000;
 constexpr int64_t kRetryUs = 3'000'000;
 constexpr size_t kMaxRings = 8;  // rings kept per job ("before"); beyond, treated as unknown
 // How long "done" stays: long enough for the other proxies, which ask every kRetryUs (or

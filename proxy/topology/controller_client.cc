@@ -140,6 +140,7 @@ v1::TopologyRequest ControllerClient::message(const std::string& nonce) {
   m.set_version_applied(applied_version_);
   m.set_response_nonce(nonce);
   m.set_wants_applied_everywhere(static_cast<bool>(on_everywhere_));
+  m.set_wants_recent(true);  // bootstrap.cc replays TopologySnapshot.recent
   if (health_) {
     m.set_reports_health(true);
     for (const auto& a : health_report_.down) m.add_backends_down(a);
@@ -343,6 +344,8 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
     report_seq_ = 0;
     sent_reports_.clear();
     hello = message("");
+    // What the last controller said is dirty: a restarted one keeps it for its grace.
+    for (const std::string& a : dirty_seen_) hello.add_dirty_seen(a);
   }
   bool established = false;
   bool everywhere_said = false;  // this stream's controller said what is applied everywhere
@@ -378,6 +381,11 @@ ControllerClient::Outcome ControllerClient::runStream(const std::string& address
           reported = reportedThrough(snapshot.dirty().report_seen());
         }
         on_dirty_(snapshot.dirty(), reported);
+        {
+          std::lock_guard lock(mu_);
+          dirty_seen_.assign(snapshot.dirty().addresses().begin(),
+                             snapshot.dirty().addresses().end());
+        }
         std::lock_guard write_lock(write_mu_);
         v1::TopologyRequest report;
         {

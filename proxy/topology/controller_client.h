@@ -143,6 +143,7 @@ class ControllerClient {
   HealthReport health_report_;              // the latest, under mu_
   HealthReport health_sent_;                // what the live stream was last told, under mu_
   bool health_changed_ = false;             // healthChanged() since the last look, under mu_
+  std::vector<std::string> dirty_seen_;     // the last dirty set applied (any stream), mu_
   uint64_t dirty_applied_ = 0;              // the live stream's dirty generation applied, mu_
   // The live stream's reports (report_seq) not yet known seen by the controller, and the
   // latest it has seen, with what each said owed; under mu_.

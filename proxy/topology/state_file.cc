@@ -21,7 +21,8 @@ namespace {
 
 constexpr const char* kFileName = "/topology.pb";
 // The snapshots topology.pb held before its last switches of version, one file each, named by
-// the switch's time (microseconds since the epoch): "history/<us>.pb".
+// a sequence number and the switch's time (microseconds since the epoch):
+// "history/<seq>-<us>.pb". Ordered by the sequence: a clock that steps back cannot reorder them.
 constexpr const char* kHistoryDir = "/history";
 // As many switches as the key mover remembers rings (key_mover.h).
 constexpr size_t kHistoryLength = 8;
@@ -54,18 +55,41 @@ std::optional<v1::TopologySnapshot> readSnapshot(const std::string& path, std::s
   return snapshot;
 }
 
-// The history's entries, oldest first: (switch time, path). Other names are not ours.
-std::vector<std::pair<int64_t, std::string>> historyFiles(const std::string& history) {
-  std::vector<std::pair<int64_t, std::string>> out;
+struct HistoryFile {
+  uint64_t seq = 0;
+  int64_t switched_at_us = 0;
+  std::string path;
+  bool operator<(const HistoryFile& o) const { return seq < o.seq; }
+};
+
+// Digits only, at most `most` of them (no overflow).
+bool parseDigits(const std::string& text, size_t most, uint64_t& out) {
+  if (text.empty() || text.size() > most ||
+      text.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  out = std::stoull(text);
+  return true;
+}
+
+// The history's entries, oldest first. Other names are not ours, and are left alone.
+std::vector<HistoryFile> historyFiles(const std::string& history) {
+  std::vector<HistoryFile> out;
   DIR* d = ::opendir(history.c_str());
   if (d == nullptr) return out;
   while (struct dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
-    if (name.size() < 4 || name.size() > 23 || name.compare(name.size() - 3, 3, ".pb") != 0)
+    size_t dash = name.find('-');
+    if (dash == std::string::npos || name.size() < 4 ||
+        name.compare(name.size() - 3, 3, ".pb") != 0)
       continue;
-    std::string digits = name.substr(0, name.size() - 3);
-    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    out.emplace_back(std::stoll(digits), history + "/" + name);
+    HistoryFile f;
+    uint64_t at = 0;
+    if (!parseDigits(name.substr(0, dash), 12, f.seq) ||
+        !parseDigits(name.substr(dash + 1, name.size() - 3 - dash - 1), 17, at))
+      continue;
+    f.switched_at_us = static_cast<int64_t>(at);
+    f.path = history + "/" + name;
+    out.push_back(std::move(f));
   }
   ::closedir(d);
   std::sort(out.begin(), out.end());
@@ -100,27 +124,43 @@ std::string writeAtomically(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
-std::string saveSnapshot(const std::string& dir, const v1::TopologySnapshot& snapshot) {
+std::string saveSnapshot(const std::string& dir, const v1::TopologySnapshot& snapshot,
+                         const std::vector<PastSnapshot>* switches) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errnoText("mkdir " + dir);
   std::string bytes;
   if (!snapshot.SerializeToString(&bytes)) return "cannot serialize the snapshot";
-  std::string ignored;
-  std::optional<v1::TopologySnapshot> replaced = readSnapshot(dir + kFileName, ignored);
+  // The switches first (a crash between leaves a switch to the version still saved, which
+  // replays as no change), and best effort: the current snapshot is saved either way.
+  std::string history_error;
+  if (switches != nullptr) {
+    history_error = appendHistory(dir, *switches);
+  } else {
+    std::string ignored;
+    std::optional<v1::TopologySnapshot> replaced = readSnapshot(dir + kFileName, ignored);
+    if (replaced && replaced->version() != snapshot.version())
+      history_error = appendHistory(dir, {PastSnapshot{std::move(*replaced), 0}});
+  }
   if (std::string error = writeAtomically(dir + kFileName, bytes); !error.empty()) return error;
-  // A switch: the snapshot it replaced joins the history, named by when (best effort: the
-  // current snapshot is saved either way).
-  if (!replaced || replaced->version() == snapshot.version()) return "";
+  return history_error;
+}
+
+std::string appendHistory(const std::string& dir, const std::vector<PastSnapshot>& switches) {
+  if (switches.empty()) return "";
   std::string history = dir + kHistoryDir;
   if (::mkdir(history.c_str(), 0755) != 0 && errno != EEXIST) return errnoText("mkdir " + history);
-  std::string old;
-  if (!replaced->SerializeToString(&old)) return "cannot serialize the replaced snapshot";
-  if (std::string error =
-          writeAtomically(history + "/" + std::to_string(unixMicros()) + ".pb", old);
-      !error.empty())
-    return error;
+  std::vector<HistoryFile> entries = historyFiles(history);
+  uint64_t seq = entries.empty() ? 1 : entries.back().seq + 1;
+  const int64_t now = unixMicros();
+  for (const PastSnapshot& past : switches) {
+    std::string bytes;
+    if (!past.snapshot.SerializeToString(&bytes)) return "cannot serialize a past snapshot";
+    std::string name = std::to_string(seq++) + "-" + std::to_string(now - past.age_us) + ".pb";
+    if (std::string error = writeAtomically(history + "/" + name, bytes); !error.empty())
+      return error;
+  }
   // The oldest beyond kHistoryLength go.
-  std::vector<std::pair<int64_t, std::string>> entries = historyFiles(history);
-  for (size_t i = 0; i + kHistoryLength < entries.size(); ++i) ::unlink(entries[i].second.c_str());
+  entries = historyFiles(history);
+  for (size_t i = 0; i + kHistoryLength < entries.size(); ++i) ::unlink(entries[i].path.c_str());
   return "";
 }
 
@@ -132,22 +172,22 @@ std::vector<PastSnapshot> loadHistory(const std::string& dir, std::string& error
   error.clear();
   std::vector<PastSnapshot> out;
   const int64_t now = unixMicros();
-  for (const auto& [switched_at, path] : historyFiles(dir + kHistoryDir)) {
+  int64_t last_at = 0;
+  for (const HistoryFile& f : historyFiles(dir + kHistoryDir)) {
     std::string bad;
-    std::optional<v1::TopologySnapshot> snapshot = readSnapshot(path, bad);
-    // A switch "in the future" (the clock stepped back, a copied directory): when it was is
-    // unknown, and so is everything before it.
-    if (switched_at > now) {
-      error = path + ": switch time in the future";
+    std::optional<v1::TopologySnapshot> snapshot = readSnapshot(f.path, bad);
+    // A switch "in the future", or before the one it followed (the clock stepped), or an
+    // unreadable entry: when it was is unknown, so is everything before it.
+    if (f.switched_at_us > now || f.switched_at_us < last_at) {
+      error = f.path + ": switch time out of order (the clock stepped)";
       out.clear();
-      continue;
-    }
-    if (!snapshot) {  // a torn entry breaks the chain: what came before it is not usable
-      error = bad.empty() ? path + ": vanished" : bad;
+    } else if (!snapshot) {
+      error = bad.empty() ? f.path + ": vanished" : bad;
       out.clear();
-      continue;
+    } else {
+      out.push_back(PastSnapshot{std::move(*snapshot), now - f.switched_at_us});
     }
-    out.push_back(PastSnapshot{std::move(*snapshot), now - switched_at});
+    last_at = f.switched_at_us;
   }
   return out;
 }

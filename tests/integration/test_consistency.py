@@ -6,7 +6,9 @@ import tempfile
 import time
 import unittest
 
-from harness import Memcached, Proxy
+import signal
+
+from harness import Controller, Memcached, Proxy, free_port, wait_until
 
 THREADS = 4
 
@@ -131,3 +133,55 @@ class DurableInvalidationsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ControllerRestartKeepsTheDirtySetTest(unittest.TestCase):
+    """A restarted controller knows no proxy's debts until the proxy reconnects and reports.
+    Proxy b, back first, used to get an empty set and read its local server, which proxy a
+    (not back yet) still owed a delete: the value deleted before the restart was served. A
+    proxy's first message now says what it last heard was dirty, and a controller in its
+    start-up grace keeps that dirty until the grace ends."""
+
+    def test_a_proxy_back_first_does_not_read_a_server_another_proxy_owes(self):
+        a, b = Memcached().start(), Memcached().start()
+        self.addCleanup(a.kill)
+        self.addCleanup(b.kill)
+        text = pool_yaml(a.address, b.address, read_hold_ms=0, down_retry_ms=200)
+        port = free_port()
+        controller = Controller(text, port=port).start()
+        self.addCleanup(lambda: controller.kill())
+        pa = Proxy(None, zone="zone-a", controller=controller.address).start()
+        pb = Proxy(None, zone="zone-b", controller=controller.address).start()
+        self.addCleanup(pb.stop)
+        with pa.client() as ca:
+            wait_until(lambda: ca.request(b"set k 0 0 2\r\nv1\r\n") == b"STORED\r\n", 10,
+                       "the proxies serving")
+            wait_until(lambda: request(pb.port, b"get k\r\n") == b"VALUE k 0 2\r\nv1\r\nEND\r\n",
+                       10, "v1 through proxy b")
+            b.pause()
+            try:
+                # A write of another key times out there: proxy a marks zone b down, so the
+                # delete of k is not even sent (bytes sent to a stopped memcached would still
+                # be applied when it resumes). Proxy a owes it, and every proxy hears so.
+                wait_until(lambda: ca.request(b"set other 0 0 1\r\nx\r\n") is not None and
+                           int(pa.stats().get("proxy_backend_servers_down", 0)) >= 1, 10,
+                           "proxy a to mark zone b down")
+                self.assertEqual(ca.request(b"delete k\r\n"), b"DELETED\r\n")
+                wait_until(lambda: pb.stats().get("dirty_servers") not in (None, "0"), 10,
+                           "proxy b to hear zone b is dirty")
+            finally:
+                pa.proc.send_signal(signal.SIGSTOP)  # cannot replay, cannot reconnect
+                b.resume()
+        try:
+            controller.kill()
+            controller = Controller(text, port=port, extra_args=["--applied-grace", "10s"]).start()
+            controller.wait_for_log("connected (zone zone-b", timeout=10)  # proxy b back
+            # Within the grace, proxy b must not read zone b: it still holds v1.
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                got = request(pb.port, b"get k\r\n")
+                self.assertNotIn(b"v1", got, "the deleted value served")
+                time.sleep(0.05)
+        finally:
+            pa.proc.send_signal(signal.SIGCONT)
+            pa.stop()

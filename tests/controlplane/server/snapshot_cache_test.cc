@@ -1,5 +1,6 @@
 // The controller's snapshot cache: one shared copy per zone and publication, and for a proxy
-// that serves nothing yet, the switches published recently (for their windows).
+// that serves nothing yet or missed switches, the switches published recently (for their
+// windows).
 #include "controlplane/server/snapshot_cache.h"
 
 #include <gtest/gtest.h>
@@ -27,10 +28,10 @@ TEST(SnapshotCache, ANewProxyHearsOfTheRecentSwitchesOldestFirst) {
   v1::TopologySnapshot one = snapshotWith("10.0.0.1"), two = snapshotWith("10.0.0.2"),
                        three = snapshotWith("10.0.0.3");
   ASSERT_TRUE(cache.publish(one));
-  EXPECT_EQ(cache.forNewProxy("a")->recent_size(), 0);  // no switch yet
+  EXPECT_EQ(cache.withRecent(cache.forZone("a"))->recent_size(), 0);  // no switch yet
   ASSERT_TRUE(cache.publish(two));
   ASSERT_TRUE(cache.publish(three));
-  auto fresh = cache.forNewProxy("a");
+  auto fresh = cache.withRecent(cache.forZone("a"));
   ASSERT_EQ(fresh->recent_size(), 2);
   EXPECT_EQ(fresh->version(), three.version());
   EXPECT_EQ(fresh->proxy_zone(), "a");
@@ -49,17 +50,46 @@ TEST(SnapshotCache, RepublishingAVersionIsNoSwitch) {
   ASSERT_TRUE(cache.publish(snapshotWith("10.0.0.1")));
   ASSERT_TRUE(cache.publish(snapshotWith("10.0.0.2")));
   EXPECT_FALSE(cache.publish(snapshotWith("10.0.0.2")));
-  EXPECT_EQ(cache.forNewProxy("a")->recent_size(), 1);
+  EXPECT_EQ(cache.withRecent(cache.forZone("a"))->recent_size(), 1);
 }
 
 TEST(SnapshotCache, AtMostTheLastEightSwitches) {
   SnapshotCache cache;
   for (int i = 1; i <= 12; ++i)
     ASSERT_TRUE(cache.publish(snapshotWith("10.0.0." + std::to_string(i))));
-  auto fresh = cache.forNewProxy("b");
+  auto fresh = cache.withRecent(cache.forZone("b"));
   ASSERT_EQ(fresh->recent_size(), 8);
   EXPECT_EQ(fresh->recent(0).snapshot().version(), snapshotWith("10.0.0.4").version());
   EXPECT_EQ(fresh->recent(7).snapshot().version(), snapshotWith("10.0.0.11").version());
+}
+
+TEST(SnapshotCache, OnlyProxiesThatMissedASwitchNeedTheRecentOnes) {
+  SnapshotCache cache;
+  v1::TopologySnapshot one = snapshotWith("10.0.0.1"), two = snapshotWith("10.0.0.2"),
+                       three = snapshotWith("10.0.0.3");
+  EXPECT_FALSE(cache.missedSwitches(""));  // nothing published
+  ASSERT_TRUE(cache.publish(one));
+  EXPECT_TRUE(cache.missedSwitches(""));  // a new proxy (nothing replaced yet: none to send)
+  ASSERT_TRUE(cache.publish(two));
+  ASSERT_TRUE(cache.publish(three));
+  EXPECT_TRUE(cache.missedSwitches(""));
+  EXPECT_FALSE(cache.missedSwitches(three.version()));  // up to date
+  EXPECT_FALSE(cache.missedSwitches(two.version()));    // one behind: the switch is this one
+  EXPECT_TRUE(cache.missedSwitches(one.version()));     // missed the switch to two
+  EXPECT_TRUE(cache.missedSwitches("unknown"));
+  // What a restarted controller holds back for its grace: versions it never published.
+  EXPECT_TRUE(cache.published(one.version()));
+  EXPECT_TRUE(cache.published(three.version()));
+  EXPECT_FALSE(cache.published("unknown"));
+}
+
+TEST(SnapshotCache, ACopyOfAnOlderPublicationGetsNoRecent) {
+  SnapshotCache cache;
+  ASSERT_TRUE(cache.publish(snapshotWith("10.0.0.1")));
+  ASSERT_TRUE(cache.publish(snapshotWith("10.0.0.2")));
+  auto older = cache.forZone("a");
+  ASSERT_TRUE(cache.publish(snapshotWith("10.0.0.3")));
+  EXPECT_EQ(cache.withRecent(older), older);  // published meanwhile: the next send follows
 }
 
 }  // namespace
