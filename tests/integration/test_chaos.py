@@ -12,8 +12,10 @@ its acknowledged value. Target: none, at the default consistency settings, on th
 (a static topology and readHoldMs: 0 are measured, not asserted).
 
 Three runs on the controller: with the faults above; with ring changes too (a zone scaled
-out or in, by rewriting the controller's file); and with ring changes across which another
-zone's proxy is stopped (ring skew: it applies each change late, after moves could start).
+out or in, by rewriting the controller's file); and with those, another zone's proxy stopped
+across each ring change (ring skew: it applies each change late, after moves could start).
+Every other ring change, the first included, is made while the controller restarts
+(MEMZONE_CHAOS_CONTROLLER_RESTARTS=0: none).
 
 MEMZONE_CHAOS_SECONDS (default 12) and MEMZONE_CHAOS_SEEDS (default "1,2") run it longer.
 Network partitions and added latency need network namespaces: see test_partitions.py.
@@ -32,6 +34,7 @@ from harness import Controller, Memcached, Proxy, wait_until
 
 SECONDS = float(os.environ.get("MEMZONE_CHAOS_SECONDS", "12"))
 SEEDS = [int(s) for s in os.environ.get("MEMZONE_CHAOS_SEEDS", "1,2").split(",")]
+CONTROLLER_RESTARTS = os.environ.get("MEMZONE_CHAOS_CONTROLLER_RESTARTS", "1") == "1"
 
 
 def topology_yaml(servers, read_hold_ms=None):
@@ -171,10 +174,14 @@ class RingChanges:
         self.read_hold_ms, self.skew = read_hold_ms, skew
         self.controller = None
         self.retired = []  # scaled-in memcached, alive (their keys are moved off) until the end
+        self.changes = 0
         self.log = []  # (time, what), for the report of a stale read
 
     def proxies(self, yaml, state):
-        self.controller = Controller(yaml).start()
+        # A 3 s grace, not 12 s: these proxies are back within about a second (a restart takes
+        # 0.2-1 s here, and their backoff stays at 250 ms for an outage's first 2 s), and a
+        # change should take effect within the run.
+        self.controller = Controller(yaml, extra_args=["--applied-grace", "3s"]).start()
 
         def make(zone, port=None):
             return Proxy(None, zone=zone, threads=3, port=port,
@@ -201,9 +208,23 @@ class RingChanges:
             stopped.proc.send_signal(signal.SIGSTOP)
             stopped_at = time.monotonic()
             what += ", proxy %d stopped" % stopped.port
+        # Every other change (the first included) is made while the controller restarts (an
+        # upgrade rolling out with it; MEMZONE_CHAOS_CONTROLLER_RESTARTS=0: never): proxies
+        # reconnect over their backoff, and the new controller holds the change back from them
+        # for its grace, so they switch together (without it, reads through the ones back
+        # first missed writes through the others: 3 to 48 stale reads per 12 s run).
+        restart = CONTROLLER_RESTARTS and self.changes % 2 == 0
+        self.changes += 1
+        if restart:
+            what += ", controller restarted"
         self.log.append((time.monotonic(), what))
         previous = (self.controller.versions() or [None])[-1]
+        if restart:
+            self.controller.kill()
         self.controller.write_topology(topology_yaml(servers, self.read_hold_ms))
+        if restart:
+            time.sleep(rng.uniform(0.2, 1.0))
+            self.controller.start()
         try:
             version = self.wait(lambda: (self.controller.versions() or [None])[-1] != previous
                                 and self.controller.versions()[-1], "a new topology version")
