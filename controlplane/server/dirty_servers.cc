@@ -54,6 +54,7 @@ void DirtyServers::inherit(const std::string& node_id, std::set<std::string> dir
   // a retained report, gone at `until` like a disconnected proxy's.
   Report& r = reports_["inherited/" + node_id];
   r.connected = false;
+  r.inherited = true;
   r.retained_until = until;
   r.stream = 0;
   if (r.owed == dirty) {
@@ -176,7 +177,7 @@ void DirtyServers::expire(Clock::time_point now) {
   bool dropped = false;
   for (auto it = reports_.begin(); it != reports_.end();) {
     if (!it->second.connected && it->second.retained_until <= now) {
-      if (it->first.rfind("inherited/", 0) == 0) {
+      if (it->second.inherited) {
         ops::logEvent(ops::LogLevel::kInfo, "dirty-inherited-expired:" + it->first,
                       "the start-up grace is over: the %zu servers %s said were dirty are held "
                       "only for the proxies that report them",

@@ -107,6 +107,7 @@ class DirtyServers {
     std::set<std::string> owed;
     uint64_t stream = 0;
     bool connected = true;
+    bool inherited = false;  // from a reconnecting proxy's dirty_seen (inherit())
     Clock::time_point retained_until;
   };
   void recomputeLocked();  // message_ from reports_ and the peers, notifies when it changed

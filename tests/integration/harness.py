@@ -244,6 +244,13 @@ class Proxy:
     def stop(self, timeout=15):
         return stop_process(self.proc, self.log, "memzone-proxy", timeout)
 
+    def kill(self):
+        """SIGKILL (a crash: no drain; what it owes survives only in --state-dir); start()
+        brings it back on the same port and state dir."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
     def logs(self):
         with open(self.log_path) as f:
             return f.read()

@@ -112,9 +112,7 @@ class ChaosRun:
                 else:
                     z = rng.choice(ZONES)
                     p = proxies[z]
-                    p.proc.kill()  # SIGKILL: no drain; owed deletes only in --state-dir
-                    p.proc.wait(timeout=10)
-                    p.log.close()
+                    p.kill()  # no drain; owed deletes only in --state-dir
                     proxies[z] = new_proxy(z, port=p.port).start()
                     for c in clients:
                         c.proxies = proxies

@@ -290,9 +290,7 @@ class ProxyRestartInWindowTest(RingSkewBase):
 
     def restart(self, proxy):
         version = proxy.topology_version()
-        proxy.proc.kill()  # SIGKILL: no drain
-        proxy.proc.wait(timeout=10)
-        proxy.log.close()
+        proxy.kill()
         proxy.start()  # same port, same --state-dir
         self.wait_applied((proxy,), version, what="the restarted proxy back on its version")
 
@@ -347,9 +345,7 @@ class ProxyRestartInWindowTest(RingSkewBase):
         p2 = self.proxy(controller.address, extra_args_more=["--move-keys", "off"])
         vx = self.latest_version(controller)
         self.wait_applied((p1, p2), vx, what="both on X")
-        p2.proc.kill()
-        p2.proc.wait(timeout=10)
-        p2.log.close()
+        p2.kill()
         servers.append(("mc-3", self.memcached()))
         controller.write_topology(text())
         vz = self.latest_version(controller, vx)
@@ -424,9 +420,7 @@ class ProxyRestartInWindowTest(RingSkewBase):
         wait_until(lambda: int(p2.stats().get("proxy_zone_a_invalidations_queued", 0)) >= len(keys),
                    timeout=10, what="the deletes owed to mc-3")
         p1.stop()  # only proxy 2 serves from here
-        p2.proc.kill()
-        p2.proc.wait(timeout=10)
-        p2.log.close()
+        p2.kill()
         fourth.resume()
         # The first writes reached mc-3's socket before it was marked down and land now; the
         # others left deletes owed (in the invalidation log), and mc-3 still holds v1.

@@ -55,6 +55,22 @@ TEST(DirtyServers, AProxyThatDisconnectsWhileDirtyKeepsItsServersDirtyForTheRete
   EXPECT_TRUE(addresses(d).empty());
 }
 
+TEST(DirtyServers, WhatTheLastControllerHeldDirtyStaysUntilTheGraceEnds) {
+  // A restarted controller: proxy p2 comes back first and says b:1 was dirty; p1, which owes
+  // it, is not back. Its own reports (clean or not) do not end what p2 said, the grace does.
+  DirtyServers d(60s);
+  auto until = DirtyServers::Clock::now() + 10s;
+  d.inherit("p2", {"b:1"}, until);
+  EXPECT_EQ(addresses(d), std::vector<std::string>{"b:1"});
+  d.report("p2", 2, {});
+  d.expire(DirtyServers::Clock::now());
+  EXPECT_EQ(addresses(d), std::vector<std::string>{"b:1"});
+  d.expire(until + 1ms);
+  EXPECT_TRUE(addresses(d).empty());
+  d.inherit("p2", {"b:1"}, DirtyServers::Clock::now() - 1s);  // grace over: ignored
+  EXPECT_TRUE(addresses(d).empty());
+}
+
 TEST(DirtyServers, AProxyThatComesBackReportsForItself) {
   DirtyServers d(60s);
   d.report("p1", 1, {"a:1"});

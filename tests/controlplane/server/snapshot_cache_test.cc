@@ -8,20 +8,12 @@
 #include <string>
 
 #include "memzone/v1/topology_yaml.h"
+#include "tests/common/topology_snapshots.h"
 
 namespace memzone::controlplane {
 namespace {
 
-v1::TopologySnapshot snapshotWith(const std::string& address) {
-  v1::TopologySnapshot snapshot;
-  v1::Zone* zone = snapshot.add_pools()->add_zones();
-  zone->set_zone("a");
-  v1::Backend* backend = zone->add_backends();
-  backend->set_address(address);
-  backend->set_port(11211);
-  snapshot.set_version(v1::snapshotVersion(snapshot));
-  return snapshot;
-}
+using testing::snapshotWith;
 
 TEST(SnapshotCache, ANewProxyHearsOfTheRecentSwitchesOldestFirst) {
   SnapshotCache cache;

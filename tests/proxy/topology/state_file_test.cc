@@ -13,22 +13,12 @@
 #include <vector>
 
 #include "memzone/v1/topology_yaml.h"
+#include "tests/common/topology_snapshots.h"
 
 namespace memzone::topology {
 namespace {
 
-v1::TopologySnapshot snapshotWith(const std::string& address) {
-  v1::TopologySnapshot snapshot;
-  v1::Pool* pool = snapshot.add_pools();
-  pool->set_name("main");
-  v1::Zone* zone = pool->add_zones();
-  zone->set_zone("a");
-  v1::Backend* backend = zone->add_backends();
-  backend->set_address(address);
-  backend->set_port(11211);
-  snapshot.set_version(v1::snapshotVersion(snapshot));
-  return snapshot;
-}
+using testing::snapshotWith;
 
 class StateFileTest : public ::testing::Test {
  protected:
